@@ -1,0 +1,262 @@
+//! Server settings: the layers (flag > `PORTUNUS_*` environment > `server.toml` > default),
+//! their validation, and the data-plane subset that reaches every client in Welcome.
+//!
+//! Invariant: a value outside its range refuses to start with a message naming the key;
+//! nothing is silently clamped.
+
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::{ErrorCode, Failure};
+
+/// One layer of settings; `None` means "not set here, ask the next layer".
+///
+/// The same shape is read from `server.toml` (unknown keys refused) and built from flags
+/// and environment variables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsLayer {
+    /// gRPC control listener.
+    pub control_listen: Option<SocketAddr>,
+    /// Operator HTTP API listener.
+    pub operator_http_listen: Option<SocketAddr>,
+    /// Prometheus `/metrics`, `/healthz`, `/readyz` listener.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `host:port` put in enrollment URIs and bundles.
+    pub advertised_endpoint: Option<String>,
+    /// Extra SANs for a certificate generated at first start.
+    pub cert_sans: Option<Vec<String>>,
+    /// A fixed operator token instead of the generated `operator.token` file.
+    pub operator_token: Option<String>,
+    /// Default enrollment code lifetime.
+    pub enrollment_ttl_secs: Option<u64>,
+    /// Idle time after which a UDP flow is reaped.
+    pub udp_flow_idle_secs: Option<u64>,
+    /// UDP flow cap per rule, across all its ports.
+    pub udp_max_flows_per_rule: Option<u64>,
+    /// Widest listen range a rule may have.
+    pub range_rule_max_ports: Option<u64>,
+    /// Target connect timeout.
+    pub tcp_connect_timeout_secs: Option<u64>,
+    /// A TCP connection with no bytes either way for this long is closed.
+    pub tcp_idle_timeout_secs: Option<u64>,
+    /// TCP keepalive idle time on both legs.
+    pub tcp_keepalive_secs: Option<u64>,
+    /// How often clients send StatsReport.
+    pub stats_interval_secs: Option<u64>,
+}
+
+impl SettingsLayer {
+    /// Parses `server.toml` text. Unknown keys and wrongly typed values name the key.
+    pub fn from_toml(text: &str) -> Result<Self, Failure> {
+        toml::from_str(text)
+            .map_err(|err| Failure::new(ErrorCode::InvalidConfig, format!("server.toml: {}", err.message())))
+    }
+
+    /// Fills every unset field of `self` from `lower`.
+    pub fn over(self, lower: SettingsLayer) -> SettingsLayer {
+        macro_rules! pick {
+            ($($field:ident),+) => { SettingsLayer { $( $field: self.$field.or(lower.$field), )+ } };
+        }
+        pick!(
+            control_listen,
+            operator_http_listen,
+            metrics_listen,
+            advertised_endpoint,
+            cert_sans,
+            operator_token,
+            enrollment_ttl_secs,
+            udp_flow_idle_secs,
+            udp_max_flows_per_rule,
+            range_rule_max_ports,
+            tcp_connect_timeout_secs,
+            tcp_idle_timeout_secs,
+            tcp_keepalive_secs,
+            stats_interval_secs
+        )
+    }
+}
+
+/// Settings every client's data plane runs with; sent in Welcome, or read from the
+/// standalone TOML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataPlaneSettings {
+    /// UDP flow idle expiry.
+    pub udp_flow_idle: Duration,
+    /// UDP flows per rule.
+    pub udp_max_flows_per_rule: u32,
+    /// Target connect timeout.
+    pub tcp_connect_timeout: Duration,
+    /// Idle TCP connections are closed after this.
+    pub tcp_idle_timeout: Duration,
+    /// TCP keepalive idle time.
+    pub tcp_keepalive: Duration,
+    /// StatsReport period.
+    pub stats_interval: Duration,
+}
+
+impl Default for DataPlaneSettings {
+    fn default() -> Self {
+        DataPlaneSettings {
+            udp_flow_idle: Duration::from_secs(UDP_FLOW_IDLE.default),
+            udp_max_flows_per_rule: UDP_MAX_FLOWS.default as u32,
+            tcp_connect_timeout: Duration::from_secs(TCP_CONNECT_TIMEOUT.default),
+            tcp_idle_timeout: Duration::from_secs(TCP_IDLE_TIMEOUT.default),
+            tcp_keepalive: Duration::from_secs(TCP_KEEPALIVE.default),
+            stats_interval: Duration::from_secs(STATS_INTERVAL.default),
+        }
+    }
+}
+
+/// A bounded numeric setting.
+struct Bounded {
+    key: &'static str,
+    range: RangeInclusive<u64>,
+    default: u64,
+}
+
+impl Bounded {
+    fn get(&self, value: Option<u64>) -> Result<u64, Failure> {
+        let v = value.unwrap_or(self.default);
+        if self.range.contains(&v) {
+            Ok(v)
+        } else {
+            Err(Failure::new(
+                ErrorCode::OutOfRange,
+                format!("{} = {v} is out of range ({}..={})", self.key, self.range.start(), self.range.end()),
+            ))
+        }
+    }
+}
+
+const ENROLLMENT_TTL: Bounded = Bounded { key: "enrollment_ttl_secs", range: 1..=86_400, default: 600 };
+const UDP_FLOW_IDLE: Bounded = Bounded { key: "udp_flow_idle_secs", range: 30..=300, default: 60 };
+const UDP_MAX_FLOWS: Bounded = Bounded { key: "udp_max_flows_per_rule", range: 1..=65_535, default: 1024 };
+const RANGE_MAX_PORTS: Bounded = Bounded { key: "range_rule_max_ports", range: 1..=65_535, default: 1024 };
+const TCP_CONNECT_TIMEOUT: Bounded = Bounded { key: "tcp_connect_timeout_secs", range: 1..=300, default: 10 };
+const TCP_IDLE_TIMEOUT: Bounded =
+    Bounded { key: "tcp_idle_timeout_secs", range: 10..=604_800, default: 7_200 };
+const TCP_KEEPALIVE: Bounded = Bounded { key: "tcp_keepalive_secs", range: 5..=7_200, default: 60 };
+const STATS_INTERVAL: Bounded = Bounded { key: "stats_interval_secs", range: 1..=300, default: 2 };
+
+/// Longest lifetime an enrollment code may be given.
+pub const MAX_ENROLLMENT_TTL: Duration = Duration::from_secs(86_400);
+
+/// Fully resolved, validated server settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// gRPC control listener.
+    pub control_listen: SocketAddr,
+    /// Operator HTTP API listener.
+    pub operator_http_listen: SocketAddr,
+    /// Metrics listener.
+    pub metrics_listen: SocketAddr,
+    /// Seed for the advertised endpoint (validated by [`crate::endpoint::Endpoint::parse`]).
+    pub advertised_endpoint: Option<crate::endpoint::Endpoint>,
+    /// Extra certificate SANs for first start.
+    pub cert_sans: Vec<String>,
+    /// Fixed operator token, if configured.
+    pub operator_token: Option<String>,
+    /// Default enrollment lifetime.
+    pub enrollment_ttl: Duration,
+    /// Range cap.
+    pub range_rule_max_ports: u32,
+    /// What clients run with.
+    pub data_plane: DataPlaneSettings,
+}
+
+impl ServerSettings {
+    /// Resolves a merged layer (see [`SettingsLayer::over`]) against the defaults.
+    pub fn resolve(layer: SettingsLayer) -> Result<Self, Failure> {
+        let advertised_endpoint =
+            layer.advertised_endpoint.as_deref().map(crate::endpoint::Endpoint::parse).transpose()?;
+        Ok(ServerSettings {
+            control_listen: layer.control_listen.unwrap_or_else(|| "0.0.0.0:7443".parse().expect("literal")),
+            operator_http_listen: layer
+                .operator_http_listen
+                .unwrap_or_else(|| "127.0.0.1:7080".parse().expect("literal")),
+            metrics_listen: layer
+                .metrics_listen
+                .unwrap_or_else(|| "127.0.0.1:7081".parse().expect("literal")),
+            advertised_endpoint,
+            cert_sans: layer.cert_sans.unwrap_or_default(),
+            operator_token: layer.operator_token.filter(|t| !t.is_empty()),
+            enrollment_ttl: Duration::from_secs(ENROLLMENT_TTL.get(layer.enrollment_ttl_secs)?),
+            range_rule_max_ports: RANGE_MAX_PORTS.get(layer.range_rule_max_ports)? as u32,
+            data_plane: DataPlaneSettings {
+                udp_flow_idle: Duration::from_secs(UDP_FLOW_IDLE.get(layer.udp_flow_idle_secs)?),
+                udp_max_flows_per_rule: UDP_MAX_FLOWS.get(layer.udp_max_flows_per_rule)? as u32,
+                tcp_connect_timeout: Duration::from_secs(
+                    TCP_CONNECT_TIMEOUT.get(layer.tcp_connect_timeout_secs)?,
+                ),
+                tcp_idle_timeout: Duration::from_secs(TCP_IDLE_TIMEOUT.get(layer.tcp_idle_timeout_secs)?),
+                tcp_keepalive: Duration::from_secs(TCP_KEEPALIVE.get(layer.tcp_keepalive_secs)?),
+                stats_interval: Duration::from_secs(STATS_INTERVAL.get(layer.stats_interval_secs)?),
+            },
+        })
+    }
+
+    /// Validates an enrollment lifetime asked for on the command line or in the API.
+    pub fn enrollment_ttl_for(&self, requested_secs: Option<u64>) -> Result<Duration, Failure> {
+        match requested_secs {
+            None => Ok(self.enrollment_ttl),
+            Some(secs) => ENROLLMENT_TTL.get(Some(secs)).map(Duration::from_secs),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_beats_env_beats_file_beats_default() {
+        let flags = SettingsLayer { udp_flow_idle_secs: Some(31), ..Default::default() };
+        let env = SettingsLayer {
+            udp_flow_idle_secs: Some(32),
+            stats_interval_secs: Some(3),
+            ..Default::default()
+        };
+        let file = SettingsLayer::from_toml(
+            "udp_flow_idle_secs = 33\nstats_interval_secs = 4\ntcp_keepalive_secs = 9\n",
+        )
+        .unwrap();
+        let s = ServerSettings::resolve(flags.over(env).over(file)).unwrap();
+        assert_eq!(s.data_plane.udp_flow_idle, Duration::from_secs(31));
+        assert_eq!(s.data_plane.stats_interval, Duration::from_secs(3));
+        assert_eq!(s.data_plane.tcp_keepalive, Duration::from_secs(9));
+        assert_eq!(s.data_plane.udp_max_flows_per_rule, 1024);
+        assert_eq!(s.control_listen.to_string(), "0.0.0.0:7443");
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_key() {
+        for (toml, key) in [
+            ("udp_flow_idle_secs = 29", "udp_flow_idle_secs"),
+            ("udp_flow_idle_secs = 301", "udp_flow_idle_secs"),
+            ("udp_max_flows_per_rule = 0", "udp_max_flows_per_rule"),
+            ("udp_max_flows_per_rule = 65536", "udp_max_flows_per_rule"),
+            ("enrollment_ttl_secs = 86401", "enrollment_ttl_secs"),
+        ] {
+            let err = ServerSettings::resolve(SettingsLayer::from_toml(toml).unwrap()).unwrap_err();
+            assert_eq!(err.code, ErrorCode::OutOfRange);
+            assert!(err.message.contains(key), "{err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_by_name() {
+        let err = SettingsLayer::from_toml("udp_flow_idle = 60").unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidConfig);
+        assert!(err.message.contains("udp_flow_idle"), "{err}");
+    }
+
+    #[test]
+    fn advertised_endpoint_is_validated() {
+        let layer = SettingsLayer { advertised_endpoint: Some("https://x:1".into()), ..Default::default() };
+        assert_eq!(ServerSettings::resolve(layer).unwrap_err().code, ErrorCode::EndpointInvalid);
+    }
+}

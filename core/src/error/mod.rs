@@ -1,0 +1,175 @@
+//! The closed set of error codes a user can meet, with their exit and HTTP statuses.
+//!
+//! Invariant: a code string, once released, is never renamed or reused, and each code has
+//! exactly one CLI exit status and one HTTP status. The table below is the only place
+//! either mapping is written; `docs/troubleshooting.md` lists every code (a tidy check).
+
+use std::fmt;
+
+macro_rules! error_codes {
+    ($( $(#[$doc:meta])* $variant:ident => $code:literal, exit $exit:literal, http $http:literal; )+) => {
+        /// A stable, machine-readable failure code.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum ErrorCode {
+            $( $(#[$doc])* $variant, )+
+        }
+
+        impl ErrorCode {
+            /// Every code, in table order.
+            pub const ALL: &'static [ErrorCode] = &[ $( ErrorCode::$variant, )+ ];
+
+            /// The stable snake_case (or dotted) string, as it appears in JSON bodies and logs.
+            pub const fn as_str(self) -> &'static str {
+                match self { $( ErrorCode::$variant => $code, )+ }
+            }
+
+            /// The process exit status a CLI command ends with when it fails with this code.
+            pub const fn exit_status(self) -> u8 {
+                match self { $( ErrorCode::$variant => $exit, )+ }
+            }
+
+            /// The HTTP status the operator API answers with for this code.
+            pub const fn http_status(self) -> u16 {
+                match self { $( ErrorCode::$variant => $http, )+ }
+            }
+
+            /// Looks a code up by its string; `None` for strings this build does not know.
+            pub fn parse(s: &str) -> Option<ErrorCode> {
+                match s { $( $code => Some(ErrorCode::$variant), )+ _ => None }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// An invariant broke inside Portunus; the message says where.
+    Internal => "internal", exit 1, http 500;
+    /// The embedded store failed to read or commit.
+    StoreError => "store_error", exit 1, http 500;
+    /// A local file or socket operation failed.
+    IoError => "io_error", exit 1, http 500;
+
+    /// The request body or command line could not be understood.
+    InvalidRequest => "invalid_request", exit 2, http 400;
+    /// A target is not `host:port[-port][@priority][,proxy=v1|v2]`.
+    InvalidTarget => "invalid_target", exit 2, http 400;
+    /// A listen port is 0, above 65535 or not a number.
+    InvalidPort => "validation.invalid_port", exit 2, http 400;
+    /// A port range is inverted (`end < start`).
+    InvertedRange => "validation.inverted_range", exit 2, http 400;
+    /// The listen range and a target range differ in length.
+    RangeMismatch => "range_mismatch", exit 2, http 400;
+    /// A range is wider than the configured cap.
+    ExceedsCap => "exceeds_cap", exit 2, http 400;
+    /// Two targets of one rule name the same `host:port`.
+    DuplicateTarget => "validation.duplicate_target", exit 2, http 400;
+    /// A rule names no target, or more than the allowed number.
+    TargetCount => "validation.target_count", exit 2, http 400;
+    /// A field is not valid for this rule's protocol (e.g. PROXY protocol on UDP).
+    ProtocolMismatch => "validation.protocol_mismatch", exit 2, http 400;
+    /// A name (client, rule) does not follow the naming rules.
+    InvalidName => "validation.invalid_name", exit 2, http 400;
+    /// A numeric setting or field is outside its allowed range.
+    OutOfRange => "validation.out_of_range", exit 2, http 400;
+    /// A configuration file has an unknown key or a malformed value.
+    InvalidConfig => "invalid_config", exit 2, http 400;
+    /// An advertised endpoint is not a bare `host:port`.
+    EndpointInvalid => "endpoint_invalid", exit 2, http 422;
+    /// An advertised endpoint's host is not covered by the server certificate's SANs.
+    EndpointNotInCertSan => "endpoint_not_in_cert_san", exit 2, http 422;
+    /// An enrollment URI is malformed.
+    EnrollUriInvalid => "enroll_uri_invalid", exit 2, http 400;
+    /// A client bundle file is missing fields or malformed.
+    InvalidBundle => "invalid_bundle", exit 2, http 400;
+    /// The data directory is on NFS, tmpfs or ramfs.
+    UnsupportedFilesystem => "unsupported_filesystem", exit 2, http 500;
+
+    /// The client did not announce UDP support.
+    UnsupportedProtocol => "unsupported_protocol", exit 3, http 422;
+    /// The client did not announce support for several targets per rule.
+    MultiTargetUnsupportedByClient => "multi_target_unsupported_by_client", exit 3, http 422;
+    /// The client did not announce support for listen port ranges.
+    PortRangeUnsupportedByClient => "port_range_unsupported_by_client", exit 3, http 422;
+    /// The client did not announce support for DNS-name targets.
+    DnsTargetUnsupportedByClient => "dns_target_unsupported_by_client", exit 3, http 422;
+    /// The client did not announce support for PROXY protocol headers.
+    ProxyProtocolUnsupportedByClient => "proxy_protocol_unsupported_by_client", exit 3, http 422;
+
+    /// The client has no live control stream.
+    ClientNotConnected => "client_not_connected", exit 4, http 409;
+    /// Missing or invalid credentials.
+    Unauthenticated => "unauthenticated", exit 4, http 401;
+    /// The client's token was revoked.
+    TokenRevoked => "token_revoked", exit 4, http 401;
+    /// The server's certificate does not match the pinned fingerprint.
+    TlsPinMismatch => "tls_pin_mismatch", exit 4, http 502;
+    /// The server could not be reached.
+    ServerUnreachable => "server_unreachable", exit 4, http 502;
+    /// No enrollment exists for this code.
+    EnrollmentNotFound => "enrollment_not_found", exit 4, http 401;
+    /// The enrollment code expired before it was redeemed.
+    EnrollmentExpired => "enrollment_expired", exit 4, http 401;
+    /// The enrollment code was already redeemed.
+    EnrollmentConsumed => "enrollment_consumed", exit 4, http 401;
+    /// The enrollment can't be redeemed with the server's current configuration.
+    FailedPrecondition => "failed_precondition", exit 4, http 409;
+
+    /// The listen port is held by another rule or process.
+    PortInUse => "port_in_use", exit 5, http 409;
+    /// Another client already has this name.
+    ClientNameTaken => "conflict.client_name_taken", exit 5, http 409;
+    /// The client was revoked; re-enroll it before pushing rules.
+    ClientRevoked => "conflict.client_revoked", exit 5, http 409;
+
+    /// The caller does not own the resource.
+    NotOwner => "not_owner", exit 6, http 403;
+    /// No grant covers the requested client.
+    ClientNotGranted => "client_not_granted", exit 6, http 403;
+    /// No single grant covers the whole listen range.
+    PortOutsideGrant => "port_outside_grant", exit 6, http 403;
+    /// No grant covering the client and ports enables the protocol.
+    ProtocolNotGranted => "protocol_not_granted", exit 6, http 403;
+
+    /// The client did not report an outcome within the activation timeout.
+    AckTimeout => "ack_timeout", exit 7, http 504;
+
+    /// No rule with this id.
+    RuleNotFound => "rule_not_found", exit 8, http 404;
+    /// No client with this id or name.
+    ClientNotFound => "client_not_found", exit 8, http 404;
+    /// No such route.
+    RouteNotFound => "route_not_found", exit 8, http 404;
+
+    /// Another process holds the store.
+    StoreInUse => "store_in_use", exit 75, http 503;
+    /// The store was written by a newer Portunus.
+    SchemaVersionTooNew => "schema_version_too_new", exit 78, http 500;
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A failure that reaches a user: a stable code and a human sentence.
+///
+/// Operation-specific error enums convert into this at the edge (CLI, HTTP, gRPC).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct Failure {
+    /// The stable code.
+    pub code: ErrorCode,
+    /// A sentence for humans; never contains a secret.
+    pub message: String,
+}
+
+impl Failure {
+    /// A failure with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Failure { code, message: message.into() }
+    }
+}
+
+#[cfg(test)]
+mod tests;

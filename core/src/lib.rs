@@ -1,0 +1,34 @@
+//! `portunus-core`: the Portunus domain. Models, validation, the rule lifecycle, policy,
+//! sans-io protocol pieces and the use cases, over ports that adapters implement.
+//!
+//! Invariants: no tokio, no sockets, no files, no clock reads. Time comes in as
+//! [`ids::Timestamp`] (or `now` arguments), randomness through [`ports::Entropy`], and every
+//! failure that reaches a user carries an [`ErrorCode`].
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod agent;
+pub mod backoff;
+pub mod capability;
+pub mod client;
+pub mod config;
+pub mod endpoint;
+pub mod enroll;
+pub mod error;
+pub mod fsclass;
+pub mod ids;
+pub mod policy;
+pub mod ports;
+pub mod rule;
+pub mod secret;
+pub mod service;
+pub mod stats;
+
+#[cfg(any(test, feature = "test-support"))]
+pub mod test_support;
+
+pub use error::{ErrorCode, Failure};
+
+/// Version of the control protocol this build speaks. Bumped only for additive changes that a
+/// peer may want to know about; old peers keep working.
+pub const PROTOCOL_VERSION: u32 = 1;

@@ -1,0 +1,207 @@
+//! Ports: the traits adapters implement so core can run without I/O.
+//!
+//! Store ports are synchronous (the embedded store is); ports that wait on the network
+//! return boxed futures so they stay object-safe (`Arc<dyn ClientLink>`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use crate::capability::CapabilitySet;
+use crate::client::{Client, Enrollment};
+use crate::ids::{ClientId, ClientName, RuleId, Timestamp};
+use crate::rule::{Rule, RuleDef, RuleState};
+use crate::secret::SecretHash;
+use crate::stats::RuleTotals;
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Wall-clock time. Tests inject a manual clock.
+pub trait Clock: Send + Sync {
+    /// The current time.
+    fn now(&self) -> Timestamp;
+}
+
+/// Randomness for ids, tokens and codes. Adapters use the OS CSPRNG.
+pub trait Entropy: Send + Sync {
+    /// Fills `buf` with random bytes.
+    fn fill(&self, buf: &mut [u8]);
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backing store could not be read or written; the cause is kept.
+    #[error("store unavailable")]
+    Unavailable {
+        /// The adapter's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A record could not be decoded.
+    #[error("store record corrupted: {detail}")]
+    Corrupted {
+        /// What was wrong.
+        detail: String,
+    },
+    /// Another process holds the store.
+    #[error("the store is held by another process")]
+    InUse,
+    /// The store was written by a newer schema.
+    #[error("store schema version {found} is newer than this binary's {supported}")]
+    SchemaTooNew {
+        /// Version in the file.
+        found: u64,
+        /// Newest version this binary understands.
+        supported: u64,
+    },
+}
+
+impl StoreError {
+    /// The user-facing code.
+    pub fn code(&self) -> crate::ErrorCode {
+        match self {
+            StoreError::InUse => crate::ErrorCode::StoreInUse,
+            StoreError::SchemaTooNew { .. } => crate::ErrorCode::SchemaVersionTooNew,
+            StoreError::Unavailable { .. } | StoreError::Corrupted { .. } => crate::ErrorCode::StoreError,
+        }
+    }
+}
+
+impl From<StoreError> for crate::Failure {
+    fn from(err: StoreError) -> Self {
+        let mut message = err.to_string();
+        let mut source = std::error::Error::source(&err);
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        crate::Failure::new(err.code(), message)
+    }
+}
+
+/// Reads of clients.
+pub trait ClientStore: Send + Sync {
+    /// A client by id.
+    fn get_client(&self, id: &ClientId) -> Result<Option<Client>, StoreError>;
+    /// A client by its unique name.
+    fn client_by_name(&self, name: &ClientName) -> Result<Option<Client>, StoreError>;
+    /// Every client, ordered by name.
+    fn list_clients(&self) -> Result<Vec<Client>, StoreError>;
+}
+
+/// Reads of rules and their traffic totals.
+pub trait RuleStore: Send + Sync {
+    /// A rule by id.
+    fn get_rule(&self, id: RuleId) -> Result<Option<Rule>, StoreError>;
+    /// Every rule, ordered by id.
+    fn list_rules(&self) -> Result<Vec<Rule>, StoreError>;
+    /// A client's rules, ordered by id.
+    fn rules_for_client(&self, client: &ClientId) -> Result<Vec<Rule>, StoreError>;
+    /// Persisted traffic totals of every rule.
+    fn list_totals(&self) -> Result<Vec<(RuleId, RuleTotals)>, StoreError>;
+}
+
+/// Reads of enrollments.
+pub trait EnrollmentStore: Send + Sync {
+    /// An enrollment by the hash of its code.
+    fn get_enrollment(&self, code_hash: &SecretHash) -> Result<Option<Enrollment>, StoreError>;
+}
+
+/// One change in an atomic batch.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Insert or replace a client (and its name index entry).
+    PutClient(Client),
+    /// Insert or replace a rule.
+    PutRule(Rule),
+    /// Delete a rule and its totals; deleting a missing rule is not an error.
+    DeleteRule(RuleId),
+    /// Insert or replace an enrollment.
+    PutEnrollment(Enrollment),
+    /// Insert or replace a rule's totals.
+    PutTotals(RuleId, RuleTotals),
+}
+
+/// The whole durable state.
+///
+/// `commit` is atomic and durable: when it returns `Ok`, every write of the batch survives
+/// a crash, and a reader never sees part of a batch. A `PutClient` that renames a client
+/// moves its name index entry in the same transaction.
+pub trait Store: ClientStore + RuleStore + EnrollmentStore {
+    /// Takes the next rule id from a durable sequence. Ids are never reused; gaps are fine.
+    fn next_rule_id(&self) -> Result<RuleId, StoreError>;
+    /// Applies `writes` atomically and durably.
+    fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+}
+
+/// A connected client's session, as the control adapter knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// What the client announced.
+    pub capabilities: CapabilitySet,
+    /// Its version string.
+    pub version: String,
+    /// When the stream opened.
+    pub connected_at: Timestamp,
+}
+
+/// A message for one connected client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCommand {
+    /// Bind (or re-bind, if the definition changed) a rule.
+    Upsert {
+        /// Rule id.
+        rule: RuleId,
+        /// What to bind.
+        def: RuleDef,
+    },
+    /// Stop a rule and close its connections.
+    Remove {
+        /// Rule id.
+        rule: RuleId,
+    },
+}
+
+/// Why the server ends a client's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// `revoke` was run for the client.
+    TokenRevoked,
+    /// A re-enrollment replaced the token.
+    TokenRotated,
+    /// The client was deleted.
+    ClientDeleted,
+}
+
+impl DisconnectReason {
+    /// Stable reason string for events.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisconnectReason::TokenRevoked => "token_revoked",
+            DisconnectReason::TokenRotated => "token_rotated",
+            DisconnectReason::ClientDeleted => "client_deleted",
+        }
+    }
+}
+
+/// The client is not connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("client is not connected")]
+pub struct NotConnected;
+
+/// The live control streams, seen from core.
+pub trait ClientLink: Send + Sync {
+    /// The session of `client`, if it has a live stream.
+    fn session(&self, client: &ClientId) -> Option<SessionInfo>;
+    /// Queues `command` on the client's stream.
+    fn send(&self, client: &ClientId, command: ClientCommand) -> Result<(), NotConnected>;
+    /// Ends the client's stream now, if it has one.
+    fn disconnect(&self, client: &ClientId, reason: DisconnectReason);
+    /// Starts waiting for the next reported outcome (Active or Failed) of `rule`; resolves to
+    /// `None` after `timeout`. Registration happens before this returns, so an outcome
+    /// reported right after `send` is not missed.
+    fn await_outcome(&self, rule: RuleId, timeout: Duration) -> BoxFuture<'static, Option<RuleState>>;
+}

@@ -1,0 +1,337 @@
+//! Rules: the operator's input form ([`RuleSpec`]), its validated form ([`RuleDef`]) and
+//! the persisted rule with its lifecycle state ([`Rule`]).
+//!
+//! Invariant: a `RuleDef` only exists after validation, so adapters can bind it without
+//! re-checking ports, ranges or targets. The CLI, the JSON API and the standalone TOML all
+//! go through [`RuleSpec::validate`].
+
+mod grammar;
+mod lifecycle;
+mod validate;
+
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+pub use grammar::{parse_listen, parse_target};
+pub use lifecycle::{RuleEvent, RuleState, TransitionError};
+pub use validate::{MAX_TARGETS, RuleLimits};
+
+use crate::capability::Capability;
+use crate::ids::{ClientId, RuleId, Timestamp, UserId};
+
+/// Transport protocol of a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP streams.
+    #[default]
+    Tcp,
+    /// UDP datagrams.
+    Udp,
+}
+
+impl Protocol {
+    /// `"tcp"` or `"udp"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An inclusive, non-empty range of non-zero ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PortRange {
+    start: u16,
+    end: u16,
+}
+
+impl PortRange {
+    /// A range; `None` if a port is 0 or `end < start`.
+    pub fn new(start: u16, end: u16) -> Option<Self> {
+        (start != 0 && start <= end).then_some(PortRange { start, end })
+    }
+    /// A single port; `None` for port 0.
+    pub fn single(port: u16) -> Option<Self> {
+        Self::new(port, port)
+    }
+    /// First port.
+    pub const fn start(self) -> u16 {
+        self.start
+    }
+    /// Last port (inclusive).
+    pub const fn end(self) -> u16 {
+        self.end
+    }
+    /// Number of ports, at least 1.
+    pub const fn len(self) -> u32 {
+        self.end as u32 - self.start as u32 + 1
+    }
+    /// Always false: a range holds at least one port. Present for clippy's `len` rule.
+    pub const fn is_empty(self) -> bool {
+        false
+    }
+    /// True for a one-port range.
+    pub const fn is_single(self) -> bool {
+        self.start == self.end
+    }
+    /// True when `port` is in the range.
+    pub const fn contains(self, port: u16) -> bool {
+        self.start <= port && port <= self.end
+    }
+    /// True when the two ranges share a port. Symmetric.
+    pub const fn overlaps(self, other: PortRange) -> bool {
+        self.start <= other.end && other.start <= self.end
+    }
+    /// True when every port of `inner` is in `self`.
+    pub const fn covers(self, inner: PortRange) -> bool {
+        self.start <= inner.start && inner.end <= self.end
+    }
+    /// The ports in order.
+    pub fn iter(self) -> impl Iterator<Item = u16> {
+        self.start..=self.end
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.is_single() { write!(f, "{}", self.start) } else { write!(f, "{}-{}", self.start, self.end) }
+    }
+}
+
+/// A target host: an IP literal, or a DNS name resolved by the client per connection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Host {
+    /// An IPv4 or IPv6 literal.
+    Ip(IpAddr),
+    /// A lowercase DNS name without a trailing dot.
+    Name(String),
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(IpAddr::V6(v6)) => write!(f, "[{v6}]"),
+            Host::Ip(IpAddr::V4(v4)) => write!(f, "{v4}"),
+            Host::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+/// PROXY protocol header version written to a target before the client's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyVersion {
+    /// The human-readable text header.
+    V1,
+    /// The binary header.
+    V2,
+}
+
+impl ProxyVersion {
+    /// `"v1"` or `"v2"`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProxyVersion::V1 => "v1",
+            ProxyVersion::V2 => "v2",
+        }
+    }
+}
+
+/// One validated target of a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Target {
+    /// Where to connect.
+    pub host: Host,
+    /// A single port, or a range exactly as long as the rule's listen range.
+    pub ports: PortRange,
+    /// Lower is preferred; ties keep the order the targets were given in.
+    pub priority: u16,
+    /// PROXY protocol header to send first, TCP only.
+    pub proxy: Option<ProxyVersion>,
+}
+
+impl Target {
+    /// The target port for a connection that arrived on `listen_port` of `listen`.
+    ///
+    /// A single-port target takes every listen port; a range target maps by offset.
+    /// `listen_port` must be inside `listen` (guaranteed by the listener that calls this).
+    pub fn port_for(&self, listen: PortRange, listen_port: u16) -> u16 {
+        if self.ports.is_single() {
+            self.ports.start()
+        } else {
+            self.ports.start() + (listen_port - listen.start())
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.ports)?;
+        if self.priority != 0 {
+            write!(f, "@{}", self.priority)?;
+        }
+        if let Some(proxy) = self.proxy {
+            write!(f, ",proxy={}", proxy.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+/// The listen port(s) as given: a number, or text `PORT` / `START-END`. Kept raw so that
+/// validation, not deserialisation, reports a bad port with its stable code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(untagged)]
+pub enum ListenSpec {
+    /// `18080`
+    Port(i64),
+    /// `"18080"` or `"20000-20099"`
+    Text(String),
+}
+
+/// A rule as an operator writes it: in the CLI, as a JSON body, or as a `[[rule]]` table.
+///
+/// Unknown fields are refused. Exactly one of `target` and `targets` is given; each target is
+/// `host:port[-port][@priority][,proxy=v1|v2]` with IPv6 hosts in brackets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// Optional label shown in listings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `tcp` (default) or `udp`.
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// `PORT` or `START-END`.
+    pub listen_port: ListenSpec,
+    /// Address to bind; default is dual-stack `[::]` (or `0.0.0.0` without IPv6).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
+    pub listen_addr: Option<IpAddr>,
+    /// The one target, `host:port[-port][@priority][,proxy=v1|v2]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Several targets (1..=8), in the same grammar.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<String>,
+    /// Ask for AAAA records before A records when resolving DNS-name targets.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub prefer_ipv6: bool,
+    /// Active TCP health probe interval (1..=3600 s); passive health is always on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_check_interval_secs: Option<u32>,
+}
+
+/// A validated rule definition: what a client binds and forwards.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RuleDef {
+    /// Optional label.
+    pub name: Option<String>,
+    /// TCP or UDP.
+    pub protocol: Protocol,
+    /// The listen port(s).
+    pub listen: PortRange,
+    /// Bind address; `None` means dual-stack any.
+    pub listen_addr: Option<IpAddr>,
+    /// 1..=8 targets, unique by `host:port`.
+    pub targets: Vec<Target>,
+    /// AAAA before A for DNS-name targets.
+    pub prefer_ipv6: bool,
+    /// Active health probe interval in seconds.
+    pub health_check_interval_secs: Option<u32>,
+}
+
+impl RuleDef {
+    /// The capabilities a client must have announced to run this rule.
+    pub fn required_capabilities(&self) -> Vec<Capability> {
+        let mut caps = vec![match self.protocol {
+            Protocol::Tcp => Capability::Tcp,
+            Protocol::Udp => Capability::Udp,
+        }];
+        if !self.listen.is_single() {
+            caps.push(Capability::PortRange);
+        }
+        if self.targets.len() > 1 || self.health_check_interval_secs.is_some() {
+            caps.push(Capability::MultiTarget);
+        }
+        if self.targets.iter().any(|t| matches!(t.host, Host::Name(_))) {
+            caps.push(Capability::DnsTarget);
+        }
+        if self.targets.iter().any(|t| t.proxy.is_some()) {
+            caps.push(Capability::ProxyProtocol);
+        }
+        caps
+    }
+
+    /// The input form that validates back to this definition.
+    pub fn to_spec(&self) -> RuleSpec {
+        let mut targets: Vec<String> = self.targets.iter().map(Target::to_string).collect();
+        let target = (targets.len() == 1).then(|| targets.remove(0));
+        RuleSpec {
+            name: self.name.clone(),
+            protocol: self.protocol,
+            listen_port: if self.listen.is_single() {
+                ListenSpec::Port(i64::from(self.listen.start()))
+            } else {
+                ListenSpec::Text(self.listen.to_string())
+            },
+            listen_addr: self.listen_addr,
+            target,
+            targets,
+            prefer_ipv6: self.prefer_ipv6,
+            health_check_interval_secs: self.health_check_interval_secs,
+        }
+    }
+
+    /// Targets in preference order: by priority, then by the order given.
+    pub fn targets_by_preference(&self) -> Vec<(usize, &Target)> {
+        let mut ordered: Vec<(usize, &Target)> = self.targets.iter().enumerate().collect();
+        ordered.sort_by_key(|(idx, t)| (t.priority, *idx));
+        ordered
+    }
+
+    /// True when this rule and `other` would fight over a listen socket: same protocol,
+    /// overlapping ports, and bind addresses that are equal or include a wildcard.
+    pub fn reserves_same_ports_as(&self, other: &RuleDef) -> bool {
+        let addr_clash = match (self.listen_addr, other.listen_addr) {
+            (Some(a), Some(b)) => a == b || a.is_unspecified() || b.is_unspecified(),
+            _ => true,
+        };
+        self.protocol == other.protocol && self.listen.overlaps(other.listen) && addr_clash
+    }
+}
+
+/// A rule as the server keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    /// Store-sequence id.
+    pub id: RuleId,
+    /// The client that binds it.
+    pub client: ClientId,
+    /// The principal that created it.
+    pub owner: UserId,
+    /// What to bind and where to forward.
+    pub def: RuleDef,
+    /// Lifecycle state.
+    pub state: RuleState,
+    /// Creation time.
+    pub created_at: Timestamp,
+    /// Last state change.
+    pub updated_at: Timestamp,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,288 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::capability::Capability;
+use crate::error::ErrorCode;
+use crate::policy::Actor;
+use crate::ports::{ClientCommand, DisconnectReason};
+use crate::rule::{ListenSpec, RuleEvent, RuleSpec, RuleState};
+use crate::secret::Secret;
+use crate::test_support::{CountingEntropy, FakeLink, ManualClock, MemoryStore, block_on};
+
+struct Harness {
+    plane: ControlPlane,
+    link: Arc<FakeLink>,
+    clock: Arc<ManualClock>,
+    store: Arc<MemoryStore>,
+}
+
+fn harness() -> Harness {
+    let store = Arc::new(MemoryStore::default());
+    let link = Arc::new(FakeLink::default());
+    let clock = Arc::new(ManualClock::at(1_000_000));
+    let settings = ServerSettings::resolve(Default::default()).unwrap();
+    let identity = ServerIdentity {
+        cert_sha256: "ab".repeat(32),
+        sans: vec![San::Ip("127.0.0.1".parse().unwrap())],
+        control_addr: "0.0.0.0:7443".parse().unwrap(),
+    };
+    let plane = ControlPlane::new(
+        store.clone(),
+        link.clone(),
+        clock.clone(),
+        Arc::new(CountingEntropy::default()),
+        settings,
+        identity,
+    )
+    .unwrap();
+    Harness { plane, link, clock, store }
+}
+
+fn spec(port: i64) -> RuleSpec {
+    RuleSpec {
+        name: None,
+        protocol: Default::default(),
+        listen_port: ListenSpec::Port(port),
+        listen_addr: None,
+        target: Some("127.0.0.1:8080".into()),
+        targets: vec![],
+        prefer_ipv6: false,
+        health_check_interval_secs: None,
+    }
+}
+
+/// Enrolls and redeems `name`; returns the client id and token.
+fn enrolled(h: &Harness, name: &str) -> (crate::ids::ClientId, Secret) {
+    let ticket = h.plane.enroll_client(&Actor::operator(), name, None).unwrap();
+    let redeemed = h.plane.redeem(&ticket.uri.code).unwrap();
+    (redeemed.client.id, redeemed.token)
+}
+
+#[test]
+fn enrollment_uri_carries_pin_and_loopback_endpoint() {
+    let h = harness();
+    let ticket = h.plane.enroll_client(&Actor::operator(), "edge-01", None).unwrap();
+    let text = ticket.uri.render();
+    assert!(
+        text.starts_with(&format!("portunus://127.0.0.1:7443/enroll?pin=sha256:{}&code=", "ab".repeat(32))),
+        "{text}"
+    );
+    assert_eq!(ticket.expires_at.since(h.clock.now()), Duration::from_secs(600));
+}
+
+#[test]
+fn codes_are_single_use_and_redeem_issues_a_working_token() {
+    let h = harness();
+    let ticket = h.plane.enroll_client(&Actor::operator(), "edge-01", None).unwrap();
+    let redeemed = h.plane.redeem(&ticket.uri.code).unwrap();
+    assert_eq!(h.plane.authenticate_client(redeemed.token.expose()).unwrap().id, redeemed.client.id);
+    assert_eq!(h.plane.redeem(&ticket.uri.code).unwrap_err().code, ErrorCode::EnrollmentConsumed);
+    assert_eq!(h.plane.redeem(&Secret::new("0".repeat(40))).unwrap_err().code, ErrorCode::EnrollmentNotFound);
+}
+
+#[test]
+fn expired_codes_are_refused_and_stay_unconsumed() {
+    let h = harness();
+    let ticket = h.plane.enroll_client(&Actor::operator(), "edge-01", Some(1)).unwrap();
+    h.clock.advance(Duration::from_millis(999));
+    let still_valid = h.plane.enroll_client(&Actor::operator(), "edge-02", Some(1)).unwrap();
+    h.clock.advance(Duration::from_millis(1));
+    assert_eq!(h.plane.redeem(&ticket.uri.code).unwrap_err().code, ErrorCode::EnrollmentExpired);
+    assert!(h.plane.redeem(&still_valid.uri.code).is_ok());
+    assert_eq!(
+        h.plane.enroll_client(&Actor::operator(), "edge-03", Some(86_401)).unwrap_err().code,
+        ErrorCode::OutOfRange
+    );
+}
+
+#[test]
+fn re_enrolling_rotates_the_token_and_drops_the_old_session() {
+    let h = harness();
+    let (id, old_token) = enrolled(&h, "edge-01");
+    let (same_id, new_token) = enrolled(&h, "edge-01");
+    assert_eq!(id, same_id, "re-enrollment keeps the client id");
+    assert_eq!(h.plane.authenticate_client(old_token.expose()).unwrap_err(), AuthFailure::InvalidToken);
+    assert!(h.plane.authenticate_client(new_token.expose()).is_ok());
+    assert_eq!(h.link.disconnects.lock().unwrap().as_slice(), &[(id, DisconnectReason::TokenRotated)]);
+}
+
+#[test]
+fn revoked_tokens_are_told_apart_from_unknown_ones() {
+    let h = harness();
+    let (id, token) = enrolled(&h, "edge-01");
+    h.plane.revoke(&Actor::operator(), "edge-01").unwrap();
+    assert_eq!(h.plane.authenticate_client(token.expose()).unwrap_err(), AuthFailure::TokenRevoked);
+    assert_eq!(h.plane.authenticate_client("garbage").unwrap_err(), AuthFailure::InvalidToken);
+    assert_eq!(h.plane.authenticate_client(&format!("{id}.00")).unwrap_err(), AuthFailure::InvalidToken);
+    assert_eq!(h.link.disconnects.lock().unwrap().last().unwrap().1, DisconnectReason::TokenRevoked);
+}
+
+#[test]
+fn push_to_a_disconnected_client_stores_nothing() {
+    let h = harness();
+    enrolled(&h, "edge-01");
+    let err =
+        block_on(h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2)))
+            .unwrap_err();
+    assert_eq!(err.failure.code, ErrorCode::ClientNotConnected);
+    assert!(err.rule.is_none());
+    assert!(crate::ports::RuleStore::list_rules(&*h.store).unwrap().is_empty());
+}
+
+#[test]
+fn push_waits_for_the_clients_outcome() {
+    let h = harness();
+    let (id, _) = enrolled(&h, "edge-01");
+    h.link.connect(&id, &[Capability::Tcp]);
+    *h.link.outcome.lock().unwrap() = Some(RuleState::Active);
+    let rule =
+        block_on(h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2)))
+            .unwrap();
+    assert_eq!(rule.state, RuleState::Active);
+    assert_eq!(rule.owner.as_str(), "_operator");
+    let sent = h.link.sent.lock().unwrap();
+    assert!(matches!(&sent[0], (c, ClientCommand::Upsert { rule: r, .. }) if *c == id && *r == rule.id));
+}
+
+#[test]
+fn no_answer_is_ack_timeout_with_the_rule_left_pending() {
+    let h = harness();
+    let (id, _) = enrolled(&h, "edge-01");
+    h.link.connect(&id, &[Capability::Tcp]);
+    let err =
+        block_on(h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2)))
+            .unwrap_err();
+    assert_eq!(err.failure.code, ErrorCode::AckTimeout);
+    let rule = err.rule.unwrap();
+    assert_eq!(h.plane.get_rule(&Actor::operator(), rule.id).unwrap().rule.state, RuleState::Pending);
+}
+
+#[test]
+fn a_port_reserved_by_a_failed_rule_fails_the_next_push_with_port_in_use() {
+    let h = harness();
+    let (id, _) = enrolled(&h, "edge-01");
+    h.link.connect(&id, &[Capability::Tcp, Capability::Udp]);
+    let failed =
+        RuleState::Failed { code: ErrorCode::PortInUse, message: "port 18080 already in use".into() };
+    *h.link.outcome.lock().unwrap() = Some(failed);
+    let first =
+        block_on(h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2)))
+            .unwrap_err();
+    let first_id = first.rule.unwrap().id;
+    // The client reports the failure; the store records it.
+    let state = h
+        .plane
+        .rule_outcome(&id, first_id, RuleEvent::Failed { code: ErrorCode::PortInUse, message: "x".into() })
+        .unwrap();
+    assert!(matches!(state, Some(RuleState::Failed { .. })));
+    *h.link.outcome.lock().unwrap() = Some(RuleState::Active);
+    let second =
+        block_on(h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2)))
+            .unwrap_err();
+    assert_eq!(second.failure.code, ErrorCode::PortInUse);
+    assert!(second.failure.message.contains(&format!("rule {first_id}")), "{}", second.failure);
+    // UDP on the same number is a different reservation.
+    let mut udp = spec(18080);
+    udp.protocol = crate::rule::Protocol::Udp;
+    assert!(block_on(h.plane.push_rule(&Actor::operator(), "edge-01", &udp, Duration::from_secs(2))).is_ok());
+    // Removing the failed rule frees the port.
+    h.plane.remove_rule(&Actor::operator(), first_id).unwrap();
+    let second_id = second.rule.unwrap().id;
+    h.plane.remove_rule(&Actor::operator(), second_id).unwrap();
+    assert!(
+        block_on(h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2)))
+            .is_ok()
+    );
+}
+
+#[test]
+fn capability_gate_runs_before_anything_is_stored() {
+    let h = harness();
+    let (id, _) = enrolled(&h, "edge-01");
+    h.link.connect(&id, &[Capability::Tcp]);
+    let mut udp = spec(5353);
+    udp.protocol = crate::rule::Protocol::Udp;
+    let err =
+        block_on(h.plane.push_rule(&Actor::operator(), "edge-01", &udp, Duration::from_secs(2))).unwrap_err();
+    assert_eq!(err.failure.code, ErrorCode::UnsupportedProtocol);
+    assert!(crate::ports::RuleStore::list_rules(&*h.store).unwrap().is_empty());
+}
+
+#[test]
+fn replay_sends_pending_and_active_rules_but_never_failed_ones() {
+    let h = harness();
+    let (id, _) = enrolled(&h, "edge-01");
+    h.link.connect(&id, &[Capability::Tcp]);
+    let mut ids = Vec::new();
+    for (port, outcome) in [(1, RuleState::Active), (2, RuleState::Pending), (3, RuleState::Active)] {
+        *h.link.outcome.lock().unwrap() = (outcome != RuleState::Pending).then_some(outcome.clone());
+        let pushed =
+            block_on(h.plane.push_rule(&Actor::operator(), "edge-01", &spec(port), Duration::from_secs(1)));
+        let rule_id = pushed.map(|r| r.id).unwrap_or_else(|e| e.rule.unwrap().id);
+        let event = if outcome == RuleState::Active { Some(RuleEvent::Activated) } else { None };
+        if let Some(event) = event {
+            h.plane.rule_outcome(&id, rule_id, event).unwrap();
+        }
+        ids.push(rule_id);
+    }
+    h.plane
+        .rule_outcome(&id, ids[2], RuleEvent::Failed { code: ErrorCode::PortInUse, message: "taken".into() })
+        .unwrap();
+    let plan = h.plane.session_opened(&id, "1.0").unwrap();
+    let replayed: Vec<_> = plan.rules.iter().map(|(r, _)| *r).collect();
+    assert_eq!(replayed, vec![ids[0], ids[1]]);
+}
+
+#[test]
+fn outcomes_from_the_wrong_client_are_ignored() {
+    let h = harness();
+    let (a, _) = enrolled(&h, "edge-a");
+    let (b, _) = enrolled(&h, "edge-b");
+    h.link.connect(&a, &[Capability::Tcp]);
+    let rule = block_on(h.plane.push_rule(&Actor::operator(), "edge-a", &spec(1), Duration::from_secs(1)))
+        .unwrap_err()
+        .rule
+        .unwrap();
+    assert_eq!(h.plane.rule_outcome(&b, rule.id, RuleEvent::Activated).unwrap(), None);
+    assert_eq!(h.plane.get_rule(&Actor::operator(), rule.id).unwrap().rule.state, RuleState::Pending);
+}
+
+#[test]
+fn stats_survive_flush_and_reload() {
+    let h = harness();
+    let (id, _) = enrolled(&h, "edge-01");
+    h.link.connect(&id, &[Capability::Tcp]);
+    *h.link.outcome.lock().unwrap() = Some(RuleState::Active);
+    let rule =
+        block_on(h.plane.push_rule(&Actor::operator(), "edge-01", &spec(1), Duration::from_secs(1))).unwrap();
+    let report = crate::stats::RuleReport {
+        instance: 5,
+        totals: crate::stats::Counters { bytes_in: 42, bytes_out: 7, ..Default::default() },
+        ..Default::default()
+    };
+    h.plane.record_stats(&id, vec![(rule.id, report)]).unwrap();
+    assert_eq!(h.plane.flush_stats().unwrap(), 1);
+    let reloaded = ControlPlane::new(
+        h.store.clone(),
+        h.link.clone(),
+        h.clock.clone(),
+        Arc::new(CountingEntropy::default()),
+        h.plane.settings.clone(),
+        h.plane.identity.clone(),
+    )
+    .unwrap();
+    assert_eq!(reloaded.rule_stats(&Actor::operator(), rule.id).unwrap().totals.bytes_in, 42);
+}
+
+#[test]
+fn client_names_are_validated() {
+    let h = harness();
+    for bad in ["", "Edge", "cl_0123", "-x", "a b"] {
+        assert_eq!(
+            h.plane.enroll_client(&Actor::operator(), bad, None).unwrap_err().code,
+            ErrorCode::InvalidName,
+            "{bad}"
+        );
+    }
+}

@@ -1,0 +1,187 @@
+//! Traffic counters: what a client reports per rule, and how the server folds reports from
+//! successive client processes into totals that never go backwards.
+//!
+//! A client's counters start at zero whenever its rule runtime starts (a new `instance`).
+//! The server keeps `base` (everything earlier instances delivered) plus the latest report
+//! of the live instance, so a client restart or a server restart loses nothing.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::RuleId;
+
+/// Counters of one rule (or one of its ports). Bytes count **delivered** bytes only.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Bytes from connecting peers delivered to targets.
+    pub bytes_in: u64,
+    /// Bytes from targets delivered back to peers.
+    pub bytes_out: u64,
+    /// TCP connections accepted (or UDP flows opened).
+    pub connections_total: u64,
+    /// TCP connections (or UDP flows) open now. A gauge, not summed across instances.
+    pub connections_active: u64,
+    /// UDP datagrams from peers forwarded to targets.
+    pub datagrams_in: u64,
+    /// UDP datagrams from targets forwarded to peers.
+    pub datagrams_out: u64,
+    /// New UDP flows refused because the rule's flow cap was reached.
+    pub flows_dropped_overflow: u64,
+    /// Connections or flows dropped because a DNS-name target did not resolve.
+    pub dns_failures: u64,
+    /// Connections that could not reach any target.
+    pub connect_failures: u64,
+    /// Connections that went to a lower-preference target because a better one was down.
+    pub target_failovers: u64,
+}
+
+impl Counters {
+    /// Field-wise sum of the monotonic counters; the gauge takes `later`'s value.
+    pub fn plus(self, later: Counters) -> Counters {
+        Counters {
+            bytes_in: self.bytes_in.saturating_add(later.bytes_in),
+            bytes_out: self.bytes_out.saturating_add(later.bytes_out),
+            connections_total: self.connections_total.saturating_add(later.connections_total),
+            connections_active: later.connections_active,
+            datagrams_in: self.datagrams_in.saturating_add(later.datagrams_in),
+            datagrams_out: self.datagrams_out.saturating_add(later.datagrams_out),
+            flows_dropped_overflow: self.flows_dropped_overflow.saturating_add(later.flows_dropped_overflow),
+            dns_failures: self.dns_failures.saturating_add(later.dns_failures),
+            connect_failures: self.connect_failures.saturating_add(later.connect_failures),
+            target_failovers: self.target_failovers.saturating_add(later.target_failovers),
+        }
+    }
+}
+
+/// Health of one target as the client sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetHealth {
+    /// Taking connections.
+    Healthy,
+    /// Skipped until it recovers.
+    Failed,
+}
+
+/// Counters of one target of a rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetCounters {
+    /// Index into the rule's target list.
+    pub index: u32,
+    /// Current health.
+    pub health: TargetHealth,
+    /// Counters for connections that went to this target.
+    pub counters: Counters,
+}
+
+/// One rule's report from a client.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleReport {
+    /// Identifies the client-side runtime that counted; changes when it restarts.
+    pub instance: u64,
+    /// Whole-rule counters since `instance` started.
+    pub totals: Counters,
+    /// Per listen port, for range rules.
+    pub per_port: BTreeMap<u16, Counters>,
+    /// Per target.
+    pub per_target: Vec<TargetCounters>,
+}
+
+/// The server's running totals for one rule; persisted so server restarts lose nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleTotals {
+    /// Sum of what finished instances delivered.
+    pub base: Counters,
+    /// Per-port sums of finished instances.
+    pub base_per_port: BTreeMap<u16, Counters>,
+    /// The live instance's latest report.
+    pub live: RuleReport,
+}
+
+impl RuleTotals {
+    /// Folds a new report in. A report from a new instance retires the previous one into
+    /// `base`; a report from the live instance replaces it (counters are cumulative).
+    pub fn record(&mut self, report: RuleReport) {
+        if report.instance != self.live.instance {
+            let old = std::mem::take(&mut self.live);
+            let mut retired = old.totals;
+            retired.connections_active = 0;
+            self.base = self.base.plus(retired);
+            for (port, counters) in old.per_port {
+                let mut counters = counters;
+                counters.connections_active = 0;
+                let slot = self.base_per_port.entry(port).or_default();
+                *slot = slot.plus(counters);
+            }
+        }
+        self.live = report;
+    }
+
+    /// Marks the live instance gone (client disconnected): active gauges drop to zero but
+    /// the counts stay.
+    pub fn client_gone(&mut self) {
+        self.live.totals.connections_active = 0;
+        for counters in self.live.per_port.values_mut() {
+            counters.connections_active = 0;
+        }
+    }
+
+    /// Totals over every instance.
+    pub fn totals(&self) -> Counters {
+        self.base.plus(self.live.totals)
+    }
+
+    /// Per-port totals over every instance.
+    pub fn per_port(&self) -> BTreeMap<u16, Counters> {
+        let mut out = self.base_per_port.clone();
+        for (port, counters) in &self.live.per_port {
+            let slot = out.entry(*port).or_default();
+            *slot = slot.plus(*counters);
+        }
+        out
+    }
+}
+
+/// The latest totals of every rule, keyed by id.
+pub type StatsBook = BTreeMap<RuleId, RuleTotals>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn report(instance: u64, bytes: u64, active: u64) -> RuleReport {
+        RuleReport {
+            instance,
+            totals: Counters { bytes_in: bytes, connections_active: active, ..Default::default() },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_client_restart_keeps_earlier_bytes() {
+        let mut t = RuleTotals::default();
+        t.record(report(7, 100, 1));
+        t.record(report(7, 150, 2));
+        t.record(report(9, 10, 1));
+        assert_eq!(t.totals().bytes_in, 160);
+        assert_eq!(t.totals().connections_active, 1);
+    }
+
+    proptest! {
+        #[test]
+        fn totals_never_go_backwards(steps in proptest::collection::vec((0u64..3, 0u64..1000), 1..50)) {
+            let mut t = RuleTotals::default();
+            let mut per_instance = BTreeMap::new();
+            let mut last = 0;
+            for (instance, add) in steps {
+                let slot = per_instance.entry(instance + 1).or_insert(0u64);
+                *slot += add;
+                t.record(report(instance + 1, *slot, 0));
+                prop_assert!(t.totals().bytes_in >= last);
+                last = t.totals().bytes_in;
+            }
+        }
+    }
+}
