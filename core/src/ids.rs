@@ -171,8 +171,55 @@ impl Timestamp {
     pub fn plus(self, d: std::time::Duration) -> Self {
         Timestamp(self.0.saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
     }
+    /// RFC 3339 UTC with millisecond precision, e.g. `2026-11-25T21:07:59.123Z`.
+    pub fn to_rfc3339(self) -> String {
+        let secs = self.0 / 1000;
+        let (days, rem) = (secs / 86_400, secs % 86_400);
+        let (y, m, d) = civil_from_days(days as i64);
+        format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60,
+            self.0 % 1000
+        )
+    }
     /// Time from `earlier` to `self`, zero if `earlier` is later.
     pub fn since(self, earlier: Timestamp) -> std::time::Duration {
         std::time::Duration::from_millis(self.0.saturating_sub(earlier.0))
+    }
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(Timestamp::from_millis(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
+        assert_eq!(Timestamp::from_millis(951_782_400_123).to_rfc3339(), "2000-02-29T00:00:00.123Z");
+        assert_eq!(Timestamp::from_millis(1_795_640_879_000).to_rfc3339(), "2026-11-25T21:07:59.000Z");
+    }
+
+    #[test]
+    fn client_ids_have_one_shape() {
+        let id = ClientId::from_random([0xab; 10]);
+        assert_eq!(ClientId::parse(id.as_str()), Some(id));
+        assert_eq!(ClientId::parse("cl_xyz"), None);
+        assert!(ClientName::parse("cl_0123456789abcdef0123").is_err());
     }
 }

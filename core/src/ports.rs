@@ -205,3 +205,20 @@ pub trait ClientLink: Send + Sync {
     /// reported right after `send` is not missed.
     fn await_outcome(&self, rule: RuleId, timeout: Duration) -> BoxFuture<'static, Option<RuleState>>;
 }
+
+/// The client's data plane, seen from the control loop (and the standalone runner).
+///
+/// `bind` is all or nothing: when it fails, no listener of the rule stays bound. `unbind`
+/// stops the listeners and closes the rule's connections; unbinding an unknown rule is a
+/// no-op. Other rules' connections are never touched.
+pub trait RuleRuntime: Send + Sync {
+    /// Settings from Welcome (or the standalone file); applies to rules bound afterwards
+    /// and, where it can, to running ones.
+    fn apply_settings(&self, settings: crate::config::DataPlaneSettings);
+    /// Binds every listen port of `def` and starts forwarding.
+    fn bind(&self, rule: RuleId, def: RuleDef) -> BoxFuture<'_, Result<(), crate::Failure>>;
+    /// Stops a rule.
+    fn unbind(&self, rule: RuleId);
+    /// Cumulative counters of every bound rule since its runtime instance started.
+    fn report(&self) -> Vec<(RuleId, crate::stats::RuleReport)>;
+}
