@@ -1,1 +1,18 @@
-//! Placeholder.
+//! `portunus-control`: the control stream between server and clients over gRPC (tonic) with
+//! TLS (rustls, ring) and certificate pinning, plus enrollment.
+//!
+//! Invariants: adapters hold no policy — every decision (authentication, replay set,
+//! lifecycle transitions, reconciliation) is a call into `portunus-core`; generated protobuf
+//! types never leave this crate's seam (`convert`).
+#![forbid(unsafe_code)]
+
+pub mod client;
+pub mod convert;
+pub mod link;
+pub mod server;
+pub mod tls;
+
+pub use client::{ClientInfo, redeem, run};
+pub use link::GrpcClientLink;
+pub use server::{ControlService, ServerInfo, serve};
+pub use tls::{TlsIdentity, install_default_provider, load_or_generate};

@@ -1,0 +1,363 @@
+//! The client side: redeeming an enrollment, and the control loop that keeps a stream to the
+//! server, feeds core's `Agent`, drives the data plane and reports outcomes and traffic.
+//!
+//! Invariants: the token is sent only after the pinned handshake succeeded; losing the
+//! stream never stops the data plane; a pin mismatch or an authentication refusal ends the
+//! loop (retrying cannot fix them), every other failure is retried forever with capped,
+//! jittered backoff.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use portunus_core::agent::{Agent, AgentCommand, Outcome, ServerMsg};
+use portunus_core::backoff::Backoff;
+use portunus_core::capability::Capability;
+use portunus_core::enroll::{Bundle, EnrollUri};
+use portunus_core::error::{ErrorCode, Failure};
+use portunus_core::ids::ClientId;
+use portunus_core::ports::RuleRuntime;
+use portunus_proto::v1 as pb;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::convert;
+use crate::server::REASON_KEY;
+use crate::tls::{PinnedVerifier, pinned_client_config};
+
+/// How long a TCP connect plus TLS handshake may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the client says about itself in Hello.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    /// Version string.
+    pub version: String,
+    /// Git revision of the build.
+    pub git_revision: String,
+    /// What this build's data plane can run.
+    pub capabilities: Vec<Capability>,
+}
+
+/// A connection attempt's failure, classified.
+enum ConnectError {
+    /// Retrying cannot help: the process should exit with this failure.
+    Fatal(Failure),
+    /// Try again after a backoff.
+    Transient(String),
+}
+
+/// Opens a pinned TLS channel to `endpoint`. The token is not involved yet.
+async fn connect(endpoint: &str, pin: &str) -> Result<Channel, ConnectError> {
+    let verifier = PinnedVerifier::new(pin);
+    let config = pinned_client_config(verifier.clone()).map_err(ConnectError::Fatal)?;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let target = endpoint.to_owned();
+    let uri = format!("http://{endpoint}");
+    let channel_endpoint = Endpoint::from_shared(uri)
+        .map_err(|e| {
+            ConnectError::Fatal(Failure::new(ErrorCode::InvalidBundle, format!("bad endpoint: {e}")))
+        })?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .keep_alive_while_idle(true);
+    let attempt = channel_endpoint
+        .connect_with_connector(tower::service_fn(move |_uri: tonic::transport::Uri| {
+            let connector = connector.clone();
+            let target = target.clone();
+            async move {
+                let addr: SocketAddr = tokio::net::lookup_host(&target).await?.next().ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "endpoint did not resolve")
+                })?;
+                let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                    .await
+                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+                tcp.set_nodelay(true)?;
+                let host = target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h).to_owned();
+                let name = ServerName::try_from(host).unwrap_or_else(|_| {
+                    ServerName::try_from("portunus.invalid").expect("literal is a valid name")
+                });
+                let tls = connector.connect(name, tcp).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(tls))
+            }
+        }))
+        .await;
+    match attempt {
+        Ok(channel) => Ok(channel),
+        Err(err) => match verifier.take_refused() {
+            Some(got) => {
+                tracing::error!(event = "control.tls_pinned_mismatch", expected = verifier.pin(), got = %got);
+                Err(ConnectError::Fatal(Failure::new(
+                    ErrorCode::TlsPinMismatch,
+                    format!("server certificate sha256 {got} does not match the pinned {}", verifier.pin()),
+                )))
+            }
+            None => Err(ConnectError::Transient(error_chain(&err))),
+        },
+    }
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Redeems `uri`'s code and returns the bundle to write. Transient network failures are
+/// retried a few times; a refused code is returned at once (the server keeps it valid when
+/// the refusal was a precondition, so the same command can be run again later).
+pub async fn redeem(uri: &EnrollUri, info: &ClientInfo) -> Result<Bundle, Failure> {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(3));
+    let mut last = String::new();
+    for _ in 0..5 {
+        match connect(&uri.endpoint, &uri.pin_sha256).await {
+            Ok(channel) => {
+                let mut client = pb::enrollment_client::EnrollmentClient::new(channel);
+                let request =
+                    pb::RedeemRequest { code: uri.code.expose().to_owned(), version: info.version.clone() };
+                return match client.redeem(request).await {
+                    Ok(resp) => {
+                        let resp = resp.into_inner();
+                        let client_id = ClientId::parse(&resp.client_id).ok_or_else(|| {
+                            Failure::new(ErrorCode::InvalidRequest, "server sent a malformed client id")
+                        })?;
+                        Ok(Bundle {
+                            server_endpoint: resp.server_endpoint,
+                            server_cert_sha256: uri.pin_sha256.clone(),
+                            client_id,
+                            client_name: resp.client_name,
+                            token: resp.token,
+                        })
+                    }
+                    Err(status) => Err(failure_of_status(&status)),
+                };
+            }
+            Err(ConnectError::Fatal(failure)) => return Err(failure),
+            Err(ConnectError::Transient(why)) => {
+                tracing::warn!(event = "control.connect_failed", endpoint = %uri.endpoint, reason = %why);
+                last = why;
+                tokio::time::sleep(backoff.next_delay(rand::random())).await;
+            }
+        }
+    }
+    Err(Failure::new(ErrorCode::ServerUnreachable, format!("could not reach {}: {last}", uri.endpoint)))
+}
+
+fn failure_of_status(status: &tonic::Status) -> Failure {
+    let code =
+        status.metadata().get(REASON_KEY).and_then(|v| v.to_str().ok()).and_then(ErrorCode::parse).unwrap_or(
+            match status.code() {
+                tonic::Code::Unauthenticated => ErrorCode::Unauthenticated,
+                tonic::Code::PermissionDenied => ErrorCode::EnrollmentNotFound,
+                tonic::Code::FailedPrecondition => ErrorCode::FailedPrecondition,
+                tonic::Code::InvalidArgument => ErrorCode::InvalidRequest,
+                tonic::Code::Unavailable => ErrorCode::ServerUnreachable,
+                _ => ErrorCode::Internal,
+            },
+        );
+    Failure::new(code, status.message().to_owned())
+}
+
+/// Runs the control loop until `shutdown` resolves (`Ok`) or the server refuses this client
+/// for good (`Err`: pin mismatch, invalid or revoked token).
+pub async fn run(
+    bundle: &Bundle,
+    info: &ClientInfo,
+    runtime: Arc<dyn RuleRuntime>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), Failure> {
+    let mut agent = Agent::default();
+    let mut backoff = Backoff::default();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let attempt = async {
+            let channel = connect(&bundle.server_endpoint, &bundle.server_cert_sha256).await?;
+            session(channel, bundle, info, &*runtime, &mut agent, &mut backoff).await
+        };
+        let result = tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            result = attempt => result,
+        };
+        let why = match result {
+            Err(ConnectError::Fatal(failure)) => return Err(failure),
+            Err(ConnectError::Transient(why)) | Ok(why) => why,
+        };
+        let delay = backoff.next_delay(rand::random());
+        tracing::warn!(
+            event = "control.disconnected",
+            endpoint = %bundle.server_endpoint,
+            reason = %why,
+            retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+            rules_kept = agent.bound_rules().count(),
+        );
+        tokio::select! {
+            () = &mut shutdown => return Ok(()),
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// One stream's life. Returns why it ended when it ends for a retryable reason.
+async fn session(
+    channel: Channel,
+    bundle: &Bundle,
+    info: &ClientInfo,
+    runtime: &dyn RuleRuntime,
+    agent: &mut Agent,
+    backoff: &mut Backoff,
+) -> Result<String, ConnectError> {
+    let (tx, rx) = mpsc::channel::<pb::ClientMessage>(256);
+    let hello = pb::Hello {
+        version: info.version.clone(),
+        protocol_version: portunus_core::PROTOCOL_VERSION,
+        capabilities: info.capabilities.iter().map(|c| c.as_str().to_owned()).collect(),
+        git_revision: info.git_revision.clone(),
+    };
+    // The channel is fresh, so the first message always fits.
+    let _ = tx.try_send(pb::ClientMessage { msg: Some(pb::client_message::Msg::Hello(hello)) });
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let bearer = format!("Bearer {}", bundle.token);
+    let value = bearer.parse().map_err(|_| {
+        ConnectError::Fatal(Failure::new(ErrorCode::InvalidBundle, "token has invalid characters"))
+    })?;
+    request.metadata_mut().insert("authorization", value);
+    let mut client = pb::control_client::ControlClient::new(channel);
+    let mut inbound = match client.channel(request).await {
+        Ok(resp) => resp.into_inner(),
+        Err(status) => return Err(classify_status(&status)),
+    };
+    let mut stats_every = tokio::time::interval(runtime_settings_interval(None));
+    stats_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            msg = inbound.message() => {
+                let msg = match msg {
+                    Ok(Some(msg)) => msg,
+                    Ok(None) => return Ok("stream closed by server".into()),
+                    Err(status) => return match classify_status(&status) {
+                        ConnectError::Fatal(f) => Err(ConnectError::Fatal(f)),
+                        ConnectError::Transient(why) => Ok(why),
+                    },
+                };
+                match msg.msg {
+                    Some(pb::server_message::Msg::Welcome(welcome)) => {
+                        backoff.reset();
+                        let settings = welcome.settings.as_ref().map(convert::settings_from_wire).unwrap_or_default();
+                        runtime.apply_settings(settings);
+                        stats_every = tokio::time::interval(runtime_settings_interval(Some(settings.stats_interval)));
+                        stats_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        tracing::info!(
+                            event = "control.connected",
+                            endpoint = %bundle.server_endpoint,
+                            client = %welcome.client_name,
+                            server_version = %welcome.server_version,
+                        );
+                    }
+                    Some(pb::server_message::Msg::RuleUpdate(update)) => {
+                        apply_update(agent, update);
+                        drive(agent, runtime, &tx).await;
+                    }
+                    None => {}
+                }
+            }
+            _ = stats_every.tick() => {
+                let report = pb::StatsReport {
+                    rules: runtime.report().iter().map(|(id, r)| convert::report_to_wire(*id, r)).collect(),
+                };
+                if tx.send(pb::ClientMessage { msg: Some(pb::client_message::Msg::Stats(report)) }).await.is_err() {
+                    return Ok("outbound stream closed".into());
+                }
+            }
+        }
+    }
+}
+
+fn runtime_settings_interval(interval: Option<Duration>) -> Duration {
+    interval.unwrap_or(Duration::from_secs(2)).max(Duration::from_millis(100))
+}
+
+fn classify_status(status: &tonic::Status) -> ConnectError {
+    if status.code() == tonic::Code::Unauthenticated {
+        let failure = failure_of_status(status);
+        let reason = match failure.code {
+            ErrorCode::TokenRevoked => "token_revoked",
+            _ => status.message(),
+        };
+        tracing::error!(event = "auth.failure", reason = %reason);
+        return ConnectError::Fatal(failure);
+    }
+    ConnectError::Transient(format!("{}: {}", status.code(), status.message()))
+}
+
+fn apply_update(agent: &mut Agent, update: pb::RuleUpdate) {
+    let mut decoded = Vec::with_capacity(update.upsert.len());
+    for wire in &update.upsert {
+        match convert::rule_from_wire(wire) {
+            Ok(pair) => decoded.push(pair),
+            Err(failure) => {
+                tracing::error!(event = "control.bad_rule", rule = wire.rule_id, error = %failure)
+            }
+        }
+    }
+    if update.full_sync {
+        agent.handle(ServerMsg::Sync(decoded));
+    } else {
+        for (id, def) in decoded {
+            agent.handle(ServerMsg::Upsert(id, def));
+        }
+    }
+    for id in update.remove {
+        agent.handle(ServerMsg::Remove(portunus_core::ids::RuleId::new(id)));
+    }
+}
+
+/// Executes the agent's commands until it has none left.
+async fn drive(agent: &mut Agent, runtime: &dyn RuleRuntime, tx: &mpsc::Sender<pb::ClientMessage>) {
+    while let Some(command) = agent.poll_command() {
+        match command {
+            AgentCommand::Bind(id, def) => {
+                let result = runtime.bind(id, def.clone()).await;
+                match &result {
+                    Ok(()) => tracing::info!(event = "rule.bound", rule = %id, listen = %def.listen),
+                    Err(f) => {
+                        tracing::warn!(event = "rule.bind_failed", rule = %id, code = %f.code, message = %f.message)
+                    }
+                }
+                agent.handle_bind_result(id, &def, result);
+            }
+            AgentCommand::Unbind(id) => {
+                runtime.unbind(id);
+                tracing::info!(event = "rule.unbound", rule = %id);
+            }
+            AgentCommand::Report(id, outcome) => {
+                let status = match outcome {
+                    Outcome::Active => pb::RuleStatus {
+                        rule_id: id.get(),
+                        state: pb::rule_status::State::Active as i32,
+                        code: String::new(),
+                        message: String::new(),
+                    },
+                    Outcome::Failed(f) => pb::RuleStatus {
+                        rule_id: id.get(),
+                        state: pb::rule_status::State::Failed as i32,
+                        code: f.code.as_str().to_owned(),
+                        message: f.message,
+                    },
+                };
+                // A closed stream loses the report; the next full sync restates it.
+                let _ = tx
+                    .send(pb::ClientMessage { msg: Some(pb::client_message::Msg::RuleStatus(status)) })
+                    .await;
+            }
+        }
+    }
+}

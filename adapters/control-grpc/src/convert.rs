@@ -1,0 +1,296 @@
+//! Protobuf ↔ core conversions, in one place.
+//!
+//! Invariant: decoding never panics and never trusts the peer: a rule definition from the wire
+//! goes through the same grammar and checks as an operator's input.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use portunus_core::config::DataPlaneSettings;
+use portunus_core::error::{ErrorCode, Failure};
+use portunus_core::ids::RuleId;
+use portunus_core::rule::{Host, ListenSpec, Protocol, ProxyVersion, RuleDef, RuleLimits, RuleSpec};
+use portunus_core::stats::{Counters, RuleReport, TargetCounters, TargetHealth};
+use portunus_proto::v1 as pb;
+
+/// Core rule → wire.
+pub fn rule_to_wire(id: RuleId, def: &RuleDef) -> pb::RuleDefinition {
+    pb::RuleDefinition {
+        rule_id: id.get(),
+        protocol: match def.protocol {
+            Protocol::Tcp => pb::Protocol::Tcp,
+            Protocol::Udp => pb::Protocol::Udp,
+        } as i32,
+        listen_start: u32::from(def.listen.start()),
+        listen_end: u32::from(def.listen.end()),
+        listen_addr: def.listen_addr.map(|a| a.to_string()).unwrap_or_default(),
+        targets: def
+            .targets
+            .iter()
+            .map(|t| pb::TargetDefinition {
+                host: match &t.host {
+                    Host::Ip(ip) => ip.to_string(),
+                    Host::Name(name) => name.clone(),
+                },
+                port_start: u32::from(t.ports.start()),
+                port_end: u32::from(t.ports.end()),
+                priority: u32::from(t.priority),
+                proxy_protocol: match t.proxy {
+                    None => pb::ProxyProtocol::None,
+                    Some(ProxyVersion::V1) => pb::ProxyProtocol::V1,
+                    Some(ProxyVersion::V2) => pb::ProxyProtocol::V2,
+                } as i32,
+            })
+            .collect(),
+        prefer_ipv6: def.prefer_ipv6,
+        health_check_interval_secs: def.health_check_interval_secs.unwrap_or(0),
+        name: def.name.clone().unwrap_or_default(),
+    }
+}
+
+/// Wire rule → core, validated like operator input (without the server's range cap, which
+/// the server already applied).
+pub fn rule_from_wire(wire: &pb::RuleDefinition) -> Result<(RuleId, RuleDef), Failure> {
+    let bad = |why: String| Failure::new(ErrorCode::InvalidRequest, format!("rule {}: {why}", wire.rule_id));
+    let protocol = match pb::Protocol::try_from(wire.protocol) {
+        Ok(pb::Protocol::Tcp) => Protocol::Tcp,
+        Ok(pb::Protocol::Udp) => Protocol::Udp,
+        _ => return Err(bad(format!("unknown protocol {}", wire.protocol))),
+    };
+    let listen_addr = match wire.listen_addr.as_str() {
+        "" => None,
+        text => Some(text.parse::<IpAddr>().map_err(|_| bad(format!("bad listen_addr {text:?}")))?),
+    };
+    let targets = wire
+        .targets
+        .iter()
+        .map(|t| {
+            let host = if t.host.contains(':') { format!("[{}]", t.host) } else { t.host.clone() };
+            let ports = if t.port_start == t.port_end {
+                t.port_start.to_string()
+            } else {
+                format!("{}-{}", t.port_start, t.port_end)
+            };
+            let proxy = match pb::ProxyProtocol::try_from(t.proxy_protocol) {
+                Ok(pb::ProxyProtocol::V1) => ",proxy=v1",
+                Ok(pb::ProxyProtocol::V2) => ",proxy=v2",
+                _ => "",
+            };
+            format!("{host}:{ports}@{}{proxy}", t.priority)
+        })
+        .collect();
+    let listen = if wire.listen_start == wire.listen_end {
+        ListenSpec::Port(i64::from(wire.listen_start))
+    } else {
+        ListenSpec::Text(format!("{}-{}", wire.listen_start, wire.listen_end))
+    };
+    let spec = RuleSpec {
+        name: (!wire.name.is_empty()).then(|| wire.name.clone()),
+        protocol,
+        listen_port: listen,
+        listen_addr,
+        target: None,
+        targets,
+        prefer_ipv6: wire.prefer_ipv6,
+        health_check_interval_secs: (wire.health_check_interval_secs != 0)
+            .then_some(wire.health_check_interval_secs),
+    };
+    let def = spec.validate(RuleLimits { max_range_ports: 65_535 })?;
+    Ok((RuleId::new(wire.rule_id), def))
+}
+
+/// Core settings → wire.
+pub fn settings_to_wire(s: &DataPlaneSettings) -> pb::DataPlaneSettings {
+    let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+    let millis = |d: Duration| u32::try_from(d.as_millis()).unwrap_or(u32::MAX);
+    pb::DataPlaneSettings {
+        udp_flow_idle_secs: secs(s.udp_flow_idle),
+        udp_max_flows_per_rule: s.udp_max_flows_per_rule,
+        tcp_connect_timeout_ms: millis(s.tcp_connect_timeout),
+        tcp_idle_timeout_secs: secs(s.tcp_idle_timeout),
+        tcp_keepalive_secs: secs(s.tcp_keepalive),
+        stats_interval_ms: millis(s.stats_interval),
+    }
+}
+
+/// Wire settings → core; zero (a field an older server did not send) keeps the default.
+pub fn settings_from_wire(w: &pb::DataPlaneSettings) -> DataPlaneSettings {
+    let d = DataPlaneSettings::default();
+    let or =
+        |v: u32, dflt: Duration, unit: fn(u64) -> Duration| if v == 0 { dflt } else { unit(u64::from(v)) };
+    DataPlaneSettings {
+        udp_flow_idle: or(w.udp_flow_idle_secs, d.udp_flow_idle, Duration::from_secs),
+        udp_max_flows_per_rule: if w.udp_max_flows_per_rule == 0 {
+            d.udp_max_flows_per_rule
+        } else {
+            w.udp_max_flows_per_rule
+        },
+        tcp_connect_timeout: or(w.tcp_connect_timeout_ms, d.tcp_connect_timeout, Duration::from_millis),
+        tcp_idle_timeout: or(w.tcp_idle_timeout_secs, d.tcp_idle_timeout, Duration::from_secs),
+        tcp_keepalive: or(w.tcp_keepalive_secs, d.tcp_keepalive, Duration::from_secs),
+        stats_interval: or(w.stats_interval_ms, d.stats_interval, Duration::from_millis),
+    }
+}
+
+fn counters_to_wire(c: &Counters) -> pb::Counters {
+    pb::Counters {
+        bytes_in: c.bytes_in,
+        bytes_out: c.bytes_out,
+        connections_total: c.connections_total,
+        connections_active: c.connections_active,
+        datagrams_in: c.datagrams_in,
+        datagrams_out: c.datagrams_out,
+        flows_dropped_overflow: c.flows_dropped_overflow,
+        dns_failures: c.dns_failures,
+        connect_failures: c.connect_failures,
+        target_failovers: c.target_failovers,
+    }
+}
+
+fn counters_from_wire(c: Option<&pb::Counters>) -> Counters {
+    let Some(c) = c else { return Counters::default() };
+    Counters {
+        bytes_in: c.bytes_in,
+        bytes_out: c.bytes_out,
+        connections_total: c.connections_total,
+        connections_active: c.connections_active,
+        datagrams_in: c.datagrams_in,
+        datagrams_out: c.datagrams_out,
+        flows_dropped_overflow: c.flows_dropped_overflow,
+        dns_failures: c.dns_failures,
+        connect_failures: c.connect_failures,
+        target_failovers: c.target_failovers,
+    }
+}
+
+/// Core report → wire.
+pub fn report_to_wire(id: RuleId, r: &RuleReport) -> pb::RuleCounters {
+    pb::RuleCounters {
+        rule_id: id.get(),
+        instance: r.instance,
+        totals: Some(counters_to_wire(&r.totals)),
+        per_port: r
+            .per_port
+            .iter()
+            .map(|(port, c)| pb::PortCounters { port: u32::from(*port), counters: Some(counters_to_wire(c)) })
+            .collect(),
+        per_target: r
+            .per_target
+            .iter()
+            .map(|t| pb::TargetCounters {
+                index: t.index,
+                healthy: t.health == TargetHealth::Healthy,
+                counters: Some(counters_to_wire(&t.counters)),
+            })
+            .collect(),
+    }
+}
+
+/// Wire report → core. Ports outside 1..=65535 are dropped.
+pub fn report_from_wire(w: &pb::RuleCounters) -> (RuleId, RuleReport) {
+    let per_port: BTreeMap<u16, Counters> = w
+        .per_port
+        .iter()
+        .filter_map(|p| {
+            Some((u16::try_from(p.port).ok().filter(|&p| p != 0)?, counters_from_wire(p.counters.as_ref())))
+        })
+        .collect();
+    let per_target = w
+        .per_target
+        .iter()
+        .map(|t| TargetCounters {
+            index: t.index,
+            health: if t.healthy { TargetHealth::Healthy } else { TargetHealth::Failed },
+            counters: counters_from_wire(t.counters.as_ref()),
+        })
+        .collect();
+    (
+        RuleId::new(w.rule_id),
+        RuleReport {
+            instance: w.instance,
+            totals: counters_from_wire(w.totals.as_ref()),
+            per_port,
+            per_target,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn def(text_targets: &[&str], listen: &str, protocol: Protocol) -> RuleDef {
+        RuleSpec {
+            name: Some("web".into()),
+            protocol,
+            listen_port: ListenSpec::Text(listen.into()),
+            listen_addr: Some("::1".parse().unwrap()),
+            target: None,
+            targets: text_targets.iter().map(|t| t.to_string()).collect(),
+            prefer_ipv6: true,
+            health_check_interval_secs: Some(5),
+        }
+        .validate(RuleLimits::default())
+        .unwrap()
+    }
+
+    #[test]
+    fn rules_round_trip_through_the_wire() {
+        for d in [
+            def(&["127.0.0.1:80"], "18080", Protocol::Tcp),
+            def(
+                &["[::1]:9000-9009@2,proxy=v2", "backend.example:9000@1,proxy=v1"],
+                "1000-1009",
+                Protocol::Tcp,
+            ),
+            def(&["10.0.0.1:53"], "5353", Protocol::Udp),
+        ] {
+            let wire = rule_to_wire(RuleId::new(42), &d);
+            let bytes = wire.encode_to_vec();
+            let decoded = pb::RuleDefinition::decode(bytes.as_slice()).unwrap();
+            assert_eq!(rule_from_wire(&decoded).unwrap(), (RuleId::new(42), d));
+        }
+    }
+
+    #[test]
+    fn hostile_wire_rules_are_refused_not_panicked_on() {
+        let mut wire = rule_to_wire(RuleId::new(1), &def(&["127.0.0.1:80"], "80", Protocol::Tcp));
+        wire.listen_start = 0;
+        wire.listen_end = 0;
+        assert!(rule_from_wire(&wire).is_err());
+        wire.listen_start = 70_000;
+        wire.listen_end = 70_000;
+        assert!(rule_from_wire(&wire).is_err());
+        wire.listen_start = 80;
+        wire.listen_end = 80;
+        wire.protocol = 99;
+        assert!(rule_from_wire(&wire).is_err());
+        wire.protocol = pb::Protocol::Tcp as i32;
+        wire.targets[0].host = "a:b:c".into();
+        assert!(rule_from_wire(&wire).is_err());
+    }
+
+    /// Bytes of a `RuleDefinition` as the first protocol version encodes it. Decoding must
+    /// keep working forever: the proto only grows.
+    #[test]
+    fn golden_rule_definition_bytes_still_decode() {
+        const GOLDEN: &[u8] = &[
+            0x08, 0x07, 0x10, 0x01, 0x18, 0xa0, 0x8d, 0x01, 0x20, 0xa0, 0x8d, 0x01, 0x32, 0x11, 0x0a, 0x09,
+            0x31, 0x32, 0x37, 0x2e, 0x30, 0x2e, 0x30, 0x2e, 0x31, 0x10, 0x90, 0x3f, 0x18, 0x90, 0x3f,
+        ];
+        let decoded = pb::RuleDefinition::decode(GOLDEN).unwrap();
+        let (id, d) = rule_from_wire(&decoded).unwrap();
+        assert_eq!(id, RuleId::new(7));
+        assert_eq!(d.listen.to_string(), "18080");
+        assert_eq!(d.targets[0].to_string(), "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn settings_round_trip_and_zero_means_default() {
+        let s = DataPlaneSettings { udp_flow_idle: Duration::from_secs(31), ..Default::default() };
+        assert_eq!(settings_from_wire(&settings_to_wire(&s)), s);
+        assert_eq!(settings_from_wire(&pb::DataPlaneSettings::default()), DataPlaneSettings::default());
+    }
+}
