@@ -1,1 +1,33 @@
-//! Placeholder.
+//! `portunus-store-redb`: the [`Store`](portunus_core::ports::Store) port on one redb file.
+//!
+//! This crate owns the on-disk layout of the server's state: which tables exist, how keys and
+//! values are encoded, the schema version and the forward-only migrations. It holds no policy:
+//! every decision (who may rename a client, which rule id to use) is made in core.
+//!
+//! Invariants: a batch is applied in one durable write transaction, so a reader or a restart
+//! sees all of it or none of it; every table exists once `open` returns, so read transactions
+//! never meet a missing table; a file written by a newer schema is refused before anything is
+//! written to it.
+//!
+//! Layout (all values are JSON of the core type unless noted):
+//!
+//! | table | key | value |
+//! | --- | --- | --- |
+//! | `meta` | `schema_version`, `next_rule_id` | `u64` |
+//! | `clients` | client id | `Client` |
+//! | `client_names` | client name | client id (`&str`) |
+//! | `rules` | rule id (`u64`) | `Rule` |
+//! | `enrollments` | code hash, lowercase hex | `Enrollment` |
+//! | `totals` | rule id (`u64`) | `RuleTotals` |
+#![forbid(unsafe_code)]
+
+mod error;
+mod fs;
+mod read;
+mod schema;
+mod store;
+mod write;
+
+pub use fs::filesystem_magic;
+pub use schema::SCHEMA_VERSION;
+pub use store::RedbStore;

@@ -1,0 +1,128 @@
+//! The tables, the schema version and the forward-only migrations.
+//!
+//! Invariants: `SCHEMA_VERSION` is one more than the number of migrations (checked at compile
+//! time); a file is only ever moved forward, inside the same write transaction that checks its
+//! version; a version newer than this binary's is reported, never rewritten.
+
+use portunus_core::ports::StoreError;
+use redb::{ReadTransaction, ReadableTable, TableDefinition, TableError, TableHandle, WriteTransaction};
+
+use crate::error::store_err;
+
+/// The schema version this binary writes and reads.
+pub const SCHEMA_VERSION: u64 = 1;
+
+/// Store-wide counters: [`SCHEMA_VERSION_KEY`] and [`NEXT_RULE_ID_KEY`].
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Client id → JSON `Client`.
+pub(crate) const CLIENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("clients");
+/// Client name → client id; exactly one entry per client, moved on rename.
+pub(crate) const CLIENT_NAMES: TableDefinition<&str, &str> = TableDefinition::new("client_names");
+/// Rule id → JSON `Rule`.
+pub(crate) const RULES: TableDefinition<u64, &[u8]> = TableDefinition::new("rules");
+/// Enrollment code hash (lowercase hex) → JSON `Enrollment`.
+pub(crate) const ENROLLMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("enrollments");
+/// Rule id → JSON `RuleTotals`.
+pub(crate) const TOTALS: TableDefinition<u64, &[u8]> = TableDefinition::new("totals");
+
+/// `meta` key of the schema version.
+pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
+/// `meta` key of the next rule id to hand out; starts at 1 and only grows.
+pub(crate) const NEXT_RULE_ID_KEY: &str = "next_rule_id";
+
+/// One forward step: rewrites a file of version `n` into version `n + 1`.
+type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
+
+/// `MIGRATIONS[i]` moves a file from version `i + 1` to `i + 2`. To change the layout, append a
+/// step here and bump [`SCHEMA_VERSION`]; released steps are never edited.
+const MIGRATIONS: &[Migration] = &[];
+
+const _: () = assert!(MIGRATIONS.len() as u64 + 1 == SCHEMA_VERSION, "one migration per version step");
+
+/// The error for a file written by a newer binary.
+pub(crate) fn too_new(found: u64) -> StoreError {
+    StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION }
+}
+
+/// The version a read transaction sees; `None` for a file nothing was written to yet.
+pub(crate) fn recorded_version(tx: &ReadTransaction) -> Result<Option<u64>, StoreError> {
+    let meta = match tx.open_table(META) {
+        Ok(meta) => meta,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+        Err(err) => return Err(store_err(err)),
+    };
+    let version = meta.get(SCHEMA_VERSION_KEY).map_err(store_err)?.map(|guard| guard.value());
+    version.map(Some).ok_or_else(missing_version)
+}
+
+/// Checks the file's version in `tx` and brings it to [`SCHEMA_VERSION`]: a fresh file gets
+/// every table and the counters, an older one runs the migrations it lacks. Every table exists
+/// afterwards. A newer file yields `SchemaTooNew`; the caller must then drop `tx` uncommitted.
+pub(crate) fn prepare(tx: &WriteTransaction) -> Result<(), StoreError> {
+    match written_version(tx)? {
+        None => initialize(tx)?,
+        Some(found) if found > SCHEMA_VERSION => return Err(too_new(found)),
+        Some(found) => migrate(tx, found)?,
+    }
+    create_tables(tx)
+}
+
+/// The version in the file, read inside the write transaction, without creating anything.
+fn written_version(tx: &WriteTransaction) -> Result<Option<u64>, StoreError> {
+    let mut n_tables = 0usize;
+    let mut has_meta = false;
+    for table in tx.list_tables().map_err(store_err)? {
+        n_tables += 1;
+        has_meta |= table.name() == META.name();
+    }
+    if !has_meta {
+        // Tables without a version were not written by Portunus: refuse rather than adopt them.
+        return if n_tables == 0 {
+            Ok(None)
+        } else {
+            Err(StoreError::Corrupted { detail: "the file holds tables but no schema version".into() })
+        };
+    }
+    let meta = tx.open_table(META).map_err(store_err)?;
+    let version = meta.get(SCHEMA_VERSION_KEY).map_err(store_err)?.map(|guard| guard.value());
+    version.map(Some).ok_or_else(missing_version)
+}
+
+fn missing_version() -> StoreError {
+    StoreError::Corrupted { detail: format!("meta[{SCHEMA_VERSION_KEY}] is missing") }
+}
+
+/// Writes the counters of a fresh file.
+fn initialize(tx: &WriteTransaction) -> Result<(), StoreError> {
+    let mut meta = tx.open_table(META).map_err(store_err)?;
+    meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION).map_err(store_err)?;
+    meta.insert(NEXT_RULE_ID_KEY, 1u64).map_err(store_err)?;
+    Ok(())
+}
+
+/// Runs every migration from `found` up to [`SCHEMA_VERSION`], recording each step.
+fn migrate(tx: &WriteTransaction, found: u64) -> Result<(), StoreError> {
+    if found == 0 {
+        return Err(StoreError::Corrupted { detail: "schema version 0 was never written".into() });
+    }
+    // `found` is at most SCHEMA_VERSION here, so the index is small.
+    let first_step = usize::try_from(found - 1).unwrap_or(usize::MAX);
+    for (version, step) in (found + 1..).zip(MIGRATIONS.iter().skip(first_step)) {
+        step(tx)?;
+        let mut meta = tx.open_table(META).map_err(store_err)?;
+        meta.insert(SCHEMA_VERSION_KEY, version).map_err(store_err)?;
+    }
+    Ok(())
+}
+
+/// Opens every table once in `tx`, which creates the missing ones, so that read transactions
+/// never fail on a missing table.
+fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.open_table(META).map_err(store_err)?;
+    tx.open_table(CLIENTS).map_err(store_err)?;
+    tx.open_table(CLIENT_NAMES).map_err(store_err)?;
+    tx.open_table(RULES).map_err(store_err)?;
+    tx.open_table(ENROLLMENTS).map_err(store_err)?;
+    tx.open_table(TOTALS).map_err(store_err)?;
+    Ok(())
+}
