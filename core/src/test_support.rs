@@ -118,6 +118,14 @@ impl Store for MemoryStore {
 
     fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         let mut state = self.state();
+        // Like a real store, refuse the whole batch when a client would take a name that
+        // another client holds.
+        for write in &writes {
+            if let Write::PutClient(c) = write
+                && state.clients.values().any(|other| other.name == c.name && other.id != c.id) {
+                    return Err(StoreError::Corrupted { detail: format!("name {} is held by another client", c.name) });
+                }
+        }
         for write in writes {
             match write {
                 Write::PutClient(c) => {
@@ -257,6 +265,7 @@ pub fn store_contract(make: &dyn Fn() -> Box<dyn Store>) {
     rule_ids_increase_and_are_never_reused(&*make());
     rename_moves_the_name_index(&*make());
     delete_rule_removes_its_totals_and_is_idempotent(&*make());
+    a_name_held_by_another_client_refuses_the_whole_batch(&*make());
     listings_are_ordered(&*make());
 }
 
@@ -314,6 +323,18 @@ fn delete_rule_removes_its_totals_and_is_idempotent(store: &dyn Store) {
     store.commit(vec![Write::DeleteRule(rule.id)]).unwrap();
     assert_eq!(store.get_rule(rule.id).unwrap(), None);
     assert!(store.list_totals().unwrap().is_empty());
+}
+
+fn a_name_held_by_another_client_refuses_the_whole_batch(store: &dyn Store) {
+    let first = sample_client(6, "taken");
+    store.commit(vec![Write::PutClient(first.clone())]).unwrap();
+    let mut second = sample_client(7, "free");
+    let rule = sample_rule(store.next_rule_id().unwrap(), &second.id, 1);
+    second.name = first.name.clone();
+    assert!(store.commit(vec![Write::PutRule(rule.clone()), Write::PutClient(second.clone())]).is_err());
+    assert_eq!(store.get_rule(rule.id).unwrap(), None, "nothing of a refused batch is applied");
+    assert_eq!(store.get_client(&second.id).unwrap(), None);
+    assert_eq!(store.client_by_name(&first.name).unwrap(), Some(first));
 }
 
 fn listings_are_ordered(store: &dyn Store) {
