@@ -11,8 +11,11 @@ use portunus_core::service::MetricsSnapshot;
 use portunus_core::stats::Counters;
 use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
+/// Reads one counter out of a rule's counters.
+type Field = fn(&Counters) -> u64;
+
 /// Counter families per rule: (name, help, field).
-const RULE_COUNTERS: &[(&str, &str, fn(&Counters) -> u64)] = &[
+const RULE_COUNTERS: &[(&str, &str, Field)] = &[
     ("portunus_rule_bytes_in_total", "Bytes from peers delivered to targets.", |c| c.bytes_in),
     ("portunus_rule_bytes_out_total", "Bytes from targets delivered to peers.", |c| c.bytes_out),
     ("portunus_rule_connections_total", "TCP connections accepted or UDP flows opened.", |c| {
@@ -46,7 +49,7 @@ pub struct ServerMetrics {
     clients_connected: IntGaugeVec,
     rule_connections_active: IntGaugeVec,
     rule_info: IntGaugeVec,
-    rule_counters: Vec<(IntCounterVec, fn(&Counters) -> u64)>,
+    rule_counters: Vec<(IntCounterVec, Field)>,
     /// Serialises scrapes: each one resets and refills the families.
     render_lock: Mutex<()>,
 }

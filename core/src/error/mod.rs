@@ -81,6 +81,10 @@ error_codes! {
     EnrollUriInvalid => "enroll_uri_invalid", exit 2, http 400;
     /// A client bundle file is missing fields or malformed.
     InvalidBundle => "invalid_bundle", exit 2, http 400;
+    /// The request body is larger than the API accepts.
+    PayloadTooLarge => "payload_too_large", exit 2, http 413;
+    /// The route exists but not with this HTTP method.
+    MethodNotAllowed => "method_not_allowed", exit 2, http 405;
     /// The data directory is on NFS, tmpfs or ramfs.
     UnsupportedFilesystem => "unsupported_filesystem", exit 2, http 500;
 

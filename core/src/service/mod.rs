@@ -21,7 +21,9 @@ use crate::config::ServerSettings;
 use crate::endpoint::San;
 use crate::error::{ErrorCode, Failure};
 use crate::ids::{ClientId, ClientName, RuleId};
+use crate::policy::Actor;
 use crate::ports::{ClientLink, Clock, Entropy, Store};
+use crate::secret::SecretHash;
 use crate::stats::StatsBook;
 
 /// Everything the control plane's use cases need, built once at server start.
@@ -32,6 +34,7 @@ pub struct ControlPlane {
     entropy: Arc<dyn Entropy>,
     settings: ServerSettings,
     identity: ServerIdentity,
+    operator_token: SecretHash,
     /// Serialises check-then-write sequences.
     writes: Mutex<()>,
     stats: Mutex<StatsState>,
@@ -63,6 +66,7 @@ impl ControlPlane {
         entropy: Arc<dyn Entropy>,
         settings: ServerSettings,
         identity: ServerIdentity,
+        operator_token: SecretHash,
     ) -> Result<Self, Failure> {
         let book = store.list_totals()?.into_iter().collect();
         Ok(ControlPlane {
@@ -72,6 +76,7 @@ impl ControlPlane {
             entropy,
             settings,
             identity,
+            operator_token,
             writes: Mutex::new(()),
             stats: Mutex::new(StatsState { book, dirty: BTreeSet::new() }),
         })
@@ -101,6 +106,16 @@ impl ControlPlane {
         let mut buf = [0u8; N];
         self.entropy.fill(&mut buf);
         buf
+    }
+
+    /// Turns an operator API bearer token into an actor. The server host's operator token
+    /// is the built-in `_operator` principal with superadmin rights.
+    pub fn authenticate_operator(&self, bearer: &str) -> Result<Actor, Failure> {
+        if !bearer.is_empty() && self.operator_token.matches(bearer) {
+            Ok(Actor::operator())
+        } else {
+            Err(Failure::new(ErrorCode::Unauthenticated, "missing or invalid bearer token"))
+        }
     }
 
     /// Finds a client by id (`cl_…`) or by name.

@@ -34,6 +34,7 @@ fn harness() -> Harness {
         Arc::new(CountingEntropy::default()),
         settings,
         identity,
+        crate::secret::SecretHash::of("operator-secret"),
     )
     .unwrap();
     Harness { plane, link, clock, store }
@@ -270,6 +271,7 @@ fn stats_survive_flush_and_reload() {
         Arc::new(CountingEntropy::default()),
         h.plane.settings.clone(),
         h.plane.identity.clone(),
+        crate::secret::SecretHash::of("operator-secret"),
     )
     .unwrap();
     assert_eq!(reloaded.rule_stats(&Actor::operator(), rule.id).unwrap().totals.bytes_in, 42);
@@ -285,4 +287,12 @@ fn client_names_are_validated() {
             "{bad}"
         );
     }
+}
+
+#[test]
+fn the_operator_token_is_the_operator_principal() {
+    let h = harness();
+    assert_eq!(h.plane.authenticate_operator("operator-secret").unwrap(), Actor::operator());
+    assert_eq!(h.plane.authenticate_operator("").unwrap_err().code, ErrorCode::Unauthenticated);
+    assert_eq!(h.plane.authenticate_operator("operator-secreT").unwrap_err().code, ErrorCode::Unauthenticated);
 }

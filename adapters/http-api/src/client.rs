@@ -1,0 +1,147 @@
+//! A typed client of the operator API, used by the CLI (and tests). It speaks the same DTOs as
+//! the handlers, so the two cannot drift.
+
+use std::time::Duration;
+
+use portunus_core::error::{ErrorCode, Failure};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::dto::{ClientDto, EnrollRequest, EnrollResponse, PushRuleRequest, RuleDto, RuleStatsDto};
+use crate::error::ErrorBody;
+
+/// A failed call: the server's code and message, plus the rule id a push stored.
+#[derive(Debug, Clone)]
+pub struct CallError {
+    /// Code and message.
+    pub failure: Failure,
+    /// Rule stored by a push that did not activate.
+    pub rule_id: Option<u64>,
+}
+
+impl From<Failure> for CallError {
+    fn from(failure: Failure) -> Self {
+        CallError { failure, rule_id: None }
+    }
+}
+
+/// The operator API at `base` (e.g. `http://127.0.0.1:7080`), with a bearer token.
+pub struct ApiClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl ApiClient {
+    /// A client with a request timeout long enough for any activation wait.
+    pub fn new(base: &str, token: &str, timeout: Duration) -> Result<Self, Failure> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .no_proxy()
+            .build()
+            .map_err(|e| Failure::new(ErrorCode::Internal, format!("HTTP client: {e}")))?;
+        Ok(ApiClient { base: base.trim_end_matches('/').to_owned(), token: token.to_owned(), http })
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&(impl Serialize + ?Sized)>,
+    ) -> Result<Option<T>, CallError> {
+        let url = format!("{}{path}", self.base);
+        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(|e| {
+            Failure::new(ErrorCode::ServerUnreachable, format!("cannot reach the server API at {}: {e}", self.base))
+        })?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| Failure::new(ErrorCode::ServerUnreachable, format!("reading the response: {e}")))?;
+        if status.is_success() {
+            if bytes.is_empty() {
+                return Ok(None);
+            }
+            return serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| Failure::new(ErrorCode::Internal, format!("unexpected response body: {e}")).into());
+        }
+        match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(body) => Err(CallError {
+                failure: Failure::new(
+                    ErrorCode::parse(&body.error.code).unwrap_or(ErrorCode::Internal),
+                    body.error.message,
+                ),
+                rule_id: body.error.rule_id,
+            }),
+            Err(_) => Err(Failure::new(ErrorCode::Internal, format!("HTTP {status} without an error body")).into()),
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
+        self.call(reqwest::Method::GET, path, None::<&()>).await?.ok_or_else(empty_body)
+    }
+
+    /// `POST /v1/clients`.
+    pub async fn enroll(&self, name: &str, expires_in_secs: Option<u64>) -> Result<EnrollResponse, CallError> {
+        let body = EnrollRequest { name: name.to_owned(), expires_in_secs };
+        self.call(reqwest::Method::POST, "/v1/clients", Some(&body)).await?.ok_or_else(empty_body)
+    }
+
+    /// `GET /v1/clients`.
+    pub async fn list_clients(&self) -> Result<Vec<ClientDto>, CallError> {
+        self.get("/v1/clients").await
+    }
+
+    /// `POST /v1/clients/{client}/revoke`.
+    pub async fn revoke(&self, client: &str) -> Result<ClientDto, CallError> {
+        let path = format!("/v1/clients/{}/revoke", encode(client));
+        self.call(reqwest::Method::POST, &path, None::<&()>).await?.ok_or_else(empty_body)
+    }
+
+    /// `POST /v1/rules`.
+    pub async fn push_rule(&self, request: &PushRuleRequest) -> Result<RuleDto, CallError> {
+        self.call(reqwest::Method::POST, "/v1/rules", Some(request)).await?.ok_or_else(empty_body)
+    }
+
+    /// `GET /v1/rules[?client=…]`.
+    pub async fn list_rules(&self, client: Option<&str>) -> Result<Vec<RuleDto>, CallError> {
+        match client {
+            Some(c) => self.get(&format!("/v1/rules?client={}", encode(c))).await,
+            None => self.get("/v1/rules").await,
+        }
+    }
+
+    /// `DELETE /v1/rules/{id}`.
+    pub async fn remove_rule(&self, id: u64) -> Result<(), CallError> {
+        self.call::<serde_json::Value>(reqwest::Method::DELETE, &format!("/v1/rules/{id}"), None::<&()>).await?;
+        Ok(())
+    }
+
+    /// `GET /v1/rules/{id}/stats`.
+    pub async fn rule_stats(&self, id: u64, per_port: bool, per_target: bool) -> Result<RuleStatsDto, CallError> {
+        self.get(&format!("/v1/rules/{id}/stats?per_port={per_port}&per_target={per_target}")).await
+    }
+}
+
+fn empty_body() -> CallError {
+    Failure::new(ErrorCode::Internal, "the server sent an empty body").into()
+}
+
+/// Percent-encodes a path segment or query value (ids and names are ASCII; anything else is
+/// escaped so it cannot change the route).
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

@@ -1,0 +1,119 @@
+//! HTTP error bodies: every failure is `{"error":{"code":"…","message":"…"}}` with the status
+//! from core's code table, and a rule id when a push stored a rule that did not activate.
+//!
+//! Invariant: the only place an HTTP status is chosen for a failure is
+//! `ErrorCode::http_status`; handlers never pick statuses themselves.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use portunus_core::error::{ErrorCode, Failure};
+use portunus_core::service::PushFailure;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// A stable code and a human message.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable code, e.g. `port_in_use`.
+    pub code: String,
+    /// Human sentence; never contains a secret.
+    pub message: String,
+    /// The rule a push stored before it failed or timed out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_id: Option<u64>,
+}
+
+/// A failure on its way out as a response.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    /// The failure.
+    pub failure: Failure,
+    /// Set for pushes that stored a rule.
+    pub rule_id: Option<u64>,
+}
+
+impl ApiError {
+    /// A failure with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError { failure: Failure::new(code, message), rule_id: None }
+    }
+}
+
+impl From<Failure> for ApiError {
+    fn from(failure: Failure) -> Self {
+        ApiError { failure, rule_id: None }
+    }
+}
+
+impl From<PushFailure> for ApiError {
+    fn from(push: PushFailure) -> Self {
+        ApiError { failure: push.failure, rule_id: push.rule.map(|r| r.id.get()) }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.failure.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(event = "api.internal_error", code = %self.failure.code, message = %self.failure.message);
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.failure.code.as_str().to_owned(),
+                message: self.failure.message,
+                rule_id: self.rule_id,
+            },
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// `Json<T>` whose rejections are our error bodies: malformed JSON, unknown fields and wrong
+/// types → 400 `invalid_request`; an oversized body → 413 `payload_too_large`.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => {
+                let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ErrorCode::PayloadTooLarge
+                } else {
+                    ErrorCode::InvalidRequest
+                };
+                Err(ApiError::new(code, rejection.body_text()))
+            }
+        }
+    }
+}
+
+/// Fallback for unknown paths.
+pub async fn not_found() -> ApiError {
+    ApiError::new(ErrorCode::RouteNotFound, "no such route")
+}
+
+/// Rewrites axum's bare 405 into our error body.
+pub async fn method_not_allowed(response: Response) -> Response {
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED && response.headers().get("content-type").is_none() {
+        return ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route").into_response();
+    }
+    response
+}

@@ -1,0 +1,17 @@
+//! Route handlers, one module per resource. Each handler turns its request into a core call
+//! and the result into a DTO; none decides anything itself.
+
+pub mod clients;
+pub mod rules;
+pub mod system;
+
+use portunus_core::error::{ErrorCode, Failure};
+
+/// Runs a synchronous core call (store I/O) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Failure> + Send + 'static,
+) -> Result<T, Failure> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|join| Err(Failure::new(ErrorCode::Internal, format!("request task failed: {join}"))))
+}

@@ -1,0 +1,113 @@
+//! `/v1/rules`: push, list, get, remove, stats.
+
+use std::time::Duration;
+
+use axum::Extension;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Json;
+use portunus_core::error::ErrorCode;
+use portunus_core::ids::RuleId;
+use portunus_core::policy::Actor;
+
+use super::blocking;
+use crate::AppState;
+use crate::dto::{PushRuleRequest, RuleDto, RuleFilter, RuleStatsDto, StatsQuery};
+use crate::error::{ApiError, ApiJson, ErrorBody};
+
+/// Default activation wait.
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Pushes a rule and waits for the client's outcome.
+#[utoipa::path(post, path = "/v1/rules", tag = "rules", request_body = PushRuleRequest,
+    responses((status = 201, description = "the client activated the rule", body = RuleDto),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "client not connected, or port in use (rule_id set)", body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 422, description = "capability gate", body = ErrorBody),
+        (status = 504, description = "no outcome in time; the rule stays pending (rule_id set)", body = ErrorBody)))]
+pub async fn push_rule(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    ApiJson(body): ApiJson<PushRuleRequest>,
+) -> Result<(StatusCode, Json<RuleDto>), ApiError> {
+    let timeout = body.ack_timeout_ms.map_or(DEFAULT_ACK_TIMEOUT, Duration::from_millis);
+    let result = state.plane.push_rule(&actor, &body.client, &body.rule, timeout).await;
+    match result {
+        Ok(rule) => {
+            tracing::info!(event = "rule.pushed", rule = %rule.id, client = %body.client, owner = %rule.owner);
+            let view = blocking(move || state.plane.get_rule(&actor, rule.id)).await?;
+            Ok((StatusCode::CREATED, Json(view.into())))
+        }
+        Err(push) => {
+            tracing::warn!(event = "rule.push_failed", client = %body.client, code = %push.failure.code,
+                rule = push.rule.as_ref().map(|r| r.id.get()));
+            Err(push.into())
+        }
+    }
+}
+
+/// Lists rules, optionally of one client.
+#[utoipa::path(get, path = "/v1/rules", tag = "rules", params(RuleFilter),
+    responses((status = 200, body = Vec<RuleDto>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list_rules(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    filter: Result<Query<RuleFilter>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Vec<RuleDto>>, ApiError> {
+    let Query(filter) = filter.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    let views = blocking(move || state.plane.list_rules(&actor, filter.client.as_deref())).await?;
+    Ok(Json(views.into_iter().map(RuleDto::from).collect()))
+}
+
+fn rule_id(raw: &str) -> Result<RuleId, ApiError> {
+    raw.parse::<u64>()
+        .map(RuleId::new)
+        .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, format!("{raw:?} is not a rule id")))
+}
+
+/// One rule.
+#[utoipa::path(get, path = "/v1/rules/{id}", tag = "rules", params(("id" = u64, Path, description = "rule id")),
+    responses((status = 200, body = RuleDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_rule(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<Json<RuleDto>, ApiError> {
+    let id = rule_id(&id)?;
+    let view = blocking(move || state.plane.get_rule(&actor, id)).await?;
+    Ok(Json(view.into()))
+}
+
+/// Removes a rule; the client stops it now, or when it reconnects.
+#[utoipa::path(delete, path = "/v1/rules/{id}", tag = "rules", params(("id" = u64, Path, description = "rule id")),
+    responses((status = 204, description = "removed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn remove_rule(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = rule_id(&id)?;
+    let rule = blocking(move || state.plane.remove_rule(&actor, id)).await?;
+    tracing::info!(event = "rule.removed", rule = %rule.id);
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A rule's traffic counters.
+#[utoipa::path(get, path = "/v1/rules/{id}/stats", tag = "rules",
+    params(("id" = u64, Path, description = "rule id"), StatsQuery),
+    responses((status = 200, body = RuleStatsDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn rule_stats(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<RuleStatsDto>, ApiError> {
+    let id = rule_id(&id)?;
+    let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
+    let view = blocking(move || state.plane.rule_stats(&actor, id)).await?;
+    Ok(Json(RuleStatsDto::new(view, &query)))
+}
