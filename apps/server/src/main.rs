@@ -1,1 +1,40 @@
-fn main() {}
+//! `portunus-server`: parses the command line and dispatches. `serve` wires the adapters to
+//! core (see `serve.rs`); every other subcommand is an operator command that calls the
+//! server's HTTP API (`operator.rs`). Failures end with the exit status of their code.
+#![forbid(unsafe_code)]
+
+mod cli;
+mod datadir;
+mod operator;
+mod os;
+mod serve;
+
+use clap::Parser;
+use portunus_core::error::Failure;
+
+fn main() {
+    let cli = cli::Cli::parse();
+    portunus_telemetry::log::init(cli.log_format);
+    portunus_control::install_default_provider();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            exit_with(&Failure::new(portunus_core::ErrorCode::Internal, format!("tokio runtime: {err}")))
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            cli::Command::Serve(args) => serve::run(&cli.data_dir, args).await,
+            other => operator::run(&cli.data_dir, cli.server.as_deref(), other).await,
+        }
+    });
+    if let Err(failure) = result {
+        exit_with(&failure);
+    }
+}
+
+/// Prints `code: message` to stderr and exits with the code's status.
+fn exit_with(failure: &Failure) -> ! {
+    eprintln!("{}: {}", failure.code, failure.message);
+    std::process::exit(i32::from(failure.code.exit_status()));
+}

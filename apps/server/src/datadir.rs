@@ -1,0 +1,156 @@
+//! The data directory: its filesystem check, `server.toml`, `operator.token`, and
+//! `server.addr` (the addresses `serve` actually bound, for operator commands).
+//!
+//! Invariant: secrets are created 0600 before a byte is written; `server.addr` is replaced
+//! atomically so a reader never sees half of it.
+
+use std::fs;
+use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+
+use portunus_core::config::SettingsLayer;
+use portunus_core::error::{ErrorCode, Failure};
+use portunus_core::fsclass::{FsVerdict, classify};
+use portunus_core::secret::Secret;
+use serde::{Deserialize, Serialize};
+
+/// The store file.
+pub const STORE_FILE: &str = "portunus.redb";
+const TOKEN_FILE: &str = "operator.token";
+const ADDR_FILE: &str = "server.addr";
+const SETTINGS_FILE: &str = "server.toml";
+
+fn io_failure(what: &str, path: &Path, err: std::io::Error) -> Failure {
+    Failure::new(ErrorCode::IoError, format!("cannot {what} {}: {err}", path.display()))
+}
+
+/// Creates the directory (0700) if needed and refuses network and memory filesystems.
+pub fn prepare(dir: &Path) -> Result<(), Failure> {
+    if !dir.exists() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| io_failure("create", dir, e))?;
+    }
+    let magic = portunus_store_redb::filesystem_magic(dir).map_err(|e| io_failure("inspect", dir, e))?;
+    match classify(magic) {
+        FsVerdict::Supported => Ok(()),
+        FsVerdict::Unsupported(kind) => {
+            tracing::error!(event = "startup.unsupported_filesystem", data_dir = %dir.display(), filesystem = kind);
+            Err(Failure::new(
+                ErrorCode::UnsupportedFilesystem,
+                format!(
+                    "{} is on {kind}; move the data dir to a local, persistent filesystem",
+                    dir.display()
+                ),
+            ))
+        }
+    }
+}
+
+/// `server.toml`, or an empty layer when absent.
+pub fn settings_file(dir: &Path) -> Result<SettingsLayer, Failure> {
+    let path = dir.join(SETTINGS_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => SettingsLayer::from_toml(&text),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(SettingsLayer::default()),
+        Err(err) => Err(io_failure("read", &path, err)),
+    }
+}
+
+/// The operator token: configured, else `operator.token`, generated (0600) at first start.
+pub fn operator_token(dir: &Path, configured: Option<&str>) -> Result<Secret, Failure> {
+    if let Some(token) = configured {
+        return Ok(Secret::new(token));
+    }
+    let path = dir.join(TOKEN_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(Secret::new(text.trim())),
+        Ok(_) => return Err(Failure::new(ErrorCode::InvalidConfig, format!("{} is empty", path.display()))),
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => return Err(io_failure("read", &path, err)),
+        Err(_) => {}
+    }
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    let token = Secret::from_entropy(&bytes);
+    portunus_control::tls::write_new_file(&path, format!("{}\n", token.expose()).as_bytes(), 0o600)?;
+    Ok(token)
+}
+
+/// The token an operator command uses: `PORTUNUS_OPERATOR_TOKEN`, else `operator.token`.
+pub fn cli_token(dir: &Path) -> Result<String, Failure> {
+    if let Ok(token) = std::env::var("PORTUNUS_OPERATOR_TOKEN")
+        && !token.trim().is_empty() {
+            return Ok(token.trim().to_owned());
+        }
+    let path = dir.join(TOKEN_FILE);
+    fs::read_to_string(&path).map(|t| t.trim().to_owned()).map_err(|e| {
+        Failure::new(
+            ErrorCode::Unauthenticated,
+            format!(
+                "no operator token: set PORTUNUS_OPERATOR_TOKEN or make {} readable ({e})",
+                path.display()
+            ),
+        )
+    })
+}
+
+/// What `server.addr` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BoundAddrs {
+    /// Control listener.
+    pub control: SocketAddr,
+    /// Operator API listener.
+    pub operator_http: SocketAddr,
+    /// Metrics listener.
+    pub metrics: SocketAddr,
+    /// The serving process.
+    pub pid: u32,
+}
+
+/// Writes `server.addr` atomically.
+pub fn write_addrs(dir: &Path, addrs: &BoundAddrs) -> Result<(), Failure> {
+    let path = dir.join(ADDR_FILE);
+    let tmp = dir.join(format!("{ADDR_FILE}.tmp"));
+    let _ = fs::remove_file(&tmp);
+    let text = serde_json::to_string_pretty(addrs).unwrap_or_default();
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(&tmp)
+        .map_err(|e| io_failure("create", &tmp, e))?;
+    std::io::Write::write_all(&mut file, text.as_bytes()).map_err(|e| io_failure("write", &tmp, e))?;
+    file.sync_all().map_err(|e| io_failure("sync", &tmp, e))?;
+    fs::rename(&tmp, &path).map_err(|e| io_failure("rename", &path, e))
+}
+
+/// Removes `server.addr` at clean shutdown.
+pub fn remove_addrs(dir: &Path) {
+    let _ = fs::remove_file(dir.join(ADDR_FILE));
+}
+
+/// The operator API base URL from `server.addr` (a wildcard bind is reached on loopback).
+pub fn api_url(dir: &Path) -> Result<String, Failure> {
+    let path = dir.join(ADDR_FILE);
+    let text = fs::read_to_string(&path).map_err(|e| {
+        Failure::new(
+            ErrorCode::ServerUnreachable,
+            format!("no running server found ({}: {e}); start `serve` or pass --server URL", path.display()),
+        )
+    })?;
+    let addrs: BoundAddrs = serde_json::from_str(&text).map_err(|e| {
+        Failure::new(ErrorCode::ServerUnreachable, format!("{} is malformed: {e}", path.display()))
+    })?;
+    let mut http = addrs.operator_http;
+    if http.ip().is_unspecified() {
+        http.set_ip(if http.is_ipv4() {
+            [127, 0, 0, 1].into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    Ok(format!("http://{http}"))
+}

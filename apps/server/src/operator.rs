@@ -1,0 +1,202 @@
+//! Operator subcommands: each is one call to the server's HTTP API and a rendering of the
+//! answer. The rule id of a push is printed on stdout even when the push fails, so scripts
+//! can remove or inspect it.
+#![allow(clippy::print_stdout)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use portunus_core::error::{ErrorCode, Failure};
+use portunus_core::rule::{ListenSpec, Protocol, RuleSpec};
+use portunus_http::client::{ApiClient, CallError};
+use portunus_http::dto::{CountersDto, PushRuleRequest, RuleDto};
+use serde::Serialize;
+
+use crate::cli::{Command, Format, PushRuleArgs};
+use crate::datadir;
+
+pub async fn run(dir: &Path, server: Option<&str>, command: Command) -> Result<(), Failure> {
+    let base = match server {
+        Some(url) => url.to_owned(),
+        None => datadir::api_url(dir)?,
+    };
+    let token = datadir::cli_token(dir)?;
+    let timeout = match &command {
+        Command::PushRule(args) => Duration::from_millis(args.ack_timeout) + Duration::from_secs(30),
+        _ => Duration::from_secs(30),
+    };
+    let api = ApiClient::new(&base, &token, timeout)?;
+    match command {
+        Command::Serve(_) => unreachable!("serve is dispatched in main"),
+        Command::EnrollClient { name, expires_in } => {
+            let issued = api.enroll(&name, expires_in).await.map_err(plain)?;
+            println!("{}", issued.command);
+            eprintln!("code expires at {}", issued.expires_at);
+        }
+        Command::PushRule(args) => push_rule(&api, args).await?,
+        Command::ListClients { format } => {
+            let clients = api.list_clients().await.map_err(plain)?;
+            match format {
+                Format::Json => print_json(&clients),
+                Format::Table => {
+                    let rows = clients
+                        .iter()
+                        .map(|c| {
+                            vec![
+                                c.name.clone(),
+                                c.id.clone(),
+                                c.status.clone(),
+                                if c.connected { "yes" } else { "no" }.to_owned(),
+                                c.n_rules.to_string(),
+                                c.version.clone().unwrap_or_default(),
+                                c.last_seen_at.clone().unwrap_or_default(),
+                            ]
+                        })
+                        .collect();
+                    print_table(
+                        &["NAME", "ID", "STATUS", "CONNECTED", "RULES", "VERSION", "LAST SEEN"],
+                        rows,
+                    );
+                }
+            }
+        }
+        Command::ListRules { client, format } => {
+            let rules = api.list_rules(client.as_deref()).await.map_err(plain)?;
+            match format {
+                Format::Json => print_json(&rules),
+                Format::Table => print_table(
+                    &["ID", "CLIENT", "PROTO", "LISTEN", "TARGETS", "STATE", "OWNER"],
+                    rules.iter().map(rule_row).collect(),
+                ),
+            }
+        }
+        Command::RuleStats { rule_id, per_port, per_target, format } => {
+            let stats = api.rule_stats(rule_id, per_port, per_target).await.map_err(plain)?;
+            match format {
+                Format::Json => print_json(&stats),
+                Format::Table => {
+                    let mut rows = vec![counters_row("total".into(), &stats.totals)];
+                    for port in stats.per_port.iter().flatten() {
+                        rows.push(counters_row(format!("port {}", port.port), &port.counters));
+                    }
+                    for target in stats.per_target.iter().flatten() {
+                        rows.push(counters_row(
+                            format!("{} ({})", target.target, target.health),
+                            &target.counters,
+                        ));
+                    }
+                    println!("rule {} ({})", stats.rule_id, stats.state);
+                    print_table(&["SCOPE", "BYTES_IN", "BYTES_OUT", "CONNS", "ACTIVE", "CONNECT_FAIL"], rows);
+                }
+            }
+        }
+        Command::RemoveRule { rule_id } => {
+            api.remove_rule(rule_id).await.map_err(plain)?;
+            eprintln!("rule {rule_id} removed");
+        }
+        Command::Revoke { client } => {
+            let revoked = api.revoke(&client).await.map_err(plain)?;
+            eprintln!("client {} ({}) revoked", revoked.name, revoked.id);
+        }
+    }
+    Ok(())
+}
+
+async fn push_rule(api: &ApiClient, args: PushRuleArgs) -> Result<(), Failure> {
+    let protocol = match args.protocol.as_str() {
+        "tcp" => Protocol::Tcp,
+        "udp" => Protocol::Udp,
+        other => {
+            return Err(Failure::new(
+                ErrorCode::InvalidRequest,
+                format!("unknown protocol {other:?} (tcp or udp)"),
+            ));
+        }
+    };
+    let spec = RuleSpec {
+        name: args.name,
+        protocol,
+        listen_port: ListenSpec::Text(args.listen),
+        listen_addr: args.listen_addr,
+        target: args.target,
+        targets: args.targets,
+        prefer_ipv6: args.prefer_ipv6,
+        health_check_interval_secs: args.health_check_interval_secs,
+    };
+    let request = PushRuleRequest { client: args.client, rule: spec, ack_timeout_ms: Some(args.ack_timeout) };
+    match api.push_rule(&request).await {
+        Ok(rule) => {
+            println!("{}", rule.id);
+            Ok(())
+        }
+        Err(CallError { failure, rule_id }) => {
+            if let Some(id) = rule_id {
+                println!("{id}");
+            }
+            Err(failure)
+        }
+    }
+}
+
+fn plain(err: CallError) -> Failure {
+    err.failure
+}
+
+fn print_json(value: &impl Serialize) {
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
+}
+
+fn rule_row(rule: &RuleDto) -> Vec<String> {
+    let spec = &rule.spec;
+    let targets = spec.target.iter().chain(spec.targets.iter()).cloned().collect::<Vec<_>>().join(" ");
+    let listen = match &spec.listen_port {
+        ListenSpec::Port(p) => p.to_string(),
+        ListenSpec::Text(t) => t.clone(),
+    };
+    let listen = match spec.listen_addr {
+        Some(addr) if addr.is_ipv6() => format!("[{addr}]:{listen}"),
+        Some(addr) => format!("{addr}:{listen}"),
+        None => listen,
+    };
+    let state = match &rule.failure {
+        Some(f) => format!("failed({})", f.code),
+        None => rule.state.clone(),
+    };
+    vec![
+        rule.id.to_string(),
+        rule.client_name.clone(),
+        spec.protocol.to_string(),
+        listen,
+        targets,
+        state,
+        rule.owner.clone(),
+    ]
+}
+
+fn counters_row(scope: String, c: &CountersDto) -> Vec<String> {
+    vec![
+        scope,
+        c.bytes_in.to_string(),
+        c.bytes_out.to_string(),
+        c.connections_total.to_string(),
+        c.connections_active.to_string(),
+        c.connect_failures.to_string(),
+    ]
+}
+
+fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(headers.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row);
+    }
+}

@@ -1,0 +1,172 @@
+//! `serve`: the whole wiring of the server on one screen.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portunus_control::{ControlService, GrpcClientLink, ServerInfo};
+use portunus_core::config::{ServerSettings, SettingsLayer};
+use portunus_core::error::{ErrorCode, Failure};
+use portunus_core::ports::StoreError;
+use portunus_core::service::{ControlPlane, ServerIdentity};
+use portunus_http::AppState;
+use portunus_store_redb::RedbStore;
+use portunus_telemetry::metrics::ServerMetrics;
+use tokio::net::TcpListener;
+
+use crate::cli::ServeArgs;
+use crate::datadir::{self, BoundAddrs};
+use crate::os;
+
+pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
+    datadir::prepare(dir)?;
+    let flags = SettingsLayer {
+        control_listen: args.control_listen,
+        operator_http_listen: args.operator_http_listen,
+        metrics_listen: args.metrics_listen,
+        advertised_endpoint: args.advertised_endpoint,
+        cert_sans: (!args.cert_sans.is_empty()).then_some(args.cert_sans),
+        enrollment_ttl_secs: args.enrollment_ttl_secs,
+        stats_interval_secs: args.stats_interval_secs,
+        ..Default::default()
+    };
+    let settings =
+        datadir::settings_file(dir).and_then(|file| ServerSettings::resolve(flags.over(file))).inspect_err(
+            |f| tracing::error!(event = "startup.invalid_config", code = %f.code, message = %f.message),
+        )?;
+    let store = Arc::new(open_store(&dir.join(datadir::STORE_FILE))?);
+    let operator_token = datadir::operator_token(dir, settings.operator_token.as_deref())?;
+
+    let control_listener = bind(settings.control_listen, "control_listen").await?;
+    let http_listener = bind(settings.operator_http_listen, "operator_http_listen").await?;
+    let metrics_listener = bind(settings.metrics_listen, "metrics_listen").await?;
+    let control_addr =
+        control_listener.local_addr().map_err(|e| Failure::new(ErrorCode::IoError, e.to_string()))?;
+
+    let mut names: Vec<String> = os::hostname().into_iter().collect();
+    names.extend(["localhost".into(), "127.0.0.1".into(), "::1".into()]);
+    names.extend(settings.advertised_endpoint.iter().map(|e| e.host().to_owned()));
+    if !control_addr.ip().is_unspecified() {
+        names.push(control_addr.ip().to_string());
+    }
+    names.extend(settings.cert_sans.iter().cloned());
+    let (tls, generated) = portunus_control::load_or_generate(dir, &names)?;
+    if generated {
+        tracing::info!(event = "startup.certificate_generated", sha256 = %tls.sha256);
+    }
+
+    let link = Arc::new(GrpcClientLink::default());
+    let identity = ServerIdentity { cert_sha256: tls.sha256.clone(), sans: tls.sans.clone(), control_addr };
+    let plane = Arc::new(ControlPlane::new(
+        store,
+        link.clone(),
+        Arc::new(os::SystemClock),
+        Arc::new(os::OsEntropy),
+        settings.clone(),
+        identity,
+        operator_token.hash(),
+    )?);
+    let version = env!("CARGO_PKG_VERSION");
+    let state = AppState { plane: plane.clone(), metrics: Arc::new(ServerMetrics::new(version)) };
+    let addrs = BoundAddrs {
+        control: control_addr,
+        operator_http: local_addr(&http_listener)?,
+        metrics: local_addr(&metrics_listener)?,
+        pid: std::process::id(),
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let service =
+        ControlService::new(plane.clone(), link.clone(), ServerInfo { version: version.to_owned() });
+    let control = tokio::spawn({
+        let tls = tls.clone();
+        let stopped = stopped();
+        async move { portunus_control::serve(control_listener, &tls, service, stopped).await }
+    });
+    let api = tokio::spawn(
+        axum::serve(http_listener, portunus_http::api_router(state.clone()).into_make_service())
+            .with_graceful_shutdown(stopped())
+            .into_future(),
+    );
+    let metrics = tokio::spawn(
+        axum::serve(metrics_listener, portunus_http::metrics_router(state).into_make_service())
+            .with_graceful_shutdown(stopped())
+            .into_future(),
+    );
+    let flusher = tokio::spawn({
+        let plane = plane.clone();
+        async move {
+            let mut every = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                every.tick().await;
+                let plane = plane.clone();
+                if let Ok(Err(err)) = tokio::task::spawn_blocking(move || plane.flush_stats()).await {
+                    tracing::warn!(event = "store.error", error = %err, "could not persist traffic totals");
+                }
+            }
+        }
+    });
+    datadir::write_addrs(dir, &addrs)?;
+    tracing::info!(
+        event = "server.started",
+        version = %portunus_telemetry::version_text(version),
+        control = %addrs.control,
+        operator_http = %addrs.operator_http,
+        metrics = %addrs.metrics,
+        data_dir = %dir.display(),
+        cert_sha256 = %tls.sha256,
+    );
+
+    os::shutdown_signal().await;
+    tracing::info!(event = "server.stopping");
+    link.close_all();
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        let _ = control.await;
+        let _ = api.await;
+        let _ = metrics.await;
+    })
+    .await;
+    flusher.abort();
+    let flushed = tokio::task::spawn_blocking(move || plane.flush_stats())
+        .await
+        .unwrap_or_else(|e| Err(Failure::new(ErrorCode::Internal, e.to_string())))?;
+    datadir::remove_addrs(dir);
+    tracing::info!(event = "server.stopped", totals_flushed = flushed);
+    Ok(())
+}
+
+fn open_store(path: &Path) -> Result<RedbStore, Failure> {
+    RedbStore::open(path).map_err(|err| {
+        let event = match &err {
+            StoreError::InUse => "startup.store_in_use",
+            StoreError::SchemaTooNew { .. } => "startup.schema_version_too_new",
+            _ => "startup.store_error",
+        };
+        let failure = Failure::from(err);
+        tracing::error!(event, path = %path.display(), message = %failure.message);
+        failure
+    })
+}
+
+async fn bind(addr: std::net::SocketAddr, key: &str) -> Result<TcpListener, Failure> {
+    TcpListener::bind(addr).await.map_err(|err| {
+        let code = if err.kind() == std::io::ErrorKind::AddrInUse {
+            ErrorCode::PortInUse
+        } else {
+            ErrorCode::IoError
+        };
+        tracing::error!(event = "startup.bind_failed", key, addr = %addr, error = %err);
+        Failure::new(code, format!("{key} {addr}: {err}"))
+    })
+}
+
+fn local_addr(listener: &TcpListener) -> Result<std::net::SocketAddr, Failure> {
+    listener.local_addr().map_err(|e| Failure::new(ErrorCode::IoError, e.to_string()))
+}
