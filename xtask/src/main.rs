@@ -1,1 +1,80 @@
-fn main() {}
+//! `cargo xtask`: the project's automation, in Rust. `ci` is what `.ci/run` calls.
+#![forbid(unsafe_code)]
+#![allow(clippy::print_stdout)]
+
+mod demo;
+mod openapi;
+mod tidy;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+const HELP: &str = "\
+cargo xtask <command>
+
+  ci                 fmt check, clippy -D warnings, build, every test, tidy, openapi --check
+  tidy               repository invariants (also run as a test)
+  openapi [--check]  regenerate openapi/portunus.openapi.json, or fail if it is stale
+  demo [--keep]      a server, a client and one forwarded port on loopback, real bytes shown
+";
+
+fn main() {
+    if let Err(err) = run() {
+        eprintln!("xtask: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let root = project_root();
+    match args.first().map(String::as_str) {
+        Some("ci") => ci(&root),
+        Some("tidy") => {
+            tidy::run(&root)?;
+            println!("tidy: ok");
+            Ok(())
+        }
+        Some("openapi") => openapi::run(&root, args.iter().any(|a| a == "--check")),
+        Some("demo") => demo::run(&root, args.iter().any(|a| a == "--keep")),
+        _ => {
+            print!("{HELP}");
+            Ok(())
+        }
+    }
+}
+
+/// The workspace root (the parent of this crate's directory).
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace root").to_path_buf()
+}
+
+/// Runs a command in `root`, failing on a non-zero exit.
+pub fn run_cmd(root: &Path, program: &str, args: &[&str]) -> Result<()> {
+    println!("$ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !status.success() {
+        bail!("{program} {} failed with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
+fn ci(root: &Path) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run_cmd(root, &cargo, &["fmt", "--all", "--", "--check"])?;
+    run_cmd(root, &cargo, &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
+    // End-to-end tests drive the debug binaries, so build them before the tests run.
+    run_cmd(root, &cargo, &["build", "--workspace", "--bins", "--locked"])?;
+    run_cmd(root, &cargo, &["test", "--workspace", "--locked", "--", "--test-threads", "2"])?;
+    tidy::run(root)?;
+    println!("tidy: ok");
+    openapi::run(root, true)?;
+    println!("ci: ok");
+    Ok(())
+}
