@@ -22,6 +22,7 @@ pub mod ports;
 pub mod rule;
 pub mod secret;
 pub mod service;
+pub mod standalone;
 pub mod stats;
 
 #[cfg(any(test, feature = "test-support"))]

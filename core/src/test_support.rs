@@ -122,9 +122,12 @@ impl Store for MemoryStore {
         // another client holds.
         for write in &writes {
             if let Write::PutClient(c) = write
-                && state.clients.values().any(|other| other.name == c.name && other.id != c.id) {
-                    return Err(StoreError::Corrupted { detail: format!("name {} is held by another client", c.name) });
-                }
+                && state.clients.values().any(|other| other.name == c.name && other.id != c.id)
+            {
+                return Err(StoreError::Corrupted {
+                    detail: format!("name {} is held by another client", c.name),
+                });
+            }
         }
         for write in writes {
             match write {

@@ -1,1 +1,37 @@
-//! Placeholder.
+//! `portunus-dataplane`: the client's TCP data plane. It binds a rule's listen ports, connects
+//! each accepted connection to the rule's preferred reachable target and pumps bytes both
+//! ways, with `splice(2)` on Linux and a userspace copy elsewhere or on request.
+//!
+//! Layout: [`plane`] owns the rule registry and implements
+//! [`portunus_core::ports::RuleRuntime`]; `listen` binds and accepts; `target` picks and
+//! connects targets; `conn` runs one connection; [`mod@relay`] holds the two copy loops;
+//! [`counters`] holds the live atomics; `events` the rate limits and once-flags of log
+//! events; `sys` the thin OS wrappers (pipes, splice, rlimits).
+//!
+//! Invariants: no policy lives here (core decides, this crate moves bytes); bytes are counted
+//! when delivered to the destination socket, never when merely read; no payload byte is ever
+//! logged; `unsafe` is denied everywhere (the OS calls go through nix and socket2).
+#![deny(unsafe_code)]
+
+mod conn;
+pub mod counters;
+mod events;
+mod listen;
+pub mod plane;
+pub mod relay;
+mod settings;
+mod sys;
+mod target;
+
+pub use counters::TrafficCounters;
+pub use plane::{DataPlane, DataPlaneOptions};
+pub use relay::{CopyPath, RelayEnd, RelayError, Side, SpliceFault, relay};
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, so a busy forwarder (two sockets and,
+/// on the fast path, four pipe ends per connection) does not run out of descriptors at the
+/// usual soft default of 1024. Returns the soft limit before and after.
+///
+/// Calling it again is harmless: the second call finds the soft limit already raised.
+pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
+    sys::raise_nofile_limit()
+}

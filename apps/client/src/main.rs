@@ -1,1 +1,121 @@
-fn main() {}
+//! `portunus-client`: `enroll URI --bundle FILE` redeems an enrollment and writes the bundle;
+//! without a subcommand it runs: connects to the pinned server, binds the rules it is sent
+//! and forwards. The whole wiring is here.
+#![forbid(unsafe_code)]
+
+mod bundle;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use portunus_control::ClientInfo;
+use portunus_core::capability::Capability;
+use portunus_core::enroll::EnrollUri;
+use portunus_core::error::{ErrorCode, Failure};
+use portunus_dataplane::{DataPlane, DataPlaneOptions};
+use portunus_telemetry::log::LogFormat;
+
+const EXIT_STATUSES: &str = "\
+Exit statuses: 0 success (or drained after SIGTERM/SIGINT); 1 internal or I/O failure;
+2 usage, malformed enrollment URI or bundle; 4 server refused us (pinned certificate mismatch,
+invalid or revoked token, expired or used enrollment code).";
+
+/// The Portunus edge client.
+#[derive(Debug, Parser)]
+#[command(name = "portunus-client", version = version(), about, after_help = EXIT_STATUSES)]
+struct Cli {
+    /// The bundle written by `enroll` (server endpoint, pin, token).
+    #[arg(long, global = true, env = "PORTUNUS_BUNDLE")]
+    bundle: Option<PathBuf>,
+    /// Log format on stderr.
+    #[arg(long, global = true, default_value = "json", value_parser = parse_log_format)]
+    log_format: LogFormat,
+    /// On SIGTERM/SIGINT, how long open connections may finish before they are cut (seconds).
+    #[arg(long, default_value_t = 30.0)]
+    drain_timeout: f64,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Redeem an enrollment URI printed by `portunus-server enroll-client` and write the bundle.
+    Enroll {
+        /// `portunus://HOST:PORT/enroll?pin=sha256:…&code=…`
+        uri: String,
+    },
+}
+
+fn version() -> &'static str {
+    // Built once per process; clap wants a 'static string.
+    Box::leak(portunus_telemetry::version_text(env!("CARGO_PKG_VERSION")).into_boxed_str())
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    s.parse()
+}
+
+/// What this build's data plane runs, announced in Hello.
+const CAPABILITIES: &[Capability] = &[Capability::Tcp];
+
+fn main() {
+    let cli = Cli::parse();
+    portunus_telemetry::log::init(cli.log_format);
+    portunus_control::install_default_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
+    let result = match runtime {
+        Ok(rt) => rt.block_on(run(cli)),
+        Err(err) => Err(Failure::new(ErrorCode::Internal, format!("tokio runtime: {err}"))),
+    };
+    if let Err(failure) = result {
+        eprintln!("{}: {}", failure.code, failure.message);
+        std::process::exit(i32::from(failure.code.exit_status()));
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let bundle_path = cli.bundle.ok_or_else(|| {
+        Failure::new(ErrorCode::InvalidRequest, "--bundle FILE (or PORTUNUS_BUNDLE) is required")
+    })?;
+    let info = ClientInfo {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        git_revision: portunus_telemetry::GIT_REVISION.to_owned(),
+        capabilities: CAPABILITIES.to_vec(),
+    };
+    if let Some(Command::Enroll { uri }) = cli.command {
+        let uri = EnrollUri::parse(&uri)?;
+        let bundle = portunus_control::redeem(&uri, &info).await?;
+        bundle::write(&bundle_path, &bundle)?;
+        tracing::info!(event = "client.enrolled", client = %bundle.client_name, client_id = %bundle.client_id,
+            bundle = %bundle_path.display());
+        return Ok(());
+    }
+    let bundle = bundle::read(&bundle_path)?;
+    match portunus_dataplane::raise_nofile_limit() {
+        Ok((before, after)) => tracing::debug!(event = "startup.nofile_limit", before, after),
+        Err(err) => tracing::warn!(event = "startup.nofile_limit_failed", error = %err),
+    }
+    let plane = DataPlane::new(DataPlaneOptions::from_env());
+    tracing::info!(event = "client.started", client = %bundle.client_name, client_id = %bundle.client_id,
+        server = %bundle.server_endpoint, version = %version());
+    let result = portunus_control::run(&bundle, &info, plane.clone(), shutdown_signal()).await;
+    let drain = if result.is_ok() {
+        Duration::from_secs_f64(cli.drain_timeout.clamp(0.0, 86_400.0))
+    } else {
+        Duration::ZERO
+    };
+    let cut = plane.shutdown(drain).await;
+    tracing::info!(event = "client.stopped", connections_cut = cut);
+    result
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else { return std::future::pending().await };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!(event = "client.stopping");
+}

@@ -294,5 +294,8 @@ fn the_operator_token_is_the_operator_principal() {
     let h = harness();
     assert_eq!(h.plane.authenticate_operator("operator-secret").unwrap(), Actor::operator());
     assert_eq!(h.plane.authenticate_operator("").unwrap_err().code, ErrorCode::Unauthenticated);
-    assert_eq!(h.plane.authenticate_operator("operator-secreT").unwrap_err().code, ErrorCode::Unauthenticated);
+    assert_eq!(
+        h.plane.authenticate_operator("operator-secreT").unwrap_err().code,
+        ErrorCode::Unauthenticated
+    );
 }

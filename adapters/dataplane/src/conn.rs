@@ -1,0 +1,130 @@
+//! One accepted connection: connect a target, tune both legs, relay, close.
+//!
+//! Invariant: the connection holds one `connections_active` unit from accept until its task
+//! ends by any route: finished, failed, idle, or aborted by unbind/shutdown (its port's
+//! accept task owns it in a `JoinSet`, so it is cut when that task goes). It shares nothing
+//! mutable with other connections but the rule's atomic counters and once-flags.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use portunus_core::ids::RuleId;
+use socket2::{SockRef, TcpKeepalive};
+use tokio::net::TcpStream;
+
+use crate::counters::TrafficCounters;
+use crate::events::RateLimit;
+use crate::relay::{self, CopyPath, PathNotes, RelayEnd};
+use crate::settings::{SharedSettings, TcpSettings};
+use crate::target::{self, TargetPlan};
+
+/// How often at most `rule.connect_failed` and `rule.accept_failed` are logged per rule.
+const EVENT_PERIOD: Duration = Duration::from_secs(10);
+
+/// What every connection of one bound rule shares.
+#[derive(Debug)]
+pub(crate) struct RuleShared {
+    pub(crate) id: RuleId,
+    pub(crate) plan: TargetPlan,
+    pub(crate) path: CopyPath,
+    pub(crate) notes: PathNotes,
+    pub(crate) settings: Arc<SharedSettings>,
+    pub(crate) connect_failed: RateLimit,
+    pub(crate) accept_failed: RateLimit,
+}
+
+impl RuleShared {
+    pub(crate) fn new(
+        id: RuleId,
+        plan: TargetPlan,
+        path: CopyPath,
+        notes: PathNotes,
+        settings: Arc<SharedSettings>,
+    ) -> Self {
+        RuleShared {
+            id,
+            plan,
+            path,
+            notes,
+            settings,
+            connect_failed: RateLimit::new(EVENT_PERIOD),
+            accept_failed: RateLimit::new(EVENT_PERIOD),
+        }
+    }
+}
+
+/// One listen port of a bound rule.
+#[derive(Debug)]
+pub(crate) struct PortState {
+    pub(crate) port: u16,
+    pub(crate) counters: TrafficCounters,
+}
+
+/// Serves one accepted connection to its end.
+pub(crate) async fn serve(rule: Arc<RuleShared>, port: Arc<PortState>, peer: TcpStream) {
+    let _active = port.counters.open_connection();
+    let tcp = rule.settings.tcp();
+    forward(&rule, &port, peer, tcp).await;
+}
+
+async fn forward(rule: &RuleShared, port: &PortState, peer: TcpStream, tcp: TcpSettings) {
+    tune(&peer, tcp.keepalive);
+    let target = match target::connect_first(&rule.plan, port.port, tcp.connect_timeout).await {
+        Ok(connected) => {
+            if connected.failed_over {
+                port.counters.target_failovers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            connected.stream
+        }
+        Err(failure) => {
+            port.counters.connect_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if rule.connect_failed.allow() {
+                tracing::warn!(
+                    event = "rule.connect_failed",
+                    rule = %rule.id,
+                    target = %failure.target,
+                    errno_name = %failure.errno_name,
+                    reason = failure.reason,
+                    targets_tried = failure.n_tried,
+                );
+            }
+            // Dropping `peer` closes the accepted socket.
+            return;
+        }
+    };
+    tune(&target, tcp.keepalive);
+    match relay::run(&peer, &target, &port.counters, rule.path, tcp.idle_timeout, &rule.notes).await {
+        Ok(RelayEnd::Closed) => {}
+        Ok(RelayEnd::IdleTimeout) => {
+            tracing::debug!(event = "rule.connection_idle_closed", rule = %rule.id, port = port.port);
+        }
+        Err(err) => {
+            tracing::debug!(
+                event = "rule.connection_failed",
+                rule = %rule.id,
+                port = port.port,
+                side = %err.side,
+                errno_name = %crate::sys::errno_name(&err.source),
+            );
+        }
+    }
+}
+
+/// `TCP_NODELAY` and keepalive on one leg. Failures are not fatal: the socket may already
+/// be reset, which the relay reports on its own.
+fn tune(stream: &TcpStream, keepalive: Option<Duration>) {
+    let sock = SockRef::from(stream);
+    let mut res = sock.set_tcp_nodelay(true);
+    if res.is_ok() {
+        res = match keepalive {
+            Some(idle) => sock.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle)),
+            None => sock.set_keepalive(true),
+        };
+    }
+    if let Err(err) = res {
+        tracing::debug!(errno_name = %crate::sys::errno_name(&err), "socket options not applied");
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,249 @@
+//! [`DataPlane`]: the registry of bound rules and the [`RuleRuntime`] the control loop drives.
+//!
+//! Invariants: a rule id maps to at most one bound runtime; binding an id that is bound
+//! replaces it (the old listeners are closed first); a bound runtime owns its listeners and
+//! stops them, and cuts its connections, when it leaves the registry, by `unbind`, by
+//! `shutdown`, or by the plane being dropped. The registry lock is held only by control
+//! operations (bind, unbind, report), never by a connection.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use portunus_core::config::DataPlaneSettings;
+use portunus_core::ids::RuleId;
+use portunus_core::ports::{BoxFuture, RuleRuntime};
+use portunus_core::rule::{Protocol, RuleDef};
+use portunus_core::stats::RuleReport;
+use portunus_core::{ErrorCode, Failure};
+use tokio::runtime::Handle;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use crate::conn::{PortState, RuleShared};
+use crate::counters::{TrafficCounters, rule_report};
+use crate::events::RuleLabel;
+use crate::listen::{self, Family, ListenerSlot};
+use crate::relay::{CopyPath, PathNotes, SpliceFault};
+use crate::settings::SharedSettings;
+use crate::target::TargetPlan;
+
+/// How often `shutdown` looks at the open-connection count while it drains.
+const DRAIN_POLL: Duration = Duration::from_millis(10);
+
+/// How long `shutdown` waits for cut connections to finish closing their sockets.
+const CUT_GRACE: Duration = Duration::from_secs(2);
+
+/// Process-wide choices made when the plane is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataPlaneOptions {
+    /// Use the `splice(2)` fast path for rules that allow it (Linux only).
+    pub splice: bool,
+    /// Test hook: injects a fast-path refusal. Leave `None`.
+    #[doc(hidden)]
+    pub splice_fault: Option<SpliceFault>,
+}
+
+impl DataPlaneOptions {
+    /// The fast path on Linux unless `PORTUNUS_DISABLE_SPLICE=1` (a triage switch that is
+    /// deliberately absent from `--help`).
+    pub fn from_env() -> Self {
+        let disabled = std::env::var_os("PORTUNUS_DISABLE_SPLICE").is_some_and(|v| v == "1");
+        DataPlaneOptions { splice: cfg!(target_os = "linux") && !disabled, splice_fault: None }
+    }
+}
+
+impl Default for DataPlaneOptions {
+    /// The fast path wherever it exists, regardless of the environment.
+    fn default() -> Self {
+        DataPlaneOptions { splice: cfg!(target_os = "linux"), splice_fault: None }
+    }
+}
+
+/// The TCP data plane of one client process.
+#[derive(Debug)]
+pub struct DataPlane {
+    options: DataPlaneOptions,
+    runtime: Handle,
+    settings: Arc<SharedSettings>,
+    family: Family,
+    rules: Mutex<HashMap<RuleId, BoundRule>>,
+    shutting_down: AtomicBool,
+}
+
+/// One rule's live runtime.
+#[derive(Debug)]
+struct BoundRule {
+    instance: u64,
+    shared: Arc<RuleShared>,
+    ports: Vec<Arc<PortState>>,
+    listeners: Vec<Arc<ListenerSlot>>,
+    accept_tasks: Vec<AbortHandle>,
+}
+
+impl BoundRule {
+    /// Closes every listener (the ports are free on return); open connections go on.
+    fn close_listeners(&self) {
+        for slot in &self.listeners {
+            slot.close();
+        }
+    }
+
+    fn report(&self) -> RuleReport {
+        rule_report(self.instance, self.ports.iter().map(|p| (p.port, &p.counters)))
+    }
+}
+
+impl Drop for BoundRule {
+    /// Closes the listeners now and aborts the accept tasks, which own (and so abort) the
+    /// rule's connections.
+    fn drop(&mut self) {
+        self.close_listeners();
+        for task in &self.accept_tasks {
+            task.abort();
+        }
+    }
+}
+
+impl DataPlane {
+    /// A plane with no rules and default settings.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime: the plane keeps the current runtime's handle to run its
+    /// listeners and connections.
+    pub fn new(options: DataPlaneOptions) -> Arc<DataPlane> {
+        Arc::new(DataPlane {
+            options,
+            runtime: Handle::current(),
+            settings: Arc::new(SharedSettings::new(DataPlaneSettings::default())),
+            family: Family::default(),
+            rules: Mutex::new(HashMap::new()),
+            shutting_down: AtomicBool::new(false),
+        })
+    }
+
+    /// The options the plane was built with.
+    pub fn options(&self) -> DataPlaneOptions {
+        self.options
+    }
+
+    /// The settings new connections use.
+    pub fn settings(&self) -> DataPlaneSettings {
+        self.settings.all()
+    }
+
+    /// Stops accepting on every rule, lets open connections finish for up to `drain`, then
+    /// cuts the rest. Returns how many were cut. Afterwards no rule is bound and `bind`
+    /// refuses new ones; calling it again returns 0.
+    pub async fn shutdown(&self, drain: Duration) -> u64 {
+        self.shutting_down.store(true, Relaxed);
+        let ports: Vec<Arc<PortState>> = {
+            let rules = self.lock_rules();
+            rules
+                .values()
+                .inspect(|rule| rule.close_listeners())
+                .flat_map(|rule| rule.ports.iter().cloned())
+                .collect()
+        };
+        let active = || ports.iter().map(|p| p.counters.connections_active()).sum::<u64>();
+        let deadline = Instant::now() + drain;
+        while active() > 0 && Instant::now() < deadline {
+            tokio::time::sleep_until(deadline.min(Instant::now() + DRAIN_POLL)).await;
+        }
+        let cut = active();
+        let removed: Vec<BoundRule> = self.lock_rules().drain().map(|(_, rule)| rule).collect();
+        drop(removed);
+        let grace = Instant::now() + CUT_GRACE;
+        while active() > 0 && Instant::now() < grace {
+            tokio::time::sleep(DRAIN_POLL).await;
+        }
+        if cut > 0 {
+            tracing::info!(event = "dataplane.shutdown_cut_connections", connections = cut);
+        }
+        cut
+    }
+
+    fn lock_rules(&self) -> MutexGuard<'_, HashMap<RuleId, BoundRule>> {
+        self.rules.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn bind_now(&self, id: RuleId, def: &RuleDef) -> Result<(), Failure> {
+        if def.protocol != Protocol::Tcp {
+            return Err(Failure::new(
+                ErrorCode::UnsupportedProtocol,
+                format!("{} rules are not supported by this data plane", def.protocol),
+            ));
+        }
+        if self.shutting_down.load(Relaxed) {
+            return Err(Failure::new(ErrorCode::Internal, "the data plane is shutting down"));
+        }
+        // Listeners register with the runtime's reactor, which needs its context.
+        let _runtime = self.runtime.enter();
+        let mut rules = self.lock_rules();
+        // Close the old runtime's listeners before binding, so its own ports are free.
+        drop(rules.remove(&id));
+        let listeners = listen::bind_all(&self.family, def)?;
+        let shared = Arc::new(RuleShared::new(
+            id,
+            TargetPlan::new(def),
+            self.copy_path(def),
+            PathNotes::new(RuleLabel(Some(id)), self.options.splice_fault),
+            Arc::clone(&self.settings),
+        ));
+        let mut bound = BoundRule {
+            instance: rand::random::<u64>().max(1),
+            shared,
+            ports: Vec::with_capacity(listeners.len()),
+            listeners: Vec::with_capacity(listeners.len()),
+            accept_tasks: Vec::with_capacity(listeners.len()),
+        };
+        for (port, listener) in listeners {
+            let state = Arc::new(PortState { port, counters: TrafficCounters::default() });
+            let slot = Arc::new(ListenerSlot::new(listener));
+            let task = self.runtime.spawn(listen::accept_loop(
+                Arc::clone(&bound.shared),
+                Arc::clone(&state),
+                Arc::clone(&slot),
+            ));
+            bound.ports.push(state);
+            bound.listeners.push(slot);
+            bound.accept_tasks.push(task.abort_handle());
+        }
+        tracing::debug!(event = "rule.bound", rule = %id, listen = %def.listen, path = ?bound.shared.path);
+        rules.insert(id, bound);
+        Ok(())
+    }
+
+    /// The fast path needs the option and a rule without a bandwidth cap (per-chunk token
+    /// accounting happens in userspace). Rules carry no caps yet; the check goes here.
+    fn copy_path(&self, _def: &RuleDef) -> CopyPath {
+        if self.options.splice { CopyPath::Splice } else { CopyPath::Userspace }
+    }
+}
+
+impl RuleRuntime for DataPlane {
+    fn apply_settings(&self, settings: DataPlaneSettings) {
+        self.settings.store(settings);
+    }
+
+    fn bind(&self, rule: RuleId, def: RuleDef) -> BoxFuture<'_, Result<(), Failure>> {
+        Box::pin(async move { self.bind_now(rule, &def) })
+    }
+
+    fn unbind(&self, rule: RuleId) {
+        let removed = self.lock_rules().remove(&rule);
+        // Dropped outside the lock: closes the listeners and cuts the connections.
+        drop(removed);
+    }
+
+    fn report(&self) -> Vec<(RuleId, RuleReport)> {
+        let rules = self.lock_rules();
+        let mut reports: Vec<(RuleId, RuleReport)> =
+            rules.iter().map(|(id, rule)| (*id, rule.report())).collect();
+        drop(rules);
+        reports.sort_by_key(|(id, _)| *id);
+        reports
+    }
+}

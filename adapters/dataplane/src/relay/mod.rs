@@ -1,0 +1,313 @@
+//! The byte pump: moves bytes both ways between two connected TCP sockets until both
+//! directions have ended, one fails, or the pair has been idle too long.
+//!
+//! Each direction runs its own loop over shared `&TcpStream`s (tokio lets one task wait for
+//! "readable" on a socket while it waits for "writable" on the same socket), so there is no
+//! split, no lock and no per-chunk allocation. The fast path (`splice`, Linux) and the
+//! userspace path (one 64 KiB buffer per direction) share the same contract:
+//!
+//! - bytes are counted when delivered to the destination socket, with one `Relaxed` add per
+//!   batch of at most [`BATCH`] bytes, so a mid-flow reset leaves both paths reporting exactly
+//!   what reached the destination;
+//! - end of stream on one side, once every byte read from it was delivered, becomes a
+//!   `shutdown(Write)` on the other, and the opposite direction keeps running (half-close);
+//! - any error ends both directions (the caller then closes both sockets).
+
+mod copy;
+#[cfg(target_os = "linux")]
+mod splice;
+
+use std::fmt;
+use std::io;
+use std::net::Shutdown;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use socket2::SockRef;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::counters::TrafficCounters;
+use crate::events::{Once, RateLimit, RuleLabel};
+
+/// Largest batch counted with one add, and the userspace buffer size per direction.
+pub const BATCH: usize = 64 * 1024;
+
+/// Pipe capacity the fast path asks the kernel for; the default is accepted if refused.
+pub const PIPE_REQUEST_BYTES: usize = 1024 * 1024;
+
+/// How bytes are moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyPath {
+    /// `splice(2)` through a pipe per direction (Linux); elsewhere this is the userspace path.
+    Splice,
+    /// `read` into a buffer and `write` it out.
+    Userspace,
+}
+
+/// Which socket an error came from. Failover policy reads this, never the message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The connecting client's socket.
+    Peer,
+    /// The socket to the target.
+    Target,
+    /// Neither: a local resource such as a pipe.
+    Local,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Peer => "peer",
+            Side::Target => "target",
+            Side::Local => "local",
+        })
+    }
+}
+
+/// How a relay ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayEnd {
+    /// Both directions reached end of stream and every byte was delivered.
+    Closed,
+    /// No byte moved either way for the idle timeout.
+    IdleTimeout,
+}
+
+/// A relay that ended on an I/O error (a reset, a broken pipe, …).
+#[derive(Debug, thiserror::Error)]
+#[error("{side} socket failed")]
+pub struct RelayError {
+    /// Where the error happened.
+    pub side: Side,
+    /// The OS error.
+    #[source]
+    pub source: io::Error,
+}
+
+/// Test hook: makes the fast path meet a refusal the host would not otherwise produce, so
+/// tests can exercise the fallbacks and their events. Never set in production.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpliceFault {
+    /// The first splice of every direction fails with `ENOSYS`.
+    Unsupported,
+    /// The first splice out of every pipe fails with `ENOSYS`, after bytes went in.
+    UnsupportedOnDrain,
+    /// Growing a pipe fails with `EPERM`.
+    PipeSizeRefused,
+}
+
+/// Once-per-rule notes about the copy path, and the test hook; shared by a rule's
+/// connections.
+#[derive(Debug)]
+pub(crate) struct PathNotes {
+    rule: RuleLabel,
+    fault: Option<SpliceFault>,
+    selected: Once,
+    refused: Once,
+    pipe_size_refused: Once,
+    pipe_unavailable: RateLimit,
+}
+
+impl PathNotes {
+    pub(crate) fn new(rule: RuleLabel, fault: Option<SpliceFault>) -> Self {
+        PathNotes {
+            rule,
+            fault,
+            selected: Once::default(),
+            refused: Once::default(),
+            pipe_size_refused: Once::default(),
+            pipe_unavailable: RateLimit::new(Duration::from_secs(10)),
+        }
+    }
+
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    fn splice_selected(&self) {
+        if self.selected.first() {
+            tracing::info!(event = "proxy.splice_selected", rule = %self.rule);
+        }
+    }
+
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    fn splice_refused(&self, err: &io::Error) {
+        if self.refused.first() {
+            tracing::warn!(
+                event = "proxy.splice_unsupported_fallback",
+                rule = %self.rule,
+                errno_name = %crate::sys::errno_name(err),
+            );
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn pipe_size_refused(&self, refusal: crate::sys::PipeSizeRefusal) {
+        if self.pipe_size_refused.first() {
+            tracing::warn!(
+                event = "proxy.splice_pipe_size_failed",
+                rule = %self.rule,
+                requested_bytes = PIPE_REQUEST_BYTES as u64,
+                actual_default_bytes = refusal.actual_bytes as u64,
+                errno_name = ?refusal.errno,
+            );
+        }
+    }
+
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    fn pipe_unavailable(&self, err: &io::Error) {
+        if self.pipe_unavailable.allow() {
+            tracing::warn!(
+                event = "proxy.splice_pipe_unavailable",
+                rule = %self.rule,
+                errno_name = %crate::sys::errno_name(err),
+            );
+        }
+    }
+}
+
+/// Relays between `peer` and `target` until both directions end, then closes both.
+///
+/// `counters.bytes_in` counts bytes delivered to `target`, `bytes_out` bytes delivered to
+/// `peer`; connection counts are left alone. There is no idle timeout and events carry no
+/// rule (and, like a rule's, are emitted once per process rather than once per call). This
+/// is the entry point benches use to compare the two paths on a loopback pair.
+pub async fn relay(
+    peer: TcpStream,
+    target: TcpStream,
+    path: CopyPath,
+    counters: &TrafficCounters,
+) -> Result<RelayEnd, RelayError> {
+    static STANDALONE: OnceLock<PathNotes> = OnceLock::new();
+    let notes = STANDALONE.get_or_init(|| PathNotes::new(RuleLabel(None), None));
+    run(&peer, &target, counters, path, None, notes).await
+}
+
+/// The relay of one connection: both directions plus the idle watch.
+pub(crate) async fn run(
+    peer: &TcpStream,
+    target: &TcpStream,
+    counters: &TrafficCounters,
+    path: CopyPath,
+    idle_timeout: Option<Duration>,
+    notes: &PathNotes,
+) -> Result<RelayEnd, RelayError> {
+    let activity = Activity::new();
+    let inbound = Leg { src: peer, dst: target, dir: Direction::Inbound, delivered: &counters.bytes_in };
+    let outbound = Leg { src: target, dst: peer, dir: Direction::Outbound, delivered: &counters.bytes_out };
+    let both = async {
+        tokio::try_join!(pump(inbound, path, &activity, notes), pump(outbound, path, &activity, notes))
+            .map(|_| RelayEnd::Closed)
+    };
+    match idle_timeout.filter(|idle| !idle.is_zero()) {
+        Some(idle) => tokio::select! {
+            res = both => res,
+            () = activity.idle_for(idle) => Ok(RelayEnd::IdleTimeout),
+        },
+        None => both.await,
+    }
+}
+
+async fn pump(
+    leg: Leg<'_>,
+    path: CopyPath,
+    activity: &Activity,
+    notes: &PathNotes,
+) -> Result<(), RelayError> {
+    match path {
+        #[cfg(target_os = "linux")]
+        CopyPath::Splice => splice::pump(leg, activity, notes).await,
+        #[cfg(not(target_os = "linux"))]
+        CopyPath::Splice => {
+            let _ = notes;
+            copy::pump(leg, activity, vec![0; BATCH]).await
+        }
+        CopyPath::Userspace => copy::pump(leg, activity, vec![0; BATCH]).await,
+    }
+}
+
+/// Which way a leg moves bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// Peer to target.
+    Inbound,
+    /// Target to peer.
+    Outbound,
+}
+
+/// One direction: read from `src`, deliver to `dst`, count into `delivered`.
+#[derive(Clone, Copy)]
+struct Leg<'a> {
+    src: &'a TcpStream,
+    dst: &'a TcpStream,
+    dir: Direction,
+    delivered: &'a AtomicU64,
+}
+
+impl Leg<'_> {
+    fn src_failed(&self, source: io::Error) -> RelayError {
+        let side = match self.dir {
+            Direction::Inbound => Side::Peer,
+            Direction::Outbound => Side::Target,
+        };
+        RelayError { side, source }
+    }
+
+    fn dst_failed(&self, source: io::Error) -> RelayError {
+        let side = match self.dir {
+            Direction::Inbound => Side::Target,
+            Direction::Outbound => Side::Peer,
+        };
+        RelayError { side, source }
+    }
+
+    /// Counts `n` delivered bytes (`n <= BATCH` by construction of every caller).
+    fn delivered(&self, n: usize, activity: &Activity) {
+        self.delivered.fetch_add(n as u64, Relaxed);
+        activity.touch();
+    }
+
+    /// Forwards end of stream: no more bytes will reach `dst` from this leg. A failure here
+    /// means `dst` is already gone, which the opposite leg reports on its own.
+    fn half_close(&self) {
+        if let Err(err) = SockRef::from(self.dst).shutdown(Shutdown::Write) {
+            tracing::debug!(errno_name = %crate::sys::errno_name(&err), "half-close of a dead socket");
+        }
+    }
+}
+
+/// When bytes last moved either way, for the idle timeout.
+struct Activity {
+    start: Instant,
+    /// Nanoseconds after `start` of the last read or delivery.
+    last_nanos: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity { start: Instant::now(), last_nanos: AtomicU64::new(0) }
+    }
+
+    fn touch(&self) {
+        let nanos = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last_nanos.store(nanos, Relaxed);
+    }
+
+    /// Resolves once nothing moved for `idle`. Sleeps until the earliest moment that could
+    /// be true, so an active connection wakes this about once per `idle`, not per batch.
+    async fn idle_for(&self, idle: Duration) {
+        loop {
+            let last = self.start + Duration::from_nanos(self.last_nanos.load(Relaxed));
+            let due = last + idle;
+            if due <= Instant::now() {
+                return;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    }
+}
+
+fn is_would_block(err: &io::Error) -> bool {
+    err.kind() == io::ErrorKind::WouldBlock
+}
