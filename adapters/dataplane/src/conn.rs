@@ -31,6 +31,8 @@ pub(crate) struct RuleShared {
     pub(crate) settings: Arc<SharedSettings>,
     pub(crate) connect_failed: RateLimit,
     pub(crate) accept_failed: RateLimit,
+    /// The keepalive idle time the listeners were bound with (accepted sockets inherit it).
+    pub(crate) listener_keepalive: Option<Duration>,
 }
 
 impl RuleShared {
@@ -40,8 +42,10 @@ impl RuleShared {
         path: CopyPath,
         notes: PathNotes,
         settings: Arc<SharedSettings>,
+        listener_keepalive: Option<Duration>,
     ) -> Self {
         RuleShared {
+            listener_keepalive,
             id,
             plan,
             path,
@@ -68,7 +72,11 @@ pub(crate) async fn serve(rule: Arc<RuleShared>, port: Arc<PortState>, peer: Tcp
 }
 
 async fn forward(rule: &RuleShared, port: &PortState, peer: TcpStream, tcp: TcpSettings) {
-    tune(&peer, tcp.keepalive);
+    // The peer leg inherited the listener's options; only settings changed since the bind
+    // need setting again.
+    if tcp.keepalive != rule.listener_keepalive {
+        tune(&peer, tcp.keepalive);
+    }
     let target = match target::connect_first(&rule.plan, port.port, tcp.connect_timeout).await {
         Ok(connected) => {
             if connected.failed_over {
@@ -113,16 +121,18 @@ async fn forward(rule: &RuleShared, port: &PortState, peer: TcpStream, tcp: TcpS
 /// `TCP_NODELAY` and keepalive on one leg. Failures are not fatal: the socket may already
 /// be reset, which the relay reports on its own.
 fn tune(stream: &TcpStream, keepalive: Option<Duration>) {
-    let sock = SockRef::from(stream);
-    let mut res = sock.set_tcp_nodelay(true);
-    if res.is_ok() {
-        res = match keepalive {
-            Some(idle) => sock.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle)),
-            None => sock.set_keepalive(true),
-        };
-    }
-    if let Err(err) = res {
+    if let Err(err) = tune_socket(&SockRef::from(stream), keepalive) {
         tracing::debug!(errno_name = %crate::sys::errno_name(&err), "socket options not applied");
+    }
+}
+
+/// Sets `TCP_NODELAY` and keepalive (with `keepalive` as the idle time, if given) on a
+/// socket; on a listener, accepted sockets inherit both.
+pub(crate) fn tune_socket(sock: &socket2::Socket, keepalive: Option<Duration>) -> std::io::Result<()> {
+    sock.set_tcp_nodelay(true)?;
+    match keepalive {
+        Some(idle) => sock.set_tcp_keepalive(&TcpKeepalive::new().with_time(idle)),
+        None => sock.set_keepalive(true),
     }
 }
 

@@ -27,6 +27,15 @@ pub use counters::TrafficCounters;
 pub use plane::{DataPlane, DataPlaneOptions};
 pub use relay::{CopyPath, RelayEnd, RelayError, Side, SpliceFault, relay};
 
+/// Empty pipes waiting in the fast path's pool (0 off Linux). For tests and benches.
+#[doc(hidden)]
+pub fn pooled_pipes() -> usize {
+    #[cfg(target_os = "linux")]
+    return sys::pooled();
+    #[cfg(not(target_os = "linux"))]
+    return 0;
+}
+
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit, so a busy forwarder (two sockets and,
 /// on the fast path, four pipe ends per connection) does not run out of descriptors at the
 /// usual soft default of 1024. Returns the soft limit before and after.

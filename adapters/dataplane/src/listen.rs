@@ -39,8 +39,13 @@ pub(crate) struct Family {
 
 impl Family {
     /// Binds a listener for `port` of a rule whose bind address is `listen_addr`.
-    fn bind(&self, listen_addr: Option<IpAddr>, port: u16) -> io::Result<TcpListener> {
-        self.bind_with(listen_addr, port, bind_one)
+    fn bind(
+        &self,
+        listen_addr: Option<IpAddr>,
+        port: u16,
+        keepalive: Option<Duration>,
+    ) -> io::Result<TcpListener> {
+        self.bind_with(listen_addr, port, |addr, dual_stack| bind_one(addr, dual_stack, keepalive))
     }
 
     /// The address choice, with the socket work in `bind_one(addr, dual_stack)`: the rule's
@@ -74,11 +79,17 @@ impl Family {
 }
 
 /// Binds every listen port of `def`, in order; on the first failure every listener bound so
-/// far is dropped (closed) and the failure names the port.
-pub(crate) fn bind_all(family: &Family, def: &RuleDef) -> Result<Vec<(u16, TcpListener)>, Failure> {
+/// far is dropped (closed) and the failure names the port. Accepted sockets inherit
+/// `TCP_NODELAY` and the keepalive settings from their listener, which saves each
+/// connection those system calls on its peer leg.
+pub(crate) fn bind_all(
+    family: &Family,
+    def: &RuleDef,
+    keepalive: Option<Duration>,
+) -> Result<Vec<(u16, TcpListener)>, Failure> {
     let mut bound = Vec::with_capacity(def.listen.len() as usize);
     for port in def.listen.iter() {
-        match family.bind(def.listen_addr, port) {
+        match family.bind(def.listen_addr, port, keepalive) {
             Ok(listener) => bound.push((port, listener)),
             Err(err) => {
                 drop(bound);
@@ -97,9 +108,10 @@ fn bind_failure(port: u16, err: &io::Error) -> Failure {
     }
 }
 
-fn bind_one(addr: SocketAddr, dual_stack: bool) -> io::Result<TcpListener> {
+fn bind_one(addr: SocketAddr, dual_stack: bool, keepalive: Option<Duration>) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    conn::tune_socket(&socket, keepalive)?;
     if dual_stack {
         socket.set_only_v6(false)?;
     }

@@ -184,13 +184,15 @@ impl DataPlane {
         let mut rules = self.lock_rules();
         // Close the old runtime's listeners before binding, so its own ports are free.
         drop(rules.remove(&id));
-        let listeners = listen::bind_all(&self.family, def)?;
+        let keepalive = self.settings.tcp().keepalive;
+        let listeners = listen::bind_all(&self.family, def, keepalive)?;
         let shared = Arc::new(RuleShared::new(
             id,
             TargetPlan::new(def),
             self.copy_path(def),
             PathNotes::new(RuleLabel(Some(id)), self.options.splice_fault),
             Arc::clone(&self.settings),
+            keepalive,
         ));
         let mut bound = BoundRule {
             instance: rand::random::<u64>().max(1),

@@ -171,7 +171,9 @@ impl Target {
         if self.ports.is_single() {
             self.ports.start()
         } else {
-            self.ports.start() + (listen_port - listen.start())
+            // Saturating: a violated precondition maps to the range's end, never panics.
+            let offset = listen_port.saturating_sub(listen.start());
+            self.ports.start().saturating_add(offset).min(self.ports.end())
         }
     }
 }

@@ -21,7 +21,7 @@ use std::fmt;
 use std::io;
 use std::net::Shutdown;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use socket2::SockRef;
@@ -194,8 +194,21 @@ pub(crate) async fn run(
     notes: &PathNotes,
 ) -> Result<RelayEnd, RelayError> {
     let activity = Activity::new();
-    let inbound = Leg { src: peer, dst: target, dir: Direction::Inbound, delivered: &counters.bytes_in };
-    let outbound = Leg { src: target, dst: peer, dir: Direction::Outbound, delivered: &counters.bytes_out };
+    let one_ended = AtomicBool::new(false);
+    let inbound = Leg {
+        src: peer,
+        dst: target,
+        dir: Direction::Inbound,
+        delivered: &counters.bytes_in,
+        one_ended: &one_ended,
+    };
+    let outbound = Leg {
+        src: target,
+        dst: peer,
+        dir: Direction::Outbound,
+        delivered: &counters.bytes_out,
+        one_ended: &one_ended,
+    };
     let both = async {
         tokio::try_join!(pump(inbound, path, &activity, notes), pump(outbound, path, &activity, notes))
             .map(|_| RelayEnd::Closed)
@@ -243,6 +256,8 @@ struct Leg<'a> {
     dst: &'a TcpStream,
     dir: Direction,
     delivered: &'a AtomicU64,
+    /// Set by the first leg to reach end of stream.
+    one_ended: &'a AtomicBool,
 }
 
 impl Leg<'_> {
@@ -270,7 +285,14 @@ impl Leg<'_> {
 
     /// Forwards end of stream: no more bytes will reach `dst` from this leg. A failure here
     /// means `dst` is already gone, which the opposite leg reports on its own.
+    ///
+    /// The second leg to end skips the call: both directions are then over and the caller
+    /// closes both sockets at once, which sends the same FIN (every byte of `dst` was read,
+    /// so the close cannot turn into a reset).
     fn half_close(&self) {
+        if self.one_ended.swap(true, Relaxed) {
+            return;
+        }
         if let Err(err) = SockRef::from(self.dst).shutdown(Shutdown::Write) {
             tracing::debug!(errno_name = %crate::sys::errno_name(&err), "half-close of a dead socket");
         }

@@ -7,13 +7,12 @@
 //! nothing to read" and `EAGAIN` from a drain only "the socket's send buffer is full"; so
 //! the readiness tokio clears on `WouldBlock` is always the right one, and no wake-up is lost.
 //!
-//! Invariant: the pipe belongs to this leg and is closed with it; bytes stranded in it by a
-//! failed connection are discarded with the pipe, never delivered and never counted.
+//! Invariant: the pipe belongs to this leg; it is recycled only after a clean end of stream
+//! (when it is provably empty), and otherwise closed with the leg, so bytes stranded in it by
+//! a failed connection are discarded with the pipe, never delivered and never counted.
 
 use std::io;
-use std::mem::MaybeUninit;
 
-use socket2::SockRef;
 use tokio::io::Interest;
 
 use super::{Activity, BATCH, Leg, PIPE_REQUEST_BYTES, PathNotes, SpliceFault, copy};
@@ -24,7 +23,11 @@ use crate::sys::{self, Pipe};
 /// kernel refuses `splice` before any byte went through it.
 pub(super) async fn pump(leg: Leg<'_>, activity: &Activity, notes: &PathNotes) -> Result<(), RelayError> {
     let simulate_size_refusal = notes.fault == Some(SpliceFault::PipeSizeRefused);
-    let pipe = match Pipe::open(PIPE_REQUEST_BYTES, simulate_size_refusal) {
+    let opened = match sys::take_pooled() {
+        Some(pipe) if !simulate_size_refusal => Ok((pipe, None)),
+        _ => Pipe::open(PIPE_REQUEST_BYTES, simulate_size_refusal),
+    };
+    let pipe = match opened {
         Ok((pipe, refusal)) => {
             if let Some(refusal) = refusal {
                 notes.pipe_size_refused(refusal);
@@ -66,11 +69,12 @@ pub(super) async fn pump(leg: Leg<'_>, activity: &Activity, notes: &PathNotes) -
             notes.splice_selected();
         }
         if n == 0 {
-            if at_end_of_stream(leg)? {
-                leg.half_close();
-                return Ok(());
-            }
-            continue;
+            // A TCP splice returns 0 only at end of stream: with urgent data at the head of
+            // the queue it returns EAGAIN instead, so no confirming peek is needed.
+            leg.half_close();
+            // Fills only start on an empty pipe, so this one holds nothing.
+            sys::recycle(pipe);
+            return Ok(());
         }
         activity.touch();
         let may_refuse = std::mem::replace(&mut first_drain, false);
@@ -150,17 +154,4 @@ async fn rescue(
         left -= got;
     }
     Ok(())
-}
-
-/// Confirms that a fill of 0 bytes is a real end of stream. `splice` can also return 0 when
-/// only urgent (out-of-band) data is queued; a one-byte peek tells the two apart.
-fn at_end_of_stream(leg: Leg<'_>) -> Result<bool, RelayError> {
-    let mut probe = [MaybeUninit::<u8>::uninit(); 1];
-    match leg.src.try_io(Interest::READABLE, || SockRef::from(leg.src).peek(&mut probe)) {
-        Ok(0) => Ok(true),
-        Ok(_) => Ok(false),
-        // Readiness is now cleared; the next fill waits for the socket to become readable.
-        Err(err) if super::is_would_block(&err) => Ok(false),
-        Err(err) => Err(leg.src_failed(err)),
-    }
 }

@@ -1,7 +1,8 @@
 //! Thin wrappers over the OS calls the data plane needs beyond tokio and socket2: pipes and
 //! `splice(2)` (Linux), the descriptor limit, and errno names for events.
 //!
-//! Invariant: this is the only module that talks to nix; it holds no policy and no state.
+//! Invariant: this is the only module that talks to nix; it holds no policy, and its only
+//! state is the pool of empty pipes.
 //! Nothing here needs `unsafe` today (nix wraps every call); if a call ever does, it goes in
 //! this module with a `// SAFETY:` comment, and only this module may allow it.
 
@@ -9,7 +10,7 @@
 mod linux;
 
 #[cfg(target_os = "linux")]
-pub(crate) use linux::{Pipe, PipeSizeRefusal};
+pub(crate) use linux::{Pipe, PipeSizeRefusal, pooled, recycle, take_pooled};
 
 use std::io;
 

@@ -41,6 +41,7 @@ on_both_paths!(
     counters_advance_while_the_connection_is_open,
     reset_mid_flow_counts_exactly_what_the_backend_received,
     a_connection_cut_mid_drain_leaks_no_bytes_into_the_next,
+    connections_in_sequence_each_get_exactly_their_own_bytes,
     idle_connection_is_closed,
     relay_function_moves_bytes_and_counts_them,
 );
@@ -188,6 +189,25 @@ async fn a_connection_cut_mid_drain_leaks_no_bytes_into_the_next(path: Path) {
     assert!(back.is_empty());
     eventually("the second backend connection ends", || !log.finished.lock().unwrap().is_empty()).await;
     assert_eq!(log.finished.lock().unwrap()[0], payload);
+}
+
+async fn connections_in_sequence_each_get_exactly_their_own_bytes(path: Path) {
+    let plane = plane(path);
+    let id = rule_id();
+    let port = bind_simple(&plane, id, echo_backend().await).await;
+    for n in 0..40u64 {
+        // Sizes straddle pipe and batch boundaries so a reused pipe holding any leftover
+        // byte would show up as a corrupted echo.
+        let data = pseudo_random(1 + (n as usize * 37_337) % (3 << 20), 1000 + n);
+        let back = within(exchange(connect(port).await, &data)).await;
+        assert!(back == data, "connection {n}: sent {} bytes, got {} back", data.len(), back.len());
+    }
+    if path == Path::Splice {
+        eventually("pipes of finished connections go back to the pool", || {
+            portunus_dataplane::pooled_pipes() > 0
+        })
+        .await;
+    }
 }
 
 async fn idle_connection_is_closed(path: Path) {
