@@ -19,7 +19,8 @@ struct Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         if let Ok(pid) = i32::try_from(self.child.id()) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
@@ -87,7 +88,8 @@ pub fn run(root: &Path, keep: bool) -> Result<()> {
     wait_for("server.addr", Duration::from_secs(20), || data.join("server.addr").exists())?;
 
     println!("2. enrolling client demo-edge");
-    let enroll = output(root, &bin(root, "portunus-server"), &["--data-dir", data_arg, "enroll-client", "demo-edge"])?;
+    let enroll =
+        output(root, &bin(root, "portunus-server"), &["--data-dir", data_arg, "enroll-client", "demo-edge"])?;
     println!("   {enroll}");
     let uri = enroll.split('\'').nth(1).context("enroll-client printed no URI")?;
     let bundle = dir.join("demo-edge.bundle.json");
@@ -120,7 +122,14 @@ pub fn run(root: &Path, keep: bool) -> Result<()> {
     let rule_id = output(
         root,
         &bin(root, "portunus-server"),
-        &["--data-dir", data_arg, "push-rule", "demo-edge", &listen_port.to_string(), &backend_addr.to_string()],
+        &[
+            "--data-dir",
+            data_arg,
+            "push-rule",
+            "demo-edge",
+            &listen_port.to_string(),
+            &backend_addr.to_string(),
+        ],
     )?;
     println!("   rule {rule_id} is active");
 
@@ -138,15 +147,17 @@ pub fn run(root: &Path, keep: bool) -> Result<()> {
 
     let server_cli = bin(root, "portunus-server");
     wait_for("traffic counters", Duration::from_secs(10), || {
-        output(root, &server_cli, &["--data-dir", data_arg, "rule-stats", &rule_id])
-            .is_ok_and(|t| {
-                t.lines().any(|l| {
-                    let cells: Vec<&str> = l.split_whitespace().collect();
-                    cells.first() == Some(&"total") && cells.get(2).is_some_and(|out| *out != "0")
-                })
+        output(root, &server_cli, &["--data-dir", data_arg, "rule-stats", &rule_id]).is_ok_and(|t| {
+            t.lines().any(|l| {
+                let cells: Vec<&str> = l.split_whitespace().collect();
+                cells.first() == Some(&"total") && cells.get(2).is_some_and(|out| *out != "0")
             })
+        })
     })?;
-    println!("6. counters:\n{}", output(root, &server_cli, &["--data-dir", data_arg, "rule-stats", &rule_id])?);
+    println!(
+        "6. counters:\n{}",
+        output(root, &server_cli, &["--data-dir", data_arg, "rule-stats", &rule_id])?
+    );
     if keep {
         println!(
             "\nRunning: 127.0.0.1:{listen_port} forwards to {backend_addr}. Logs in {}. Ctrl-C to stop.",

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 #![allow(clippy::print_stdout)]
 
+mod bench;
 mod demo;
 mod openapi;
 mod tidy;
@@ -18,6 +19,10 @@ cargo xtask <command>
   tidy               repository invariants (also run as a test)
   openapi [--check]  regenerate openapi/portunus.openapi.json, or fail if it is stale
   demo [--keep]      a server, a client and one forwarded port on loopback, real bytes shown
+  bench [--quick] [--udp]
+                     the loopback harness (../shared/bench) against haproxy, socat, nginx stream
+  bench --gate [--update-baseline]
+                     regression gate: callgrind instruction counts vs benches/baseline.json
 ";
 
 fn main() {
@@ -39,6 +44,7 @@ fn run() -> Result<()> {
         }
         Some("openapi") => openapi::run(&root, args.iter().any(|a| a == "--check")),
         Some("demo") => demo::run(&root, args.iter().any(|a| a == "--keep")),
+        Some("bench") => bench::run(&root, &bench::Options::parse(&args[1..])?),
         _ => {
             print!("{HELP}");
             Ok(())

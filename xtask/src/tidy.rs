@@ -14,8 +14,22 @@ use anyhow::{Result, bail};
 
 /// Crates `portunus-core` must never depend on.
 const FORBIDDEN_CORE_DEPS: &[&str] = &[
-    "tokio", "redb", "tonic", "axum", "hyper", "portunus-proto", "nix", "socket2", "rustls", "tokio-rustls",
-    "hickory-resolver", "reqwest", "mio", "opentelemetry", "prometheus", "tracing",
+    "tokio",
+    "redb",
+    "tonic",
+    "axum",
+    "hyper",
+    "portunus-proto",
+    "nix",
+    "socket2",
+    "rustls",
+    "tokio-rustls",
+    "hickory-resolver",
+    "reqwest",
+    "mio",
+    "opentelemetry",
+    "prometheus",
+    "tracing",
 ];
 
 /// Text that must not appear in `core/src`.
@@ -96,7 +110,7 @@ fn check_core_text(root: &Path, problems: &mut Vec<String>) {
 }
 
 fn check_module_docs(root: &Path, problems: &mut Vec<String>) {
-    for dir in ["core", "adapters", "apps", "proto", "xtask", "e2e"] {
+    for dir in ["core", "adapters", "apps", "proto", "xtask", "e2e", "benches"] {
         for file in rust_files(&root.join(dir)) {
             let rel_path = rel(root, &file);
             // Test modules (`tests.rs`, `tests/…`) document themselves by their test names.
@@ -113,7 +127,7 @@ fn check_module_docs(root: &Path, problems: &mut Vec<String>) {
 }
 
 fn check_unsafe(root: &Path, problems: &mut Vec<String>) {
-    for dir in ["core", "adapters", "apps", "proto", "xtask", "e2e"] {
+    for dir in ["core", "adapters", "apps", "proto", "xtask", "e2e", "benches"] {
         for file in rust_files(&root.join(dir)) {
             let rel_path = rel(root, &file);
             if rel_path.starts_with("adapters/dataplane/src/sys/") {
@@ -122,9 +136,11 @@ fn check_unsafe(root: &Path, problems: &mut Vec<String>) {
             let text = std::fs::read_to_string(&file).unwrap_or_default();
             for (n, line) in text.lines().enumerate() {
                 let code = strip_strings(line.split("//").next().unwrap_or_default());
-                let uses_unsafe = code.split(|c: char| !(c.is_alphanumeric() || c == '_')).any(|t| t == "unsafe");
+                let uses_unsafe =
+                    code.split(|c: char| !(c.is_alphanumeric() || c == '_')).any(|t| t == "unsafe");
                 if uses_unsafe {
-                    problems.push(format!("{rel_path}:{}: `unsafe` outside adapters/dataplane/src/sys", n + 1));
+                    problems
+                        .push(format!("{rel_path}:{}: `unsafe` outside adapters/dataplane/src/sys", n + 1));
                 }
             }
         }

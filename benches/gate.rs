@@ -1,0 +1,91 @@
+//! Fixed workloads for the regression gate (`cargo xtask bench --gate`), which runs each
+//! under `valgrind --tool=callgrind` and compares instruction counts with
+//! `benches/baseline.json`. Instruction counts do not drift with the host's speed, so a 25 %
+//! threshold catches real regressions on a noisy machine.
+//!
+//! `gate <workload>` (without one, it lists them); workloads run on a current-thread runtime so that scheduling, and with
+//! it the instruction count, is the same every run.
+
+use std::sync::Arc;
+
+use portunus_core::ids::RuleId;
+use portunus_core::ports::RuleRuntime;
+use portunus_core::rule::{ListenSpec, RuleLimits, RuleSpec};
+use portunus_dataplane::{CopyPath, DataPlane, DataPlaneOptions, TrafficCounters};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[path = "support.rs"]
+mod support;
+
+/// Every workload, by name.
+const WORKLOADS: &[&str] =
+    &["relay_userspace_16mib", "relay_splice_16mib", "connections_200", "validate_rules_10k"];
+
+fn spec(listen: i64, target: String) -> RuleSpec {
+    RuleSpec {
+        name: None,
+        protocol: Default::default(),
+        listen_port: ListenSpec::Port(listen),
+        listen_addr: Some("127.0.0.1".parse().expect("literal")),
+        target: Some(target),
+        targets: vec![],
+        prefer_ipv6: false,
+        health_check_interval_secs: None,
+    }
+}
+
+async fn relay(path: CopyPath) {
+    let sink = support::sink().await;
+    let counters = Arc::new(TrafficCounters::default());
+    let (mut client, task) = support::relay_pair(sink, path, counters.clone()).await;
+    support::push(&mut client, 16 << 20).await;
+    drop(client);
+    task.await.expect("relay task");
+    assert_eq!(counters.bytes_in(), 16 << 20);
+}
+
+async fn connections(n: usize) {
+    let echo = support::echo().await;
+    let plane = DataPlane::new(DataPlaneOptions::default());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("probe").local_addr().expect("addr").port();
+    let def = spec(i64::from(port), echo.to_string()).validate(RuleLimits::default()).expect("valid");
+    plane.bind(RuleId::new(1), def).await.expect("bind");
+    for _ in 0..n {
+        let mut conn = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        conn.write_all(&[7u8; 100]).await.expect("request");
+        let mut reply = [0u8; 100];
+        conn.read_exact(&mut reply).await.expect("reply");
+    }
+    plane.shutdown(std::time::Duration::from_secs(5)).await;
+}
+
+fn validate_rules(n: usize) {
+    let mut ok = 0;
+    for i in 0..n {
+        let port = 1 + (i % 60_000) as i64;
+        let target = format!("backend-{}.example.com:{}@{}", i % 97, 1 + i % 65_000, i % 8);
+        ok += usize::from(spec(port, target).validate(RuleLimits::default()).is_ok());
+    }
+    assert_eq!(ok, n);
+}
+
+#[allow(clippy::print_stdout)] // The listing is the output.
+fn main() {
+    let Some(name) = std::env::args().nth(1) else {
+        println!("{}", WORKLOADS.join("\n"));
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    match name.as_str() {
+        "relay_userspace_16mib" => rt.block_on(relay(CopyPath::Userspace)),
+        "relay_splice_16mib" => rt.block_on(relay(CopyPath::Splice)),
+        "connections_200" => rt.block_on(connections(200)),
+        "validate_rules_10k" => validate_rules(10_000),
+        "--bench" => {}
+        other => {
+            eprintln!("unknown workload {other:?}; known: {}", WORKLOADS.join(", "));
+            std::process::exit(2);
+        }
+    }
+}

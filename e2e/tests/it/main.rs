@@ -1,0 +1,28 @@
+//! End-to-end tests: the real `portunus-server` and `portunus-client` debug binaries on
+//! loopback, one module per behaviour of the walking-skeleton issue. Build the binaries
+//! first (`cargo build --bins`), then `cargo test -p portunus-e2e`.
+//!
+//! Invariant: tests share nothing but the binaries. Each has its own scenario directory,
+//! kernel-picked ports and its own processes, so they run in parallel safely.
+
+#![forbid(unsafe_code)]
+
+mod harness;
+
+mod config;
+mod enrollment;
+mod forwarding;
+mod happy_path;
+mod lifecycle;
+mod logs;
+mod metrics;
+mod operator_api;
+mod pinning;
+mod replay;
+mod retry;
+mod reuseaddr;
+mod secrets;
+mod shutdown;
+mod store;
+mod tokens;
+mod versions;
