@@ -151,10 +151,12 @@ fn gate_binary(root: &Path) -> Result<PathBuf> {
     }
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        if msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "gate"
-            && let Some(exe) = msg["executable"].as_str() {
-                return Ok(PathBuf::from(exe));
-            }
+        if msg["reason"] == "compiler-artifact"
+            && msg["target"]["name"] == "gate"
+            && let Some(exe) = msg["executable"].as_str()
+        {
+            return Ok(PathBuf::from(exe));
+        }
     }
     bail!("cargo did not report the gate executable")
 }

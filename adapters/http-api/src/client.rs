@@ -55,7 +55,10 @@ impl ApiClient {
             request = request.json(body);
         }
         let response = request.send().await.map_err(|e| {
-            Failure::new(ErrorCode::ServerUnreachable, format!("cannot reach the server API at {}: {e}", self.base))
+            Failure::new(
+                ErrorCode::ServerUnreachable,
+                format!("cannot reach the server API at {}: {e}", self.base),
+            )
         })?;
         let status = response.status();
         let bytes = response
@@ -66,9 +69,9 @@ impl ApiClient {
             if bytes.is_empty() {
                 return Ok(None);
             }
-            return serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| Failure::new(ErrorCode::Internal, format!("unexpected response body: {e}")).into());
+            return serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                Failure::new(ErrorCode::Internal, format!("unexpected response body: {e}")).into()
+            });
         }
         match serde_json::from_slice::<ErrorBody>(&bytes) {
             Ok(body) => Err(CallError {
@@ -78,7 +81,9 @@ impl ApiClient {
                 ),
                 rule_id: body.error.rule_id,
             }),
-            Err(_) => Err(Failure::new(ErrorCode::Internal, format!("HTTP {status} without an error body")).into()),
+            Err(_) => {
+                Err(Failure::new(ErrorCode::Internal, format!("HTTP {status} without an error body")).into())
+            }
         }
     }
 
@@ -87,7 +92,11 @@ impl ApiClient {
     }
 
     /// `POST /v1/clients`.
-    pub async fn enroll(&self, name: &str, expires_in_secs: Option<u64>) -> Result<EnrollResponse, CallError> {
+    pub async fn enroll(
+        &self,
+        name: &str,
+        expires_in_secs: Option<u64>,
+    ) -> Result<EnrollResponse, CallError> {
         let body = EnrollRequest { name: name.to_owned(), expires_in_secs };
         self.call(reqwest::Method::POST, "/v1/clients", Some(&body)).await?.ok_or_else(empty_body)
     }
@@ -118,12 +127,18 @@ impl ApiClient {
 
     /// `DELETE /v1/rules/{id}`.
     pub async fn remove_rule(&self, id: u64) -> Result<(), CallError> {
-        self.call::<serde_json::Value>(reqwest::Method::DELETE, &format!("/v1/rules/{id}"), None::<&()>).await?;
+        self.call::<serde_json::Value>(reqwest::Method::DELETE, &format!("/v1/rules/{id}"), None::<&()>)
+            .await?;
         Ok(())
     }
 
     /// `GET /v1/rules/{id}/stats`.
-    pub async fn rule_stats(&self, id: u64, per_port: bool, per_target: bool) -> Result<RuleStatsDto, CallError> {
+    pub async fn rule_stats(
+        &self,
+        id: u64,
+        per_port: bool,
+        per_target: bool,
+    ) -> Result<RuleStatsDto, CallError> {
         self.get(&format!("/v1/rules/{id}/stats?per_port={per_port}&per_target={per_target}")).await
     }
 }

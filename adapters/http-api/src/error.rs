@@ -63,8 +63,8 @@ impl From<PushFailure> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.failure.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.failure.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
             tracing::error!(event = "api.internal_error", code = %self.failure.code, message = %self.failure.message);
         }
@@ -112,8 +112,10 @@ pub async fn not_found() -> ApiError {
 
 /// Rewrites axum's bare 405 into our error body.
 pub async fn method_not_allowed(response: Response) -> Response {
-    if response.status() == StatusCode::METHOD_NOT_ALLOWED && response.headers().get("content-type").is_none() {
-        return ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route").into_response();
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED && response.headers().get("content-type").is_none()
+    {
+        return ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
+            .into_response();
     }
     response
 }

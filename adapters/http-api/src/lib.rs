@@ -72,7 +72,8 @@ fn v1_routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document, built from the same handler list as the router.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut doc = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi()).merge(v1_routes()).into_openapi();
+    let mut doc =
+        OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi()).merge(v1_routes()).into_openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc
 }

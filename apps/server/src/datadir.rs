@@ -82,9 +82,10 @@ pub fn operator_token(dir: &Path, configured: Option<&str>) -> Result<Secret, Fa
 /// The token an operator command uses: `PORTUNUS_OPERATOR_TOKEN`, else `operator.token`.
 pub fn cli_token(dir: &Path) -> Result<String, Failure> {
     if let Ok(token) = std::env::var("PORTUNUS_OPERATOR_TOKEN")
-        && !token.trim().is_empty() {
-            return Ok(token.trim().to_owned());
-        }
+        && !token.trim().is_empty()
+    {
+        return Ok(token.trim().to_owned());
+    }
     let path = dir.join(TOKEN_FILE);
     fs::read_to_string(&path).map(|t| t.trim().to_owned()).map_err(|e| {
         Failure::new(
