@@ -28,6 +28,8 @@ pub type Outbound = Result<pb::ServerMessage, Status>;
 
 struct Session {
     generation: u64,
+    /// The client's name, for events.
+    name: String,
     info: SessionInfo,
     tx: mpsc::UnboundedSender<Outbound>,
     stop: Arc<Notify>,
@@ -54,17 +56,20 @@ impl GrpcClientLink {
     pub fn register(
         &self,
         client: &ClientId,
+        name: &str,
         info: SessionInfo,
         tx: mpsc::UnboundedSender<Outbound>,
     ) -> Registration {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
         let stop = Arc::new(Notify::new());
-        let old =
-            self.lock_sessions().insert(client.clone(), Session { generation, info, tx, stop: stop.clone() });
+        let old = self.lock_sessions().insert(
+            client.clone(),
+            Session { generation, name: name.to_owned(), info, tx, stop: stop.clone() },
+        );
         if let Some(old) = old {
             let _ = old.tx.send(Err(Status::aborted("replaced by a newer stream of the same client")));
             old.stop.notify_one();
-            tracing::info!(event = "client.disconnected", client_id = %client, reason = "replaced");
+            tracing::info!(event = "client.disconnected", client = %old.name, client_id = %client, reason = "replaced");
         }
         Registration { generation, stop }
     }
@@ -140,7 +145,12 @@ impl ClientLink for GrpcClientLink {
         let status = Status::unauthenticated(reason.as_str());
         let _ = session.tx.send(Err(status));
         session.stop.notify_one();
-        tracing::info!(event = "client.disconnected", client_id = %client, reason = reason.as_str());
+        tracing::info!(
+            event = "client.disconnected",
+            client = %session.name,
+            client_id = %client,
+            reason = reason.as_str()
+        );
     }
 
     fn await_outcome(&self, rule: RuleId, timeout: Duration) -> BoxFuture<'static, Option<RuleState>> {

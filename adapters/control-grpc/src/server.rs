@@ -132,7 +132,7 @@ impl Control for ControlService {
             version: hello.version.clone(),
             connected_at: Timestamp::from_millis(unix_millis()),
         };
-        let registration = self.link.register(&client.id, info, tx);
+        let registration = self.link.register(&client.id, client.name.as_str(), info, tx);
         let cap_names: Vec<&str> = caps.iter().map(|c| c.as_str()).collect();
         tracing::info!(
             event = "client.connected",
