@@ -222,3 +222,24 @@ pub trait RuleRuntime: Send + Sync {
     /// Cumulative counters of every bound rule since its runtime instance started.
     fn report(&self) -> Vec<(RuleId, crate::stats::RuleReport)>;
 }
+
+/// Why a DNS-name target did not resolve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct ResolveFailure {
+    /// A short stable-ish reason (`nxdomain`, `no_records`, `timeout`, `io: …`) for events.
+    pub reason: String,
+}
+
+/// Resolves DNS-name targets on the client, per new connection or flow.
+///
+/// Implementations cache answers per [`crate::dns_cache`] and share one query among
+/// concurrent lookups of a name. An empty answer is a failure, never `Ok(vec![])`.
+pub trait Resolver: Send + Sync {
+    /// Addresses of `name`, AAAA first when `prefer_ipv6`.
+    fn resolve<'a>(
+        &'a self,
+        name: &'a str,
+        prefer_ipv6: bool,
+    ) -> BoxFuture<'a, Result<Vec<std::net::IpAddr>, ResolveFailure>>;
+}
