@@ -4,6 +4,7 @@
 
 mod bench;
 mod demo;
+mod fuzz;
 mod openapi;
 mod tidy;
 
@@ -19,6 +20,8 @@ cargo xtask <command>
   tidy               repository invariants (also run as a test)
   openapi [--check]  regenerate openapi/portunus.openapi.json, or fail if it is stale
   demo [--keep]      a server, a client and one forwarded port on loopback, real bytes shown
+  fuzz [TARGET] [--secs N]
+                     short runs of every fuzz target (installs cargo-fuzz if missing)
   bench [--quick] [--udp]
                      the loopback harness (../shared/bench) against haproxy, socat, nginx stream
   bench --gate [--update-baseline]
@@ -44,6 +47,7 @@ fn run() -> Result<()> {
         }
         Some("openapi") => openapi::run(&root, args.iter().any(|a| a == "--check")),
         Some("demo") => demo::run(&root, args.iter().any(|a| a == "--keep")),
+        Some("fuzz") => fuzz::run(&root, &args[1..]),
         Some("bench") => bench::run(&root, &bench::Options::parse(&args[1..])?),
         _ => {
             print!("{HELP}");
