@@ -101,6 +101,92 @@ impl fmt::Display for UserId {
     }
 }
 
+impl UserId {
+    /// The built-in superadmin that `bootstrap-superadmin` creates for automation.
+    pub const BOOTSTRAP_SUPERADMIN: &'static str = "_superadmin";
+
+    /// Validates a user id chosen by an operator: 1 to 32 of `[a-z0-9._-]`, starting with a
+    /// letter or a digit. Ids starting with `_` are reserved for built-in principals.
+    pub fn parse(s: &str) -> Result<Self, crate::Failure> {
+        let bad = |why: &str| {
+            Err(crate::Failure::new(crate::ErrorCode::InvalidName, format!("user id {s:?} {why}")))
+        };
+        if s.is_empty() || s.len() > 32 {
+            return bad("must be 1 to 32 characters long");
+        }
+        if !s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)) {
+            return bad("may contain only a-z, 0-9, '.', '_' and '-'");
+        }
+        if !s.as_bytes()[0].is_ascii_alphanumeric() {
+            return bad("must start with a letter or a digit (ids starting with '_' are built-in)");
+        }
+        Ok(UserId(s.to_owned()))
+    }
+
+    /// True for built-in principals (`_operator`, `_superadmin`).
+    pub fn is_builtin(&self) -> bool {
+        self.0.starts_with('_')
+    }
+}
+
+macro_rules! random_ids {
+    ($( $(#[$doc:meta])* $name:ident => $prefix:literal, $n_bytes:literal; )+) => {$(
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// The prefix every id of this kind starts with.
+            pub const PREFIX: &'static str = $prefix;
+
+            /// Builds an id from random bytes.
+            pub fn from_random(bytes: [u8; $n_bytes]) -> Self {
+                $name(format!("{}{}", $prefix, crate::secret::hex(&bytes)))
+            }
+            /// Parses an id; `None` unless it has this kind's shape.
+            pub fn parse(s: &str) -> Option<Self> {
+                let rest = s.strip_prefix($prefix)?;
+                (rest.len() == 2 * $n_bytes
+                    && rest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+                .then(|| $name(s.to_owned()))
+            }
+            /// The id as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                $name::parse(&s).ok_or_else(|| format!("not a {} id: {s:?}", stringify!($name)))
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    )+};
+}
+
+random_ids! {
+    /// A grant's id: `gr_` and 16 hex digits.
+    GrantId => "gr_", 8;
+    /// A user API token's id: `tk_` and 16 hex digits. The token text starts with it.
+    TokenId => "tk_", 8;
+    /// A Web session's id: `ss_` and 32 hex digits. The cookie value starts with it.
+    SessionId => "ss_", 16;
+}
+
 /// A client name: 1..=63 of `[a-z0-9._-]`, starting with a letter or digit, never shaped
 /// like a client id, so an API path segment is unambiguously one or the other.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -184,10 +270,68 @@ impl Timestamp {
             self.0 % 1000
         )
     }
+    /// Parses RFC 3339 UTC as [`Timestamp::to_rfc3339`] writes it: `YYYY-MM-DDTHH:MM:SS`,
+    /// optionally `.f` to `.fff…` (milliseconds kept), then `Z`. Dates before 1970 and other
+    /// offsets are refused (`None`).
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        let rest = text.strip_suffix('Z').or_else(|| text.strip_suffix('z'))?;
+        let (date, time) = rest.split_once(['T', 't'])?;
+        let number = |s: &str, len: usize| -> Option<u64> {
+            (s.len() == len && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+        };
+        let mut d = date.split('-');
+        let (year, month, day) = (number(d.next()?, 4)?, number(d.next()?, 2)?, number(d.next()?, 2)?);
+        if d.next().is_some() {
+            return None;
+        }
+        let (hms, fraction) = match time.split_once('.') {
+            Some((hms, f)) if !f.is_empty() && f.len() <= 9 && f.bytes().all(|b| b.is_ascii_digit()) => {
+                (hms, f)
+            }
+            Some(_) => return None,
+            None => (time, ""),
+        };
+        let mut t = hms.split(':');
+        let (hour, minute, second) = (number(t.next()?, 2)?, number(t.next()?, 2)?, number(t.next()?, 2)?);
+        if t.next().is_some()
+            || year < 1970
+            || !(1..=12).contains(&month)
+            || hour > 23
+            || minute > 59
+            || second > 59
+        {
+            return None;
+        }
+        let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+        let month_days = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+        if day == 0 || day > month_days[(month - 1) as usize] {
+            return None;
+        }
+        let days = days_from_civil(year as i64, month as u32, day as u32);
+        let millis = fraction
+            .bytes()
+            .chain(std::iter::repeat(b'0'))
+            .take(3)
+            .fold(0u64, |acc, b| acc * 10 + u64::from(b - b'0'));
+        let secs = u64::try_from(days).ok()? * 86_400 + hour * 3600 + minute * 60 + second;
+        secs.checked_mul(1000)?.checked_add(millis).map(Timestamp)
+    }
+
     /// Time from `earlier` to `self`, zero if `earlier` is later.
     pub fn since(self, earlier: Timestamp) -> std::time::Duration {
         std::time::Duration::from_millis(self.0.saturating_sub(earlier.0))
     }
+}
+
+/// A proleptic Gregorian (year, month, day) to days since 1970-01-01.
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((month + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day).
@@ -213,6 +357,61 @@ mod tests {
         assert_eq!(Timestamp::from_millis(0).to_rfc3339(), "1970-01-01T00:00:00.000Z");
         assert_eq!(Timestamp::from_millis(951_782_400_123).to_rfc3339(), "2000-02-29T00:00:00.123Z");
         assert_eq!(Timestamp::from_millis(1_795_640_879_000).to_rfc3339(), "2026-11-25T21:07:59.000Z");
+    }
+
+    #[test]
+    fn rfc3339_parses_what_it_prints_and_refuses_the_rest() {
+        for ms in [0, 951_782_400_123, 1_795_640_879_000, 4_102_444_799_999] {
+            let t = Timestamp::from_millis(ms);
+            assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t));
+        }
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-11-25T21:07:59Z"),
+            Some(Timestamp::from_millis(1_795_640_879_000))
+        );
+        assert_eq!(
+            Timestamp::parse_rfc3339("2026-11-25T21:07:59.5Z"),
+            Some(Timestamp::from_millis(1_795_640_879_500))
+        );
+        for bad in [
+            "",
+            "2026-11-25",
+            "2026-11-25T21:07:59",
+            "2026-02-30T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2026-11-25T24:00:00Z",
+            "2026-11-25T21:07:59+01:00",
+            "2026-1-25T21:07:59Z",
+            "2026-11-25T21:07:59.Z",
+        ] {
+            assert_eq!(Timestamp::parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rfc3339_round_trips(ms in 0u64..253_402_300_799_999) {
+            let t = Timestamp::from_millis(ms);
+            proptest::prop_assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t));
+        }
+    }
+
+    #[test]
+    fn random_ids_have_one_shape() {
+        let id = GrantId::from_random([0x1f; 8]);
+        assert_eq!(GrantId::parse(id.as_str()), Some(id.clone()));
+        assert_eq!(TokenId::parse(id.as_str()), None);
+        assert_eq!(SessionId::parse("ss_00"), None);
+    }
+
+    #[test]
+    fn user_ids_are_validated_and_underscore_is_reserved() {
+        assert!(UserId::parse("alice").is_ok());
+        assert!(UserId::parse("a.b-c_1").is_ok());
+        for bad in ["", "_operator", "Alice", "a b", &"x".repeat(33)] {
+            assert_eq!(UserId::parse(bad).unwrap_err().code, crate::ErrorCode::InvalidName, "{bad}");
+        }
+        assert!(UserId::operator().is_builtin());
     }
 
     #[test]

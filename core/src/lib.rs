@@ -7,7 +7,9 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod account;
 pub mod agent;
+pub mod audit;
 pub mod backoff;
 pub mod capability;
 pub mod client;
@@ -17,6 +19,7 @@ pub mod endpoint;
 pub mod enroll;
 pub mod error;
 pub mod fsclass;
+pub mod grant;
 pub mod health;
 pub mod ids;
 pub mod policy;
@@ -25,8 +28,10 @@ pub mod proxy_protocol;
 pub mod rule;
 pub mod secret;
 pub mod service;
+pub mod settings;
 pub mod standalone;
 pub mod stats;
+pub mod throttle;
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;

@@ -7,12 +7,17 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::account::{ApiToken, PasswordHash, User, WebSession};
+use crate::audit::{AuditQuery, AuditRecord};
 use crate::capability::CapabilitySet;
 use crate::client::{Client, Enrollment};
-use crate::ids::{ClientId, ClientName, RuleId, Timestamp};
+use crate::grant::Grant;
+use crate::ids::{ClientId, ClientName, GrantId, RuleId, SessionId, Timestamp, TokenId, UserId};
 use crate::rule::{Rule, RuleDef, RuleState};
 use crate::secret::SecretHash;
+use crate::settings::RuntimeSettings;
 use crate::stats::RuleTotals;
+use crate::throttle::Throttle;
 
 /// A boxed, sendable future.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -27,6 +32,17 @@ pub trait Clock: Send + Sync {
 pub trait Entropy: Send + Sync {
     /// Fills `buf` with random bytes.
     fn fill(&self, buf: &mut [u8]);
+}
+
+/// A slow, salted password hash (the adapter uses Argon2id). Tests use a fast fake.
+///
+/// `verify` takes about as long whether or not the password matches, so a caller can verify
+/// against a dummy hash to hide whether an account exists.
+pub trait PasswordHasher: Send + Sync {
+    /// Hashes `password` with a fresh salt.
+    fn hash(&self, password: &str) -> Result<PasswordHash, crate::Failure>;
+    /// True when `password` matches `hash`; false for a hash it cannot parse.
+    fn verify(&self, password: &str, hash: &PasswordHash) -> bool;
 }
 
 /// Why a store operation failed.
@@ -110,11 +126,56 @@ pub trait EnrollmentStore: Send + Sync {
     fn get_enrollment(&self, code_hash: &SecretHash) -> Result<Option<Enrollment>, StoreError>;
 }
 
+/// Reads of users.
+pub trait UserStore: Send + Sync {
+    /// A user by id.
+    fn get_user(&self, id: &UserId) -> Result<Option<User>, StoreError>;
+    /// Every user, ordered by id.
+    fn list_users(&self) -> Result<Vec<User>, StoreError>;
+}
+
+/// Reads of grants.
+pub trait GrantStore: Send + Sync {
+    /// A grant by id.
+    fn get_grant(&self, id: &GrantId) -> Result<Option<Grant>, StoreError>;
+    /// Every grant, ordered by id.
+    fn list_grants(&self) -> Result<Vec<Grant>, StoreError>;
+}
+
+/// Reads of user credentials: API tokens and Web sessions.
+pub trait CredentialStore: Send + Sync {
+    /// An API token by id.
+    fn get_api_token(&self, id: &TokenId) -> Result<Option<ApiToken>, StoreError>;
+    /// Every API token, ordered by id.
+    fn list_api_tokens(&self) -> Result<Vec<ApiToken>, StoreError>;
+    /// A Web session by id.
+    fn get_session(&self, id: &SessionId) -> Result<Option<WebSession>, StoreError>;
+    /// Every Web session, ordered by id.
+    fn list_sessions(&self) -> Result<Vec<WebSession>, StoreError>;
+}
+
+/// Reads of the audit trail.
+pub trait AuditStore: Send + Sync {
+    /// Records matching `query`, in sequence order, after `query.after`, at most
+    /// `query.limit`.
+    fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
+}
+
+/// Reads of runtime settings and throttles.
+pub trait StateStore: Send + Sync {
+    /// The settings record; the default when none was written yet.
+    fn runtime_settings(&self) -> Result<RuntimeSettings, StoreError>;
+    /// The throttle under `key`, if any.
+    fn get_throttle(&self, key: &str) -> Result<Option<Throttle>, StoreError>;
+}
+
 /// One change in an atomic batch.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Write {
     /// Insert or replace a client (and its name index entry).
     PutClient(Client),
+    /// Delete a client and its name index entry; deleting a missing client is not an error.
+    DeleteClient(ClientId),
     /// Insert or replace a rule.
     PutRule(Rule),
     /// Delete a rule and its totals; deleting a missing rule is not an error.
@@ -123,6 +184,30 @@ pub enum Write {
     PutEnrollment(Enrollment),
     /// Insert or replace a rule's totals.
     PutTotals(RuleId, RuleTotals),
+    /// Insert or replace a user.
+    PutUser(User),
+    /// Delete a user (not its grants or credentials); missing is not an error.
+    DeleteUser(UserId),
+    /// Insert or replace a grant.
+    PutGrant(Grant),
+    /// Delete a grant; missing is not an error.
+    DeleteGrant(GrantId),
+    /// Insert or replace an API token.
+    PutApiToken(ApiToken),
+    /// Delete an API token; missing is not an error.
+    DeleteApiToken(TokenId),
+    /// Insert or replace a Web session.
+    PutSession(WebSession),
+    /// Delete a Web session; missing is not an error.
+    DeleteSession(SessionId),
+    /// Insert or replace the throttle under a key.
+    PutThrottle(String, Throttle),
+    /// Delete the throttle under a key; missing is not an error.
+    DeleteThrottle(String),
+    /// Replace the settings record.
+    PutSettings(RuntimeSettings),
+    /// Append an audit record; the store assigns its `seq` (one more than the last).
+    AppendAudit(AuditRecord),
 }
 
 /// The whole durable state.
@@ -130,7 +215,9 @@ pub enum Write {
 /// `commit` is atomic and durable: when it returns `Ok`, every write of the batch survives
 /// a crash, and a reader never sees part of a batch. A `PutClient` that renames a client
 /// moves its name index entry in the same transaction.
-pub trait Store: ClientStore + RuleStore + EnrollmentStore {
+pub trait Store:
+    ClientStore + RuleStore + EnrollmentStore + UserStore + GrantStore + CredentialStore + AuditStore + StateStore
+{
     /// Takes the next rule id from a durable sequence. Ids are never reused; gaps are fine.
     fn next_rule_id(&self) -> Result<RuleId, StoreError>;
     /// Applies `writes` atomically and durably.

@@ -10,16 +10,23 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
+use crate::account::{ApiToken, PasswordHash, User, WebSession};
+use crate::audit::{AuditQuery, AuditRecord, Outcome};
 use crate::capability::{Capability, CapabilitySet};
 use crate::client::{Client, Enrollment};
-use crate::ids::{ClientId, ClientName, RuleId, Timestamp, UserId};
+use crate::grant::{Grant, GrantClient};
+use crate::ids::{ClientId, ClientName, GrantId, RuleId, SessionId, Timestamp, TokenId, UserId};
+use crate::policy::Role;
 use crate::ports::{
-    BoxFuture, ClientCommand, ClientLink, ClientStore, Clock, DisconnectReason, EnrollmentStore, Entropy,
-    NotConnected, RuleStore, SessionInfo, Store, StoreError, Write,
+    AuditStore, BoxFuture, ClientCommand, ClientLink, ClientStore, Clock, CredentialStore, DisconnectReason,
+    EnrollmentStore, Entropy, GrantStore, NotConnected, PasswordHasher, RuleStore, SessionInfo, StateStore,
+    Store, StoreError, UserStore, Write,
 };
 use crate::rule::{ListenSpec, Protocol, Rule, RuleDef, RuleLimits, RuleSpec, RuleState};
 use crate::secret::SecretHash;
+use crate::settings::RuntimeSettings;
 use crate::stats::RuleTotals;
+use crate::throttle::Throttle;
 
 /// A clock that moves only when told.
 #[derive(Debug, Default)]
@@ -55,6 +62,24 @@ impl Entropy for CountingEntropy {
     }
 }
 
+/// A password "hash" that is the SHA-256 of the password: fast, for core's tests only.
+#[derive(Debug, Default)]
+pub struct FakeHasher;
+
+impl PasswordHasher for FakeHasher {
+    fn hash(&self, password: &str) -> Result<PasswordHash, crate::Failure> {
+        Ok(PasswordHash::new(format!("$fake${}", crate::secret::sha256_hex(password.as_bytes()))))
+    }
+    fn verify(&self, password: &str, hash: &PasswordHash) -> bool {
+        hash.as_str().strip_prefix("$fake$").is_some_and(|hex| {
+            crate::secret::constant_time_eq(
+                hex.as_bytes(),
+                crate::secret::sha256_hex(password.as_bytes()).as_bytes(),
+            )
+        })
+    }
+}
+
 #[derive(Default)]
 struct MemoryState {
     clients: BTreeMap<ClientId, Client>,
@@ -62,6 +87,13 @@ struct MemoryState {
     enrollments: BTreeMap<String, Enrollment>,
     totals: BTreeMap<RuleId, RuleTotals>,
     next_rule: u64,
+    users: BTreeMap<UserId, User>,
+    grants: BTreeMap<GrantId, Grant>,
+    tokens: BTreeMap<TokenId, ApiToken>,
+    sessions: BTreeMap<SessionId, WebSession>,
+    throttles: BTreeMap<String, Throttle>,
+    settings: Option<RuntimeSettings>,
+    audit: BTreeMap<u64, AuditRecord>,
 }
 
 /// A `Store` in memory.
@@ -109,6 +141,63 @@ impl EnrollmentStore for MemoryStore {
     }
 }
 
+impl UserStore for MemoryStore {
+    fn get_user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
+        Ok(self.state().users.get(id).cloned())
+    }
+    fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        Ok(self.state().users.values().cloned().collect())
+    }
+}
+
+impl GrantStore for MemoryStore {
+    fn get_grant(&self, id: &GrantId) -> Result<Option<Grant>, StoreError> {
+        Ok(self.state().grants.get(id).cloned())
+    }
+    fn list_grants(&self) -> Result<Vec<Grant>, StoreError> {
+        Ok(self.state().grants.values().cloned().collect())
+    }
+}
+
+impl CredentialStore for MemoryStore {
+    fn get_api_token(&self, id: &TokenId) -> Result<Option<ApiToken>, StoreError> {
+        Ok(self.state().tokens.get(id).cloned())
+    }
+    fn list_api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        Ok(self.state().tokens.values().cloned().collect())
+    }
+    fn get_session(&self, id: &SessionId) -> Result<Option<WebSession>, StoreError> {
+        Ok(self.state().sessions.get(id).cloned())
+    }
+    fn list_sessions(&self) -> Result<Vec<WebSession>, StoreError> {
+        Ok(self.state().sessions.values().cloned().collect())
+    }
+}
+
+impl AuditStore for MemoryStore {
+    fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let state = self.state();
+        let after = query.after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        Ok(state
+            .audit
+            .range((after, std::ops::Bound::Unbounded))
+            .map(|(_, r)| r)
+            .filter(|r| query.matches(r))
+            .take(query.limit)
+            .cloned()
+            .collect())
+    }
+}
+
+impl StateStore for MemoryStore {
+    fn runtime_settings(&self) -> Result<RuntimeSettings, StoreError> {
+        Ok(self.state().settings.clone().unwrap_or_default())
+    }
+    fn get_throttle(&self, key: &str) -> Result<Option<Throttle>, StoreError> {
+        Ok(self.state().throttles.get(key).cloned())
+    }
+}
+
 impl Store for MemoryStore {
     fn next_rule_id(&self) -> Result<RuleId, StoreError> {
         let mut state = self.state();
@@ -146,6 +235,46 @@ impl Store for MemoryStore {
                 }
                 Write::PutTotals(id, t) => {
                     state.totals.insert(id, t);
+                }
+                Write::DeleteClient(id) => {
+                    state.clients.remove(&id);
+                }
+                Write::PutUser(u) => {
+                    state.users.insert(u.id.clone(), u);
+                }
+                Write::DeleteUser(id) => {
+                    state.users.remove(&id);
+                }
+                Write::PutGrant(g) => {
+                    state.grants.insert(g.id.clone(), g);
+                }
+                Write::DeleteGrant(id) => {
+                    state.grants.remove(&id);
+                }
+                Write::PutApiToken(t) => {
+                    state.tokens.insert(t.id.clone(), t);
+                }
+                Write::DeleteApiToken(id) => {
+                    state.tokens.remove(&id);
+                }
+                Write::PutSession(s) => {
+                    state.sessions.insert(s.id.clone(), s);
+                }
+                Write::DeleteSession(id) => {
+                    state.sessions.remove(&id);
+                }
+                Write::PutThrottle(key, t) => {
+                    state.throttles.insert(key, t);
+                }
+                Write::DeleteThrottle(key) => {
+                    state.throttles.remove(&key);
+                }
+                Write::PutSettings(s) => {
+                    state.settings = Some(s);
+                }
+                Write::AppendAudit(mut record) => {
+                    record.seq = state.audit.keys().next_back().map_or(1, |last| last + 1);
+                    state.audit.insert(record.seq, record);
                 }
             }
         }
@@ -270,6 +399,140 @@ pub fn store_contract(make: &dyn Fn() -> Box<dyn Store>) {
     delete_rule_removes_its_totals_and_is_idempotent(&*make());
     a_name_held_by_another_client_refuses_the_whole_batch(&*make());
     listings_are_ordered(&*make());
+    delete_client_frees_its_name(&*make());
+    accounts_round_trip_and_delete(&*make());
+    audit_appends_in_order_and_pages(&*make());
+    settings_and_throttles_round_trip(&*make());
+}
+
+fn delete_client_frees_its_name(store: &dyn Store) {
+    let first = sample_client(8, "reused");
+    store.commit(vec![Write::PutClient(first.clone())]).unwrap();
+    store.commit(vec![Write::DeleteClient(first.id.clone())]).unwrap();
+    store.commit(vec![Write::DeleteClient(first.id.clone())]).unwrap();
+    assert_eq!(store.get_client(&first.id).unwrap(), None);
+    assert_eq!(store.client_by_name(&first.name).unwrap(), None);
+    let second = sample_client(9, "reused");
+    store.commit(vec![Write::PutClient(second.clone())]).unwrap();
+    assert_eq!(store.client_by_name(&second.name).unwrap(), Some(second));
+}
+
+/// A user with an API token, a session and a grant.
+pub fn sample_account(name: &str) -> (User, ApiToken, WebSession, Grant) {
+    let user = User {
+        id: UserId::new(name),
+        role: Role::User,
+        password: Some(PasswordHash::new("$fake$00")),
+        must_change_password: false,
+        created_at: Timestamp::from_millis(5),
+    };
+    let n = name.as_bytes().first().copied().unwrap_or(0);
+    let token = ApiToken {
+        id: TokenId::from_random([n; 8]),
+        user: user.id.clone(),
+        hash: SecretHash::of(name),
+        name: Some("ci".into()),
+        created_at: Timestamp::from_millis(6),
+    };
+    let session = WebSession {
+        id: SessionId::from_random([n; 16]),
+        user: user.id.clone(),
+        hash: SecretHash::of(name),
+        csrf: SecretHash::of("csrf"),
+        created_at: Timestamp::from_millis(7),
+        expires_at: Timestamp::from_millis(8),
+    };
+    let grant = Grant {
+        id: GrantId::from_random([n; 8]),
+        user: user.id.clone(),
+        client: GrantClient::Any,
+        ports: crate::rule::PortRange::new(1000, 1999).expect("valid range"),
+        protocols: vec![Protocol::Tcp],
+        created_at: Timestamp::from_millis(9),
+    };
+    (user, token, session, grant)
+}
+
+fn accounts_round_trip_and_delete(store: &dyn Store) {
+    let (alice, a_token, a_session, a_grant) = sample_account("alice");
+    let (bob, b_token, b_session, b_grant) = sample_account("bobby");
+    store
+        .commit(vec![
+            Write::PutUser(bob.clone()),
+            Write::PutUser(alice.clone()),
+            Write::PutApiToken(a_token.clone()),
+            Write::PutApiToken(b_token.clone()),
+            Write::PutSession(a_session.clone()),
+            Write::PutSession(b_session.clone()),
+            Write::PutGrant(a_grant.clone()),
+            Write::PutGrant(b_grant.clone()),
+        ])
+        .unwrap();
+    assert_eq!(store.get_user(&alice.id).unwrap(), Some(alice.clone()));
+    let ids: Vec<UserId> = store.list_users().unwrap().into_iter().map(|u| u.id).collect();
+    assert_eq!(ids, vec![alice.id.clone(), bob.id.clone()]);
+    assert_eq!(store.get_api_token(&a_token.id).unwrap(), Some(a_token.clone()));
+    assert_eq!(store.get_session(&b_session.id).unwrap(), Some(b_session.clone()));
+    assert_eq!(store.get_grant(&a_grant.id).unwrap(), Some(a_grant.clone()));
+    let mut grant_ids = vec![a_grant.id.clone(), b_grant.id.clone()];
+    grant_ids.sort();
+    assert_eq!(store.list_grants().unwrap().into_iter().map(|g| g.id).collect::<Vec<_>>(), grant_ids);
+    assert_eq!(store.list_api_tokens().unwrap().len(), 2);
+    assert_eq!(store.list_sessions().unwrap().len(), 2);
+    store
+        .commit(vec![
+            Write::DeleteUser(alice.id.clone()),
+            Write::DeleteApiToken(a_token.id.clone()),
+            Write::DeleteSession(a_session.id.clone()),
+            Write::DeleteGrant(a_grant.id.clone()),
+            Write::DeleteGrant(a_grant.id.clone()),
+        ])
+        .unwrap();
+    assert_eq!(store.get_user(&alice.id).unwrap(), None);
+    assert_eq!(store.get_api_token(&a_token.id).unwrap(), None);
+    assert_eq!(store.get_session(&a_session.id).unwrap(), None);
+    assert_eq!(store.get_grant(&a_grant.id).unwrap(), None);
+    assert_eq!(store.get_user(&bob.id).unwrap(), Some(bob));
+}
+
+fn audit_appends_in_order_and_pages(store: &dyn Store) {
+    let record = |n: u64, code: Option<crate::ErrorCode>| {
+        let mut r = AuditRecord::new("alice", "rule.push", Some("x"), code, None, Timestamp::from_millis(n));
+        r.seq = 999; // ignored: the store numbers records
+        r
+    };
+    store.commit(vec![Write::AppendAudit(record(10, None)), Write::AppendAudit(record(20, None))]).unwrap();
+    store.commit(vec![Write::AppendAudit(record(30, Some(crate::ErrorCode::NotOwner)))]).unwrap();
+    let all = AuditQuery::new(None, None, None, None, None).unwrap();
+    let page = store.audit_page(&all).unwrap();
+    assert_eq!(page.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(page[2].outcome, Outcome::Denied);
+    let after_first = AuditQuery { after: Some(1), limit: 1, ..all.clone() };
+    assert_eq!(store.audit_page(&after_first).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2]);
+    let denied = AuditQuery { outcome: Some(Outcome::Denied), ..all.clone() };
+    assert_eq!(store.audit_page(&denied).unwrap().len(), 1);
+    let window =
+        AuditQuery { from: Some(Timestamp::from_millis(15)), to: Some(Timestamp::from_millis(30)), ..all };
+    assert_eq!(store.audit_page(&window).unwrap().iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2]);
+}
+
+fn settings_and_throttles_round_trip(store: &dyn Store) {
+    assert_eq!(store.runtime_settings().unwrap(), RuntimeSettings::default());
+    let settings = RuntimeSettings {
+        advertised_endpoint: Some("proxy.example.com:7443".into()),
+        onboarding: crate::settings::Onboarding {
+            completed_at: Some(Timestamp::from_millis(3)),
+            ..Default::default()
+        },
+    };
+    store.commit(vec![Write::PutSettings(settings.clone())]).unwrap();
+    assert_eq!(store.runtime_settings().unwrap(), settings);
+    let mut throttle = Throttle::default();
+    throttle.on_failure(Timestamp::from_millis(1));
+    store.commit(vec![Write::PutThrottle("login:ip:127.0.0.1".into(), throttle.clone())]).unwrap();
+    assert_eq!(store.get_throttle("login:ip:127.0.0.1").unwrap(), Some(throttle));
+    store.commit(vec![Write::DeleteThrottle("login:ip:127.0.0.1".into())]).unwrap();
+    assert_eq!(store.get_throttle("login:ip:127.0.0.1").unwrap(), None);
 }
 
 fn put_then_get_round_trips(store: &dyn Store) {

@@ -6,6 +6,7 @@ mod bench;
 mod demo;
 mod fuzz;
 mod openapi;
+mod pytools;
 mod tidy;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,8 @@ cargo xtask <command>
   ci                 fmt check, clippy -D warnings, build, every test, tidy, openapi --check
   tidy               repository invariants (also run as a test)
   openapi [--check]  regenerate openapi/portunus.openapi.json, or fail if it is stale
+  pytools            install the pinned Python test tools (schemathesis, openapi-python-client)
+                     into target/pytools
   demo [--keep]      a server, a client and one forwarded port on loopback, real bytes shown
   fuzz [TARGET] [--secs N]
                      short runs of every fuzz target (installs cargo-fuzz if missing)
@@ -46,6 +49,7 @@ fn run() -> Result<()> {
             Ok(())
         }
         Some("openapi") => openapi::run(&root, args.iter().any(|a| a == "--check")),
+        Some("pytools") => pytools::ensure(&root).map(|_| ()),
         Some("demo") => demo::run(&root, args.iter().any(|a| a == "--keep")),
         Some("fuzz") => fuzz::run(&root, &args[1..]),
         Some("bench") => bench::run(&root, &bench::Options::parse(&args[1..])?),
@@ -75,13 +79,36 @@ pub fn run_cmd(root: &Path, program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// [`run_cmd`] with extra environment variables for the child.
+pub fn run_cmd_env(
+    root: &Path,
+    program: &str,
+    args: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Result<()> {
+    println!("$ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("cannot run {program}"))?;
+    if !status.success() {
+        bail!("{program} {} failed with {status}", args.join(" "));
+    }
+    Ok(())
+}
+
 fn ci(root: &Path) -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run_cmd(root, &cargo, &["fmt", "--all", "--", "--check"])?;
     run_cmd(root, &cargo, &["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"])?;
-    // End-to-end tests drive the debug binaries, so build them before the tests run.
+    // End-to-end tests drive the debug binaries and the pinned Python tools, so both are
+    // ready before the tests run; the tests fail (never skip) without them.
     run_cmd(root, &cargo, &["build", "--workspace", "--bins", "--locked"])?;
-    run_cmd(root, &cargo, &["test", "--workspace", "--locked", "--", "--test-threads", "2"])?;
+    let pytools = pytools::ensure(root)?;
+    let test_env = [("PORTUNUS_PYTOOLS", pytools.as_os_str())];
+    run_cmd_env(root, &cargo, &["test", "--workspace", "--locked", "--", "--test-threads", "2"], &test_env)?;
     tidy::run(root)?;
     println!("tidy: ok");
     openapi::run(root, true)?;

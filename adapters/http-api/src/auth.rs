@@ -1,40 +1,129 @@
-//! The one authentication layer in front of every `/v1/*` route: a credential becomes an
-//! `Actor` (through core) in the request's extensions, or the request ends with 401.
+//! The one authentication layer in front of every `/v1/*` route. It gathers what the
+//! request presented — bearer token, session cookie, `Origin`, `Host`, CSRF header, remote
+//! address — and asks core: an [`Authenticated`] actor goes into the request's extensions,
+//! anything else ends the request with core's error. Public routes (login, onboarding) pass
+//! with only the remote address; core's `PUBLIC_ROUTES` names them.
 //!
-//! Invariant: handlers never look at credentials; they receive the `Actor`.
+//! Invariant: handlers never look at credentials; they receive the `Actor` (and, for logout
+//! and password changes, the session id).
 
-use axum::extract::{Request, State};
-use axum::http::header::AUTHORIZATION;
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use portunus_core::ids::SessionId;
+use portunus_core::policy::{CSRF_HEADER, RequestOrigin, is_public_route};
+use portunus_core::service::Credentials;
 
 use crate::AppState;
 use crate::error::ApiError;
 
-/// Middleware: authenticates the bearer token and stores the actor.
+/// The session cookie's name.
+pub const SESSION_COOKIE: &str = "portunus_session";
+
+/// The remote address of the request, for every `/v1` handler (public ones included).
+#[derive(Debug, Clone, Copy)]
+pub struct Remote(pub Option<IpAddr>);
+
+/// The session a cookie-authenticated request came with.
+#[derive(Debug, Clone)]
+pub struct SessionRef(pub Option<SessionId>);
+
+/// The value of the session cookie, if the request carries one. Several `Cookie` headers
+/// and several cookies per header are allowed; the first session cookie counts.
+pub fn session_cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim().to_owned())
+}
+
+/// Owned copies of what a request presented.
+struct Presented {
+    bearer: Option<String>,
+    cookie: Option<String>,
+    origin: Option<String>,
+    host: Option<String>,
+    csrf: Option<String>,
+    safe_method: bool,
+}
+
+impl Presented {
+    fn of(headers: &HeaderMap, method: &Method) -> Self {
+        let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        Presented {
+            bearer: headers
+                .get(AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(|v| v.trim().to_owned()),
+            cookie: session_cookie(headers),
+            origin: text(ORIGIN.as_str()),
+            host: text(HOST.as_str()),
+            csrf: text(CSRF_HEADER),
+            safe_method: matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS),
+        }
+    }
+
+    fn credentials<'a>(&'a self, remote: Option<IpAddr>, route: &'a str) -> Credentials<'a> {
+        Credentials {
+            bearer: self.bearer.as_deref(),
+            session_cookie: self.cookie.as_deref(),
+            request: RequestOrigin {
+                safe_method: self.safe_method,
+                origin: self.origin.as_deref(),
+                host: self.host.as_deref(),
+                csrf_token: self.csrf.as_deref(),
+            },
+            remote,
+            route,
+        }
+    }
+}
+
+/// Middleware: authenticates the request through core and stores the actor.
 pub async fn require_actor(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let bearer = request
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .trim()
-        .to_owned();
-    match state.plane.authenticate_operator(&bearer) {
-        Ok(actor) => {
-            request.extensions_mut().insert(actor);
+    let remote = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    request.extensions_mut().insert(Remote(remote));
+    let template = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| request.uri().path().to_owned());
+    let method = request.method().clone();
+    if is_public_route(method.as_str(), &template) {
+        return next.run(request).await;
+    }
+    let presented = Presented::of(request.headers(), &method);
+    let route = format!("{method} {template}");
+    let plane = state.plane.clone();
+    let anonymous = presented.bearer.is_none() && presented.cookie.is_none();
+    // The store reads must not stall the async workers.
+    let outcome =
+        tokio::task::spawn_blocking(move || plane.authenticate(&presented.credentials(remote, &route))).await;
+    match outcome {
+        Ok(Ok(auth)) => {
+            request.extensions_mut().insert(auth.actor);
+            request.extensions_mut().insert(SessionRef(auth.session));
             next.run(request).await
         }
-        Err(failure) => {
-            let path = request.uri().path().to_owned();
-            tracing::warn!(
-                event = "auth.failure",
-                reason = if bearer.is_empty() { "missing_credentials" } else { "invalid_token" },
-                kind = "operator_api",
-                path = %path,
-            );
+        Ok(Err(failure)) => {
+            let reason = match failure.code {
+                _ if anonymous => "missing_credentials",
+                portunus_core::ErrorCode::Unauthenticated => "invalid_token",
+                other => other.as_str(),
+            };
+            tracing::warn!(event = "auth.failure", reason, kind = "operator_api", path = %template);
             ApiError::from(failure).into_response()
         }
+        Err(join) => ApiError::new(portunus_core::ErrorCode::Internal, format!("auth task failed: {join}"))
+            .into_response(),
     }
 }

@@ -7,7 +7,10 @@ use portunus_core::error::{ErrorCode, Failure};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::dto::{ClientDto, EnrollRequest, EnrollResponse, PushRuleRequest, RuleDto, RuleStatsDto};
+use crate::dto::{
+    ClientDto, EnrollRequest, EnrollResponse, GrantDto, MintedTokenDto, NewGrantRequest, NewTokenRequest,
+    NewUserRequest, PushRuleRequest, RuleDto, RuleStatsDto, UserDto,
+};
 use crate::error::ErrorBody;
 
 /// A failed call: the server's code and message, plus the rule id a push stored.
@@ -117,12 +120,63 @@ impl ApiClient {
         self.call(reqwest::Method::POST, "/v1/rules", Some(request)).await?.ok_or_else(empty_body)
     }
 
-    /// `GET /v1/rules[?client=…]`.
-    pub async fn list_rules(&self, client: Option<&str>) -> Result<Vec<RuleDto>, CallError> {
-        match client {
-            Some(c) => self.get(&format!("/v1/rules?client={}", encode(c))).await,
-            None => self.get("/v1/rules").await,
+    /// `GET /v1/rules[?client=…&owner=…&state=…&protocol=…]`; each filter is `(name, value)`.
+    pub async fn list_rules(&self, filters: &[(&str, &str)]) -> Result<Vec<RuleDto>, CallError> {
+        let query: Vec<String> = filters.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
+        if query.is_empty() {
+            self.get("/v1/rules").await
+        } else {
+            self.get(&format!("/v1/rules?{}", query.join("&"))).await
         }
+    }
+
+    /// `GET /v1/users`.
+    pub async fn list_users(&self) -> Result<Vec<UserDto>, CallError> {
+        self.get("/v1/users").await
+    }
+
+    /// `GET /v1/users/{user}`.
+    pub async fn get_user(&self, user: &str) -> Result<UserDto, CallError> {
+        self.get(&format!("/v1/users/{}", encode(user))).await
+    }
+
+    /// `POST /v1/users`.
+    pub async fn create_user(&self, request: &NewUserRequest) -> Result<UserDto, CallError> {
+        self.call(reqwest::Method::POST, "/v1/users", Some(request)).await?.ok_or_else(empty_body)
+    }
+
+    /// `DELETE /v1/users/{user}`.
+    pub async fn delete_user(&self, user: &str) -> Result<(), CallError> {
+        let path = format!("/v1/users/{}", encode(user));
+        self.call::<serde_json::Value>(reqwest::Method::DELETE, &path, None::<&()>).await?;
+        Ok(())
+    }
+
+    /// `POST /v1/users/{user}/tokens`.
+    pub async fn create_token(&self, user: &str, name: Option<&str>) -> Result<MintedTokenDto, CallError> {
+        let path = format!("/v1/users/{}/tokens", encode(user));
+        let body = NewTokenRequest { name: name.map(str::to_owned) };
+        self.call(reqwest::Method::POST, &path, Some(&body)).await?.ok_or_else(empty_body)
+    }
+
+    /// `GET /v1/grants[?user=…]`.
+    pub async fn list_grants(&self, user: Option<&str>) -> Result<Vec<GrantDto>, CallError> {
+        match user {
+            Some(u) => self.get(&format!("/v1/grants?user={}", encode(u))).await,
+            None => self.get("/v1/grants").await,
+        }
+    }
+
+    /// `POST /v1/grants`.
+    pub async fn create_grant(&self, request: &NewGrantRequest) -> Result<GrantDto, CallError> {
+        self.call(reqwest::Method::POST, "/v1/grants", Some(request)).await?.ok_or_else(empty_body)
+    }
+
+    /// `DELETE /v1/grants/{grant}`.
+    pub async fn delete_grant(&self, grant: &str) -> Result<(), CallError> {
+        let path = format!("/v1/grants/{}", encode(grant));
+        self.call::<serde_json::Value>(reqwest::Method::DELETE, &path, None::<&()>).await?;
+        Ok(())
     }
 
     /// `DELETE /v1/rules/{id}`.

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod client;
 pub mod dto;
 pub mod error;
+mod openapi_errors;
 pub mod routes;
 
 use std::sync::Arc;
@@ -20,8 +21,10 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use portunus_core::service::ControlPlane;
 use portunus_telemetry::metrics::ServerMetrics;
+
+use crate::error::ErrorBody;
 use utoipa::OpenApi;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -39,42 +42,78 @@ pub struct AppState {
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Portunus operator API", description = "Clients, rules and traffic of a Portunus server."),
-    modifiers(&BearerAuth),
-    security(("bearer" = [])),
-    tags((name = "clients", description = "Edge clients and enrollment"), (name = "rules", description = "Forwarding rules"),
+    info(title = "Portunus operator API", description = "Users, grants, clients, rules, settings and the audit trail of a Portunus server. \
+        Authenticate with `Authorization: Bearer <token>` (the operator token or a user's API token), or with the \
+        `portunus_session` cookie from `POST /v1/auth/login`; cookie-authenticated writes also need a same-origin \
+        `Origin` and `X-CSRF-Token`. Every error is `{\"error\":{\"code\",\"message\"}}`."),
+    modifiers(&SecuritySchemes),
+    security(("bearer" = []), ("session" = [], "csrf" = [])),
+    components(schemas(ErrorBody, crate::dto::RuleStateFilter, crate::dto::OutcomeDto, portunus_core::rule::Protocol)),
+    tags((name = "auth", description = "Onboarding, login, sessions, passwords"),
+        (name = "users", description = "Accounts and API tokens"),
+        (name = "grants", description = "Edge capacity handed to users"),
+        (name = "clients", description = "Edge clients and enrollment"), (name = "rules", description = "Forwarding rules"),
+        (name = "settings", description = "Runtime settings"), (name = "audit", description = "The audit trail"),
         (name = "system", description = "Metrics"))
 )]
 struct ApiDoc;
 
-struct BearerAuth;
+struct SecuritySchemes;
 
-impl utoipa::Modify for BearerAuth {
+impl utoipa::Modify for SecuritySchemes {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::new(auth::SESSION_COOKIE))),
+        );
+        components.add_security_scheme(
+            "csrf",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::new("X-CSRF-Token"))),
+        );
     }
 }
 
 fn v1_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        .routes(routes!(routes::auth::onboarding_status, routes::auth::complete_onboarding))
+        .routes(routes!(routes::auth::login))
+        .routes(routes!(routes::auth::logout))
+        .routes(routes!(routes::auth::whoami))
+        .routes(routes!(routes::auth::change_password))
+        .routes(routes!(routes::users::list_users, routes::users::create_user))
+        .routes(routes!(routes::users::get_user, routes::users::delete_user))
+        .routes(routes!(routes::users::list_tokens, routes::users::create_token))
+        .routes(routes!(routes::users::revoke_token))
+        .routes(routes!(routes::grants::list_grants, routes::grants::create_grant))
+        .routes(routes!(routes::grants::get_grant, routes::grants::delete_grant))
         .routes(routes!(routes::clients::list_clients, routes::clients::enroll_client))
-        .routes(routes!(routes::clients::get_client))
+        .routes(routes!(
+            routes::clients::get_client,
+            routes::clients::rename_client,
+            routes::clients::delete_client
+        ))
         .routes(routes!(routes::clients::revoke_client))
+        .routes(routes!(routes::clients::reenroll_client))
         .routes(routes!(routes::rules::push_rule, routes::rules::list_rules))
         .routes(routes!(routes::rules::get_rule, routes::rules::remove_rule))
         .routes(routes!(routes::rules::rule_stats))
+        .routes(routes!(routes::admin::get_advertised_endpoint, routes::admin::set_advertised_endpoint))
+        .routes(routes!(routes::admin::list_audit))
         .routes(routes!(routes::system::api_metrics))
 }
 
-/// The OpenAPI document, built from the same handler list as the router.
+/// The OpenAPI document, built from the same handler list as the router, with the error
+/// responses every operation can give added from one rule (see [`openapi_errors`]).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc =
         OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi()).merge(v1_routes()).into_openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    openapi_errors::add_standard_errors(&mut doc);
     doc
 }
 

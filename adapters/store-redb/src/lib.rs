@@ -19,8 +19,16 @@
 //! | `rules` | rule id (`u64`) | `Rule` |
 //! | `enrollments` | code hash, lowercase hex | `Enrollment` |
 //! | `totals` | rule id (`u64`) | `RuleTotals` |
+//! | `users` | user id | `User` (Argon2id PHC hash, never a password) |
+//! | `grants` | grant id (`gr_…`) | `Grant` |
+//! | `api_tokens` | token id (`tk_…`) | `ApiToken` (SHA-256 of the token) |
+//! | `sessions` | session id (`ss_…`) | `WebSession` (SHA-256 of cookie and CSRF token) |
+//! | `throttles` | `attempt:scope:value` | `Throttle` |
+//! | `settings` | `runtime` | `RuntimeSettings` (onboarding, endpoint override) |
+//! | `audit` | sequence number (`u64`) | `AuditRecord` |
 #![forbid(unsafe_code)]
 
+mod accounts;
 mod error;
 mod fs;
 mod read;

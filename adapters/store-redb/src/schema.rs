@@ -10,7 +10,7 @@ use redb::{ReadTransaction, ReadableTable, TableDefinition, TableError, TableHan
 use crate::error::store_err;
 
 /// The schema version this binary writes and reads.
-pub const SCHEMA_VERSION: u64 = 1;
+pub const SCHEMA_VERSION: u64 = 2;
 
 /// Store-wide counters: [`SCHEMA_VERSION_KEY`] and [`NEXT_RULE_ID_KEY`].
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -24,6 +24,23 @@ pub(crate) const RULES: TableDefinition<u64, &[u8]> = TableDefinition::new("rule
 pub(crate) const ENROLLMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("enrollments");
 /// Rule id → JSON `RuleTotals`.
 pub(crate) const TOTALS: TableDefinition<u64, &[u8]> = TableDefinition::new("totals");
+/// User id → JSON `User`. (Version 2.)
+pub(crate) const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// Grant id → JSON `Grant`. (Version 2.)
+pub(crate) const GRANTS: TableDefinition<&str, &[u8]> = TableDefinition::new("grants");
+/// API token id → JSON `ApiToken` (holding only the token's hash). (Version 2.)
+pub(crate) const API_TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("api_tokens");
+/// Session id → JSON `WebSession` (holding only hashes). (Version 2.)
+pub(crate) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+/// Throttle key → JSON `Throttle`. (Version 2.)
+pub(crate) const THROTTLES: TableDefinition<&str, &[u8]> = TableDefinition::new("throttles");
+/// [`RUNTIME_SETTINGS_KEY`] → JSON `RuntimeSettings`. (Version 2.)
+pub(crate) const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
+/// Sequence number (from 1, gap-free) → JSON `AuditRecord`. (Version 2.)
+pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+
+/// `settings` key of the one runtime settings record.
+pub(crate) const RUNTIME_SETTINGS_KEY: &str = "runtime";
 
 /// `meta` key of the schema version.
 pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -35,7 +52,21 @@ type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[i]` moves a file from version `i + 1` to `i + 2`. To change the layout, append a
 /// step here and bump [`SCHEMA_VERSION`]; released steps are never edited.
-const MIGRATIONS: &[Migration] = &[];
+const MIGRATIONS: &[Migration] = &[v1_to_v2];
+
+/// Version 2 adds users, grants, credentials, throttles, settings and the audit trail. A
+/// version 1 file has none of them; they start empty, so onboarding is open on an upgraded
+/// server exactly as on a fresh one.
+fn v1_to_v2(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.open_table(USERS).map_err(store_err)?;
+    tx.open_table(GRANTS).map_err(store_err)?;
+    tx.open_table(API_TOKENS).map_err(store_err)?;
+    tx.open_table(SESSIONS).map_err(store_err)?;
+    tx.open_table(THROTTLES).map_err(store_err)?;
+    tx.open_table(SETTINGS).map_err(store_err)?;
+    tx.open_table(AUDIT).map_err(store_err)?;
+    Ok(())
+}
 
 const _: () = assert!(MIGRATIONS.len() as u64 + 1 == SCHEMA_VERSION, "one migration per version step");
 
@@ -124,5 +155,5 @@ fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(RULES).map_err(store_err)?;
     tx.open_table(ENROLLMENTS).map_err(store_err)?;
     tx.open_table(TOTALS).map_err(store_err)?;
-    Ok(())
+    v1_to_v2(tx)
 }

@@ -10,7 +10,10 @@ use portunus_core::ports::{Store, StoreError, Write};
 use redb::{ReadableTable, Table, TableHandle, WriteTransaction};
 
 use crate::error::{decode, encode, store_err};
-use crate::schema::{CLIENT_NAMES, CLIENTS, ENROLLMENTS, META, NEXT_RULE_ID_KEY, RULES, TOTALS};
+use crate::schema::{
+    API_TOKENS, AUDIT, CLIENT_NAMES, CLIENTS, ENROLLMENTS, GRANTS, META, NEXT_RULE_ID_KEY, RULES,
+    RUNTIME_SETTINGS_KEY, SESSIONS, SETTINGS, THROTTLES, TOTALS, USERS,
+};
 use crate::store::RedbStore;
 
 impl Store for RedbStore {
@@ -53,6 +56,13 @@ struct Batch<'txn> {
     rules: Table<'txn, u64, &'static [u8]>,
     enrollments: Table<'txn, &'static str, &'static [u8]>,
     totals: Table<'txn, u64, &'static [u8]>,
+    users: Table<'txn, &'static str, &'static [u8]>,
+    grants: Table<'txn, &'static str, &'static [u8]>,
+    api_tokens: Table<'txn, &'static str, &'static [u8]>,
+    sessions: Table<'txn, &'static str, &'static [u8]>,
+    throttles: Table<'txn, &'static str, &'static [u8]>,
+    settings: Table<'txn, &'static str, &'static [u8]>,
+    audit: Table<'txn, u64, &'static [u8]>,
 }
 
 impl<'txn> Batch<'txn> {
@@ -63,6 +73,13 @@ impl<'txn> Batch<'txn> {
             rules: tx.open_table(RULES).map_err(store_err)?,
             enrollments: tx.open_table(ENROLLMENTS).map_err(store_err)?,
             totals: tx.open_table(TOTALS).map_err(store_err)?,
+            users: tx.open_table(USERS).map_err(store_err)?,
+            grants: tx.open_table(GRANTS).map_err(store_err)?,
+            api_tokens: tx.open_table(API_TOKENS).map_err(store_err)?,
+            sessions: tx.open_table(SESSIONS).map_err(store_err)?,
+            throttles: tx.open_table(THROTTLES).map_err(store_err)?,
+            settings: tx.open_table(SETTINGS).map_err(store_err)?,
+            audit: tx.open_table(AUDIT).map_err(store_err)?,
         })
     }
 
@@ -87,7 +104,42 @@ impl<'txn> Batch<'txn> {
                 self.totals.insert(id.get(), encode(&totals)?.as_slice()).map_err(store_err)?;
                 Ok(())
             }
+            Write::DeleteClient(id) => self.delete_client(id.as_str()),
+            Write::PutUser(user) => put(&mut self.users, user.id.as_str(), &user),
+            Write::DeleteUser(id) => delete(&mut self.users, id.as_str()),
+            Write::PutGrant(grant) => put(&mut self.grants, grant.id.as_str(), &grant),
+            Write::DeleteGrant(id) => delete(&mut self.grants, id.as_str()),
+            Write::PutApiToken(token) => put(&mut self.api_tokens, token.id.as_str(), &token),
+            Write::DeleteApiToken(id) => delete(&mut self.api_tokens, id.as_str()),
+            Write::PutSession(session) => put(&mut self.sessions, session.id.as_str(), &session),
+            Write::DeleteSession(id) => delete(&mut self.sessions, id.as_str()),
+            Write::PutThrottle(key, throttle) => put(&mut self.throttles, &key, &throttle),
+            Write::DeleteThrottle(key) => delete(&mut self.throttles, &key),
+            Write::PutSettings(settings) => put(&mut self.settings, RUNTIME_SETTINGS_KEY, &settings),
+            Write::AppendAudit(mut record) => {
+                // Gap-free numbering in commit order: one more than the last record.
+                let last = self.audit.last().map_err(store_err)?.map(|(key, _)| key.value());
+                record.seq = last.map_or(1, |n| n.saturating_add(1));
+                self.audit.insert(record.seq, encode(&record)?.as_slice()).map_err(store_err)?;
+                Ok(())
+            }
         }
+    }
+
+    /// Deletes a client and the name index entry that points at it.
+    fn delete_client(&mut self, id: &str) -> Result<(), StoreError> {
+        let name = match self.clients.remove(id).map_err(store_err)? {
+            Some(row) => Some(decode::<Client>(CLIENTS.name(), &id, row.value())?.name),
+            None => None,
+        };
+        if let Some(name) = name {
+            let points_here =
+                self.names.get(name.as_str()).map_err(store_err)?.is_some_and(|guard| guard.value() == id);
+            if points_here {
+                self.names.remove(name.as_str()).map_err(store_err)?;
+            }
+        }
+        Ok(())
     }
 
     /// Stores `client` and points its name at it, dropping the entry of its previous name.
@@ -126,4 +178,20 @@ impl<'txn> Batch<'txn> {
         self.clients.insert(id, encode(client)?.as_slice()).map_err(store_err)?;
         Ok(())
     }
+}
+
+/// Inserts a JSON record under a text key.
+fn put<T: serde::Serialize>(
+    table: &mut Table<'_, &'static str, &'static [u8]>,
+    key: &str,
+    value: &T,
+) -> Result<(), StoreError> {
+    table.insert(key, encode(value)?.as_slice()).map_err(store_err)?;
+    Ok(())
+}
+
+/// Removes a text key; a missing key is not an error.
+fn delete(table: &mut Table<'_, &'static str, &'static [u8]>, key: &str) -> Result<(), StoreError> {
+    table.remove(key).map_err(store_err)?;
+    Ok(())
 }

@@ -65,6 +65,15 @@ pub enum Command {
         /// Only rules of this client.
         #[arg(long)]
         client: Option<String>,
+        /// Only rules of this owner.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Only rules in this state (pending, active, failed).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only rules of this protocol (tcp, udp).
+        #[arg(long)]
+        protocol: Option<String>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
@@ -93,6 +102,90 @@ pub enum Command {
         /// Client name or id.
         client: String,
     },
+    /// Create a user account.
+    UserAdd {
+        /// User id: 1 to 32 of a-z, 0-9, '.', '_', '-'.
+        user: String,
+        /// Role.
+        #[arg(long, value_enum, default_value_t = RoleArg::User)]
+        role: RoleArg,
+        /// Read an initial password (at least 12 characters) from the first line of stdin.
+        #[arg(long)]
+        password_stdin: bool,
+        /// Also mint an API token for the user and print `api_token=…` once.
+        #[arg(long)]
+        api_token: bool,
+    },
+    /// List user accounts.
+    UserList {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Show one user account.
+    UserGet {
+        /// User id.
+        user: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Remove a user with their grants, tokens, sessions and rules.
+    UserRemove {
+        /// User id.
+        user: String,
+    },
+    /// Grant a user a client (or '*'), a listen port range and protocols; prints the grant id.
+    GrantAdd {
+        /// User id.
+        user: String,
+        /// Client name or id, or '*' for every client.
+        client: String,
+        /// PORT or START-END.
+        ports: String,
+        /// Allowed protocol (repeatable) [default tcp].
+        #[arg(long = "protocol", value_name = "tcp|udp")]
+        protocols: Vec<String>,
+    },
+    /// List grants.
+    GrantList {
+        /// Only grants of this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Revoke a grant; rules no remaining grant covers are removed.
+    GrantRevoke {
+        /// Grant id (gr_…).
+        grant: String,
+    },
+    /// Offline (stop `serve` first): give a user a temporary password, printed once as
+    /// `temporary_password=…`; ends their Web sessions and revokes their API tokens.
+    ResetPassword {
+        /// User id.
+        user: String,
+        /// The new password is temporary: the user must change it at the next login (always
+        /// the case; accepted for clarity).
+        #[arg(long)]
+        temporary: bool,
+        /// Keep the user's API tokens.
+        #[arg(long)]
+        keep_api_tokens: bool,
+    },
+    /// Offline (stop `serve` first): create the `_superadmin` account for automation and print
+    /// its API token once as `api_token=…`. Closes Web onboarding.
+    BootstrapSuperadmin,
+}
+
+/// A user's role on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// Own rules within own grants.
+    User,
+    /// Everything.
+    Superadmin,
 }
 
 /// Output formats of listing commands.

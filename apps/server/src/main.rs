@@ -1,10 +1,12 @@
 //! `portunus-server`: parses the command line and dispatches. `serve` wires the adapters to
-//! core (see `serve.rs`); every other subcommand is an operator command that calls the
-//! server's HTTP API (`operator.rs`). Failures end with the exit status of their code.
+//! core (see `serve.rs`); `reset-password` and `bootstrap-superadmin` open the store directly
+//! (`offline.rs`); every other subcommand is an operator command that calls the server's HTTP
+//! API (`operator.rs`). Failures end with the exit status of their code.
 #![forbid(unsafe_code)]
 
 mod cli;
 mod datadir;
+mod offline;
 mod operator;
 mod os;
 mod serve;
@@ -25,6 +27,10 @@ fn main() {
     let result = runtime.block_on(async move {
         match cli.command {
             cli::Command::Serve(args) => serve::run(&cli.data_dir, args).await,
+            cli::Command::ResetPassword { user, temporary: _, keep_api_tokens } => {
+                offline::reset_password(&cli.data_dir, &user, keep_api_tokens)
+            }
+            cli::Command::BootstrapSuperadmin => offline::bootstrap_superadmin(&cli.data_dir),
             other => operator::run(&cli.data_dir, cli.server.as_deref(), other).await,
         }
     });

@@ -9,10 +9,12 @@ use std::time::Duration;
 use portunus_core::error::{ErrorCode, Failure};
 use portunus_core::rule::{ListenSpec, Protocol, RuleSpec};
 use portunus_http::client::{ApiClient, CallError};
-use portunus_http::dto::{CountersDto, PushRuleRequest, RuleDto};
+use portunus_http::dto::{
+    CountersDto, NewGrantRequest, NewUserRequest, PushRuleRequest, RoleDto, RuleDto, UserDto,
+};
 use serde::Serialize;
 
-use crate::cli::{Command, Format, PushRuleArgs};
+use crate::cli::{Command, Format, PushRuleArgs, RoleArg};
 use crate::datadir;
 
 pub async fn run(dir: &Path, server: Option<&str>, command: Command) -> Result<(), Failure> {
@@ -27,7 +29,9 @@ pub async fn run(dir: &Path, server: Option<&str>, command: Command) -> Result<(
     };
     let api = ApiClient::new(&base, &token, timeout)?;
     match command {
-        Command::Serve(_) => unreachable!("serve is dispatched in main"),
+        Command::Serve(_) | Command::ResetPassword { .. } | Command::BootstrapSuperadmin => {
+            unreachable!("serve and the offline commands are dispatched in main")
+        }
         Command::EnrollClient { name, expires_in } => {
             let issued = api.enroll(&name, expires_in).await.map_err(plain)?;
             println!("{}", issued.command);
@@ -60,8 +64,13 @@ pub async fn run(dir: &Path, server: Option<&str>, command: Command) -> Result<(
                 }
             }
         }
-        Command::ListRules { client, format } => {
-            let rules = api.list_rules(client.as_deref()).await.map_err(plain)?;
+        Command::ListRules { client, owner, state, protocol, format } => {
+            let filters: Vec<(&str, &str)> =
+                [("client", &client), ("owner", &owner), ("state", &state), ("protocol", &protocol)]
+                    .into_iter()
+                    .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+                    .collect();
+            let rules = api.list_rules(&filters).await.map_err(plain)?;
             match format {
                 Format::Json => print_json(&rules),
                 Format::Table => print_table(
@@ -98,21 +107,102 @@ pub async fn run(dir: &Path, server: Option<&str>, command: Command) -> Result<(
             let revoked = api.revoke(&client).await.map_err(plain)?;
             eprintln!("client {} ({}) revoked", revoked.name, revoked.id);
         }
+        Command::UserAdd { user, role, password_stdin, api_token } => {
+            let password = if password_stdin { Some(read_password_line()?) } else { None };
+            let role = match role {
+                RoleArg::User => RoleDto::User,
+                RoleArg::Superadmin => RoleDto::Superadmin,
+            };
+            let created =
+                api.create_user(&NewUserRequest { id: user, role, password }).await.map_err(plain)?;
+            if api_token {
+                let minted = api.create_token(&created.id, Some("cli")).await.map_err(plain)?;
+                println!("api_token={}", minted.token);
+            } else {
+                println!("{}", created.id);
+            }
+        }
+        Command::UserList { format } => {
+            let users = api.list_users().await.map_err(plain)?;
+            match format {
+                Format::Json => print_json(&users),
+                Format::Table => {
+                    print_table(&["ID", "ROLE", "PASSWORD", "CREATED"], users.iter().map(user_row).collect())
+                }
+            }
+        }
+        Command::UserGet { user, format } => {
+            let user = api.get_user(&user).await.map_err(plain)?;
+            match format {
+                Format::Json => print_json(&user),
+                Format::Table => print_table(&["ID", "ROLE", "PASSWORD", "CREATED"], vec![user_row(&user)]),
+            }
+        }
+        Command::UserRemove { user } => {
+            api.delete_user(&user).await.map_err(plain)?;
+            eprintln!("user {user} removed");
+        }
+        Command::GrantAdd { user, client, ports, protocols } => {
+            let protocols = if protocols.is_empty() { vec!["tcp".to_owned()] } else { protocols };
+            let protocols = protocols.iter().map(|p| parse_protocol(p)).collect::<Result<Vec<_>, _>>()?;
+            let request = NewGrantRequest { user, client, ports: ListenSpec::Text(ports), protocols };
+            let grant = api.create_grant(&request).await.map_err(plain)?;
+            println!("{}", grant.id);
+        }
+        Command::GrantList { user, format } => {
+            let grants = api.list_grants(user.as_deref()).await.map_err(plain)?;
+            match format {
+                Format::Json => print_json(&grants),
+                Format::Table => print_table(
+                    &["ID", "USER", "CLIENT", "PORTS", "PROTOCOLS"],
+                    grants
+                        .iter()
+                        .map(|g| {
+                            let protocols: Vec<&str> = g.protocols.iter().map(|p| p.as_str()).collect();
+                            vec![
+                                g.id.clone(),
+                                g.user.clone(),
+                                g.client.clone(),
+                                g.ports.clone(),
+                                protocols.join(","),
+                            ]
+                        })
+                        .collect(),
+                ),
+            }
+        }
+        Command::GrantRevoke { grant } => {
+            api.delete_grant(&grant).await.map_err(plain)?;
+            eprintln!("grant {grant} revoked");
+        }
     }
     Ok(())
 }
 
-async fn push_rule(api: &ApiClient, args: PushRuleArgs) -> Result<(), Failure> {
-    let protocol = match args.protocol.as_str() {
-        "tcp" => Protocol::Tcp,
-        "udp" => Protocol::Udp,
-        other => {
-            return Err(Failure::new(
-                ErrorCode::InvalidRequest,
-                format!("unknown protocol {other:?} (tcp or udp)"),
-            ));
-        }
+fn user_row(user: &UserDto) -> Vec<String> {
+    let role = match user.role {
+        RoleDto::Superadmin => "superadmin",
+        RoleDto::User => "user",
     };
+    let password = match (user.has_password, user.must_change_password) {
+        (false, _) => "none",
+        (true, true) => "temporary",
+        (true, false) => "set",
+    };
+    vec![user.id.clone(), role.to_owned(), password.to_owned(), user.created_at.clone()]
+}
+
+/// The first line of stdin, without its line ending.
+fn read_password_line() -> Result<String, Failure> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Failure::new(ErrorCode::IoError, format!("reading the password from stdin: {e}")))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+async fn push_rule(api: &ApiClient, args: PushRuleArgs) -> Result<(), Failure> {
+    let protocol = parse_protocol(&args.protocol)?;
     let spec = RuleSpec {
         name: args.name,
         protocol,
@@ -134,6 +224,16 @@ async fn push_rule(api: &ApiClient, args: PushRuleArgs) -> Result<(), Failure> {
                 println!("{id}");
             }
             Err(failure)
+        }
+    }
+}
+
+fn parse_protocol(text: &str) -> Result<Protocol, Failure> {
+    match text {
+        "tcp" => Ok(Protocol::Tcp),
+        "udp" => Ok(Protocol::Udp),
+        other => {
+            Err(Failure::new(ErrorCode::InvalidRequest, format!("unknown protocol {other:?} (tcp or udp)")))
         }
     }
 }

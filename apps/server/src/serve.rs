@@ -8,7 +8,7 @@ use portunus_control::{ControlService, GrpcClientLink, ServerInfo};
 use portunus_core::config::{ServerSettings, SettingsLayer};
 use portunus_core::error::{ErrorCode, Failure};
 use portunus_core::ports::StoreError;
-use portunus_core::service::{ControlPlane, ServerIdentity};
+use portunus_core::service::{ControlPlane, Ports, ServerIdentity};
 use portunus_http::AppState;
 use portunus_store_redb::RedbStore;
 use portunus_telemetry::metrics::ServerMetrics;
@@ -57,15 +57,20 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
 
     let link = Arc::new(GrpcClientLink::default());
     let identity = ServerIdentity { cert_sha256: tls.sha256.clone(), sans: tls.sans.clone(), control_addr };
-    let plane = Arc::new(ControlPlane::new(
+    let ports = Ports {
         store,
-        link.clone(),
-        Arc::new(os::SystemClock),
-        Arc::new(os::OsEntropy),
-        settings.clone(),
-        identity,
-        operator_token.hash(),
-    )?);
+        link: link.clone(),
+        clock: Arc::new(os::SystemClock),
+        entropy: Arc::new(os::OsEntropy),
+        hasher: Arc::new(portunus_password::Argon2Hasher),
+    };
+    let plane = Arc::new(ControlPlane::new(ports, settings.clone(), identity, operator_token.hash())?);
+    if let Some((setup_token, expires_at)) = plane.start_onboarding()? {
+        // The one place the setup token is shown: a plain line, so `grep` finds it in a journal.
+        eprintln!("Portunus onboarding setup token: {}", setup_token.expose());
+        tracing::warn!(event = "onboarding.setup_token_issued", expires_at = %expires_at.to_rfc3339(),
+            "no superadmin yet: POST /v1/auth/onboarding with the setup token printed above");
+    }
     let version = env!("CARGO_PKG_VERSION");
     let state = AppState { plane: plane.clone(), metrics: Arc::new(ServerMetrics::new(version)) };
     let addrs = BoundAddrs {
@@ -90,9 +95,13 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
         async move { portunus_control::serve(control_listener, &tls, service, stopped).await }
     });
     let api = tokio::spawn(
-        axum::serve(http_listener, portunus_http::api_router(state.clone()).into_make_service())
-            .with_graceful_shutdown(stopped())
-            .into_future(),
+        axum::serve(
+            http_listener,
+            portunus_http::api_router(state.clone())
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped())
+        .into_future(),
     );
     let metrics = tokio::spawn(
         axum::serve(metrics_listener, portunus_http::metrics_router(state).into_make_service())
@@ -142,7 +151,7 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn open_store(path: &Path) -> Result<RedbStore, Failure> {
+pub fn open_store(path: &Path) -> Result<RedbStore, Failure> {
     RedbStore::open(path).map_err(|err| {
         let event = match &err {
             StoreError::InUse => "startup.store_in_use",

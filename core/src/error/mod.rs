@@ -87,6 +87,12 @@ error_codes! {
     MethodNotAllowed => "method_not_allowed", exit 2, http 405;
     /// The data directory is on NFS, tmpfs or ramfs.
     UnsupportedFilesystem => "unsupported_filesystem", exit 2, http 500;
+    /// A password is shorter than the minimum (or longer than the maximum) length.
+    WeakPassword => "validation.weak_password", exit 2, http 400;
+    /// A paging cursor is not one this server handed out.
+    InvalidCursor => "validation.invalid_cursor", exit 2, http 400;
+    /// A time range ends before it starts.
+    InvalidTimeRange => "validation.invalid_time_range", exit 2, http 422;
 
     /// The client did not announce UDP support.
     UnsupportedProtocol => "unsupported_protocol", exit 3, http 422;
@@ -117,6 +123,10 @@ error_codes! {
     EnrollmentConsumed => "enrollment_consumed", exit 4, http 401;
     /// The enrollment can't be redeemed with the server's current configuration.
     FailedPrecondition => "failed_precondition", exit 4, http 409;
+    /// No superadmin exists yet; only the operator token and onboarding are accepted.
+    BootstrapRequired => "bootstrap_required", exit 4, http 503;
+    /// Too many failed attempts for this subject or address; retry after the lockout.
+    RateLimited => "rate_limited", exit 4, http 429;
 
     /// The listen port is held by another rule or process.
     PortInUse => "port_in_use", exit 5, http 409;
@@ -124,6 +134,14 @@ error_codes! {
     ClientNameTaken => "conflict.client_name_taken", exit 5, http 409;
     /// The client was revoked; re-enroll it before pushing rules.
     ClientRevoked => "conflict.client_revoked", exit 5, http 409;
+    /// Only a revoked client may be deleted.
+    ClientNotRevoked => "conflict.client_not_revoked", exit 5, http 409;
+    /// A user with this id already exists.
+    UserExists => "conflict.user_exists", exit 5, http 409;
+    /// The last superadmin cannot be removed or demoted.
+    LastSuperadmin => "conflict.last_superadmin", exit 5, http 409;
+    /// Onboarding already created the first superadmin; it never reopens.
+    OnboardingClosed => "conflict.onboarding_closed", exit 5, http 409;
 
     /// The caller does not own the resource.
     NotOwner => "not_owner", exit 6, http 403;
@@ -133,6 +151,10 @@ error_codes! {
     PortOutsideGrant => "port_outside_grant", exit 6, http 403;
     /// No grant covering the client and ports enables the protocol.
     ProtocolNotGranted => "protocol_not_granted", exit 6, http 403;
+    /// The caller holds a temporary password and may only change it.
+    PasswordChangeRequired => "password_change_required", exit 6, http 403;
+    /// A cookie-authenticated write lacked a same-origin `Origin` or the CSRF header.
+    CsrfFailed => "csrf_failed", exit 6, http 403;
 
     /// The client did not report an outcome within the activation timeout.
     AckTimeout => "ack_timeout", exit 7, http 504;
@@ -143,6 +165,12 @@ error_codes! {
     ClientNotFound => "client_not_found", exit 8, http 404;
     /// No such route.
     RouteNotFound => "route_not_found", exit 8, http 404;
+    /// No user with this id.
+    UserNotFound => "user_not_found", exit 8, http 404;
+    /// No grant with this id.
+    GrantNotFound => "grant_not_found", exit 8, http 404;
+    /// No API token with this id for this user.
+    TokenNotFound => "token_not_found", exit 8, http 404;
 
     /// Another process holds the store.
     StoreInUse => "store_in_use", exit 75, http 503;

@@ -1,4 +1,4 @@
-//! Enrollment, redeem, revoke and client listings.
+//! Enrollment, re-enrollment, redeem, rename, revoke, delete and client listings.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use crate::endpoint;
 use crate::enroll::EnrollUri;
 use crate::error::{ErrorCode, Failure};
 use crate::ids::{ClientId, ClientName, Timestamp};
-use crate::policy::Actor;
+use crate::policy::{Action, Actor, authorize};
 use crate::ports::{DisconnectReason, SessionInfo, Write};
 use crate::secret::Secret;
 
@@ -54,15 +54,36 @@ impl ControlPlane {
         name: &str,
         ttl_secs: Option<u64>,
     ) -> Result<EnrollTicket, Failure> {
-        require_superadmin(actor)?;
-        let name = ClientName::parse(name)?;
+        let result = (|| {
+            authorize(actor, &Action::Administer)?;
+            let name = ClientName::parse(name)?;
+            self.issue_enrollment(ClientRef::Name(name), ttl_secs)
+        })();
+        self.audited(actor, "client.enroll", Some(name), result)
+    }
+
+    /// Issues a re-enrollment code for an existing client, found by id or name.
+    pub fn reenroll_client(
+        &self,
+        actor: &Actor,
+        reference: &str,
+        ttl_secs: Option<u64>,
+    ) -> Result<EnrollTicket, Failure> {
+        let result = (|| {
+            authorize(actor, &Action::Administer)?;
+            let client = self.find_client(reference)?;
+            self.issue_enrollment(ClientRef::Existing(client.id), ttl_secs)
+        })();
+        self.audited(actor, "client.reenroll", Some(reference), result)
+    }
+
+    fn issue_enrollment(
+        &self,
+        client_ref: ClientRef,
+        ttl_secs: Option<u64>,
+    ) -> Result<EnrollTicket, Failure> {
         let ttl: Duration = self.settings.enrollment_ttl_for(ttl_secs)?;
-        let resolution = endpoint::resolve(
-            None,
-            self.settings.advertised_endpoint.as_ref(),
-            self.identity.control_addr,
-            &self.identity.sans,
-        );
+        let resolution = self.resolve_endpoint()?;
         let endpoint = resolution.effective.ok_or_else(|| {
             Failure::new(
                 ErrorCode::EndpointNotInCertSan,
@@ -73,9 +94,17 @@ impl ControlPlane {
         let code = Secret::from_entropy(&self.random_bytes::<20>());
         let _guard = self.write_lock();
         let mut writes = Vec::with_capacity(2);
-        let client = match self.store.client_by_name(&name)? {
-            Some(existing) => existing,
-            None => {
+        let existing = match &client_ref {
+            ClientRef::Name(name) => self.store.client_by_name(name)?,
+            ClientRef::Existing(id) => Some(
+                self.store
+                    .get_client(id)?
+                    .ok_or_else(|| Failure::new(ErrorCode::ClientNotFound, format!("no client {id}")))?,
+            ),
+        };
+        let client = match (existing, client_ref) {
+            (Some(existing), _) => existing,
+            (None, ClientRef::Name(name)) => {
                 let client = Client {
                     id: ClientId::from_random(self.random_bytes()),
                     name,
@@ -87,6 +116,9 @@ impl ControlPlane {
                 };
                 writes.push(Write::PutClient(client.clone()));
                 client
+            }
+            (None, ClientRef::Existing(id)) => {
+                return Err(Failure::new(ErrorCode::ClientNotFound, format!("no client {id}")));
             }
         };
         let expires_at = now.plus(ttl);
@@ -102,6 +134,31 @@ impl ControlPlane {
         let uri =
             EnrollUri { endpoint: endpoint.to_string(), pin_sha256: self.identity.cert_sha256.clone(), code };
         Ok(EnrollTicket { client, uri, expires_at })
+    }
+
+    /// The advertised endpoint as enrollment sees it now: the stored override, the seed,
+    /// the listener's address or loopback, checked against the certificate.
+    pub(super) fn resolve_endpoint(&self) -> Result<endpoint::Resolution, Failure> {
+        let stored = self.store.runtime_settings()?.advertised_endpoint;
+        // A stored override was validated before it was written; one that no longer parses
+        // (a hand-edited store) fails closed like an uncovered one.
+        let override_ = match stored.as_deref().map(endpoint::Endpoint::parse) {
+            None => None,
+            Some(Ok(e)) => Some(e),
+            Some(Err(failure)) => {
+                return Ok(endpoint::Resolution {
+                    effective: None,
+                    source: endpoint::EndpointSource::Override,
+                    diagnostic: Some(failure.message),
+                });
+            }
+        };
+        Ok(endpoint::resolve(
+            override_.as_ref(),
+            self.settings.advertised_endpoint.as_ref(),
+            self.identity.control_addr,
+            &self.identity.sans,
+        ))
     }
 
     /// Redeems an enrollment code: issues a new token (replacing and disconnecting any
@@ -145,52 +202,122 @@ impl ControlPlane {
     /// Revokes a client's token and ends its live stream. Its rules stay stored and come
     /// back if it is re-enrolled.
     pub fn revoke(&self, actor: &Actor, reference: &str) -> Result<Client, Failure> {
-        require_superadmin(actor)?;
-        let client = {
-            let _guard = self.write_lock();
-            let mut client = self.find_client(reference)?;
-            if client.revoked_at.is_none() {
-                client.revoked_at = Some(self.clock.now());
-                self.store.commit(vec![Write::PutClient(client.clone())])?;
-            }
-            client
-        };
-        self.link.disconnect(&client.id, DisconnectReason::TokenRevoked);
-        Ok(client)
+        let result = (|| {
+            authorize(actor, &Action::Administer)?;
+            let client = {
+                let _guard = self.write_lock();
+                let mut client = self.find_client(reference)?;
+                if client.revoked_at.is_none() {
+                    client.revoked_at = Some(self.clock.now());
+                    self.store.commit(vec![Write::PutClient(client.clone())])?;
+                }
+                client
+            };
+            self.link.disconnect(&client.id, DisconnectReason::TokenRevoked);
+            Ok(client)
+        })();
+        self.audited(actor, "client.revoke", Some(reference), result)
     }
 
-    /// Every client with its connection state.
+    /// Renames a client; its id, token, grants and rules stay as they are.
+    pub fn rename_client(&self, actor: &Actor, reference: &str, new_name: &str) -> Result<Client, Failure> {
+        let result = (|| {
+            authorize(actor, &Action::Administer)?;
+            let name = ClientName::parse(new_name)?;
+            let _guard = self.write_lock();
+            let mut client = self.find_client(reference)?;
+            if client.name == name {
+                return Ok(client);
+            }
+            if self.store.client_by_name(&name)?.is_some() {
+                return Err(Failure::new(ErrorCode::ClientNameTaken, format!("client name {name} is taken")));
+            }
+            client.name = name;
+            self.store.commit(vec![Write::PutClient(client.clone())])?;
+            Ok(client)
+        })();
+        self.audited(actor, "client.rename", Some(reference), result)
+    }
+
+    /// Deletes a revoked client with its rules and the grants that name it. A client that is
+    /// not revoked is refused with `conflict.client_not_revoked`.
+    pub fn delete_client(&self, actor: &Actor, reference: &str) -> Result<Client, Failure> {
+        let result = (|| {
+            authorize(actor, &Action::Administer)?;
+            let (client, rules) = {
+                let _guard = self.write_lock();
+                let client = self.find_client(reference)?;
+                if client.revoked_at.is_none() {
+                    return Err(Failure::new(
+                        ErrorCode::ClientNotRevoked,
+                        format!("revoke client {} before deleting it", client.name),
+                    ));
+                }
+                let rules = self.store.rules_for_client(&client.id)?;
+                let mut writes: Vec<Write> = rules.iter().map(|r| Write::DeleteRule(r.id)).collect();
+                writes.extend(
+                    self.store
+                        .list_grants()?
+                        .into_iter()
+                        .filter(|g| g.client == crate::grant::GrantClient::Client(client.id.clone()))
+                        .map(|g| Write::DeleteGrant(g.id)),
+                );
+                writes.push(Write::DeleteClient(client.id.clone()));
+                self.store.commit(writes)?;
+                (client, rules)
+            };
+            self.rules_deleted(&rules);
+            self.link.disconnect(&client.id, DisconnectReason::ClientDeleted);
+            Ok(client)
+        })();
+        self.audited(actor, "client.delete", Some(reference), result)
+    }
+
+    /// The clients `actor` may see, with their connection state: every client for
+    /// superadmins, the clients a grant names for users.
     pub fn list_clients(&self, actor: &Actor) -> Result<Vec<ClientView>, Failure> {
-        require_superadmin(actor)?;
-        let rules = self.store.list_rules()?;
-        Ok(self
-            .store
-            .list_clients()?
-            .into_iter()
-            .map(|client| ClientView {
-                session: self.link.session(&client.id),
-                n_rules: rules.iter().filter(|r| r.client == client.id).count(),
-                client,
-            })
-            .collect())
+        let result = (|| {
+            authorize(actor, &Action::List)?;
+            let rules = self.store.list_rules()?;
+            let grants = self.store.list_grants()?;
+            Ok(self
+                .store
+                .list_clients()?
+                .into_iter()
+                .filter(|client| {
+                    authorize(actor, &Action::ReadClient { client: &client.id, grants: &grants }).is_ok()
+                })
+                .map(|client| ClientView {
+                    session: self.link.session(&client.id),
+                    n_rules: rules.iter().filter(|r| r.client == client.id).count(),
+                    client,
+                })
+                .collect())
+        })();
+        self.audited_read(actor, "client.list", None, result)
     }
 
     /// One client with its connection state.
     pub fn get_client(&self, actor: &Actor, reference: &str) -> Result<ClientView, Failure> {
-        require_superadmin(actor)?;
-        let client = self.find_client(reference)?;
-        Ok(ClientView {
-            session: self.link.session(&client.id),
-            n_rules: self.store.rules_for_client(&client.id)?.len(),
-            client,
-        })
+        let result = (|| {
+            authorize(actor, &Action::List)?;
+            let client = self.find_client(reference)?;
+            let grants = self.store.list_grants()?;
+            authorize(actor, &Action::ReadClient { client: &client.id, grants: &grants })?;
+            Ok(ClientView {
+                session: self.link.session(&client.id),
+                n_rules: self.store.rules_for_client(&client.id)?.len(),
+                client,
+            })
+        })();
+        self.audited_read(actor, "client.get", Some(reference), result)
     }
 }
 
-pub(super) fn require_superadmin(actor: &Actor) -> Result<(), Failure> {
-    if actor.is_superadmin() {
-        Ok(())
-    } else {
-        Err(Failure::new(ErrorCode::NotOwner, "this operation needs superadmin rights"))
-    }
+/// Which client an enrollment is for.
+enum ClientRef {
+    /// By name, created when new.
+    Name(ClientName),
+    /// An existing client, by id.
+    Existing(ClientId),
 }

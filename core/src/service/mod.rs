@@ -5,26 +5,52 @@
 //! and the writes they guard happen under one lock, so two concurrent pushes cannot both
 //! take the same port; no lock is held across an `.await`.
 
+mod accounts;
+mod admin;
+mod authn;
 mod clients;
+mod grants;
+pub mod offline;
 mod rules;
 mod session;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
+pub use accounts::{LoginOutcome, MintedToken, NewUser};
+pub use admin::{AuditPage, EndpointView};
+pub use authn::{Authenticated, Credentials};
 pub use clients::{ClientView, EnrollTicket, Redeemed};
-pub use rules::{PushFailure, RuleStatsView, RuleView};
+pub use grants::NewGrant;
+pub use rules::{PushFailure, RuleFilter, RuleStatsView, RuleView};
 pub use session::{AuthFailure, MetricsSnapshot, RuleMetricRow, SessionPlan};
 
+use crate::account::PasswordHash;
+use crate::audit::{AuditRecord, is_denial};
 use crate::config::ServerSettings;
 use crate::endpoint::San;
 use crate::error::{ErrorCode, Failure};
 use crate::ids::{ClientId, ClientName, RuleId};
 use crate::policy::Actor;
-use crate::ports::{ClientLink, Clock, Entropy, Store};
+use crate::ports::{ClientCommand, ClientLink, Clock, Entropy, PasswordHasher, Store, Write};
+use crate::rule::Rule;
 use crate::secret::SecretHash;
 use crate::stats::StatsBook;
+
+/// The adapters behind core's ports, as the server wires them.
+pub struct Ports {
+    /// Durable state.
+    pub store: Arc<dyn Store>,
+    /// Live client streams.
+    pub link: Arc<dyn ClientLink>,
+    /// Wall-clock time.
+    pub clock: Arc<dyn Clock>,
+    /// Randomness.
+    pub entropy: Arc<dyn Entropy>,
+    /// Password hashing.
+    pub hasher: Arc<dyn PasswordHasher>,
+}
 
 /// Everything the control plane's use cases need, built once at server start.
 pub struct ControlPlane {
@@ -32,12 +58,16 @@ pub struct ControlPlane {
     link: Arc<dyn ClientLink>,
     clock: Arc<dyn Clock>,
     entropy: Arc<dyn Entropy>,
+    hasher: Arc<dyn PasswordHasher>,
     settings: ServerSettings,
     identity: ServerIdentity,
     operator_token: SecretHash,
     /// Serialises check-then-write sequences.
     writes: Mutex<()>,
     stats: Mutex<StatsState>,
+    /// A hash of a random password, verified against when a login names no account, so a
+    /// missing user costs the same time as a wrong password.
+    dummy_hash: OnceLock<PasswordHash>,
 }
 
 /// What clients pin and what enrollment URIs advertise.
@@ -60,25 +90,24 @@ struct StatsState {
 impl ControlPlane {
     /// Wires the ports together and loads persisted traffic totals.
     pub fn new(
-        store: Arc<dyn Store>,
-        link: Arc<dyn ClientLink>,
-        clock: Arc<dyn Clock>,
-        entropy: Arc<dyn Entropy>,
+        ports: Ports,
         settings: ServerSettings,
         identity: ServerIdentity,
         operator_token: SecretHash,
     ) -> Result<Self, Failure> {
-        let book = store.list_totals()?.into_iter().collect();
+        let book = ports.store.list_totals()?.into_iter().collect();
         Ok(ControlPlane {
-            store,
-            link,
-            clock,
-            entropy,
+            store: ports.store,
+            link: ports.link,
+            clock: ports.clock,
+            entropy: ports.entropy,
+            hasher: ports.hasher,
             settings,
             identity,
             operator_token,
             writes: Mutex::new(()),
             stats: Mutex::new(StatsState { book, dirty: BTreeSet::new() }),
+            dummy_hash: OnceLock::new(),
         })
     }
 
@@ -108,13 +137,61 @@ impl ControlPlane {
         buf
     }
 
-    /// Turns an operator API bearer token into an actor. The server host's operator token
-    /// is the built-in `_operator` principal with superadmin rights.
-    pub fn authenticate_operator(&self, bearer: &str) -> Result<Actor, Failure> {
-        if !bearer.is_empty() && self.operator_token.matches(bearer) {
-            Ok(Actor::operator())
-        } else {
-            Err(Failure::new(ErrorCode::Unauthenticated, "missing or invalid bearer token"))
+    /// Records the outcome of a mutation (or of any call that ended in a denial) in the
+    /// audit trail, durably, before the caller answers. A success is not reported as one
+    /// unless its record was committed.
+    fn audited<T>(
+        &self,
+        actor: &Actor,
+        action: &str,
+        target: Option<&str>,
+        result: Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        self.record(actor.principal.as_str(), action, target, actor.remote, result)
+    }
+
+    /// [`ControlPlane::audited`] for an actor named by text (anonymous attempts).
+    fn record<T>(
+        &self,
+        actor: &str,
+        action: &str,
+        target: Option<&str>,
+        remote: Option<std::net::IpAddr>,
+        result: Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        let code = result.as_ref().err().map(|f| f.code);
+        let record = AuditRecord::new(actor, action, target, code, remote, self.clock.now());
+        match self.store.commit(vec![Write::AppendAudit(record)]) {
+            Ok(()) => result,
+            Err(err) => result.and(Err(err.into())),
+        }
+    }
+
+    /// Audits a read only when it was denied; reads are not mutations.
+    fn audited_read<T>(
+        &self,
+        actor: &Actor,
+        action: &str,
+        target: Option<&str>,
+        result: Result<T, Failure>,
+    ) -> Result<T, Failure> {
+        match &result {
+            Err(failure) if is_denial(failure.code) => self.audited(actor, action, target, result),
+            _ => result,
+        }
+    }
+
+    /// Forgets the traffic of rules that were just deleted and tells their clients to stop
+    /// them. Clients that are not connected drop them when they reconnect.
+    fn rules_deleted(&self, rules: &[Rule]) {
+        let mut stats = self.stats_lock();
+        for rule in rules {
+            stats.book.remove(&rule.id);
+            stats.dirty.remove(&rule.id);
+        }
+        drop(stats);
+        for rule in rules {
+            let _ = self.link.send(&rule.client, ClientCommand::Remove { rule: rule.id });
         }
     }
 

@@ -4,13 +4,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use super::ControlPlane;
-use super::clients::require_superadmin;
 use crate::capability;
 use crate::error::{ErrorCode, Failure};
-use crate::ids::{ClientId, RuleId};
-use crate::policy::Actor;
+use crate::ids::{ClientId, RuleId, UserId};
+use crate::policy::{Action, Actor, authorize};
 use crate::ports::{ClientCommand, Write};
-use crate::rule::{Rule, RuleEvent, RuleLimits, RuleSpec, RuleState};
+use crate::rule::{Protocol, Rule, RuleEvent, RuleLimits, RuleSpec, RuleState};
 use crate::stats::{Counters, TargetCounters};
 
 /// A push that did not end Active. `rule` is set when a rule was stored (Failed, or left
@@ -27,6 +26,12 @@ pub struct PushFailure {
 impl From<Failure> for PushFailure {
     fn from(failure: Failure) -> Self {
         PushFailure { failure, rule: None }
+    }
+}
+
+impl From<crate::policy::Denial> for PushFailure {
+    fn from(denial: crate::policy::Denial) -> Self {
+        PushFailure { failure: denial.into(), rule: None }
     }
 }
 
@@ -58,6 +63,19 @@ pub struct RuleStatsView {
     pub per_target: Vec<TargetCounters>,
 }
 
+/// Filters of a rule listing; every field that is set must match.
+#[derive(Debug, Clone, Default)]
+pub struct RuleFilter {
+    /// Client id or name.
+    pub client: Option<String>,
+    /// Owner's user id.
+    pub owner: Option<String>,
+    /// Lifecycle state name (`pending`, `active`, `failed`).
+    pub state: Option<String>,
+    /// Protocol.
+    pub protocol: Option<Protocol>,
+}
+
 /// Bounds on the activation wait a caller may ask for.
 pub const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -76,7 +94,29 @@ impl ControlPlane {
         spec: &RuleSpec,
         ack_timeout: Duration,
     ) -> Result<Rule, PushFailure> {
-        require_superadmin(actor)?;
+        let result = self.push_rule_unaudited(actor, client_ref, spec, ack_timeout).await;
+        let (outcome, stored) = match &result {
+            Ok(rule) => (Ok(()), Some(rule.id)),
+            Err(push) => (Err(push.failure.clone()), push.rule.as_ref().map(|r| r.id)),
+        };
+        let target = match stored {
+            Some(id) => format!("{client_ref} rule {id}"),
+            None => client_ref.to_owned(),
+        };
+        match (result, self.audited(actor, "rule.push", Some(&target), outcome)) {
+            (Ok(_), Err(unrecorded)) => Err(unrecorded.into()),
+            (result, _) => result,
+        }
+    }
+
+    async fn push_rule_unaudited(
+        &self,
+        actor: &Actor,
+        client_ref: &str,
+        spec: &RuleSpec,
+        ack_timeout: Duration,
+    ) -> Result<Rule, PushFailure> {
+        authorize(actor, &Action::List)?;
         if ack_timeout.is_zero() || ack_timeout > MAX_ACK_TIMEOUT {
             return Err(
                 Failure::new(ErrorCode::OutOfRange, "ack timeout must be between 1 ms and 300 s").into()
@@ -84,6 +124,16 @@ impl ControlPlane {
         }
         let def = spec.validate(RuleLimits { max_range_ports: self.settings.range_rule_max_ports })?;
         let client = self.find_client(client_ref)?;
+        let grants = self.store.list_grants()?;
+        authorize(
+            actor,
+            &Action::PushRule {
+                client: &client.id,
+                ports: def.listen,
+                protocol: def.protocol,
+                grants: &grants,
+            },
+        )?;
         if client.revoked_at.is_some() {
             return Err(Failure::new(
                 ErrorCode::ClientRevoked,
@@ -98,6 +148,17 @@ impl ControlPlane {
 
         let rule = {
             let _guard = self.write_lock();
+            // The grant may have gone while the checks ran; decide again under the lock.
+            let grants = self.store.list_grants()?;
+            authorize(
+                actor,
+                &Action::PushRule {
+                    client: &client.id,
+                    ports: def.listen,
+                    protocol: def.protocol,
+                    grants: &grants,
+                },
+            )?;
             let clash = self
                 .store
                 .rules_for_client(&client.id)?
@@ -173,50 +234,63 @@ impl ControlPlane {
     /// Removes a rule: deletes it (and its reservation) durably, then tells the client if it
     /// is connected; an offline client drops it when it reconnects and resynchronises.
     pub fn remove_rule(&self, actor: &Actor, id: RuleId) -> Result<Rule, Failure> {
-        require_superadmin(actor)?;
-        let rule = {
-            let _guard = self.write_lock();
-            let rule = self.require_rule(id)?;
-            rule.state
-                .on(RuleEvent::Removed)
-                .map_err(|err| Failure::new(ErrorCode::Internal, err.to_string()))?;
-            self.store.commit(vec![Write::DeleteRule(id)])?;
-            rule
-        };
-        let mut stats = self.stats_lock();
-        stats.book.remove(&id);
-        stats.dirty.remove(&id);
-        drop(stats);
-        // Not connected is fine: the next replay omits the rule.
-        let _ = self.link.send(&rule.client, ClientCommand::Remove { rule: id });
-        Ok(Rule { state: RuleState::Removed, ..rule })
+        let result = (|| {
+            let rule = {
+                let _guard = self.write_lock();
+                let rule = self.require_rule(id)?;
+                authorize(actor, &Action::AccessRule { owner: &rule.owner })?;
+                rule.state
+                    .on(RuleEvent::Removed)
+                    .map_err(|err| Failure::new(ErrorCode::Internal, err.to_string()))?;
+                self.store.commit(vec![Write::DeleteRule(id)])?;
+                rule
+            };
+            self.rules_deleted(std::slice::from_ref(&rule));
+            Ok(Rule { state: RuleState::Removed, ..rule })
+        })();
+        self.audited(actor, "rule.remove", Some(&id.to_string()), result)
     }
 
-    /// Rules, optionally of one client, ordered by id.
-    pub fn list_rules(&self, actor: &Actor, client_ref: Option<&str>) -> Result<Vec<RuleView>, Failure> {
-        require_superadmin(actor)?;
-        let clients: BTreeMap<ClientId, String> =
-            self.store.list_clients()?.into_iter().map(|c| (c.id, c.name.to_string())).collect();
-        let rules = match client_ref {
-            Some(reference) => self.store.rules_for_client(&self.find_client(reference)?.id)?,
-            None => self.store.list_rules()?,
-        };
-        Ok(rules
-            .into_iter()
-            .map(|rule| RuleView {
-                client_name: clients.get(&rule.client).cloned().unwrap_or_default(),
-                rule,
-            })
-            .collect())
+    /// The rules `actor` may see (every rule for superadmins, their own for users) that
+    /// match `filter`, ordered by id. A user asking for another owner's rules is refused
+    /// with `not_owner`.
+    pub fn list_rules(&self, actor: &Actor, filter: &RuleFilter) -> Result<Vec<RuleView>, Failure> {
+        let result = (|| {
+            authorize(actor, &Action::List)?;
+            if let Some(owner) = &filter.owner {
+                authorize(actor, &Action::AccessRule { owner: &UserId::new(owner.as_str()) })?;
+            }
+            let clients: BTreeMap<ClientId, String> =
+                self.store.list_clients()?.into_iter().map(|c| (c.id, c.name.to_string())).collect();
+            let rules = match &filter.client {
+                Some(reference) => self.store.rules_for_client(&self.find_client(reference)?.id)?,
+                None => self.store.list_rules()?,
+            };
+            Ok(rules
+                .into_iter()
+                .filter(|rule| authorize(actor, &Action::AccessRule { owner: &rule.owner }).is_ok())
+                .filter(|rule| filter.owner.as_deref().is_none_or(|o| rule.owner.as_str() == o))
+                .filter(|rule| filter.state.as_deref().is_none_or(|s| rule.state.name() == s))
+                .filter(|rule| filter.protocol.is_none_or(|p| rule.def.protocol == p))
+                .map(|rule| RuleView {
+                    client_name: clients.get(&rule.client).cloned().unwrap_or_default(),
+                    rule,
+                })
+                .collect())
+        })();
+        self.audited_read(actor, "rule.list", None, result)
     }
 
     /// One rule.
     pub fn get_rule(&self, actor: &Actor, id: RuleId) -> Result<RuleView, Failure> {
-        require_superadmin(actor)?;
-        let rule = self.require_rule(id)?;
-        let client_name =
-            self.store.get_client(&rule.client)?.map(|c| c.name.to_string()).unwrap_or_default();
-        Ok(RuleView { rule, client_name })
+        let result = (|| {
+            let rule = self.require_rule(id)?;
+            authorize(actor, &Action::AccessRule { owner: &rule.owner })?;
+            let client_name =
+                self.store.get_client(&rule.client)?.map(|c| c.name.to_string()).unwrap_or_default();
+            Ok(RuleView { rule, client_name })
+        })();
+        self.audited_read(actor, "rule.get", Some(&id.to_string()), result)
     }
 
     /// One rule's traffic.

@@ -9,6 +9,7 @@
 
 mod harness;
 
+mod accounts;
 mod config;
 mod enrollment;
 mod forwarding;
@@ -18,11 +19,14 @@ mod logs;
 mod metrics;
 mod operator_api;
 mod pinning;
+mod python_tools;
+mod rbac_matrix;
 mod replay;
 mod retry;
 mod reuseaddr;
 mod secrets;
 mod shutdown;
 mod store;
+mod tenants;
 mod tokens;
 mod versions;

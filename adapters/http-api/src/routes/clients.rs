@@ -1,19 +1,18 @@
-//! `/v1/clients`: enrollment, listings, revocation.
+//! `/v1/clients`: enrollment and re-enrollment, listings, rename, revocation, deletion.
 
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Json;
 use portunus_core::policy::Actor;
 
 use super::blocking;
 use crate::AppState;
-use crate::dto::{ClientDto, EnrollRequest, EnrollResponse};
-use crate::error::{ApiError, ApiJson, ErrorBody};
+use crate::dto::{ClientDto, EnrollRequest, EnrollResponse, ReenrollRequest, RenameClientRequest};
+use crate::error::{ApiError, ApiJson, ApiPath, ErrorBody};
 
-/// Lists clients with their connection state.
-#[utoipa::path(get, path = "/v1/clients", tag = "clients",
-    responses((status = 200, body = Vec<ClientDto>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+/// Lists clients with their connection state: all for superadmins, the granted ones for users.
+#[utoipa::path(get, path = "/v1/clients", tag = "clients", responses((status = 200, body = Vec<ClientDto>)))]
 pub async fn list_clients(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -24,9 +23,8 @@ pub async fn list_clients(
 
 /// Issues an enrollment code; creates the client if the name is new.
 #[utoipa::path(post, path = "/v1/clients", tag = "clients", request_body = EnrollRequest,
-    responses((status = 201, body = EnrollResponse), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = EnrollResponse),
+        (status = 422, description = "the advertised endpoint is not covered by the certificate", body = ErrorBody)))]
 pub async fn enroll_client(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -46,12 +44,11 @@ pub async fn enroll_client(
 /// One client by id or name.
 #[utoipa::path(get, path = "/v1/clients/{client}", tag = "clients",
     params(("client" = String, Path, description = "client id (cl_…) or name")),
-    responses((status = 200, body = ClientDto), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ClientDto)))]
 pub async fn get_client(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
-    Path(client): Path<String>,
+    ApiPath(client): ApiPath<String>,
 ) -> Result<Json<ClientDto>, ApiError> {
     let view = blocking(move || state.plane.get_client(&actor, &client)).await?;
     Ok(Json(view.into()))
@@ -60,12 +57,11 @@ pub async fn get_client(
 /// Revokes a client's token and ends its stream.
 #[utoipa::path(post, path = "/v1/clients/{client}/revoke", tag = "clients",
     params(("client" = String, Path, description = "client id (cl_…) or name")),
-    responses((status = 200, body = ClientDto), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = ClientDto)))]
 pub async fn revoke_client(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
-    Path(client): Path<String>,
+    ApiPath(client): ApiPath<String>,
 ) -> Result<Json<ClientDto>, ApiError> {
     let view = blocking(move || {
         let client = state.plane.revoke(&actor, &client)?;
@@ -74,4 +70,60 @@ pub async fn revoke_client(
     .await?;
     tracing::info!(event = "client.revoked", client = %view.client.name, client_id = %view.client.id);
     Ok(Json(view.into()))
+}
+
+/// Re-enrolls an existing client, by id or name: redeeming the code rotates its token.
+#[utoipa::path(post, path = "/v1/clients/{client}/enrollment", tag = "clients", request_body = ReenrollRequest,
+    params(("client" = String, Path, description = "client id (cl_…) or name")),
+    responses((status = 201, body = EnrollResponse),
+        (status = 422, description = "the advertised endpoint is not covered by the certificate", body = ErrorBody)))]
+pub async fn reenroll_client(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    ApiPath(client): ApiPath<String>,
+    ApiJson(body): ApiJson<ReenrollRequest>,
+) -> Result<(StatusCode, Json<EnrollResponse>), ApiError> {
+    let (ticket, view) = blocking(move || {
+        let ticket = state.plane.reenroll_client(&actor, &client, body.expires_in_secs)?;
+        let view = state.plane.get_client(&actor, ticket.client.id.as_str())?;
+        Ok((ticket, view))
+    })
+    .await?;
+    tracing::info!(event = "client.enrollment_issued", client = %ticket.client.name, client_id = %ticket.client.id,
+        expires_at = %ticket.expires_at.to_rfc3339());
+    Ok((StatusCode::CREATED, Json(EnrollResponse::new(&ticket, view.into()))))
+}
+
+/// Renames a client; its id, token, grants and rules stay.
+#[utoipa::path(patch, path = "/v1/clients/{client}", tag = "clients", request_body = RenameClientRequest,
+    params(("client" = String, Path, description = "client id (cl_…) or name")),
+    responses((status = 200, body = ClientDto), (status = 409, description = "the name is taken", body = ErrorBody)))]
+pub async fn rename_client(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    ApiPath(client): ApiPath<String>,
+    ApiJson(body): ApiJson<RenameClientRequest>,
+) -> Result<Json<ClientDto>, ApiError> {
+    let view = blocking(move || {
+        let renamed = state.plane.rename_client(&actor, &client, &body.name)?;
+        state.plane.get_client(&actor, renamed.id.as_str())
+    })
+    .await?;
+    tracing::info!(event = "client.renamed", client = %view.client.name, client_id = %view.client.id);
+    Ok(Json(view.into()))
+}
+
+/// Deletes a revoked client with its rules and the grants that name it.
+#[utoipa::path(delete, path = "/v1/clients/{client}", tag = "clients",
+    params(("client" = String, Path, description = "client id (cl_…) or name")),
+    responses((status = 204, description = "deleted"),
+        (status = 409, description = "the client is not revoked", body = ErrorBody)))]
+pub async fn delete_client(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    ApiPath(client): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let deleted = blocking(move || state.plane.delete_client(&actor, &client)).await?;
+    tracing::info!(event = "client.deleted", client = %deleted.name, client_id = %deleted.id);
+    Ok(StatusCode::NO_CONTENT)
 }

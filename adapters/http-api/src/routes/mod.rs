@@ -1,9 +1,13 @@
 //! Route handlers, one module per resource. Each handler turns its request into a core call
 //! and the result into a DTO; none decides anything itself.
 
+pub mod admin;
+pub mod auth;
 pub mod clients;
+pub mod grants;
 pub mod rules;
 pub mod system;
+pub mod users;
 
 use portunus_core::error::{ErrorCode, Failure};
 

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::Extension;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Json;
 use portunus_core::error::ErrorCode;
@@ -13,7 +13,7 @@ use portunus_core::policy::Actor;
 use super::blocking;
 use crate::AppState;
 use crate::dto::{PushRuleRequest, RuleDto, RuleFilter, RuleStatsDto, StatsQuery};
-use crate::error::{ApiError, ApiJson, ErrorBody};
+use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 
 /// Default activation wait.
 pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(2);
@@ -21,9 +21,9 @@ pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pushes a rule and waits for the client's outcome.
 #[utoipa::path(post, path = "/v1/rules", tag = "rules", request_body = PushRuleRequest,
     responses((status = 201, description = "the client activated the rule", body = RuleDto),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 403, description = "RBAC: client_not_granted, port_outside_grant, protocol_not_granted", body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, description = "client not connected, or port in use (rule_id set)", body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 422, description = "capability gate", body = ErrorBody),
+        (status = 422, description = "capability gate", body = ErrorBody),
         (status = 504, description = "no outcome in time; the rule stays pending (rule_id set)", body = ErrorBody)))]
 pub async fn push_rule(
     State(state): State<AppState>,
@@ -46,17 +46,21 @@ pub async fn push_rule(
     }
 }
 
-/// Lists rules, optionally of one client.
+/// Lists rules (all for superadmins, their own for users), filtered.
 #[utoipa::path(get, path = "/v1/rules", tag = "rules", params(RuleFilter),
-    responses((status = 200, body = Vec<RuleDto>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Vec<RuleDto>), (status = 404, description = "no such client", body = ErrorBody)))]
 pub async fn list_rules(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
-    filter: Result<Query<RuleFilter>, axum::extract::rejection::QueryRejection>,
+    ApiQuery(filter): ApiQuery<RuleFilter>,
 ) -> Result<Json<Vec<RuleDto>>, ApiError> {
-    let Query(filter) = filter.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
-    let views = blocking(move || state.plane.list_rules(&actor, filter.client.as_deref())).await?;
+    let filter = portunus_core::service::RuleFilter {
+        client: filter.client,
+        owner: filter.owner,
+        state: filter.state.map(|s| s.as_str().to_owned()),
+        protocol: filter.protocol,
+    };
+    let views = blocking(move || state.plane.list_rules(&actor, &filter)).await?;
     Ok(Json(views.into_iter().map(RuleDto::from).collect()))
 }
 
@@ -68,12 +72,11 @@ fn rule_id(raw: &str) -> Result<RuleId, ApiError> {
 
 /// One rule.
 #[utoipa::path(get, path = "/v1/rules/{id}", tag = "rules", params(("id" = u64, Path, description = "rule id")),
-    responses((status = 200, body = RuleDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RuleDto)))]
 pub async fn get_rule(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<RuleDto>, ApiError> {
     let id = rule_id(&id)?;
     let view = blocking(move || state.plane.get_rule(&actor, id)).await?;
@@ -82,12 +85,11 @@ pub async fn get_rule(
 
 /// Removes a rule; the client stops it now, or when it reconnects.
 #[utoipa::path(delete, path = "/v1/rules/{id}", tag = "rules", params(("id" = u64, Path, description = "rule id")),
-    responses((status = 204, description = "removed"), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 204, description = "removed")))]
 pub async fn remove_rule(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = rule_id(&id)?;
     let rule = blocking(move || state.plane.remove_rule(&actor, id)).await?;
@@ -98,16 +100,14 @@ pub async fn remove_rule(
 /// A rule's traffic counters.
 #[utoipa::path(get, path = "/v1/rules/{id}/stats", tag = "rules",
     params(("id" = u64, Path, description = "rule id"), StatsQuery),
-    responses((status = 200, body = RuleStatsDto), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = RuleStatsDto)))]
 pub async fn rule_stats(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
-    Path(id): Path<String>,
-    query: Result<Query<StatsQuery>, axum::extract::rejection::QueryRejection>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<StatsQuery>,
 ) -> Result<Json<RuleStatsDto>, ApiError> {
     let id = rule_id(&id)?;
-    let Query(query) = query.map_err(|e| ApiError::new(ErrorCode::InvalidRequest, e.body_text()))?;
     let view = blocking(move || state.plane.rule_stats(&actor, id)).await?;
     Ok(Json(RuleStatsDto::new(view, &query)))
 }

@@ -8,7 +8,7 @@ use portunus_core::policy::Actor;
 
 use super::blocking;
 use crate::AppState;
-use crate::error::{ApiError, ErrorBody};
+use crate::error::ApiError;
 
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -25,16 +25,14 @@ pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse,
 
 /// The same exposition on the operator API, for superadmins.
 #[utoipa::path(get, path = "/v1/metrics", tag = "system",
-    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+    responses((status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain")))]
 pub async fn api_metrics(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if !actor.is_superadmin() {
-        return Err(ApiError::new(portunus_core::ErrorCode::NotOwner, "metrics are for superadmins"));
-    }
-    Ok(([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], render(state).await?))
+    let plane = state.plane.clone();
+    let snapshot = blocking(move || plane.metrics_for(&actor)).await?;
+    Ok(([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], state.metrics.render(&snapshot)))
 }
 
 /// Liveness: the process answers.

@@ -44,7 +44,7 @@ fn a_newer_schema_is_refused_and_the_file_left_untouched() {
     let before = std::fs::read(&path).unwrap();
 
     let err = RedbStore::open(&path).unwrap_err();
-    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, supported: 1 }), "{err:?}");
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 99, supported: SCHEMA_VERSION }), "{err:?}");
     assert_eq!(err.code(), ErrorCode::SchemaVersionTooNew);
     assert!(std::fs::read(&path).unwrap() == before, "the refused file was modified");
     // Refusing twice is just as harmless.
@@ -66,7 +66,84 @@ fn a_fresh_file_records_the_schema_version_and_every_table() {
     let mut tables: Vec<String> =
         tx.list_tables().unwrap().map(|t| redb::TableHandle::name(&t).to_owned()).collect();
     tables.sort();
-    assert_eq!(tables, ["client_names", "clients", "enrollments", "meta", "rules", "totals"]);
+    assert_eq!(
+        tables,
+        [
+            "api_tokens",
+            "audit",
+            "client_names",
+            "clients",
+            "enrollments",
+            "grants",
+            "meta",
+            "rules",
+            "sessions",
+            "settings",
+            "throttles",
+            "totals",
+            "users"
+        ]
+    );
+}
+
+/// Writes a version 1 file with plain redb, the way the first release laid it out: the six
+/// version 1 tables, one client with its name entry, one rule.
+fn write_version_1_file(
+    path: &std::path::Path,
+) -> (portunus_core::client::Client, portunus_core::rule::Rule) {
+    let edge = client(1, "edge-01");
+    let kept = rule(RuleId::new(1), &edge.id, 18080);
+    let db = Database::create(path).unwrap();
+    let tx = db.begin_write().unwrap();
+    {
+        let mut meta = tx.open_table(META).unwrap();
+        meta.insert("schema_version", 1).unwrap();
+        meta.insert("next_rule_id", 2).unwrap();
+        let text = |name| TableDefinition::<&str, &[u8]>::new(name);
+        let numbered = |name| TableDefinition::<u64, &[u8]>::new(name);
+        tx.open_table(text("clients"))
+            .unwrap()
+            .insert(edge.id.as_str(), serde_json::to_vec(&edge).unwrap().as_slice())
+            .unwrap();
+        tx.open_table(TableDefinition::<&str, &str>::new("client_names"))
+            .unwrap()
+            .insert(edge.name.as_str(), edge.id.as_str())
+            .unwrap();
+        tx.open_table(numbered("rules"))
+            .unwrap()
+            .insert(1, serde_json::to_vec(&kept).unwrap().as_slice())
+            .unwrap();
+        tx.open_table(text("enrollments")).unwrap();
+        tx.open_table(numbered("totals")).unwrap();
+    }
+    tx.commit().unwrap();
+    db.close().unwrap();
+    (edge, kept)
+}
+
+#[test]
+fn a_version_1_file_is_migrated_forward_and_keeps_its_data() {
+    use portunus_core::ports::{StateStore, UserStore};
+    let dir = temp_dir();
+    let path = store_path(&dir);
+    let (edge, kept) = write_version_1_file(&path);
+
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.get_client(&edge.id).unwrap(), Some(edge.clone()));
+    assert_eq!(store.client_by_name(&edge.name).unwrap(), Some(edge));
+    assert_eq!(store.list_rules().unwrap(), vec![kept]);
+    assert!(store.list_users().unwrap().is_empty());
+    assert!(
+        !store.runtime_settings().unwrap().onboarding.is_complete(),
+        "onboarding is open after an upgrade"
+    );
+    assert_eq!(store.next_rule_id().unwrap(), RuleId::new(2));
+    store.close().unwrap();
+
+    let db = Database::open(&path).unwrap();
+    let tx = db.begin_read().unwrap();
+    assert_eq!(tx.open_table(META).unwrap().get("schema_version").unwrap().unwrap().value(), SCHEMA_VERSION);
+    assert!(tx.list_tables().unwrap().any(|t| redb::TableHandle::name(&t) == "audit"));
 }
 
 #[test]

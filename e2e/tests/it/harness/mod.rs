@@ -6,6 +6,7 @@
 //! that handle drops (SIGTERM, then SIGKILL after a grace period); every wait polls with
 //! [`DEADLINE`] as a failure guard only, never as a measurement.
 
+mod api;
 mod client;
 mod log;
 mod net;
@@ -16,6 +17,7 @@ mod server;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+pub use api::{Api, Auth};
 pub use client::{Client, ClientOpts};
 pub use net::{
     Backend, connect, digest, free_port, hold_port, http_get, http_request, port_is_free, roundtrip,
@@ -24,6 +26,10 @@ pub use net::{
 pub use process::{Output, Proc};
 pub use scenario::Scenario;
 pub use server::{Server, ServerOpts, run_server_cli, uri_of_command};
+
+/// The start of the one plain stderr line `serve` prints: the onboarding setup token. It is
+/// the documented place that secret appears, so the secret checks skip exactly these lines.
+pub const SETUP_TOKEN_PREFIX: &str = "Portunus onboarding setup token: ";
 
 /// How long any wait may take before the test fails. A guard against hangs, not a timing
 /// assertion: every wait returns as soon as its condition holds.

@@ -88,6 +88,31 @@ impl Proc {
         Output { code, stdout: proc.stdout_text(), stderr: proc.log_text() }
     }
 
+    /// Runs a long command (an external test tool) to completion, failing the test if it is
+    /// still running after `deadline`.
+    pub fn run_with_deadline(
+        name: &str,
+        command: Command,
+        log: &Path,
+        stdout: &Path,
+        deadline: Duration,
+    ) -> Output {
+        let proc = Proc::spawn(name, command, log, Some(stdout));
+        let started = Instant::now();
+        let code = loop {
+            if let Some(code) = proc.exit_status() {
+                break code;
+            }
+            assert!(
+                started.elapsed() < deadline,
+                "{name} still runs after {deadline:?}; its log:\n{}",
+                proc.log_text()
+            );
+            std::thread::sleep(POLL);
+        };
+        Output { code, stdout: proc.stdout_text(), stderr: proc.log_text() }
+    }
+
     /// The process id.
     pub fn pid(&self) -> Pid {
         let id = self.child.lock().expect("child lock").id();

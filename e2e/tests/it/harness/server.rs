@@ -124,7 +124,65 @@ impl Server {
             addrs,
         };
         server.remember_operator_secrets();
+        server.remember_setup_token();
         server
+    }
+
+    /// The onboarding setup token the running `serve` printed, if it printed one.
+    pub fn setup_token(&self) -> Option<String> {
+        let proc = self.proc.as_ref()?;
+        // The line is written before server.addr, so it is there once the server is ready.
+        proc.log_text()
+            .lines()
+            .filter_map(|l| l.strip_prefix(super::SETUP_TOKEN_PREFIX))
+            .next_back()
+            .map(|t| t.trim().to_owned())
+    }
+
+    fn remember_setup_token(&self) {
+        if let Some(token) = self.setup_token() {
+            self.scenario.remember_secret("onboarding setup token", &token);
+        }
+    }
+
+    /// The operator token.
+    pub fn operator_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("operator.token"))
+            .expect("operator.token")
+            .trim()
+            .to_owned()
+    }
+
+    /// The operator API.
+    pub fn api(&self) -> super::Api {
+        super::Api::new(self.scenario.clone(), self.addrs.operator_http)
+    }
+
+    /// Every audit record, paged through `GET /v1/audit` with the operator token.
+    pub fn audit_rows(&self) -> Vec<Value> {
+        let api = self.api();
+        let token = self.operator_token();
+        let mut rows = Vec::new();
+        let mut path = "/v1/audit?limit=500".to_owned();
+        loop {
+            let page = api.call("GET", &path, &super::Auth::Bearer(&token), None);
+            assert_eq!(page.status, 200, "GET {path}: {}", page.text);
+            rows.extend(page.body["records"].as_array().cloned().unwrap_or_default());
+            match page.body["next_cursor"].as_str() {
+                Some(cursor) => path = format!("/v1/audit?limit=500&cursor={cursor}"),
+                None => return rows,
+            }
+        }
+    }
+
+    /// Fails when any log line of the scenario or any audit row holds a recorded secret.
+    pub fn assert_no_secret_leaked(&self) {
+        self.scenario.assert_logs_free_of_secrets();
+        let rows = self.audit_rows();
+        assert!(!rows.is_empty(), "the audit trail is empty");
+        for row in &rows {
+            self.scenario.assert_free_of_secrets(&format!("audit row {row}"), &row.to_string());
+        }
     }
 
     /// Spawns `serve` without waiting for anything (for starts that must fail).
@@ -210,6 +268,7 @@ impl Server {
         let addrs = Server::wait_ready(&proc, &self.data_dir);
         assert_eq!(addrs, self.addrs, "a restarted server binds the addresses of its first run");
         self.proc = Some(proc);
+        self.remember_setup_token();
     }
 
     /// SIGTERM (expecting exit 0), then start again on the same data dir and addresses.
@@ -324,8 +383,24 @@ pub fn run_server_cli(scenario: &Scenario, args: &[&str], env: &[(&str, &str)]) 
     let mut command = Command::new(bin("portunus-server"));
     clean_env(&mut command);
     command.args(args).envs(env.iter().copied());
-    const SUBCOMMANDS: [&str; 7] =
-        ["enroll-client", "push-rule", "list-clients", "list-rules", "rule-stats", "remove-rule", "revoke"];
+    const SUBCOMMANDS: [&str; 16] = [
+        "enroll-client",
+        "push-rule",
+        "list-clients",
+        "list-rules",
+        "rule-stats",
+        "remove-rule",
+        "revoke",
+        "user-add",
+        "user-list",
+        "user-get",
+        "user-remove",
+        "grant-add",
+        "grant-list",
+        "grant-revoke",
+        "reset-password",
+        "bootstrap-superadmin",
+    ];
     let verb = args.iter().copied().find(|a| SUBCOMMANDS.contains(a)).unwrap_or("other");
     let (log, stdout) = scenario.next_files(&format!("cli-{verb}"));
     Proc::run(&format!("portunus-server {}", args.join(" ")), command, &log, &stdout)

@@ -2,7 +2,13 @@
 //! the adapter's types; core types appear only where the API exposes them as they are
 //! (`RuleSpec`).
 
-use portunus_core::rule::{RuleSpec, RuleState};
+mod accounts;
+mod admin;
+
+pub use accounts::*;
+pub use admin::*;
+
+use portunus_core::rule::{Protocol, RuleSpec, RuleState};
 use portunus_core::service::{ClientView, EnrollTicket, RuleStatsView, RuleView};
 use portunus_core::stats::{Counters, TargetHealth};
 use serde::{Deserialize, Serialize};
@@ -154,16 +160,64 @@ impl From<RuleView> for RuleDto {
     }
 }
 
-/// `GET /v1/rules` filters.
+/// `GET /v1/rules` filters; every filter given must match.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RuleFilter {
     /// Only rules of this client (id or name).
     pub client: Option<String>,
+    /// Only rules of this owner (users may name only themselves).
+    pub owner: Option<String>,
+    /// Only rules in this state.
+    pub state: Option<RuleStateFilter>,
+    /// Only rules of this protocol.
+    pub protocol: Option<Protocol>,
+}
+
+/// A rule state to filter on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleStateFilter {
+    /// Stored and sent, no outcome yet.
+    Pending,
+    /// Bound on the client.
+    Active,
+    /// The client could not bind it.
+    Failed,
+}
+
+impl RuleStateFilter {
+    /// The lifecycle state name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleStateFilter::Pending => "pending",
+            RuleStateFilter::Active => "active",
+            RuleStateFilter::Failed => "failed",
+        }
+    }
+}
+
+/// `PATCH /v1/clients/{client}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RenameClientRequest {
+    /// The new name.
+    pub name: String,
+}
+
+/// `POST /v1/clients/{client}/enrollment`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReenrollRequest {
+    /// Code lifetime in seconds (default from settings, at most 86400).
+    #[serde(default)]
+    pub expires_in_secs: Option<u64>,
 }
 
 /// `GET /v1/rules/{id}/stats` options.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StatsQuery {
     /// Include per-port counters.

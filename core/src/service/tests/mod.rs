@@ -8,16 +8,40 @@ use crate::policy::Actor;
 use crate::ports::{ClientCommand, DisconnectReason};
 use crate::rule::{ListenSpec, RuleEvent, RuleSpec, RuleState};
 use crate::secret::Secret;
-use crate::test_support::{CountingEntropy, FakeLink, ManualClock, MemoryStore, block_on};
+use crate::test_support::{CountingEntropy, FakeHasher, FakeLink, ManualClock, MemoryStore, block_on};
 
-struct Harness {
-    plane: ControlPlane,
-    link: Arc<FakeLink>,
-    clock: Arc<ManualClock>,
-    store: Arc<MemoryStore>,
+mod accounts;
+mod rbac;
+
+pub(super) struct Harness {
+    pub plane: ControlPlane,
+    pub link: Arc<FakeLink>,
+    pub clock: Arc<ManualClock>,
+    pub store: Arc<MemoryStore>,
 }
 
-fn harness() -> Harness {
+fn ports(h_store: &Arc<MemoryStore>, link: &Arc<FakeLink>, clock: &Arc<ManualClock>) -> Ports {
+    Ports {
+        store: h_store.clone(),
+        link: link.clone(),
+        clock: clock.clone(),
+        entropy: Arc::new(CountingEntropy::default()),
+        hasher: Arc::new(FakeHasher),
+    }
+}
+
+/// A second control plane over the same store, link and clock: a server restart.
+pub(super) fn rebuilt(h: &Harness) -> ControlPlane {
+    ControlPlane::new(
+        ports(&h.store, &h.link, &h.clock),
+        h.plane.settings.clone(),
+        h.plane.identity.clone(),
+        crate::secret::SecretHash::of("operator-secret"),
+    )
+    .unwrap()
+}
+
+pub(super) fn harness() -> Harness {
     let store = Arc::new(MemoryStore::default());
     let link = Arc::new(FakeLink::default());
     let clock = Arc::new(ManualClock::at(1_000_000));
@@ -28,10 +52,7 @@ fn harness() -> Harness {
         control_addr: "0.0.0.0:7443".parse().unwrap(),
     };
     let plane = ControlPlane::new(
-        store.clone(),
-        link.clone(),
-        clock.clone(),
-        Arc::new(CountingEntropy::default()),
+        ports(&store, &link, &clock),
         settings,
         identity,
         crate::secret::SecretHash::of("operator-secret"),
@@ -40,7 +61,7 @@ fn harness() -> Harness {
     Harness { plane, link, clock, store }
 }
 
-fn spec(port: i64) -> RuleSpec {
+pub(super) fn spec(port: i64) -> RuleSpec {
     RuleSpec {
         name: None,
         protocol: Default::default(),
@@ -54,7 +75,7 @@ fn spec(port: i64) -> RuleSpec {
 }
 
 /// Enrolls and redeems `name`; returns the client id and token.
-fn enrolled(h: &Harness, name: &str) -> (crate::ids::ClientId, Secret) {
+pub(super) fn enrolled(h: &Harness, name: &str) -> (crate::ids::ClientId, Secret) {
     let ticket = h.plane.enroll_client(&Actor::operator(), name, None).unwrap();
     let redeemed = h.plane.redeem(&ticket.uri.code).unwrap();
     (redeemed.client.id, redeemed.token)
@@ -265,10 +286,7 @@ fn stats_survive_flush_and_reload() {
     h.plane.record_stats(&id, vec![(rule.id, report)]).unwrap();
     assert_eq!(h.plane.flush_stats().unwrap(), 1);
     let reloaded = ControlPlane::new(
-        h.store.clone(),
-        h.link.clone(),
-        h.clock.clone(),
-        Arc::new(CountingEntropy::default()),
+        ports(&h.store, &h.link, &h.clock),
         h.plane.settings.clone(),
         h.plane.identity.clone(),
         crate::secret::SecretHash::of("operator-secret"),
@@ -292,10 +310,15 @@ fn client_names_are_validated() {
 #[test]
 fn the_operator_token_is_the_operator_principal() {
     let h = harness();
-    assert_eq!(h.plane.authenticate_operator("operator-secret").unwrap(), Actor::operator());
-    assert_eq!(h.plane.authenticate_operator("").unwrap_err().code, ErrorCode::Unauthenticated);
+    let bearer = |token: &'static str| Credentials {
+        bearer: Some(token),
+        route: "GET /v1/clients",
+        ..Default::default()
+    };
+    assert_eq!(h.plane.authenticate(&bearer("operator-secret")).unwrap().actor, Actor::operator());
+    assert_eq!(h.plane.authenticate(&bearer("")).unwrap_err().code, ErrorCode::Unauthenticated);
     assert_eq!(
-        h.plane.authenticate_operator("operator-secreT").unwrap_err().code,
+        h.plane.authenticate(&bearer("operator-secreT")).unwrap_err().code,
         ErrorCode::Unauthenticated
     );
 }

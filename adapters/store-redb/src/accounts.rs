@@ -1,0 +1,163 @@
+//! The read side of the version 2 tables: users, grants, credentials, the audit trail,
+//! runtime settings and throttles.
+//!
+//! Invariant: like every read here, a record is returned only after it decoded and its key
+//! agrees with its content (a user stored under another user's id is `Corrupted`).
+
+use portunus_core::account::{ApiToken, User, WebSession};
+use portunus_core::audit::{AuditQuery, AuditRecord};
+use portunus_core::grant::Grant;
+use portunus_core::ids::{GrantId, SessionId, TokenId, UserId};
+use portunus_core::ports::{AuditStore, CredentialStore, GrantStore, StateStore, StoreError, UserStore};
+use portunus_core::settings::RuntimeSettings;
+use portunus_core::throttle::Throttle;
+use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use serde::de::DeserializeOwned;
+
+use crate::error::{corrupted, decode, store_err};
+use crate::schema::{API_TOKENS, AUDIT, GRANTS, RUNTIME_SETTINGS_KEY, SESSIONS, SETTINGS, THROTTLES, USERS};
+use crate::store::RedbStore;
+
+type TextTable = TableDefinition<'static, &'static str, &'static [u8]>;
+
+/// A record's own key, for the key check.
+trait Keyed {
+    fn key(&self) -> &str;
+}
+
+impl Keyed for User {
+    fn key(&self) -> &str {
+        self.id.as_str()
+    }
+}
+impl Keyed for Grant {
+    fn key(&self) -> &str {
+        self.id.as_str()
+    }
+}
+impl Keyed for ApiToken {
+    fn key(&self) -> &str {
+        self.id.as_str()
+    }
+}
+impl Keyed for WebSession {
+    fn key(&self) -> &str {
+        self.id.as_str()
+    }
+}
+
+fn begin(store: &RedbStore) -> Result<ReadTransaction, StoreError> {
+    store.db.begin_read().map_err(store_err)
+}
+
+fn get_keyed<T: DeserializeOwned + Keyed>(
+    store: &RedbStore,
+    table: TextTable,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    let tx = begin(store)?;
+    let rows = tx.open_table(table).map_err(store_err)?;
+    let Some(row) = rows.get(key).map_err(store_err)? else { return Ok(None) };
+    let value: T = decode(table.name(), &key, row.value())?;
+    if value.key() != key {
+        return Err(corrupted(table.name(), &key, format!("holds {}", value.key())));
+    }
+    Ok(Some(value))
+}
+
+fn list_keyed<T: DeserializeOwned + Keyed>(
+    store: &RedbStore,
+    table: TextTable,
+) -> Result<Vec<T>, StoreError> {
+    let tx = begin(store)?;
+    let rows = tx.open_table(table).map_err(store_err)?;
+    let mut res = Vec::new();
+    for row in rows.iter().map_err(store_err)? {
+        let (key, value) = row.map_err(store_err)?;
+        let key = key.value();
+        let record: T = decode(table.name(), &key, value.value())?;
+        if record.key() != key {
+            return Err(corrupted(table.name(), &key, format!("holds {}", record.key())));
+        }
+        res.push(record);
+    }
+    Ok(res)
+}
+
+impl UserStore for RedbStore {
+    fn get_user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
+        get_keyed(self, USERS, id.as_str())
+    }
+    fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        list_keyed(self, USERS)
+    }
+}
+
+impl GrantStore for RedbStore {
+    fn get_grant(&self, id: &GrantId) -> Result<Option<Grant>, StoreError> {
+        get_keyed(self, GRANTS, id.as_str())
+    }
+    fn list_grants(&self) -> Result<Vec<Grant>, StoreError> {
+        list_keyed(self, GRANTS)
+    }
+}
+
+impl CredentialStore for RedbStore {
+    fn get_api_token(&self, id: &TokenId) -> Result<Option<ApiToken>, StoreError> {
+        get_keyed(self, API_TOKENS, id.as_str())
+    }
+    fn list_api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        list_keyed(self, API_TOKENS)
+    }
+    fn get_session(&self, id: &SessionId) -> Result<Option<WebSession>, StoreError> {
+        get_keyed(self, SESSIONS, id.as_str())
+    }
+    fn list_sessions(&self) -> Result<Vec<WebSession>, StoreError> {
+        list_keyed(self, SESSIONS)
+    }
+}
+
+impl AuditStore for RedbStore {
+    fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let tx = begin(self)?;
+        let rows = tx.open_table(AUDIT).map_err(store_err)?;
+        let start = query.after.map_or(0, |seq| seq.saturating_add(1));
+        let mut res = Vec::new();
+        if query.after == Some(u64::MAX) {
+            return Ok(res);
+        }
+        for row in rows.range(start..).map_err(store_err)? {
+            let (key, value) = row.map_err(store_err)?;
+            let seq = key.value();
+            let record: AuditRecord = decode(AUDIT.name(), &seq, value.value())?;
+            if record.seq != seq {
+                return Err(corrupted(AUDIT.name(), &seq, format!("holds record {}", record.seq)));
+            }
+            if query.matches(&record) {
+                res.push(record);
+                if res.len() >= query.limit {
+                    break;
+                }
+            }
+        }
+        Ok(res)
+    }
+}
+
+impl StateStore for RedbStore {
+    fn runtime_settings(&self) -> Result<RuntimeSettings, StoreError> {
+        let tx = begin(self)?;
+        let rows = tx.open_table(SETTINGS).map_err(store_err)?;
+        match rows.get(RUNTIME_SETTINGS_KEY).map_err(store_err)? {
+            Some(row) => decode(SETTINGS.name(), &RUNTIME_SETTINGS_KEY, row.value()),
+            None => Ok(RuntimeSettings::default()),
+        }
+    }
+
+    fn get_throttle(&self, key: &str) -> Result<Option<Throttle>, StoreError> {
+        let tx = begin(self)?;
+        let rows = tx.open_table(THROTTLES).map_err(store_err)?;
+        let Some(row) = rows.get(key).map_err(store_err)? else { return Ok(None) };
+        decode(THROTTLES.name(), &key, row.value()).map(Some)
+    }
+}

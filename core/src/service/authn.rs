@@ -1,0 +1,130 @@
+//! Authentication of operator API requests: a bearer token (the operator token or a user's
+//! API token) or a Web session cookie becomes an [`Actor`], or the request is refused.
+//!
+//! Invariants: a session cookie, when present, decides alone — an invalid one is refused even
+//! if a valid bearer token came with it; cookie-authenticated writes pass the CSRF rule; until
+//! a superadmin exists only the operator token is accepted (`bootstrap_required`); every
+//! refusal is audited.
+
+use std::net::IpAddr;
+
+use super::ControlPlane;
+use crate::account::credential_id;
+use crate::error::{ErrorCode, Failure};
+use crate::ids::{SessionId, TokenId};
+use crate::policy::{Actor, Credential, RequestOrigin, check_csrf};
+use crate::ports::Write;
+
+/// What a request presented.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credentials<'a> {
+    /// The `Authorization: Bearer` value.
+    pub bearer: Option<&'a str>,
+    /// The session cookie's value.
+    pub session_cookie: Option<&'a str>,
+    /// Method, `Origin`, `Host` and CSRF header, for the CSRF rule.
+    pub request: RequestOrigin<'a>,
+    /// Remote address.
+    pub remote: Option<IpAddr>,
+    /// The route (`METHOD /template`), for the audit record of a refusal.
+    pub route: &'a str,
+}
+
+/// An authenticated request.
+#[derive(Debug, Clone)]
+pub struct Authenticated {
+    /// Who.
+    pub actor: Actor,
+    /// The session the request came with, if it was cookie-authenticated.
+    pub session: Option<SessionId>,
+}
+
+fn unauthenticated(why: &str) -> Failure {
+    Failure::new(ErrorCode::Unauthenticated, why.to_owned())
+}
+
+impl ControlPlane {
+    /// Authenticates a request. Refusals: `unauthenticated` (missing, unknown, revoked or
+    /// expired credential), `csrf_failed`, `bootstrap_required` (a valid user credential
+    /// before any superadmin exists).
+    pub fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Authenticated, Failure> {
+        match self.identify(credentials).and_then(|auth| self.bootstrap_gate(auth)) {
+            Ok(auth) => Ok(auth),
+            Err((actor, failure)) => {
+                let who = actor.as_ref().map_or("anonymous", |a| a.principal.as_str());
+                self.record(who, "auth.request", Some(credentials.route), credentials.remote, Err(failure))
+            }
+        }
+    }
+
+    /// Until a superadmin exists, only the operator token passes.
+    fn bootstrap_gate(&self, auth: Authenticated) -> Result<Authenticated, (Option<Actor>, Failure)> {
+        if auth.actor.credential == Credential::OperatorToken {
+            return Ok(auth);
+        }
+        match self.store.runtime_settings() {
+            Ok(settings) if settings.onboarding.is_complete() => Ok(auth),
+            Ok(_) => Err((
+                Some(auth.actor),
+                Failure::new(
+                    ErrorCode::BootstrapRequired,
+                    "no superadmin exists yet: complete onboarding with the setup token the server printed",
+                ),
+            )),
+            Err(err) => Err((Some(auth.actor), err.into())),
+        }
+    }
+
+    /// Who the credentials name; on refusal, the actor when one was identified.
+    fn identify(&self, credentials: &Credentials<'_>) -> Result<Authenticated, (Option<Actor>, Failure)> {
+        let remote = credentials.remote;
+        let lift = |f: Failure| (None, f);
+        if let Some(cookie) = credentials.session_cookie {
+            let session = credential_id(cookie)
+                .and_then(SessionId::parse)
+                .map(|id| self.store.get_session(&id))
+                .transpose()
+                .map_err(|e| lift(e.into()))?
+                .flatten()
+                .filter(|s| s.hash.matches(cookie))
+                .ok_or_else(|| lift(unauthenticated("invalid session cookie")))?;
+            let now = self.clock.now();
+            if !session.is_valid_at(now) {
+                let _guard = self.write_lock();
+                self.store
+                    .commit(vec![Write::DeleteSession(session.id.clone())])
+                    .map_err(|e| lift(e.into()))?;
+                return Err(lift(unauthenticated("the session expired; log in again")));
+            }
+            let user = self
+                .store
+                .get_user(&session.user)
+                .map_err(|e| lift(e.into()))?
+                .ok_or_else(|| lift(unauthenticated("the session's user no longer exists")))?;
+            let actor = Actor::for_user(&user, Credential::Session, remote);
+            check_csrf(&credentials.request, &session).map_err(|f| (Some(actor.clone()), f))?;
+            return Ok(Authenticated { actor, session: Some(session.id) });
+        }
+        let bearer = credentials
+            .bearer
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| lift(unauthenticated("missing credentials: send a bearer token or log in")))?;
+        if self.operator_token.matches(bearer) {
+            return Ok(Authenticated { actor: Actor::operator().from_remote(remote), session: None });
+        }
+        let token = credential_id(bearer)
+            .and_then(TokenId::parse)
+            .map(|id| self.store.get_api_token(&id))
+            .transpose()
+            .map_err(|e| lift(e.into()))?
+            .flatten()
+            .filter(|t| t.hash.matches(bearer))
+            .ok_or_else(|| lift(unauthenticated("missing or invalid bearer token")))?;
+        let user = self
+            .store
+            .get_user(&token.user)
+            .map_err(|e| lift(e.into()))?
+            .ok_or_else(|| lift(unauthenticated("the token's user no longer exists")))?;
+        Ok(Authenticated { actor: Actor::for_user(&user, Credential::ApiToken, remote), session: None })
+    }
+}

@@ -1,0 +1,308 @@
+//! The RBAC matrix: every route of the live server's OpenAPI document (the router's own
+//! handler list) × {superadmin, alice, bob, anonymous} × {own, another's resource}, each
+//! with the status it must answer. A route missing from the table fails the test, so a new
+//! route cannot be forgotten.
+//!
+//! Destructive calls (deletes, revocations, renames) get fresh resources made for that one
+//! call, so the fixtures the other cells use stay in place.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+
+use crate::harness::{Api, Auth, ClientOpts, Scenario, Server, free_port, server_with_edge};
+
+const PASSWORD: &str = "matrix password 0123";
+
+/// Who calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Who {
+    Superadmin,
+    Alice,
+    Bob,
+    Anonymous,
+}
+
+const WHO: [Who; 4] = [Who::Superadmin, Who::Alice, Who::Bob, Who::Anonymous];
+
+impl Who {
+    fn id(self) -> &'static str {
+        match self {
+            Who::Superadmin => "root",
+            Who::Alice | Who::Anonymous => "alice",
+            Who::Bob => "bob",
+        }
+    }
+    /// Someone else: for users the other user, for the superadmin a user.
+    fn other(self) -> &'static str {
+        match self {
+            Who::Superadmin | Who::Bob => "alice",
+            Who::Alice | Who::Anonymous => "bob",
+        }
+    }
+}
+
+/// Statuses: [superadmin own, other, alice own, other, bob own, other, anonymous own, other].
+type Row = (&'static str, &'static str, [u16; 8]);
+
+/// The expected status of every route. Users may touch their own account, tokens, grants
+/// (read), rules, and granted clients (read); everything else is the superadmin's.
+const TABLE: &[Row] = &[
+    ("GET", "/v1/auth/onboarding", [200, 200, 200, 200, 200, 200, 200, 200]),
+    ("POST", "/v1/auth/onboarding", [409, 409, 409, 409, 409, 409, 409, 409]),
+    ("POST", "/v1/auth/login", [200, 200, 200, 200, 200, 200, 200, 200]),
+    ("POST", "/v1/auth/logout", [204, 204, 204, 204, 204, 204, 401, 401]),
+    ("GET", "/v1/auth/me", [200, 200, 200, 200, 200, 200, 401, 401]),
+    ("PUT", "/v1/auth/password", [204, 401, 204, 401, 204, 401, 401, 401]),
+    ("GET", "/v1/users", [200, 200, 403, 403, 403, 403, 401, 401]),
+    ("POST", "/v1/users", [201, 201, 403, 403, 403, 403, 401, 401]),
+    ("GET", "/v1/users/{user}", [200, 200, 200, 403, 200, 403, 401, 401]),
+    ("DELETE", "/v1/users/{user}", [204, 204, 403, 403, 403, 403, 401, 401]),
+    ("GET", "/v1/users/{user}/tokens", [200, 200, 200, 403, 200, 403, 401, 401]),
+    ("POST", "/v1/users/{user}/tokens", [201, 201, 201, 403, 201, 403, 401, 401]),
+    ("DELETE", "/v1/users/{user}/tokens/{token}", [204, 204, 204, 403, 204, 403, 401, 401]),
+    ("GET", "/v1/grants", [200, 200, 200, 403, 200, 403, 401, 401]),
+    ("POST", "/v1/grants", [201, 201, 403, 403, 403, 403, 401, 401]),
+    ("GET", "/v1/grants/{grant}", [200, 200, 200, 403, 200, 403, 401, 401]),
+    ("DELETE", "/v1/grants/{grant}", [204, 204, 403, 403, 403, 403, 401, 401]),
+    ("GET", "/v1/clients", [200, 200, 200, 200, 200, 200, 401, 401]),
+    ("POST", "/v1/clients", [201, 201, 403, 403, 403, 403, 401, 401]),
+    ("GET", "/v1/clients/{client}", [200, 200, 200, 403, 200, 403, 401, 401]),
+    ("PATCH", "/v1/clients/{client}", [200, 200, 403, 403, 403, 403, 401, 401]),
+    ("DELETE", "/v1/clients/{client}", [204, 204, 403, 403, 403, 403, 401, 401]),
+    ("POST", "/v1/clients/{client}/revoke", [200, 200, 403, 403, 403, 403, 401, 401]),
+    ("POST", "/v1/clients/{client}/enrollment", [201, 201, 403, 403, 403, 403, 401, 401]),
+    ("GET", "/v1/rules", [200, 200, 200, 403, 200, 403, 401, 401]),
+    ("POST", "/v1/rules", [201, 201, 201, 403, 201, 403, 401, 401]),
+    ("GET", "/v1/rules/{id}", [200, 200, 200, 403, 200, 403, 401, 401]),
+    ("DELETE", "/v1/rules/{id}", [204, 204, 204, 403, 204, 403, 401, 401]),
+    ("GET", "/v1/rules/{id}/stats", [200, 200, 200, 403, 200, 403, 401, 401]),
+    ("GET", "/v1/settings/advertised-endpoint", [200, 200, 403, 403, 403, 403, 401, 401]),
+    ("PUT", "/v1/settings/advertised-endpoint", [200, 200, 403, 403, 403, 403, 401, 401]),
+    ("GET", "/v1/audit", [200, 200, 403, 403, 403, 403, 401, 401]),
+    ("GET", "/v1/metrics", [200, 200, 403, 403, 403, 403, 401, 401]),
+];
+
+/// The fixtures: the server, its API, the operator token, and each user's token and ports.
+struct World {
+    server: Server,
+    _client: crate::harness::Client,
+    api: Api,
+    operator: String,
+    tokens: [(String, String); 3],
+    n_fresh: std::cell::Cell<u32>,
+}
+
+impl World {
+    fn op(&self) -> Auth<'_> {
+        Auth::Bearer(&self.operator)
+    }
+
+    fn auth(&self, who: Who) -> Auth<'_> {
+        match who {
+            Who::Superadmin => Auth::Bearer(&self.tokens[0].1),
+            Who::Alice => Auth::Bearer(&self.tokens[1].1),
+            Who::Bob => Auth::Bearer(&self.tokens[2].1),
+            Who::Anonymous => Auth::None,
+        }
+    }
+
+    fn fresh(&self, stem: &str) -> String {
+        self.n_fresh.set(self.n_fresh.get() + 1);
+        format!("{stem}-{}", self.n_fresh.get())
+    }
+
+    fn ok(&self, method: &str, path: &str, body: Value, status: u16) -> Value {
+        let resp = self.api.call(method, path, &self.op(), Some(&body));
+        assert_eq!(resp.status, status, "fixture {method} {path}: {}", resp.text);
+        resp.body
+    }
+
+    /// A one-port grant for `user`, returning its id.
+    fn grant(&self, user: &str, port: u16) -> String {
+        let body = json!({"user": user, "client": "edge-01", "ports": port, "protocols": ["tcp"]});
+        self.ok("POST", "/v1/grants", body, 201)["id"].as_str().expect("grant id").to_owned()
+    }
+
+    /// A rule owned by `user` on a port granted for it, returning its id.
+    fn rule(&self, user: Who) -> String {
+        let port = free_port();
+        if user != Who::Superadmin {
+            self.grant(user.id(), port);
+        }
+        let body = json!({"client": "edge-01", "rule": {"listen_port": port, "target": "127.0.0.1:9"}});
+        let resp = self.api.call("POST", "/v1/rules", &self.auth(user), Some(&body));
+        assert_eq!(resp.status, 201, "fixture rule of {user:?}: {}", resp.text);
+        resp.body["id"].as_u64().expect("rule id").to_string()
+    }
+
+    fn token_id(&self, user: &str) -> String {
+        let resp = self.api.call("POST", &format!("/v1/users/{user}/tokens"), &self.op(), Some(&json!({})));
+        assert_eq!(resp.status, 201, "{}", resp.text);
+        resp.body["id"].as_str().expect("token id").to_owned()
+    }
+
+    /// A client that exists but carries nothing, optionally revoked.
+    fn spare_client(&self, revoked: bool) -> String {
+        let name = self.fresh("spare");
+        self.ok("POST", "/v1/clients", json!({"name": name}), 201);
+        if revoked {
+            self.ok("POST", &format!("/v1/clients/{name}/revoke"), json!({}), 200);
+        }
+        name
+    }
+}
+
+fn setup(scn: &std::sync::Arc<Scenario>) -> World {
+    let (server, client) = server_with_edge(scn, &ClientOpts::default());
+    let api = server.api();
+    let operator = server.operator_token();
+    let op = Auth::Bearer(&operator);
+    api.create_user(&op, "root", "superadmin", Some(PASSWORD));
+    api.create_user(&op, "alice", "user", Some(PASSWORD));
+    api.create_user(&op, "bob", "user", Some(PASSWORD));
+    let tokens = ["root", "alice", "bob"].map(|u| (u.to_owned(), api.mint_token(&op, u)));
+    let world = World { server, _client: client, api, operator, tokens, n_fresh: std::cell::Cell::new(0) };
+    let enrolled = world.api.call("POST", "/v1/clients", &world.op(), Some(&json!({"name": "edge-02"})));
+    assert_eq!(enrolled.status, 201, "{}", enrolled.text);
+    world
+}
+
+/// The concrete request of one cell: path and body.
+fn request(w: &World, method: &str, template: &str, who: Who, own: bool) -> (String, Option<Value>) {
+    let owner = if own {
+        who
+    } else if who == Who::Alice || who == Who::Anonymous {
+        Who::Bob
+    } else {
+        Who::Alice
+    };
+    let user = if own { who.id() } else { who.other() };
+    let destructive = method == "DELETE" || template.ends_with("/revoke") || method == "PATCH";
+    let superadmin = who == Who::Superadmin;
+    let path = match template {
+        "/v1/users/{user}" if method == "DELETE" && superadmin => {
+            let fresh = w.fresh("tmp-user");
+            w.ok("POST", "/v1/users", json!({"id": fresh}), 201);
+            format!("/v1/users/{fresh}")
+        }
+        "/v1/users/{user}" | "/v1/users/{user}/tokens" => template.replace("{user}", user),
+        "/v1/users/{user}/tokens/{token}" => {
+            // Users may revoke their own tokens, so each call gets a fresh one.
+            let token = w.token_id(user);
+            format!("/v1/users/{user}/tokens/{token}")
+        }
+        "/v1/grants/{grant}" => {
+            let grantee = if owner == Who::Superadmin { "alice" } else { owner.id() };
+            format!("/v1/grants/{}", w.grant(grantee, free_port()))
+        }
+        "/v1/clients/{client}" | "/v1/clients/{client}/revoke" | "/v1/clients/{client}/enrollment" => {
+            let client = if destructive && superadmin {
+                w.spare_client(method == "DELETE")
+            } else if own {
+                "edge-01".to_owned()
+            } else {
+                "edge-02".to_owned()
+            };
+            template.replace("{client}", &client)
+        }
+        "/v1/rules/{id}" | "/v1/rules/{id}/stats" => {
+            let rule_owner = if owner == Who::Anonymous { Who::Alice } else { owner };
+            template.replace("{id}", &w.rule(rule_owner))
+        }
+        "/v1/grants" => format!("/v1/grants?user={user}"),
+        "/v1/rules" if method == "GET" => format!("/v1/rules?owner={user}"),
+        other => other.to_owned(),
+    };
+    let body = match (method, template) {
+        ("POST", "/v1/auth/onboarding") => {
+            Some(json!({"setup_token": "0".repeat(48), "user_id": "late", "password": PASSWORD}))
+        }
+        ("POST", "/v1/auth/login") => Some(json!({"user_id": user, "password": PASSWORD})),
+        ("PUT", "/v1/auth/password") => {
+            let current = if own { PASSWORD } else { "not the password at all" };
+            Some(json!({"current_password": current, "new_password": PASSWORD}))
+        }
+        ("POST", "/v1/users") => Some(json!({"id": w.fresh("new-user")})),
+        ("POST", "/v1/users/{user}/tokens") => Some(json!({"name": "matrix"})),
+        ("POST", "/v1/grants") => {
+            Some(json!({"user": "alice", "client": "edge-01", "ports": "40000-40009", "protocols": ["tcp"]}))
+        }
+        ("POST", "/v1/clients") => Some(json!({"name": w.fresh("enrolled")})),
+        ("PATCH", "/v1/clients/{client}") => Some(json!({"name": w.fresh("renamed")})),
+        ("POST", "/v1/clients/{client}/enrollment") => Some(json!({})),
+        ("POST", "/v1/rules") => {
+            // Own: a port granted to the caller (any port for the superadmin). Another's: a
+            // port granted only to someone else.
+            let port = free_port();
+            let grantee = if own { who } else { owner };
+            if grantee != Who::Superadmin && grantee != Who::Anonymous {
+                w.grant(grantee.id(), port);
+            }
+            Some(json!({"client": "edge-01", "rule": {"listen_port": port, "target": "127.0.0.1:9"}}))
+        }
+        ("PUT", "/v1/settings/advertised-endpoint") => Some(json!({"endpoint": null})),
+        ("POST", _) | ("PUT", _) | ("PATCH", _) => Some(json!({})),
+        _ => None,
+    };
+    (path, body)
+}
+
+fn routes_of(doc: &Value) -> BTreeSet<(String, String)> {
+    let mut routes = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for method in ["get", "post", "put", "patch", "delete"] {
+            if item.get(method).is_some() {
+                routes.insert((method.to_ascii_uppercase(), path.clone()));
+            }
+        }
+    }
+    routes
+}
+
+#[test]
+fn every_route_answers_each_actor_as_the_rbac_table_says() {
+    let scn = Scenario::new("rbac_matrix");
+    let w = setup(&scn);
+    let doc = w.api.call("GET", "/openapi.json", &Auth::None, None).body;
+    let routes = routes_of(&doc);
+    let table: BTreeSet<(String, String)> =
+        TABLE.iter().map(|(m, p, _)| ((*m).to_owned(), (*p).to_owned())).collect();
+    let untested: Vec<_> = routes.difference(&table).collect();
+    assert!(untested.is_empty(), "routes without a row in the RBAC table: {untested:?}");
+    let stale: Vec<_> = table.difference(&routes).collect();
+    assert!(stale.is_empty(), "rows for routes the router does not have: {stale:?}");
+
+    let mut failures = Vec::new();
+    for (method, template, expected) in TABLE {
+        for (n, who) in WHO.iter().enumerate() {
+            for (k, own) in [true, false].into_iter().enumerate() {
+                let (path, body) = request(&w, method, template, *who, own);
+                let resp = w.api.call(method, &path, &w.auth(*who), body.as_ref());
+                let want = expected[n * 2 + k];
+                if resp.status != want {
+                    failures.push(format!(
+                        "{method} {path} as {who:?} ({}) → {} (want {want}): {}",
+                        if own { "own" } else { "other's" },
+                        resp.status,
+                        resp.text
+                    ));
+                }
+                if resp.status >= 400 {
+                    assert!(
+                        resp.body["error"]["code"].is_string(),
+                        "{method} {path}: error without a code: {}",
+                        resp.text
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} cells disagree with the table:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    w.server.assert_no_secret_leaked();
+}
