@@ -6,21 +6,30 @@
 //! `gate <workload>` (without one, it lists them); workloads run on a current-thread runtime so that scheduling, and with
 //! it the instruction count, is the same every run.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use portunus_core::ids::RuleId;
 use portunus_core::ports::RuleRuntime;
-use portunus_core::rule::{ListenSpec, RuleLimits, RuleSpec};
+use portunus_core::rule::{ListenSpec, Protocol, RuleLimits, RuleSpec};
 use portunus_dataplane::{CopyPath, DataPlane, DataPlaneOptions, TrafficCounters};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UdpSocket};
 
 #[path = "support.rs"]
 mod support;
 
 /// Every workload, by name.
-const WORKLOADS: &[&str] =
-    &["relay_userspace_16mib", "relay_splice_16mib", "connections_200", "validate_rules_10k"];
+const WORKLOADS: &[&str] = &[
+    "relay_userspace_16mib",
+    "relay_splice_16mib",
+    "connections_200",
+    "validate_rules_10k",
+    "udp_pingpong_2000",
+    "udp_bursts_100x32",
+    "udp_flows_500",
+];
 
 fn spec(listen: i64, target: String) -> RuleSpec {
     RuleSpec {
@@ -60,6 +69,72 @@ async fn connections(n: usize) {
     plane.shutdown(std::time::Duration::from_secs(5)).await;
 }
 
+/// A UDP echo backend on 127.0.0.1.
+async fn udp_echo() -> SocketAddr {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind udp echo");
+    let addr = socket.local_addr().expect("udp echo addr");
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((len, from)) = socket.recv_from(&mut buf).await {
+            let _ = socket.send_to(&buf[..len], from).await;
+        }
+    });
+    addr
+}
+
+/// A plane with one UDP rule towards a UDP echo backend; returns it and the listen port.
+async fn udp_plane() -> (Arc<DataPlane>, u16) {
+    let echo = udp_echo().await;
+    let plane = DataPlane::new(DataPlaneOptions::default());
+    let port = std::net::UdpSocket::bind("127.0.0.1:0").expect("probe").local_addr().expect("addr").port();
+    let mut rule = spec(i64::from(port), echo.to_string());
+    rule.protocol = Protocol::Udp;
+    plane.bind(RuleId::new(1), rule.validate(RuleLimits::default()).expect("valid")).await.expect("bind");
+    (plane, port)
+}
+
+/// `rounds` times: `burst` datagrams of `size` bytes out through one flow, then all echoes
+/// back. Bursts fit every socket buffer on the way, so nothing is dropped; a lost datagram
+/// fails the workload instead of hanging it.
+async fn udp_round_trips(rounds: usize, burst: usize, size: usize) {
+    let (plane, port) = udp_plane().await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+    client.connect(("127.0.0.1", port)).await.expect("connect");
+    let payload = vec![0x5au8; size];
+    let mut buf = vec![0u8; 65_536];
+    for _ in 0..rounds {
+        for _ in 0..burst {
+            client.send(&payload).await.expect("send");
+        }
+        for _ in 0..burst {
+            let len = tokio::time::timeout(Duration::from_secs(10), client.recv(&mut buf))
+                .await
+                .expect("a datagram was lost")
+                .expect("recv");
+            assert_eq!(len, size);
+        }
+    }
+    plane.shutdown(Duration::ZERO).await;
+}
+
+/// `n` sources, one round trip each: the cost of opening a flow.
+async fn udp_flows(n: usize) {
+    let (plane, port) = udp_plane().await;
+    let mut clients = Vec::with_capacity(n);
+    let mut buf = [0u8; 64];
+    for _ in 0..n {
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("client");
+        client.connect(("127.0.0.1", port)).await.expect("connect");
+        client.send(b"open").await.expect("send");
+        tokio::time::timeout(Duration::from_secs(10), client.recv(&mut buf))
+            .await
+            .expect("a datagram was lost")
+            .expect("recv");
+        clients.push(client);
+    }
+    plane.shutdown(Duration::ZERO).await;
+}
+
 fn validate_rules(n: usize) {
     let mut ok = 0;
     for i in 0..n {
@@ -82,6 +157,9 @@ fn main() {
         "relay_splice_16mib" => rt.block_on(relay(CopyPath::Splice)),
         "connections_200" => rt.block_on(connections(200)),
         "validate_rules_10k" => validate_rules(10_000),
+        "udp_pingpong_2000" => rt.block_on(udp_round_trips(2000, 1, 512)),
+        "udp_bursts_100x32" => rt.block_on(udp_round_trips(100, 32, 1400)),
+        "udp_flows_500" => rt.block_on(udp_flows(500)),
         "--bench" => {}
         other => {
             eprintln!("unknown workload {other:?}; known: {}", WORKLOADS.join(", "));

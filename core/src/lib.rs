@@ -32,6 +32,7 @@ pub mod settings;
 pub mod standalone;
 pub mod stats;
 pub mod throttle;
+pub mod udp;
 
 #[cfg(any(test, feature = "test-support"))]
 pub mod test_support;

@@ -1,16 +1,21 @@
-//! `portunus-dataplane`: the client's TCP data plane. It binds a rule's listen ports, connects
-//! each accepted connection to the rule's preferred reachable target and pumps bytes both
-//! ways, with `splice(2)` on Linux and a userspace copy elsewhere or on request.
+//! `portunus-dataplane`: the client's data plane. For TCP it binds a rule's listen ports,
+//! connects each accepted connection to the rule's preferred reachable target and pumps bytes
+//! both ways, with `splice(2)` on Linux and a userspace copy elsewhere or on request. For UDP
+//! it keeps a flow per `(listen port, source)` with its own connected upstream socket and
+//! moves datagrams in batches (`recvmmsg`/`sendmmsg` on Linux).
 //!
 //! Layout: [`plane`] owns the rule registry and implements
 //! [`portunus_core::ports::RuleRuntime`]; `listen` binds and accepts; `target` picks and
 //! connects targets; `conn` runs one connection; [`mod@relay`] holds the two copy loops;
-//! [`counters`] holds the live atomics; `events` the rate limits and once-flags of log
-//! events; `sys` the thin OS wrappers (pipes, splice, rlimits).
+//! [`counters`] holds the live atomics; `udp` runs UDP rules (listeners, flows, reaper);
+//! `events` the rate limits and once-flags of log events; `sys` the thin OS wrappers (pipes,
+//! splice, batched datagram calls, rlimits).
 //!
 //! Invariants: no policy lives here (core decides, this crate moves bytes); bytes are counted
 //! when delivered to the destination socket, never when merely read; no payload byte is ever
-//! logged; `unsafe` is denied everywhere (the OS calls go through nix and socket2).
+//! logged; `unsafe` is denied everywhere but `sys`, which allows it for the batched datagram
+//! calls and the reactor registration of datagram sockets only (every other OS call goes
+//! through nix and socket2).
 #![deny(unsafe_code)]
 
 mod conn;
@@ -22,6 +27,7 @@ pub mod relay;
 mod settings;
 mod sys;
 mod target;
+mod udp;
 
 pub use counters::TrafficCounters;
 pub use plane::{DataPlane, DataPlaneOptions};

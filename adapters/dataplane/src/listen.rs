@@ -51,7 +51,7 @@ impl Family {
     /// The address choice, with the socket work in `bind_one(addr, dual_stack)`: the rule's
     /// address if it has one; else dual-stack `[::]`, or `0.0.0.0` once the host turned out
     /// to have no IPv6 (remembered, and reported once per plane).
-    fn bind_with<T>(
+    pub(crate) fn bind_with<T>(
         &self,
         listen_addr: Option<IpAddr>,
         port: u16,
@@ -100,7 +100,7 @@ pub(crate) fn bind_all(
     Ok(bound)
 }
 
-fn bind_failure(port: u16, err: &io::Error) -> Failure {
+pub(crate) fn bind_failure(port: u16, err: &io::Error) -> Failure {
     if err.kind() == io::ErrorKind::AddrInUse {
         Failure::new(ErrorCode::PortInUse, format!("port {port} already in use"))
     } else {

@@ -1,10 +1,12 @@
 //! [`DataPlane`]: the registry of bound rules and the [`RuleRuntime`] the control loop drives.
+//! TCP rules run here (listeners and connections); UDP rules run in [`crate::udp`].
 //!
-//! Invariants: a rule id maps to at most one bound runtime; binding an id that is bound
-//! replaces it (the old listeners are closed first); a bound runtime owns its listeners and
-//! stops them, and cuts its connections, when it leaves the registry, by `unbind`, by
-//! `shutdown`, or by the plane being dropped. The registry lock is held only by control
-//! operations (bind, unbind, report), never by a connection.
+//! Invariants: a rule id maps to at most one bound runtime, TCP or UDP; binding an id that is
+//! bound replaces it, whatever its protocol was (the old listeners are closed first); a bound
+//! runtime owns its listeners and stops them, and cuts its connections (or flows), when it
+//! leaves the registry, by `unbind`, by `shutdown`, or by the plane being dropped. The
+//! registry locks are held only by control operations (bind, unbind, report, settings), never
+//! by a connection or a flow, and never both at once.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -28,6 +30,7 @@ use crate::listen::{self, Family, ListenerSlot};
 use crate::relay::{CopyPath, PathNotes, SpliceFault};
 use crate::settings::SharedSettings;
 use crate::target::TargetPlan;
+use crate::udp::UdpRule;
 
 /// How often `shutdown` looks at the open-connection count while it drains.
 const DRAIN_POLL: Duration = Duration::from_millis(10);
@@ -61,7 +64,7 @@ impl Default for DataPlaneOptions {
     }
 }
 
-/// The TCP data plane of one client process.
+/// The data plane of one client process.
 #[derive(Debug)]
 pub struct DataPlane {
     options: DataPlaneOptions,
@@ -69,6 +72,7 @@ pub struct DataPlane {
     settings: Arc<SharedSettings>,
     family: Family,
     rules: Mutex<HashMap<RuleId, BoundRule>>,
+    udp_rules: Mutex<HashMap<RuleId, UdpRule>>,
     shutting_down: AtomicBool,
 }
 
@@ -120,6 +124,7 @@ impl DataPlane {
             settings: Arc::new(SharedSettings::new(DataPlaneSettings::default())),
             family: Family::default(),
             rules: Mutex::new(HashMap::new()),
+            udp_rules: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
         })
     }
@@ -135,10 +140,13 @@ impl DataPlane {
     }
 
     /// Stops accepting on every rule, lets open connections finish for up to `drain`, then
-    /// cuts the rest. Returns how many were cut. Afterwards no rule is bound and `bind`
-    /// refuses new ones; calling it again returns 0.
+    /// cuts the rest. Returns how many were cut. UDP rules stop at once: a flow has no end
+    /// to wait for, and its replies could no longer leave once its listener is closed.
+    /// Afterwards no rule is bound and `bind` refuses new ones; calling it again returns 0.
     pub async fn shutdown(&self, drain: Duration) -> u64 {
         self.shutting_down.store(true, Relaxed);
+        let udp: Vec<UdpRule> = self.lock_udp_rules().drain().map(|(_, rule)| rule).collect();
+        drop(udp);
         let ports: Vec<Arc<PortState>> = {
             let rules = self.lock_rules();
             rules
@@ -169,16 +177,44 @@ impl DataPlane {
         self.rules.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn lock_udp_rules(&self) -> MutexGuard<'_, HashMap<RuleId, UdpRule>> {
+        self.udp_rules.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Live UDP flows of `rule` (0 when it is not a bound UDP rule). For tests.
+    #[doc(hidden)]
+    pub fn udp_flows(&self, rule: RuleId) -> usize {
+        self.lock_udp_rules().get(&rule).map_or(0, UdpRule::n_flows)
+    }
+
     fn bind_now(&self, id: RuleId, def: &RuleDef) -> Result<(), Failure> {
-        if def.protocol != Protocol::Tcp {
-            return Err(Failure::new(
-                ErrorCode::UnsupportedProtocol,
-                format!("{} rules are not supported by this data plane", def.protocol),
-            ));
-        }
         if self.shutting_down.load(Relaxed) {
             return Err(Failure::new(ErrorCode::Internal, "the data plane is shutting down"));
         }
+        match def.protocol {
+            Protocol::Tcp => {
+                // The id may have been a UDP rule until now.
+                drop(self.lock_udp_rules().remove(&id));
+                self.bind_tcp(id, def)
+            }
+            Protocol::Udp => {
+                drop(self.lock_rules().remove(&id));
+                self.bind_udp(id, def)
+            }
+        }
+    }
+
+    fn bind_udp(&self, id: RuleId, def: &RuleDef) -> Result<(), Failure> {
+        let mut rules = self.lock_udp_rules();
+        // Close the old runtime's listeners before binding, so its own ports are free.
+        drop(rules.remove(&id));
+        let bound = UdpRule::bind(&self.runtime, &self.family, id, def, &self.settings.all())?;
+        tracing::debug!(event = "rule.bound", rule = %id, listen = %def.listen, protocol = "udp");
+        rules.insert(id, bound);
+        Ok(())
+    }
+
+    fn bind_tcp(&self, id: RuleId, def: &RuleDef) -> Result<(), Failure> {
         // Listeners register with the runtime's reactor, which needs its context.
         let _runtime = self.runtime.enter();
         let mut rules = self.lock_rules();
@@ -228,6 +264,9 @@ impl DataPlane {
 impl RuleRuntime for DataPlane {
     fn apply_settings(&self, settings: DataPlaneSettings) {
         self.settings.store(settings);
+        for rule in self.lock_udp_rules().values() {
+            rule.apply_settings(&settings);
+        }
     }
 
     fn bind(&self, rule: RuleId, def: RuleDef) -> BoxFuture<'_, Result<(), Failure>> {
@@ -238,6 +277,9 @@ impl RuleRuntime for DataPlane {
         let removed = self.lock_rules().remove(&rule);
         // Dropped outside the lock: closes the listeners and cuts the connections.
         drop(removed);
+        let removed_udp = self.lock_udp_rules().remove(&rule);
+        // Closes the listeners (the ports are free on return) and ends the flows.
+        drop(removed_udp);
     }
 
     fn report(&self) -> Vec<(RuleId, RuleReport)> {
@@ -245,6 +287,7 @@ impl RuleRuntime for DataPlane {
         let mut reports: Vec<(RuleId, RuleReport)> =
             rules.iter().map(|(id, rule)| (*id, rule.report())).collect();
         drop(rules);
+        reports.extend(self.lock_udp_rules().iter().map(|(id, rule)| (*id, rule.report())));
         reports.sort_by_key(|(id, _)| *id);
         reports
     }

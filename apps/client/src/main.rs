@@ -57,7 +57,7 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
 }
 
 /// What this build's data plane runs, announced in Hello.
-const CAPABILITIES: &[Capability] = &[Capability::Tcp];
+const CAPABILITIES: &[Capability] = &[Capability::Tcp, Capability::Udp];
 
 fn main() {
     let cli = Cli::parse();

@@ -29,4 +29,5 @@ mod shutdown;
 mod store;
 mod tenants;
 mod tokens;
+mod udp;
 mod versions;

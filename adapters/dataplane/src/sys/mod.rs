@@ -1,11 +1,15 @@
 //! Thin wrappers over the OS calls the data plane needs beyond tokio and socket2: pipes and
-//! `splice(2)` (Linux), the descriptor limit, and errno names for events.
+//! `splice(2)` (Linux), batched datagram I/O (`recvmmsg`/`sendmmsg` on Linux), the
+//! descriptor limit, and errno names and classes for events and decisions.
 //!
-//! Invariant: this is the only module that talks to nix; it holds no policy, and its only
-//! state is the pool of empty pipes.
-//! Nothing here needs `unsafe` today (nix wraps every call); if a call ever does, it goes in
-//! this module with a `// SAFETY:` comment, and only this module may allow it.
+//! Invariant: this is the only module that talks to nix and libc; it holds no policy, and its
+//! only state is the pool of empty pipes and the per-thread datagram batch.
+//! `unsafe` is allowed here and nowhere else, each block with a `// SAFETY:` comment; today
+//! only [`batch`] needs it (the two batched datagram calls, the address they return, and
+//! registering a datagram socket with the reactor for reads only).
 
+#[allow(unsafe_code)]
+pub(crate) mod batch;
 #[cfg(target_os = "linux")]
 mod linux;
 
@@ -16,6 +20,7 @@ use std::io;
 
 use nix::errno::Errno;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use portunus_core::udp::UpstreamError;
 
 /// The kernel's default ceiling for `RLIMIT_NOFILE` (`fs.nr_open`); used when the hard limit
 /// is "infinity", which Linux refuses as a soft value.
@@ -59,6 +64,18 @@ pub(crate) fn is_per_connection_accept_error(err: &io::Error) -> bool {
         err.raw_os_error().map(Errno::from_raw),
         Some(Errno::ECONNABORTED | Errno::ECONNRESET | Errno::EINTR | Errno::EPROTO | Errno::EPERM)
     )
+}
+
+/// The class of an error met on a flow's connected upstream socket. On Linux an ICMP error
+/// reflected to a connected UDP socket surfaces as the next `recv` or `send` failing with
+/// `ECONNREFUSED` (port unreachable), `EHOSTUNREACH` (host) or `ENETUNREACH` (network).
+pub(crate) fn upstream_error(err: &io::Error) -> UpstreamError {
+    match err.raw_os_error().map(Errno::from_raw) {
+        Some(Errno::ECONNREFUSED) => UpstreamError::PortUnreachable,
+        Some(Errno::EHOSTUNREACH) => UpstreamError::HostUnreachable,
+        Some(Errno::ENETUNREACH) => UpstreamError::NetworkUnreachable,
+        _ => UpstreamError::Other,
+    }
 }
 
 /// Raises the soft descriptor limit to the hard one; see [`crate::raise_nofile_limit`].

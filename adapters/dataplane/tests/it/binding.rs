@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use portunus_core::ErrorCode;
 use portunus_core::ports::RuleRuntime;
-use portunus_core::rule::{PortRange, Protocol};
+use portunus_core::rule::PortRange;
 use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -66,17 +66,6 @@ async fn range_bind_is_all_or_nothing() {
     bind_strict(start).expect("first port released");
     bind_strict(start + 1).expect("second port released");
     assert!(plane.report().is_empty());
-}
-
-#[tokio::test]
-async fn udp_rules_are_refused_as_unsupported() {
-    let plane = plane(Path::Userspace);
-    let mut def = tcp_rule(PortRange::single(free_ports(1)).unwrap(), vec![target(LOCALHOST, 9, 0)]);
-    def.protocol = Protocol::Udp;
-
-    let failure = plane.bind(rule_id(), def).await.expect_err("must fail");
-
-    assert_eq!(failure.code, ErrorCode::UnsupportedProtocol);
 }
 
 #[tokio::test]

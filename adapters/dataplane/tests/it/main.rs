@@ -1,7 +1,8 @@
-//! Integration tests of the TCP data plane over real loopback sockets.
+//! Integration tests of the data plane (TCP and UDP) over real loopback sockets.
 
 mod binding;
 mod lifecycle;
 mod paths;
 mod support;
 mod targets;
+mod udp;

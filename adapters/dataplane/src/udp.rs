@@ -1,0 +1,284 @@
+//! UDP forwarding: one runtime per bound rule ([`UdpRule`]).
+//!
+//! Shape: a listener socket per listen port, each served by one task that receives batches
+//! (`listen`); a flow per `(listen port, source)` with its own connected upstream socket and
+//! one small task that carries the upstream's replies back out of the listener socket to
+//! exactly that source (`flow`); one reaper task per rule that sleeps until the flow table
+//! says a flow may have gone idle. Which flows open, live and go is decided by
+//! [`portunus_core::udp::FlowTable`], one per rule (so the cap spans all its ports); this
+//! module only does the I/O and counts.
+//!
+//! Invariants:
+//! - no task ever waits on a send: every send is non-blocking, and a datagram that meets a
+//!   full buffer is dropped (and counted), so a slow or blackholed upstream cannot delay
+//!   another flow's datagrams, and a burst can drop datagrams but never ends a flow or a
+//!   listener;
+//! - an error of one flow ends at most that flow, never the listener;
+//! - per-flow memory is a socket, a task and a table entry; datagram buffers are per thread
+//!   ([`crate::sys::batch`]), never per flow;
+//! - listeners never set `SO_REUSEADDR` or `SO_REUSEPORT` (on Linux two UDP sockets that
+//!   both set it share a port), so a port held by anyone else is `port_in_use`;
+//! - the flow-table lock is never held while a listener's socket lock is taken, and no
+//!   datagram is sent or received under it (opening a flow's socket is the only system work
+//!   done while it is held).
+
+mod flow;
+mod listen;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use portunus_core::Failure;
+use portunus_core::config::DataPlaneSettings;
+use portunus_core::ids::RuleId;
+use portunus_core::rule::{Host, RuleDef};
+use portunus_core::stats::{Counters, RuleReport};
+use portunus_core::udp::{FlowLimits, FlowTable};
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+
+use crate::events::RateLimit;
+use crate::listen::Family;
+use crate::target::TargetPlan;
+
+use self::flow::FlowSlot;
+use self::listen::PortSocket;
+
+/// How often at most each rate-limited UDP event is logged per rule.
+const EVENT_PERIOD: Duration = Duration::from_secs(10);
+
+/// Counters of one listen port of a UDP rule. Only `flows_active` goes down.
+#[derive(Debug, Default)]
+pub(crate) struct UdpCounters {
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    datagrams_in: AtomicU64,
+    datagrams_out: AtomicU64,
+    flows_total: AtomicU64,
+    flows_active: AtomicU64,
+    flows_dropped_overflow: AtomicU64,
+    dns_failures: AtomicU64,
+    open_failures: AtomicU64,
+    /// Datagrams received but not delivered (full buffer, send error, truncation). Not
+    /// part of the report: it has no field there; it is logged.
+    datagrams_dropped: AtomicU64,
+}
+
+impl UdpCounters {
+    fn snapshot(&self) -> Counters {
+        Counters {
+            bytes_in: self.bytes_in.load(Relaxed),
+            bytes_out: self.bytes_out.load(Relaxed),
+            connections_total: self.flows_total.load(Relaxed),
+            connections_active: self.flows_active.load(Relaxed),
+            datagrams_in: self.datagrams_in.load(Relaxed),
+            datagrams_out: self.datagrams_out.load(Relaxed),
+            flows_dropped_overflow: self.flows_dropped_overflow.load(Relaxed),
+            dns_failures: self.dns_failures.load(Relaxed),
+            connect_failures: self.open_failures.load(Relaxed),
+            target_failovers: 0,
+        }
+    }
+
+    /// Counts datagrams delivered peer → upstream.
+    fn delivered_in(&self, datagrams: u64, bytes: u64) {
+        if datagrams > 0 {
+            self.datagrams_in.fetch_add(datagrams, Relaxed);
+            self.bytes_in.fetch_add(bytes, Relaxed);
+        }
+    }
+
+    /// Counts datagrams delivered upstream → peer.
+    fn delivered_out(&self, datagrams: u64, bytes: u64) {
+        if datagrams > 0 {
+            self.datagrams_out.fetch_add(datagrams, Relaxed);
+            self.bytes_out.fetch_add(bytes, Relaxed);
+        }
+    }
+
+    fn dropped(&self, datagrams: u64) {
+        if datagrams > 0 {
+            self.datagrams_dropped.fetch_add(datagrams, Relaxed);
+        }
+    }
+}
+
+/// Builds a rule's report: totals are the sum over ports, the active gauge included.
+fn rule_report<'a>(instance: u64, ports: impl IntoIterator<Item = &'a PortIo>) -> RuleReport {
+    let mut report = RuleReport { instance, ..RuleReport::default() };
+    let mut active = 0u64;
+    for port in ports {
+        let snap = port.counters.snapshot();
+        active = active.saturating_add(snap.connections_active);
+        report.totals = report.totals.plus(snap);
+        report.per_port.insert(port.port, snap);
+    }
+    report.totals.connections_active = active;
+    report
+}
+
+/// Rate limits of one rule's UDP events.
+#[derive(Debug)]
+struct Notes {
+    icmp_evicted: RateLimit,
+    overflow: RateLimit,
+    open_failed: RateLimit,
+    dns_failed: RateLimit,
+    recv_failed: RateLimit,
+    dropped: RateLimit,
+}
+
+impl Notes {
+    fn new() -> Self {
+        Notes {
+            icmp_evicted: RateLimit::new(EVENT_PERIOD),
+            overflow: RateLimit::new(EVENT_PERIOD),
+            open_failed: RateLimit::new(EVENT_PERIOD),
+            dns_failed: RateLimit::new(EVENT_PERIOD),
+            recv_failed: RateLimit::new(EVENT_PERIOD),
+            dropped: RateLimit::new(EVENT_PERIOD),
+        }
+    }
+}
+
+/// One listen port of a UDP rule.
+#[derive(Debug)]
+pub(crate) struct PortIo {
+    port: u16,
+    socket: PortSocket,
+    counters: UdpCounters,
+    /// Where this port's flows go: the most preferred target with an IP address. `None`
+    /// when every target is a DNS name (not resolved by this data plane yet).
+    target: Option<SocketAddr>,
+}
+
+/// What the tasks of one UDP rule share.
+#[derive(Debug)]
+pub(crate) struct RuleIo {
+    id: RuleId,
+    ports: Vec<Arc<PortIo>>,
+    table: Mutex<FlowTable<FlowSlot>>,
+    /// Origin of the monotonic `now` the flow table is given.
+    origin: Instant,
+    /// Wakes the reaper when its next deadline may have moved earlier.
+    reaper: Notify,
+    notes: Notes,
+}
+
+impl RuleIo {
+    fn lock_table(&self) -> MutexGuard<'_, FlowTable<FlowSlot>> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Time since the rule's origin, as the flow table takes it.
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
+    }
+
+    /// Logs how many datagrams were dropped so far on `port`, at most once per period.
+    fn note_dropped(&self, port: &PortIo, reason: &'static str) {
+        if self.notes.dropped.allow() {
+            tracing::debug!(
+                event = "rule.udp_datagrams_dropped",
+                rule = %self.id,
+                port = port.port,
+                reason,
+                dropped_total = port.counters.datagrams_dropped.load(Relaxed),
+            );
+        }
+    }
+}
+
+/// A bound UDP rule: its listeners, flows and tasks. Dropping it closes the listeners at
+/// once (the ports are free when the drop returns) and ends every flow.
+#[derive(Debug)]
+pub(crate) struct UdpRule {
+    instance: u64,
+    io: Arc<RuleIo>,
+    tasks: Vec<AbortHandle>,
+}
+
+impl UdpRule {
+    /// Binds every listen port of `def` (all or nothing; failures carry `port_in_use` or
+    /// `io_error` and name the port) and starts the rule's tasks on `runtime`.
+    pub(crate) fn bind(
+        runtime: &Handle,
+        family: &Family,
+        id: RuleId,
+        def: &RuleDef,
+        settings: &DataPlaneSettings,
+    ) -> Result<UdpRule, Failure> {
+        // Sockets register with the runtime's reactor, which needs its context.
+        let _runtime = runtime.enter();
+        let sockets = listen::bind_all(family, def)?;
+        let plan = TargetPlan::new(def);
+        let ports = sockets
+            .into_iter()
+            .map(|(port, socket)| {
+                let target = plan.candidates(port).find_map(|c| match c.host {
+                    Host::Ip(ip) => Some(SocketAddr::new(*ip, c.port)),
+                    Host::Name(_) => None,
+                });
+                Arc::new(PortIo {
+                    port,
+                    socket: PortSocket::new(socket),
+                    counters: UdpCounters::default(),
+                    target,
+                })
+            })
+            .collect::<Vec<_>>();
+        let io = Arc::new(RuleIo {
+            id,
+            ports,
+            table: Mutex::new(FlowTable::new(FlowLimits::from_settings(settings))),
+            origin: Instant::now(),
+            reaper: Notify::new(),
+            notes: Notes::new(),
+        });
+        let mut tasks = Vec::with_capacity(io.ports.len() + 1);
+        for port in &io.ports {
+            tasks.push(runtime.spawn(listen::serve_port(Arc::clone(&io), Arc::clone(port))).abort_handle());
+        }
+        tasks.push(runtime.spawn(flow::reap(Arc::clone(&io))).abort_handle());
+        Ok(UdpRule { instance: rand::random::<u64>().max(1), io, tasks })
+    }
+
+    /// The rule's counters since it was bound.
+    pub(crate) fn report(&self) -> RuleReport {
+        rule_report(self.instance, self.io.ports.iter().map(|p| &**p))
+    }
+
+    /// New flow limits: a new cap applies to flows opened from now on (existing flows are
+    /// never evicted for it), a new idle time from the next sweep on.
+    pub(crate) fn apply_settings(&self, settings: &DataPlaneSettings) {
+        self.io.lock_table().set_limits(FlowLimits::from_settings(settings));
+        self.io.reaper.notify_one();
+    }
+
+    /// Live flows.
+    pub(crate) fn n_flows(&self) -> usize {
+        self.io.lock_table().len()
+    }
+}
+
+impl Drop for UdpRule {
+    fn drop(&mut self) {
+        // Listeners first, without the table lock (a listener task may hold its socket's
+        // lock while it waits for the table's).
+        for port in &self.io.ports {
+            port.socket.close();
+        }
+        for task in &self.tasks {
+            task.abort();
+        }
+        let flows: Vec<_> = self.io.lock_table().drain().collect();
+        // Dropped outside the lock: each aborts its reply task, which owns its socket.
+        drop(flows);
+    }
+}
+
+#[cfg(test)]
+mod tests;

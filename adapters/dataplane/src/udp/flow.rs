@@ -1,0 +1,388 @@
+//! Flows: forwarding a received batch into flows (opening them as the table allows),
+//! carrying each flow's replies back to its peer, ICMP eviction, and the idle reaper.
+//!
+//! Invariants: a flow's upstream socket is connected to the target, so the kernel hands its
+//! reply task nothing but the target's datagrams, and the task sends them to exactly the
+//! flow's source. A flow holds one `flows_active` unit from the moment its slot exists until
+//! the slot is dropped, which also aborts its reply task; removing a flow from the table is
+//! therefore all it takes to end it. Slots are dropped outside the table lock.
+
+use std::io;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use portunus_core::udp::{FlowId, FlowKey, FlowTable, Inbound, UpstreamError};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::Interest;
+use tokio::task::AbortHandle;
+
+use super::{PortIo, RuleIo};
+use crate::sys::batch::{BATCH, Batch, DatagramFd, watch_reads, with_batch};
+use crate::sys::upstream_error;
+
+/// The I/O side of one flow.
+#[derive(Debug)]
+pub(crate) struct FlowIo {
+    key: FlowKey,
+    /// Connected to the port's target.
+    socket: DatagramFd,
+    port: Arc<PortIo>,
+}
+
+/// What the flow table keeps per flow.
+#[derive(Debug)]
+pub(crate) struct FlowSlot {
+    io: Arc<FlowIo>,
+    reply_task: Option<AbortHandle>,
+}
+
+impl FlowSlot {
+    fn new(io: Arc<FlowIo>) -> Self {
+        io.port.counters.flows_active.fetch_add(1, Relaxed);
+        FlowSlot { io, reply_task: None }
+    }
+}
+
+impl Drop for FlowSlot {
+    fn drop(&mut self) {
+        if let Some(task) = &self.reply_task {
+            task.abort();
+        }
+        self.io.port.counters.flows_active.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A run of datagrams of one batch bound for one flow.
+#[derive(Debug)]
+pub(crate) struct Route {
+    flow: Arc<FlowIo>,
+    id: FlowId,
+    range: Range<usize>,
+}
+
+/// Forwards the datagrams of `batch`, received on `port`, to their flows. Decisions are
+/// made under one lock per batch; the sends happen after it is released.
+pub(crate) fn forward_batch(
+    io: &Arc<RuleIo>,
+    port: &Arc<PortIo>,
+    batch: &mut Batch,
+    routes: &mut Vec<Route>,
+) {
+    let n = batch.len();
+    let now = io.now();
+    let mut overflow = 0u64;
+    let mut dropped = 0u64;
+    let max_flows = {
+        let mut table = io.lock_table();
+        let mut start = 0;
+        while start < n {
+            if batch.truncated(start) {
+                dropped += 1;
+                start += 1;
+                continue;
+            }
+            // Consecutive datagrams of one source are one decision and one send.
+            let source = batch.source(start);
+            let mut end = start + 1;
+            while end < n && !batch.truncated(end) && batch.source(end) == source {
+                end += 1;
+            }
+            let range = start..end;
+            start = end;
+            let Some(source) = source else {
+                dropped += range.len() as u64;
+                continue;
+            };
+            let key = FlowKey { listen_port: port.port, source };
+            match table.handle_inbound(key, now) {
+                Inbound::Forward { id, flow } => routes.push(Route { flow: Arc::clone(&flow.io), id, range }),
+                Inbound::Open => match open(io, port, &mut table, key, now) {
+                    Some((flow, id)) => routes.push(Route { flow, id, range }),
+                    None => dropped += range.len() as u64,
+                },
+                Inbound::Overflow => overflow += range.len() as u64,
+            }
+        }
+        table.limits().max_flows
+    };
+    if overflow > 0 {
+        port.counters.flows_dropped_overflow.fetch_add(overflow, Relaxed);
+        if io.notes.overflow.allow() {
+            tracing::warn!(event = "rule.udp_flows_overflow", rule = %io.id, port = port.port, max_flows);
+        }
+    }
+    let (mut delivered, mut bytes) = (0u64, 0u64);
+    for Route { flow, id, range } in routes.drain(..) {
+        let len = range.len() as u64;
+        let sent = send_all(batch, flow.socket.get_ref(), range, None);
+        delivered += sent.datagrams;
+        bytes += sent.bytes;
+        dropped += len - sent.datagrams;
+        if let Some((class, err)) = sent.evicting {
+            evict(io, &flow, id, class, &err);
+        }
+    }
+    port.counters.delivered_in(delivered, bytes);
+    if dropped + overflow > 0 {
+        port.counters.dropped(dropped + overflow);
+        if dropped > 0 {
+            io.note_dropped(port, "to_upstream");
+        }
+    }
+}
+
+/// Opens the flow for `key`: a socket connected to the port's target and the task that
+/// carries its replies. Runs under the table lock, so the cap check and the insert are one
+/// step. `None` when the flow cannot be opened (counted and logged).
+fn open(
+    io: &Arc<RuleIo>,
+    port: &Arc<PortIo>,
+    table: &mut FlowTable<FlowSlot>,
+    key: FlowKey,
+    now: Duration,
+) -> Option<(Arc<FlowIo>, FlowId)> {
+    let Some(target) = port.target else {
+        port.counters.dns_failures.fetch_add(1, Relaxed);
+        if io.notes.dns_failed.allow() {
+            tracing::warn!(event = "rule.udp_dns_failed", rule = %io.id, port = port.port,
+                reason = "dns_target_unsupported");
+        }
+        return None;
+    };
+    let socket = match connect_upstream(target) {
+        Ok(socket) => socket,
+        Err(err) => {
+            port.counters.open_failures.fetch_add(1, Relaxed);
+            if io.notes.open_failed.allow() {
+                tracing::warn!(
+                    event = "rule.udp_flow_open_failed",
+                    rule = %io.id,
+                    port = port.port,
+                    target = %target,
+                    errno_name = %crate::sys::errno_name(&err),
+                );
+            }
+            return None;
+        }
+    };
+    let flow = Arc::new(FlowIo { key, socket, port: Arc::clone(port) });
+    let was_empty = table.is_empty();
+    // `open` only refuses after `Inbound::Open` if the caller broke the protocol; the slot
+    // it hands back is then dropped, which undoes its gauge unit.
+    let (id, slot) = table.open(key, FlowSlot::new(Arc::clone(&flow)), now).ok()?;
+    let task = tokio::spawn(pump_replies(Arc::clone(io), Arc::clone(&flow), id));
+    slot.reply_task = Some(task.abort_handle());
+    port.counters.flows_total.fetch_add(1, Relaxed);
+    if was_empty {
+        io.reaper.notify_one();
+    }
+    Some((flow, id))
+}
+
+/// A non-blocking UDP socket connected to `target` (on an ephemeral port).
+fn connect_upstream(target: SocketAddr) -> io::Result<DatagramFd> {
+    #[cfg(target_os = "linux")]
+    let socket = Socket::new(Domain::for_address(target), Type::DGRAM.nonblocking(), Some(Protocol::UDP))?;
+    #[cfg(not(target_os = "linux"))]
+    let socket = {
+        let socket = Socket::new(Domain::for_address(target), Type::DGRAM, Some(Protocol::UDP))?;
+        socket.set_nonblocking(true)?;
+        socket
+    };
+    socket.connect(&target.into())?;
+    watch_reads(socket.into())
+}
+
+/// What one `send_all` delivered.
+#[derive(Debug, Default)]
+struct Sent {
+    datagrams: u64,
+    bytes: u64,
+    /// The ICMP-class error that stopped it, if one did.
+    evicting: Option<(UpstreamError, io::Error)>,
+}
+
+/// Sends datagrams `range` of `batch` through `socket` (to `dest`, or its connected peer)
+/// without ever waiting: a full buffer drops the rest, an error that concerns one datagram
+/// drops that one, and an ICMP-class error stops and is handed back.
+fn send_all(
+    batch: &mut Batch,
+    socket: &std::net::UdpSocket,
+    range: Range<usize>,
+    dest: Option<SocketAddr>,
+) -> Sent {
+    let mut sent = Sent::default();
+    let mut next = range.start;
+    while next < range.end {
+        match batch.send(socket, next..range.end, dest) {
+            // A non-empty send returns at least one or an error; never loop on zero.
+            Ok(0) => break,
+            Ok(k) => {
+                sent.bytes += batch.bytes(next..next + k);
+                sent.datagrams += k as u64;
+                next += k;
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => break,
+            Err(err) => {
+                let class = upstream_error(&err);
+                if class.evicts() {
+                    sent.evicting = Some((class, err));
+                    break;
+                }
+                next += 1;
+            }
+        }
+    }
+    sent
+}
+
+/// Ends flow `id` on an ICMP-class error, whichever of its two paths met it first.
+fn evict(io: &RuleIo, flow: &FlowIo, id: FlowId, class: UpstreamError, err: &io::Error) {
+    let gone = io.lock_table().handle_upstream_error(&flow.key, id, class);
+    if gone.is_some() && io.notes.icmp_evicted.allow() {
+        tracing::warn!(
+            event = "rule.udp_flow_evicted_icmp",
+            rule = %io.id,
+            port = flow.port.port,
+            reason = class.as_str(),
+            errno_name = %crate::sys::errno_name(err),
+        );
+    }
+    // Dropped outside the lock; when this runs in the flow's own reply task, the abort it
+    // triggers takes effect once the task returns.
+    drop(gone);
+}
+
+/// Whether a flow's reply task goes on.
+enum Next {
+    Continue,
+    Stop,
+}
+
+/// Carries the upstream's datagrams of one flow back to its peer until the flow is gone.
+async fn pump_replies(io: Arc<RuleIo>, flow: Arc<FlowIo>, id: FlowId) {
+    loop {
+        // A reflected ICMP error shows as EPOLLERR alone, which is not "readable".
+        let Ok(guard) = flow.socket.ready(Interest::READABLE | Interest::ERROR).await else {
+            return;
+        };
+        // Readiness is only cleared by a call that comes back empty-handed (`try_io`).
+        let ready = guard.ready();
+        drop(guard);
+        if ready.is_error() && matches!(take_error(&io, &flow, id), Next::Stop) {
+            return;
+        }
+        if ready.is_readable() && matches!(relay_replies(&io, &flow, id), Next::Stop) {
+            return;
+        }
+        if ready.is_read_closed() {
+            // Only a shutdown, which nothing here does, closes a UDP socket's read side; the
+            // state never clears (waiting again would spin), so the flow ends here.
+            drop(io.lock_table().remove(&flow.key, id));
+            return;
+        }
+    }
+}
+
+/// Reads the socket's pending error: an ICMP-class one evicts the flow. With none pending
+/// (the other path already consumed it), the error readiness is cleared.
+fn take_error(io: &RuleIo, flow: &FlowIo, id: FlowId) -> Next {
+    let pending = flow.socket.try_io(Interest::ERROR, |socket| {
+        socket.take_error()?.ok_or_else(|| io::ErrorKind::WouldBlock.into())
+    });
+    match pending {
+        Ok(err) => {
+            let class = upstream_error(&err);
+            if class.evicts() {
+                evict(io, flow, id, class, &err);
+                return Next::Stop;
+            }
+            Next::Continue
+        }
+        Err(_) => Next::Continue,
+    }
+}
+
+/// Receives one batch from the upstream and sends it to the flow's peer through the
+/// listener socket.
+fn relay_replies(io: &RuleIo, flow: &FlowIo, id: FlowId) -> Next {
+    with_batch(|batch| {
+        let received = flow.socket.try_io(Interest::READABLE, |socket| {
+            let n = batch.recv(socket)?;
+            if n < BATCH { Err(io::ErrorKind::WouldBlock.into()) } else { Ok(()) }
+        });
+        if let Err(err) = received
+            && err.kind() != io::ErrorKind::WouldBlock
+        {
+            let class = upstream_error(&err);
+            if class.evicts() {
+                evict(io, flow, id, class, &err);
+                return Next::Stop;
+            }
+            return Next::Continue;
+        }
+        let n = batch.len();
+        if n == 0 {
+            return Next::Continue;
+        }
+        if !io.lock_table().handle_reply(&flow.key, id, io.now()) {
+            return Next::Stop;
+        }
+        let port = &flow.port;
+        let (mut delivered, mut bytes) = (0u64, 0u64);
+        let outcome = port.socket.with(|listener| {
+            let mut start = 0;
+            while start < n {
+                // Skip the (never expected) truncated datagrams; send the runs between them.
+                let mut end = start;
+                while end < n && !batch.truncated(end) {
+                    end += 1;
+                }
+                if end > start {
+                    let sent = send_all(batch, listener.get_ref(), start..end, Some(flow.key.source));
+                    delivered += sent.datagrams;
+                    bytes += sent.bytes;
+                }
+                start = end + 1;
+            }
+        });
+        port.counters.delivered_out(delivered, bytes);
+        let dropped = n as u64 - delivered;
+        if dropped > 0 {
+            port.counters.dropped(dropped);
+            io.note_dropped(port, "to_peer");
+        }
+        if outcome.is_none() { Next::Stop } else { Next::Continue }
+    })
+}
+
+/// Reaps idle flows of one rule: sleeps until the table's next deadline (or until woken
+/// because it may have moved earlier), then sweeps.
+pub(crate) async fn reap(io: Arc<RuleIo>) {
+    loop {
+        let next = io.lock_table().poll_timeout();
+        let woken = io.reaper.notified();
+        match next {
+            Some(at) => {
+                let deadline = tokio::time::Instant::from_std(io.origin + at);
+                tokio::select! {
+                    () = tokio::time::sleep_until(deadline) => {}
+                    () = woken => continue,
+                }
+            }
+            None => {
+                woken.await;
+                continue;
+            }
+        }
+        let gone = io.lock_table().handle_timeout(io.now());
+        if !gone.is_empty() {
+            tracing::debug!(event = "rule.udp_flows_expired", rule = %io.id, flows = gone.len());
+        }
+        // Dropped outside the lock: closes the sockets and aborts the reply tasks.
+        drop(gone);
+    }
+}

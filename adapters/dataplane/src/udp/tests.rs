@@ -1,0 +1,53 @@
+//! Unit tests of the UDP counters and reports.
+
+use super::*;
+
+fn port(number: u16) -> PortIo {
+    let std_socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    std_socket.set_nonblocking(true).unwrap();
+    PortIo {
+        port: number,
+        socket: PortSocket::new(crate::sys::batch::watch_reads(std_socket).unwrap()),
+        counters: UdpCounters::default(),
+        target: None,
+    }
+}
+
+#[tokio::test]
+async fn a_report_sums_ports_including_the_live_flow_gauge() {
+    let (a, b) = (port(5000), port(5001));
+    a.counters.delivered_in(3, 300);
+    a.counters.delivered_out(2, 20);
+    b.counters.delivered_in(1, 7);
+    a.counters.flows_total.fetch_add(2, Relaxed);
+    a.counters.flows_active.fetch_add(2, Relaxed);
+    b.counters.flows_active.fetch_add(1, Relaxed);
+    b.counters.flows_dropped_overflow.fetch_add(4, Relaxed);
+
+    let report = rule_report(9, [&a, &b]);
+
+    assert_eq!(report.instance, 9);
+    let t = report.totals;
+    assert_eq!((t.datagrams_in, t.bytes_in, t.datagrams_out, t.bytes_out), (4, 307, 2, 20));
+    assert_eq!((t.connections_total, t.connections_active, t.flows_dropped_overflow), (2, 3, 4));
+    assert_eq!(report.per_port.keys().copied().collect::<Vec<_>>(), vec![5000, 5001]);
+    assert_eq!(report.per_port[&5001].connections_active, 1);
+}
+
+#[test]
+fn nothing_delivered_touches_no_counter() {
+    let c = UdpCounters::default();
+    c.delivered_in(0, 0);
+    c.delivered_out(0, 0);
+    c.dropped(0);
+    assert_eq!(c.snapshot(), Counters::default());
+}
+
+#[tokio::test]
+async fn a_closed_port_socket_is_gone_for_every_user() {
+    let p = port(5002);
+    let addr = p.socket.with(|s| s.get_ref().local_addr().unwrap()).unwrap();
+    p.socket.close();
+    assert!(p.socket.with(|_| ()).is_none());
+    std::net::UdpSocket::bind(addr).expect("the port is free right after close");
+}
