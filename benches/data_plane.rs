@@ -2,8 +2,9 @@
 //! `cargo bench -p portunus-client --bench data_plane`.
 //!
 //! - `relay/{splice,userspace}`: 64 MiB from a client through the relay into a sink.
-//! - `connection/request_response`: accept, connect, a 100-byte echo and close through a
-//!   bound rule (the cost a short connection pays).
+//! - `connection/{ip_target,dns_target_cached,proxy_v1,proxy_v2}`: accept, connect, a
+//!   100-byte request and reply, close, through a bound rule: the cost a short connection
+//!   pays, and what a DNS-name target (answer cached) or a PROXY header adds to it.
 //! - `counters/relaxed_add`: the per-batch counter update.
 
 use std::hint::black_box;
@@ -19,6 +20,8 @@ use portunus_dataplane::{CopyPath, DataPlane, DataPlaneOptions, TrafficCounters}
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+// Shared with the gate workloads, which use fixtures this file does not.
+#[allow(dead_code)]
 #[path = "support.rs"]
 mod support;
 
@@ -51,41 +54,76 @@ fn relay(c: &mut Criterion) {
     group.finish();
 }
 
+/// A backend that answers the first read of each connection with 100 bytes.
+async fn responder() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind responder");
+    let addr = listener.local_addr().expect("responder addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 512];
+                if stream.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                    let _ = stream.write_all(&[9u8; 100]).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
 fn connection(c: &mut Criterion) {
     let rt = runtime();
-    let (plane, port) = rt.block_on(async {
-        let echo = support::echo().await;
-        let plane = DataPlane::new(DataPlaneOptions::default());
-        let port =
-            std::net::TcpListener::bind("127.0.0.1:0").expect("probe").local_addr().expect("addr").port();
-        let spec = RuleSpec {
-            name: None,
-            protocol: Default::default(),
-            listen_port: ListenSpec::Port(i64::from(port)),
-            listen_addr: Some("127.0.0.1".parse().expect("literal")),
-            target: Some(echo.to_string()),
-            targets: vec![],
-            prefer_ipv6: false,
-            health_check_interval_secs: None,
-        };
-        let def = spec.validate(RuleLimits::default()).expect("valid rule");
-        plane.bind(RuleId::new(1), def).await.expect("bind bench rule");
-        (plane, port)
+    let dns = rt.block_on(portunus_resolver::test_server::DnsTestServer::start()).expect("dns server");
+    dns.set("backend.bench.test", vec!["127.0.0.1".parse().expect("literal")], 300);
+    let resolver = portunus_resolver::HickoryResolver::with_server(dns.addr()).expect("resolver");
+    let (plane, ports) = rt.block_on(async {
+        let backend = responder().await;
+        let plane = DataPlane::with_resolver(DataPlaneOptions::default(), resolver);
+        let mut ports = Vec::new();
+        for (idx, target) in [
+            backend.to_string(),
+            format!("backend.bench.test:{}", backend.port()),
+            format!("{backend},proxy=v1"),
+            format!("{backend},proxy=v2"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let port =
+                std::net::TcpListener::bind("127.0.0.1:0").expect("probe").local_addr().expect("addr").port();
+            let spec = RuleSpec {
+                name: None,
+                protocol: Default::default(),
+                listen_port: ListenSpec::Port(i64::from(port)),
+                listen_addr: Some("127.0.0.1".parse().expect("literal")),
+                target: Some(target),
+                targets: vec![],
+                prefer_ipv6: false,
+                health_check_interval_secs: None,
+            };
+            let def = spec.validate(RuleLimits::default()).expect("valid rule");
+            plane.bind(RuleId::new(idx as u64 + 1), def).await.expect("bind bench rule");
+            ports.push(port);
+        }
+        (plane, ports)
     });
     let mut group = c.benchmark_group("connection");
     group.sample_size(30);
-    group.bench_function("request_response", |b| {
-        b.iter(|| {
-            rt.block_on(async {
-                let mut conn = TcpStream::connect(("127.0.0.1", port)).await.expect("connect rule");
-                conn.write_all(&[7u8; 100]).await.expect("request");
-                let mut reply = [0u8; 100];
-                conn.read_exact(&mut reply).await.expect("reply");
+    for (name, port) in ["ip_target", "dns_target_cached", "proxy_v1", "proxy_v2"].into_iter().zip(ports) {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                rt.block_on(async {
+                    let mut conn = TcpStream::connect(("127.0.0.1", port)).await.expect("connect rule");
+                    conn.write_all(&[7u8; 100]).await.expect("request");
+                    let mut reply = [0u8; 100];
+                    conn.read_exact(&mut reply).await.expect("reply");
+                })
             })
-        })
-    });
+        });
+    }
     group.finish();
     drop(plane);
+    drop(dns);
 }
 
 fn counters(c: &mut Criterion) {

@@ -84,7 +84,14 @@ impl DnsCache {
     }
 
     /// Stores a successful answer with its `ttl` (clamped). An empty answer is not cached.
-    pub fn handle_answer(&mut self, name: &str, pref: Preference, addrs: Vec<IpAddr>, ttl: Duration, now: Duration) {
+    pub fn handle_answer(
+        &mut self,
+        name: &str,
+        pref: Preference,
+        addrs: Vec<IpAddr>,
+        ttl: Duration,
+        now: Duration,
+    ) {
         if addrs.is_empty() {
             return;
         }
@@ -135,14 +142,23 @@ mod tests {
         let mut cache = DnsCache::default();
         cache.handle_answer("a.test", Preference::Ipv4First, vec![ip(1)], Duration::from_secs(1), t0);
         // A 1 s TTL lives 5 s.
-        assert_eq!(cache.lookup("a.test", Preference::Ipv4First, t0 + Duration::from_secs(4)), Lookup::Fresh(vec![ip(1)]));
+        assert_eq!(
+            cache.lookup("a.test", Preference::Ipv4First, t0 + Duration::from_secs(4)),
+            Lookup::Fresh(vec![ip(1)])
+        );
         let after = t0 + Duration::from_secs(5);
-        assert_eq!(cache.lookup("a.test", Preference::Ipv4First, after), Lookup::Resolve { stale: Some(vec![ip(1)]) });
+        assert_eq!(
+            cache.lookup("a.test", Preference::Ipv4First, after),
+            Lookup::Resolve { stale: Some(vec![ip(1)]) }
+        );
         let late = t0 + Duration::from_secs(35);
         assert_eq!(cache.lookup("a.test", Preference::Ipv4First, late), Lookup::Resolve { stale: None });
         // A day-long TTL lives 5 minutes.
         cache.handle_answer("b.test", Preference::Ipv4First, vec![ip(2)], Duration::from_secs(86_400), t0);
-        assert!(matches!(cache.lookup("b.test", Preference::Ipv4First, t0 + MAX_TTL), Lookup::Resolve { .. }));
+        assert!(matches!(
+            cache.lookup("b.test", Preference::Ipv4First, t0 + MAX_TTL),
+            Lookup::Resolve { .. }
+        ));
     }
 
     #[test]
@@ -161,7 +177,13 @@ mod tests {
         let t0 = Duration::from_secs(1_000);
         let mut cache = DnsCache::with_capacity(3);
         for (n, ttl) in [(1u8, 60u64), (2, 10), (3, 120)] {
-            cache.handle_answer(&format!("n{n}.test"), Preference::Ipv4First, vec![ip(n)], Duration::from_secs(ttl), t0);
+            cache.handle_answer(
+                &format!("n{n}.test"),
+                Preference::Ipv4First,
+                vec![ip(n)],
+                Duration::from_secs(ttl),
+                t0,
+            );
         }
         cache.handle_answer("n4.test", Preference::Ipv4First, vec![ip(4)], Duration::from_secs(60), t0);
         assert_eq!(cache.len(), 3);

@@ -74,8 +74,10 @@ impl HealthBook {
     /// The order in which a new connection tries the targets: healthy ones by preference,
     /// then failed ones by preference.
     pub fn attempt_order(&self) -> Vec<usize> {
-        let healthy = self.preference.iter().copied().filter(|&i| self.states[i].health == TargetHealth::Healthy);
-        let failed = self.preference.iter().copied().filter(|&i| self.states[i].health == TargetHealth::Failed);
+        let healthy =
+            self.preference.iter().copied().filter(|&i| self.states[i].health == TargetHealth::Healthy);
+        let failed =
+            self.preference.iter().copied().filter(|&i| self.states[i].health == TargetHealth::Failed);
         healthy.chain(failed).collect()
     }
 
@@ -111,10 +113,16 @@ mod tests {
         let mut book = HealthBook::new(vec![0, 1]);
         assert_eq!(book.handle_result(0, false), None);
         assert_eq!(book.handle_result(0, false), None);
-        assert_eq!(book.handle_result(0, false), Some(Transition { target: 0, health: TargetHealth::Failed }));
+        assert_eq!(
+            book.handle_result(0, false),
+            Some(Transition { target: 0, health: TargetHealth::Failed })
+        );
         assert_eq!(book.attempt_order(), vec![1, 0]);
         assert_eq!(book.handle_result(0, true), None);
-        assert_eq!(book.handle_result(0, true), Some(Transition { target: 0, health: TargetHealth::Healthy }));
+        assert_eq!(
+            book.handle_result(0, true),
+            Some(Transition { target: 0, health: TargetHealth::Healthy })
+        );
         assert_eq!(book.attempt_order(), vec![0, 1]);
     }
 

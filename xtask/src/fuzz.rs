@@ -17,13 +17,17 @@ pub fn run(root: &Path, args: &[String]) -> Result<()> {
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
-            "--secs" => secs = iter.next().context("--secs needs a number")?.parse().context("--secs needs a number")?,
+            "--secs" => {
+                secs =
+                    iter.next().context("--secs needs a number")?.parse().context("--secs needs a number")?
+            }
             name if TARGETS.contains(&name) => only = Some(name.to_owned()),
             other => bail!("unknown fuzz argument {other:?}; targets: {}", TARGETS.join(", ")),
         }
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let installed = Command::new(&cargo).args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
+    let installed =
+        Command::new(&cargo).args(["fuzz", "--version"]).output().is_ok_and(|o| o.status.success());
     if !installed {
         crate::run_cmd(root, &cargo, &["install", "cargo-fuzz", "--locked"])?;
     }

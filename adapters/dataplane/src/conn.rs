@@ -8,7 +8,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use portunus_core::ids::RuleId;
+use portunus_core::proxy_protocol::{self, Addresses};
+use portunus_core::rule::ProxyVersion;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 
@@ -77,22 +81,23 @@ async fn forward(rule: &RuleShared, port: &PortState, peer: TcpStream, tcp: TcpS
     if tcp.keepalive != rule.listener_keepalive {
         tune(&peer, tcp.keepalive);
     }
-    let target = match target::connect_first(&rule.plan, port.port, tcp.connect_timeout).await {
+    let (target, proxy) = match target::connect_first(&rule.plan, port.port, tcp.connect_timeout).await {
         Ok(connected) => {
             if connected.failed_over {
-                port.counters.target_failovers.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                port.counters.target_failovers.fetch_add(1, Relaxed);
             }
-            connected.stream
+            (connected.stream, connected.target.proxy)
         }
         Err(failure) => {
-            port.counters.connect_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            port.counters.connect_failures.fetch_add(1, Relaxed);
+            port.counters.dns_failures.fetch_add(failure.dns_failures, Relaxed);
             if rule.connect_failed.allow() {
                 tracing::warn!(
                     event = "rule.connect_failed",
                     rule = %rule.id,
                     target = %failure.target,
                     errno_name = %failure.errno_name,
-                    reason = failure.reason,
+                    reason = %failure.reason,
                     targets_tried = failure.n_tried,
                 );
             }
@@ -101,6 +106,12 @@ async fn forward(rule: &RuleShared, port: &PortState, peer: TcpStream, tcp: TcpS
         }
     };
     tune(&target, tcp.keepalive);
+    if let Some(version) = proxy
+        && let Err(why) = send_proxy_header(&peer, &target, version).await
+    {
+        tracing::debug!(event = "rule.proxy_header_failed", rule = %rule.id, port = port.port, reason = why);
+        return;
+    }
     match relay::run(&peer, &target, &port.counters, rule.path, tcp.idle_timeout, &rule.notes).await {
         Ok(RelayEnd::Closed) => {}
         Ok(RelayEnd::IdleTimeout) => {
@@ -116,6 +127,39 @@ async fn forward(rule: &RuleShared, port: &PortState, peer: TcpStream, tcp: TcpS
             );
         }
     }
+}
+
+/// How long a target may take to accept the PROXY header; one that never reads must not wedge
+/// the connection.
+const PROXY_HEADER_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Writes the PROXY protocol header carrying the peer's address (IPv4-mapped addresses as
+/// IPv4) before any client byte. The header is not counted as delivered traffic.
+async fn send_proxy_header(
+    peer: &TcpStream,
+    target: &TcpStream,
+    version: ProxyVersion,
+) -> Result<(), &'static str> {
+    let (src, dst) = match (peer.peer_addr(), peer.local_addr()) {
+        (Ok(src), Ok(dst)) => (src, dst),
+        _ => return Err("peer_gone"),
+    };
+    let mut header = Vec::with_capacity(64);
+    proxy_protocol::encode(version, &Addresses::of(src, dst), &mut header);
+    let write = async {
+        let mut written = 0;
+        while written < header.len() {
+            target.writable().await.map_err(|_| "target_gone")?;
+            match target.try_write(&header[written..]) {
+                Ok(0) => return Err("target_gone"),
+                Ok(n) => written += n,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return Err("target_gone"),
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(PROXY_HEADER_DEADLINE, write).await.map_err(|_| "deadline")?
 }
 
 /// `TCP_NODELAY` and keepalive on one leg. Failures are not fatal: the socket may already

@@ -22,6 +22,7 @@ pub struct TrafficCounters {
     pub(crate) connections_active: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
     pub(crate) target_failovers: AtomicU64,
+    pub(crate) dns_failures: AtomicU64,
 }
 
 impl TrafficCounters {
@@ -35,6 +36,7 @@ impl TrafficCounters {
             connections_active: self.connections_active.load(Relaxed),
             connect_failures: self.connect_failures.load(Relaxed),
             target_failovers: self.target_failovers.load(Relaxed),
+            dns_failures: self.dns_failures.load(Relaxed),
             ..Counters::default()
         }
     }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use portunus_core::config::DataPlaneSettings;
 use portunus_core::ids::RuleId;
-use portunus_core::ports::{BoxFuture, RuleRuntime};
+use portunus_core::ports::{BoxFuture, Resolver, RuleRuntime};
 use portunus_core::rule::{Protocol, RuleDef};
 use portunus_core::stats::RuleReport;
 use portunus_core::{ErrorCode, Failure};
@@ -74,6 +74,17 @@ pub struct DataPlane {
     rules: Mutex<HashMap<RuleId, BoundRule>>,
     udp_rules: Mutex<HashMap<RuleId, UdpRule>>,
     shutting_down: AtomicBool,
+    resolver: ResolverSlot,
+}
+
+/// The resolver of DNS-name targets, if the process has one.
+#[derive(Clone, Default)]
+struct ResolverSlot(Option<Arc<dyn Resolver>>);
+
+impl std::fmt::Debug for ResolverSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "ResolverSlot(Some)" } else { "ResolverSlot(None)" })
+    }
 }
 
 /// One rule's live runtime.
@@ -95,7 +106,9 @@ impl BoundRule {
     }
 
     fn report(&self) -> RuleReport {
-        rule_report(self.instance, self.ports.iter().map(|p| (p.port, &p.counters)))
+        let mut report = rule_report(self.instance, self.ports.iter().map(|p| (p.port, &p.counters)));
+        report.per_target = self.shared.plan.report();
+        report
     }
 }
 
@@ -118,6 +131,19 @@ impl DataPlane {
     /// Outside a tokio runtime: the plane keeps the current runtime's handle to run its
     /// listeners and connections.
     pub fn new(options: DataPlaneOptions) -> Arc<DataPlane> {
+        Self::build(options, ResolverSlot(None))
+    }
+
+    /// A plane that resolves DNS-name targets with `resolver` (per new connection or flow).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, like [`DataPlane::new`].
+    pub fn with_resolver(options: DataPlaneOptions, resolver: Arc<dyn Resolver>) -> Arc<DataPlane> {
+        Self::build(options, ResolverSlot(Some(resolver)))
+    }
+
+    fn build(options: DataPlaneOptions, resolver: ResolverSlot) -> Arc<DataPlane> {
         Arc::new(DataPlane {
             options,
             runtime: Handle::current(),
@@ -126,6 +152,7 @@ impl DataPlane {
             rules: Mutex::new(HashMap::new()),
             udp_rules: Mutex::new(HashMap::new()),
             shutting_down: AtomicBool::new(false),
+            resolver,
         })
     }
 
@@ -224,7 +251,7 @@ impl DataPlane {
         let listeners = listen::bind_all(&self.family, def, keepalive)?;
         let shared = Arc::new(RuleShared::new(
             id,
-            TargetPlan::new(def),
+            TargetPlan::with_context(def, RuleLabel(Some(id)), self.resolver.0.clone()),
             self.copy_path(def),
             PathNotes::new(RuleLabel(Some(id)), self.options.splice_fault),
             Arc::clone(&self.settings),
@@ -248,6 +275,13 @@ impl DataPlane {
             bound.ports.push(state);
             bound.listeners.push(slot);
             bound.accept_tasks.push(task.abort_handle());
+        }
+        if let Some(secs) = def.health_check_interval_secs {
+            // The probe task lives and dies with the rule, like its accept loops.
+            let probe = self
+                .runtime
+                .spawn(probe_loop(Arc::clone(&bound.shared), Duration::from_secs(u64::from(secs))));
+            bound.accept_tasks.push(probe.abort_handle());
         }
         tracing::debug!(event = "rule.bound", rule = %id, listen = %def.listen, path = ?bound.shared.path);
         rules.insert(id, bound);
@@ -290,5 +324,18 @@ impl RuleRuntime for DataPlane {
         reports.extend(self.lock_udp_rules().iter().map(|(id, rule)| (*id, rule.report())));
         reports.sort_by_key(|(id, _)| *id);
         reports
+    }
+}
+
+/// Active health probes of one rule: every `interval`, one TCP connect per target, bounded by
+/// the connect timeout; results feed the same health book as real connections.
+async fn probe_loop(rule: Arc<RuleShared>, interval: Duration) {
+    let mut every = tokio::time::interval(interval);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        let timeout = rule.settings.tcp().connect_timeout.unwrap_or(Duration::from_secs(10));
+        rule.plan.probe_all(timeout.min(interval)).await;
     }
 }

@@ -1,39 +1,77 @@
-//! Target choice and connect for one accepted connection.
+//! Target choice and connect for one accepted connection (or new UDP flow).
 //!
-//! [`TargetPlan::candidates`] is the single place that decides which targets a connection
-//! tries and in what order. Today that is the rule's static preference (priority, then the
-//! order given); health-based failover will replace the ordering there and nowhere else.
+//! [`TargetPlan::candidates`] is the single place that decides which targets are tried and in
+//! what order: healthy targets before failed ones, each by preference, from core's
+//! `HealthBook`. Every connect attempt (and every active probe) feeds the book; DNS-name
+//! targets are resolved here through core's `Resolver` port, per connection.
 //!
-//! Invariant: a connection tries each candidate at most once, each attempt bounded by the
-//! connect timeout, and the first success wins.
+//! Invariants: a connection tries each candidate at most once, each attempt bounded by the
+//! connect timeout, and the first success wins; the health lock is held only to read the
+//! order or record a result, never across a resolve or a dial.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use portunus_core::health::HealthBook;
+use portunus_core::ports::{ResolveFailure, Resolver};
 use portunus_core::rule::{Host, PortRange, RuleDef, Target};
+use portunus_core::stats::{Counters, TargetCounters, TargetHealth};
 use tokio::net::TcpStream;
 
-/// A rule's targets in preference order, fixed when the rule is bound.
-#[derive(Debug)]
+use crate::events::{RateLimit, RuleLabel};
+
+/// Most addresses of one DNS answer a connection tries before moving to the next target.
+const ADDRESSES_PER_TARGET: usize = 4;
+
+/// Per-target counts, beside the per-port ones.
+#[derive(Debug, Default)]
+struct TargetStats {
+    connections: AtomicU64,
+    connect_failures: AtomicU64,
+    dns_failures: AtomicU64,
+}
+
+/// A rule's targets, their health, and how to resolve them; fixed when the rule is bound.
 pub(crate) struct TargetPlan {
+    rule: RuleLabel,
     listen: PortRange,
-    /// `(index in the rule's target list, target)`, best first.
-    ordered: Vec<(usize, Target)>,
+    targets: Vec<Target>,
+    prefer_ipv6: bool,
+    health: Mutex<HealthBook>,
+    stats: Vec<TargetStats>,
+    resolver: Option<Arc<dyn Resolver>>,
+    dns_failed: RateLimit,
+}
+
+impl std::fmt::Debug for TargetPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TargetPlan")
+            .field("rule", &self.rule)
+            .field("targets", &self.targets)
+            .finish_non_exhaustive()
+    }
 }
 
 /// One place to try for one connection.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Candidate<'a> {
+    /// Index into the rule's target list.
+    pub(crate) idx: usize,
     pub(crate) host: &'a Host,
     pub(crate) port: u16,
+    pub(crate) target: &'a Target,
 }
 
 /// A connection that reached a target.
 #[derive(Debug)]
-pub(crate) struct Connected {
+pub(crate) struct Connected<'a> {
     pub(crate) stream: TcpStream,
-    /// True when a better-preferred target was tried first and failed.
+    /// The target it reached.
+    pub(crate) target: &'a Target,
+    /// True when it is not the most preferred target (that one was failed or refused).
     pub(crate) failed_over: bool,
 }
 
@@ -42,22 +80,108 @@ pub(crate) struct Connected {
 #[derive(Debug)]
 pub(crate) struct ConnectFailure {
     pub(crate) target: String,
-    pub(crate) reason: &'static str,
+    pub(crate) reason: String,
     pub(crate) errno_name: String,
     pub(crate) n_tried: usize,
+    /// How many candidates failed because their name did not resolve.
+    pub(crate) dns_failures: u64,
+}
+
+fn lock(book: &Mutex<HealthBook>) -> MutexGuard<'_, HealthBook> {
+    book.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl TargetPlan {
+    /// A plan without a resolver (DNS-name targets then fail) and without a rule label.
     pub(crate) fn new(def: &RuleDef) -> Self {
-        let ordered = def.targets_by_preference().into_iter().map(|(idx, t)| (idx, t.clone())).collect();
-        TargetPlan { listen: def.listen, ordered }
+        Self::with_context(def, RuleLabel(None), None)
+    }
+
+    /// A plan for a bound rule.
+    pub(crate) fn with_context(def: &RuleDef, rule: RuleLabel, resolver: Option<Arc<dyn Resolver>>) -> Self {
+        let preference = def.targets_by_preference().into_iter().map(|(idx, _)| idx).collect();
+        TargetPlan {
+            rule,
+            listen: def.listen,
+            targets: def.targets.clone(),
+            prefer_ipv6: def.prefer_ipv6,
+            health: Mutex::new(HealthBook::new(preference)),
+            stats: def.targets.iter().map(|_| TargetStats::default()).collect(),
+            resolver,
+            dns_failed: RateLimit::new(Duration::from_secs(1)),
+        }
     }
 
     /// The targets a connection that arrived on `listen_port` tries, best first.
     pub(crate) fn candidates(&self, listen_port: u16) -> impl Iterator<Item = Candidate<'_>> + '_ {
-        self.ordered
+        let order = lock(&self.health).attempt_order();
+        order.into_iter().map(move |idx| {
+            let target = &self.targets[idx];
+            Candidate { idx, host: &target.host, port: target.port_for(self.listen, listen_port), target }
+        })
+    }
+
+    /// Records one attempt on target `idx` and reports a health change.
+    pub(crate) fn record(&self, idx: usize, ok: bool) {
+        let transition = lock(&self.health).handle_result(idx, ok);
+        if let Some(t) = transition {
+            let target = self.targets.get(idx).map(ToString::to_string).unwrap_or_default();
+            let health = match t.health {
+                TargetHealth::Healthy => "healthy",
+                TargetHealth::Failed => "failed",
+            };
+            tracing::warn!(event = "rule.target_health_changed", rule = %self.rule, target = %target, health);
+        }
+    }
+
+    /// The addresses of `host`: itself for an IP, the resolver's answer for a name. A failed
+    /// resolution emits `rule.dns_failed` (rate-limited; every failure is counted).
+    pub(crate) async fn addresses(&self, host: &Host) -> Result<Vec<IpAddr>, ResolveFailure> {
+        let name = match host {
+            Host::Ip(ip) => return Ok(vec![*ip]),
+            Host::Name(name) => name,
+        };
+        let result = match &self.resolver {
+            Some(resolver) => resolver.resolve(name, self.prefer_ipv6).await,
+            None => Err(ResolveFailure { reason: "no_resolver".into() }),
+        };
+        if let Err(failure) = &result
+            && self.dns_failed.allow()
+        {
+            tracing::warn!(event = "rule.dns_failed", rule = %self.rule, host = %name, reason = %failure.reason);
+        }
+        result
+    }
+
+    /// Active probe: one TCP connect to every target, outside any lock, each result recorded.
+    pub(crate) async fn probe_all(&self, timeout: Duration) {
+        for (idx, target) in self.targets.iter().enumerate() {
+            let port = target.ports.start();
+            let ok = match self.addresses(&target.host).await {
+                Ok(addrs) => connect_any(&addrs, port, Some(timeout)).await.is_ok(),
+                Err(_) => false,
+            };
+            self.record(idx, ok);
+        }
+    }
+
+    /// Per-target counters and health, for the rule's report.
+    pub(crate) fn report(&self) -> Vec<TargetCounters> {
+        let book = lock(&self.health);
+        self.stats
             .iter()
-            .map(move |(_, t)| Candidate { host: &t.host, port: t.port_for(self.listen, listen_port) })
+            .enumerate()
+            .map(|(idx, s)| TargetCounters {
+                index: idx as u32,
+                health: book.health(idx),
+                counters: Counters {
+                    connections_total: s.connections.load(Relaxed),
+                    connect_failures: s.connect_failures.load(Relaxed),
+                    dns_failures: s.dns_failures.load(Relaxed),
+                    ..Counters::default()
+                },
+            })
+            .collect()
     }
 }
 
@@ -72,44 +196,70 @@ pub(crate) async fn connect_first(
     plan: &TargetPlan,
     listen_port: u16,
     timeout: Option<Duration>,
-) -> Result<Connected, ConnectFailure> {
-    let mut first_failure = None;
+) -> Result<Connected<'_>, ConnectFailure> {
+    let preferred = lock(&plan.health).preferred();
+    let mut first_failure: Option<(String, String, String)> = None;
     let mut n_tried = 0;
+    let mut dns_failures = 0;
     for candidate in plan.candidates(listen_port) {
         n_tried += 1;
-        match connect_one(candidate, timeout).await {
-            Ok(stream) => return Ok(Connected { stream, failed_over: n_tried > 1 }),
-            Err(why) => {
-                first_failure.get_or_insert((candidate.label(), why));
+        let stats = &plan.stats[candidate.idx];
+        let attempt = match plan.addresses(candidate.host).await {
+            Ok(addrs) => connect_any(&addrs, candidate.port, timeout).await,
+            Err(failure) => {
+                dns_failures += 1;
+                stats.dns_failures.fetch_add(1, Relaxed);
+                Err((format!("dns: {}", failure.reason), "-".to_owned()))
+            }
+        };
+        plan.record(candidate.idx, attempt.is_ok());
+        match attempt {
+            Ok(stream) => {
+                stats.connections.fetch_add(1, Relaxed);
+                let failed_over = preferred.is_some_and(|p| p != candidate.idx);
+                return Ok(Connected { stream, target: candidate.target, failed_over });
+            }
+            Err((reason, errno_name)) => {
+                stats.connect_failures.fetch_add(1, Relaxed);
+                first_failure.get_or_insert((candidate.label(), reason, errno_name));
             }
         }
     }
     // A validated rule has at least one target; the "-" case only guards the invariant.
-    let (target, (reason, errno_name)) =
-        first_failure.unwrap_or_else(|| ("-".to_owned(), ("no_targets", "-".to_owned())));
-    Err(ConnectFailure { target, reason, errno_name, n_tried })
+    let (target, reason, errno_name) =
+        first_failure.unwrap_or_else(|| ("-".to_owned(), "no_targets".to_owned(), "-".to_owned()));
+    Err(ConnectFailure { target, reason, errno_name, n_tried, dns_failures })
 }
 
-/// One attempt; the error is `(reason, errno_name)` for the event.
-async fn connect_one(
-    candidate: Candidate<'_>,
+/// Tries up to [`ADDRESSES_PER_TARGET`] of `addrs` in order; the error is
+/// `(reason, errno_name)` of the first failure.
+async fn connect_any(
+    addrs: &[IpAddr],
+    port: u16,
     timeout: Option<Duration>,
-) -> Result<TcpStream, (&'static str, String)> {
-    let ip = match candidate.host {
-        Host::Ip(ip) => *ip,
-        // DNS-name targets need the resolver adapter; until it is wired in they count as
-        // a failed target so the next one is tried.
-        Host::Name(_) => return Err(("dns_target_unsupported", "-".to_owned())),
-    };
-    let connect = TcpStream::connect(SocketAddr::new(ip, candidate.port));
+) -> Result<TcpStream, (String, String)> {
+    let mut first = None;
+    for ip in addrs.iter().take(ADDRESSES_PER_TARGET) {
+        match connect_one(SocketAddr::new(*ip, port), timeout).await {
+            Ok(stream) => return Ok(stream),
+            Err(err) => {
+                first.get_or_insert(err);
+            }
+        }
+    }
+    Err(first.unwrap_or_else(|| ("no_addresses".to_owned(), "-".to_owned())))
+}
+
+async fn connect_one(addr: SocketAddr, timeout: Option<Duration>) -> Result<TcpStream, (String, String)> {
+    let connect = TcpStream::connect(addr);
     let res = match timeout {
         Some(limit) => match tokio::time::timeout(limit, connect).await {
             Ok(res) => res,
-            Err(_elapsed) => return Err(("timeout", "ETIMEDOUT".to_owned())),
+            Err(_elapsed) => return Err(("timeout".to_owned(), "ETIMEDOUT".to_owned())),
         },
         None => connect.await,
     };
-    res.map_err(|err| (reason(&err), crate::sys::errno_name(&err)))
+    res.map_err(|err| (reason(&err).to_owned(), crate::sys::errno_name(&err)))
 }
 
 fn reason(err: &io::Error) -> &'static str {

@@ -57,7 +57,14 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
 }
 
 /// What this build's data plane runs, announced in Hello.
-const CAPABILITIES: &[Capability] = &[Capability::Tcp, Capability::Udp];
+const CAPABILITIES: &[Capability] = &[
+    Capability::Tcp,
+    Capability::Udp,
+    Capability::PortRange,
+    Capability::MultiTarget,
+    Capability::DnsTarget,
+    Capability::ProxyProtocol,
+];
 
 fn main() {
     let cli = Cli::parse();
@@ -81,7 +88,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let info = ClientInfo {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         git_revision: portunus_telemetry::GIT_REVISION.to_owned(),
-        capabilities: CAPABILITIES.to_vec(),
+        capabilities: announced_capabilities(),
     };
     if let Some(Command::Enroll { uri }) = cli.command {
         let uri = EnrollUri::parse(&uri)?;
@@ -96,7 +103,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Ok((before, after)) => tracing::debug!(event = "startup.nofile_limit", before, after),
         Err(err) => tracing::warn!(event = "startup.nofile_limit_failed", error = %err),
     }
-    let plane = DataPlane::new(DataPlaneOptions::from_env());
+    let plane = match portunus_resolver::HickoryResolver::from_env() {
+        Ok(resolver) => DataPlane::with_resolver(DataPlaneOptions::from_env(), resolver),
+        Err(failure) => {
+            // Rules with IP targets still work; DNS-name targets fail per connection.
+            tracing::warn!(event = "startup.resolver_unavailable", reason = %failure.reason);
+            DataPlane::new(DataPlaneOptions::from_env())
+        }
+    };
     tracing::info!(event = "client.started", client = %bundle.client_name, client_id = %bundle.client_id,
         server = %bundle.server_endpoint, version = %version());
     let result = portunus_control::run(&bundle, &info, plane.clone(), shutdown_signal()).await;
@@ -108,6 +122,18 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let cut = plane.shutdown(drain).await;
     tracing::info!(event = "client.stopped", connections_cut = cut);
     result
+}
+
+/// The capabilities to announce: all this build has, or — for tests of the server's gates,
+/// deliberately absent from `--help` — the subset named in `PORTUNUS_CLIENT_CAPABILITIES`.
+fn announced_capabilities() -> Vec<Capability> {
+    match std::env::var("PORTUNUS_CLIENT_CAPABILITIES") {
+        Ok(list) => {
+            let named = portunus_core::capability::parse_set(list.split(',').map(str::trim));
+            CAPABILITIES.iter().copied().filter(|c| named.contains(c)).collect()
+        }
+        Err(_) => CAPABILITIES.to_vec(),
+    }
 }
 
 async fn shutdown_signal() {

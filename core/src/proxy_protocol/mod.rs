@@ -153,7 +153,8 @@ fn decode_v1(bytes: &[u8]) -> Result<Decoded, DecodeError> {
             Err(DecodeError::NeedMore)
         };
     };
-    let line = std::str::from_utf8(&window[PREFIX.len()..end]).map_err(|_| DecodeError::Invalid("v1 not ASCII"))?;
+    let line =
+        std::str::from_utf8(&window[PREFIX.len()..end]).map_err(|_| DecodeError::Invalid("v1 not ASCII"))?;
     let len = end + 2;
     let parts: Vec<&str> = line.split(' ').collect();
     let addresses = match parts.as_slice() {
@@ -181,7 +182,9 @@ fn decode_v1(bytes: &[u8]) -> Result<Decoded, DecodeError> {
 
 fn port(text: &str) -> Result<u16, DecodeError> {
     // The spec forbids leading zeros and signs; `parse` would accept "+1" and "007".
-    let canonical = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
+    let canonical = !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'));
     text.parse().ok().filter(|_| canonical).ok_or(DecodeError::Invalid("v1 bad port"))
 }
 

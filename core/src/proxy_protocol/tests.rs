@@ -61,19 +61,29 @@ fn decoding_reports_need_more_and_invalid() {
     let mut long = b"PROXY TCP4 ".to_vec();
     long.extend(std::iter::repeat_n(b'1', 120));
     assert!(matches!(decode(&long), Err(DecodeError::Invalid(_))));
-    assert!(matches!(decode(b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n"), Err(DecodeError::Invalid("v1 bad port"))));
-    assert!(matches!(decode(b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n"), Err(DecodeError::Invalid("v1 bad port"))));
+    assert!(matches!(
+        decode(b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n"),
+        Err(DecodeError::Invalid("v1 bad port"))
+    ));
+    assert!(matches!(
+        decode(b"PROXY TCP4 1.2.3.4 5.6.7.8 +1 2\r\n"),
+        Err(DecodeError::Invalid("v1 bad port"))
+    ));
 }
 
 fn arb_addresses() -> impl Strategy<Value = Addresses> {
     prop_oneof![
-        (any::<[u8; 4]>(), any::<u16>(), any::<[u8; 4]>(), any::<u16>()).prop_map(|(s, sp, d, dp)| Addresses::V4 {
-            src: SocketAddrV4::new(Ipv4Addr::from(s), sp),
-            dst: SocketAddrV4::new(Ipv4Addr::from(d), dp),
+        (any::<[u8; 4]>(), any::<u16>(), any::<[u8; 4]>(), any::<u16>()).prop_map(|(s, sp, d, dp)| {
+            Addresses::V4 {
+                src: SocketAddrV4::new(Ipv4Addr::from(s), sp),
+                dst: SocketAddrV4::new(Ipv4Addr::from(d), dp),
+            }
         }),
-        (any::<[u8; 16]>(), any::<u16>(), any::<[u8; 16]>(), any::<u16>()).prop_map(|(s, sp, d, dp)| Addresses::V6 {
-            src: SocketAddrV6::new(Ipv6Addr::from(s), sp, 0, 0),
-            dst: SocketAddrV6::new(Ipv6Addr::from(d), dp, 0, 0),
+        (any::<[u8; 16]>(), any::<u16>(), any::<[u8; 16]>(), any::<u16>()).prop_map(|(s, sp, d, dp)| {
+            Addresses::V6 {
+                src: SocketAddrV6::new(Ipv6Addr::from(s), sp, 0, 0),
+                dst: SocketAddrV6::new(Ipv6Addr::from(d), dp, 0, 0),
+            }
         }),
         Just(Addresses::Unknown),
     ]

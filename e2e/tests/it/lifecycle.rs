@@ -132,7 +132,9 @@ fn malformed_pushes_and_unknown_ids_get_their_stable_codes() {
 #[test]
 fn rules_the_client_cannot_run_exit_3_with_their_capability_code_and_store_nothing() {
     let scn = Scenario::new("capability_gates");
-    let (server, _client) = server_with_edge(&scn, &ClientOpts::default());
+    // A client that announces only TCP, as an older build would.
+    let opts = ClientOpts::default().env("PORTUNUS_CLIENT_CAPABILITIES", "tcp");
+    let (server, _client) = server_with_edge(&scn, &opts);
     let first = free_port();
     let port = first.to_string();
     let range = format!("{first}-{}", first + 1);

@@ -24,6 +24,7 @@ mod rbac_matrix;
 mod replay;
 mod retry;
 mod reuseaddr;
+mod rule_targets;
 mod secrets;
 mod shutdown;
 mod store;

@@ -3,6 +3,7 @@
 mod binding;
 mod lifecycle;
 mod paths;
+mod rule_targets;
 mod support;
 mod targets;
 mod udp;

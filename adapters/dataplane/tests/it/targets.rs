@@ -27,7 +27,7 @@ async fn second_target_takes_over_when_the_first_refuses() {
 }
 
 #[tokio::test]
-async fn name_targets_are_skipped_until_dns_is_supported() {
+async fn without_a_resolver_a_name_target_fails_over_to_the_next() {
     let plane = plane(Path::Userspace);
     let id = rule_id();
     let port = free_ports(1);
