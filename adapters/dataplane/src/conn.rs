@@ -81,31 +81,32 @@ async fn forward(rule: &RuleShared, port: &PortState, peer: TcpStream, tcp: TcpS
     if tcp.keepalive != rule.listener_keepalive {
         tune(&peer, tcp.keepalive);
     }
-    let (target, proxy) = match target::connect_first(&rule.plan, port.port, tcp.connect_timeout).await {
-        Ok(connected) => {
-            if connected.failed_over {
-                port.counters.target_failovers.fetch_add(1, Relaxed);
+
+    let (target, proxy) =
+        match target::connect_first(&rule.plan, port.port, tcp.connect_timeout, tcp.keepalive).await {
+            Ok(connected) => {
+                if connected.failed_over {
+                    port.counters.target_failovers.fetch_add(1, Relaxed);
+                }
+                (connected.stream, connected.target.proxy)
             }
-            (connected.stream, connected.target.proxy)
-        }
-        Err(failure) => {
-            port.counters.connect_failures.fetch_add(1, Relaxed);
-            port.counters.dns_failures.fetch_add(failure.dns_failures, Relaxed);
-            if rule.connect_failed.allow() {
-                tracing::warn!(
-                    event = "rule.connect_failed",
-                    rule = %rule.id,
-                    target = %failure.target,
-                    errno_name = %failure.errno_name,
-                    reason = %failure.reason,
-                    targets_tried = failure.n_tried,
-                );
+            Err(failure) => {
+                port.counters.connect_failures.fetch_add(1, Relaxed);
+                port.counters.dns_failures.fetch_add(failure.dns_failures, Relaxed);
+                if rule.connect_failed.allow() {
+                    tracing::warn!(
+                        event = "rule.connect_failed",
+                        rule = %rule.id,
+                        target = %failure.target,
+                        errno_name = %failure.errno_name,
+                        reason = %failure.reason,
+                        targets_tried = failure.n_tried,
+                    );
+                }
+                // Dropping `peer` closes the accepted socket.
+                return;
             }
-            // Dropping `peer` closes the accepted socket.
-            return;
-        }
-    };
-    tune(&target, tcp.keepalive);
+        };
     if let Some(version) = proxy
         && let Err(why) = send_proxy_header(&peer, &target, version).await
     {

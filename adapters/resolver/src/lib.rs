@@ -208,6 +208,45 @@ fn reason_of(err: &hickory_resolver::net::NetError) -> String {
     }
 }
 
+/// A resolver built on first use: processes whose rules name no host never pay for one
+/// (about 0.7 MiB of RSS).
+pub struct LazyResolver {
+    cell: std::sync::OnceLock<Result<Arc<HickoryResolver>, ResolveFailure>>,
+}
+
+impl LazyResolver {
+    /// A resolver that will be configured by [`HickoryResolver::from_env`] when first asked.
+    pub fn from_env() -> Arc<Self> {
+        Arc::new(LazyResolver { cell: std::sync::OnceLock::new() })
+    }
+
+    fn get(&self) -> Result<&Arc<HickoryResolver>, ResolveFailure> {
+        self.cell
+            .get_or_init(|| {
+                let built = HickoryResolver::from_env();
+                if let Err(failure) = &built {
+                    tracing::warn!(event = "dns.resolver_unavailable", reason = %failure.reason);
+                }
+                built
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl Resolver for LazyResolver {
+    fn resolve<'a>(
+        &'a self,
+        name: &'a str,
+        prefer_ipv6: bool,
+    ) -> BoxFuture<'a, Result<Vec<IpAddr>, ResolveFailure>> {
+        match self.get() {
+            Ok(resolver) => resolver.resolve(name, prefer_ipv6),
+            Err(failure) => Box::pin(std::future::ready(Err(failure))),
+        }
+    }
+}
+
 impl Resolver for HickoryResolver {
     fn resolve<'a>(
         &'a self,

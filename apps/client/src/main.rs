@@ -103,14 +103,10 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Ok((before, after)) => tracing::debug!(event = "startup.nofile_limit", before, after),
         Err(err) => tracing::warn!(event = "startup.nofile_limit_failed", error = %err),
     }
-    let plane = match portunus_resolver::HickoryResolver::from_env() {
-        Ok(resolver) => DataPlane::with_resolver(DataPlaneOptions::from_env(), resolver),
-        Err(failure) => {
-            // Rules with IP targets still work; DNS-name targets fail per connection.
-            tracing::warn!(event = "startup.resolver_unavailable", reason = %failure.reason);
-            DataPlane::new(DataPlaneOptions::from_env())
-        }
-    };
+    // Built on the first DNS-name target; if it cannot be, those connections fail one by one
+    // (`rule.dns_failed`) while IP targets keep working.
+    let plane =
+        DataPlane::with_resolver(DataPlaneOptions::from_env(), portunus_resolver::LazyResolver::from_env());
     tracing::info!(event = "client.started", client = %bundle.client_name, client_id = %bundle.client_id,
         server = %bundle.server_endpoint, version = %version());
     let result = portunus_control::run(&bundle, &info, plane.clone(), shutdown_signal()).await;

@@ -79,14 +79,10 @@ async fn run(config: StandaloneConfig, drain: Duration) -> Result<(), Failure> {
     if let Err(err) = portunus_dataplane::raise_nofile_limit() {
         tracing::warn!(event = "startup.nofile_limit_failed", error = %err);
     }
-    let plane = match portunus_resolver::HickoryResolver::from_env() {
-        Ok(resolver) => DataPlane::with_resolver(DataPlaneOptions::from_env(), resolver),
-        Err(failure) => {
-            // Rules with IP targets still work; DNS-name targets fail per connection.
-            tracing::warn!(event = "startup.resolver_unavailable", reason = %failure.reason);
-            DataPlane::new(DataPlaneOptions::from_env())
-        }
-    };
+    // Built on the first DNS-name target; if it cannot be, those connections fail one by one
+    // (`rule.dns_failed`) while IP targets keep working.
+    let plane =
+        DataPlane::with_resolver(DataPlaneOptions::from_env(), portunus_resolver::LazyResolver::from_env());
     plane.apply_settings(config.settings);
     for (id, name, def) in config.rules {
         let listen = def.listen;
