@@ -277,9 +277,14 @@ impl Leg<'_> {
         RelayError { side, source }
     }
 
-    /// Counts `n` delivered bytes (`n <= BATCH` by construction of every caller).
-    fn delivered(&self, n: usize, activity: &Activity) {
-        self.delivered.fetch_add(n as u64, Relaxed);
+    /// Counts `n` delivered bytes with one relaxed add per step of at most [`BATCH`], so a
+    /// counter never jumps by more than 64 KiB at once, whatever one system call moved.
+    fn delivered(&self, mut n: usize, activity: &Activity) {
+        while n > 0 {
+            let step = n.min(BATCH);
+            self.delivered.fetch_add(step as u64, Relaxed);
+            n -= step;
+        }
         activity.touch();
     }
 
