@@ -235,7 +235,14 @@ impl DataPlane {
         let mut rules = self.lock_udp_rules();
         // Close the old runtime's listeners before binding, so its own ports are free.
         drop(rules.remove(&id));
-        let bound = UdpRule::bind(&self.runtime, &self.family, id, def, &self.settings.all())?;
+        let bound = UdpRule::bind(
+            &self.runtime,
+            &self.family,
+            id,
+            def,
+            &self.settings.all(),
+            self.resolver.0.clone(),
+        )?;
         tracing::debug!(event = "rule.bound", rule = %id, listen = %def.listen, protocol = "udp");
         rules.insert(id, bound);
         Ok(())

@@ -37,6 +37,8 @@ struct TargetStats {
 /// A rule's targets, their health, and how to resolve them; fixed when the rule is bound.
 pub(crate) struct TargetPlan {
     rule: RuleLabel,
+    /// `rule.dns_failed` (TCP) or `rule.udp_dns_failed` (UDP).
+    dns_event: &'static str,
     listen: PortRange,
     targets: Vec<Target>,
     prefer_ipv6: bool,
@@ -93,6 +95,7 @@ fn lock(book: &Mutex<HealthBook>) -> MutexGuard<'_, HealthBook> {
 
 impl TargetPlan {
     /// A plan without a resolver (DNS-name targets then fail) and without a rule label.
+    #[cfg(test)]
     pub(crate) fn new(def: &RuleDef) -> Self {
         Self::with_context(def, RuleLabel(None), None)
     }
@@ -102,6 +105,10 @@ impl TargetPlan {
         let preference = def.targets_by_preference().into_iter().map(|(idx, _)| idx).collect();
         TargetPlan {
             rule,
+            dns_event: match def.protocol {
+                portunus_core::rule::Protocol::Tcp => "rule.dns_failed",
+                portunus_core::rule::Protocol::Udp => "rule.udp_dns_failed",
+            },
             listen: def.listen,
             targets: def.targets.clone(),
             prefer_ipv6: def.prefer_ipv6,
@@ -148,9 +155,40 @@ impl TargetPlan {
         if let Err(failure) = &result
             && self.dns_failed.allow()
         {
-            tracing::warn!(event = "rule.dns_failed", rule = %self.rule, host = %name, reason = %failure.reason);
+            tracing::warn!(event = self.dns_event, rule = %self.rule, host = %name, reason = %failure.reason);
         }
         result
+    }
+
+    /// Target `idx` of the rule (`None` out of range).
+    pub(crate) fn target(&self, idx: usize) -> Option<&Target> {
+        self.targets.get(idx)
+    }
+
+    /// The most preferred target, whatever its health.
+    pub(crate) fn preferred(&self) -> Option<usize> {
+        lock(&self.health).preferred()
+    }
+
+    /// Counts a connection (or UDP flow) that reached target `idx`.
+    pub(crate) fn note_opened(&self, idx: usize) {
+        if let Some(s) = self.stats.get(idx) {
+            s.connections.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts a failed connect (or a UDP flow evicted by an ICMP error) of target `idx`.
+    pub(crate) fn note_failed(&self, idx: usize) {
+        if let Some(s) = self.stats.get(idx) {
+            s.connect_failures.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Counts a failed resolution of target `idx`.
+    pub(crate) fn note_dns_failed(&self, idx: usize) {
+        if let Some(s) = self.stats.get(idx) {
+            s.dns_failures.fetch_add(1, Relaxed);
+        }
     }
 
     /// Active probe: one TCP connect to every target, outside any lock, each result recorded.

@@ -25,22 +25,24 @@
 mod flow;
 mod listen;
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use portunus_core::Failure;
 use portunus_core::config::DataPlaneSettings;
 use portunus_core::ids::RuleId;
-use portunus_core::rule::{Host, RuleDef};
+use portunus_core::ports::Resolver;
+use portunus_core::rule::RuleDef;
 use portunus_core::stats::{Counters, RuleReport};
-use portunus_core::udp::{FlowLimits, FlowTable};
+use portunus_core::udp::{FlowKey, FlowLimits, FlowTable};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
-use crate::events::RateLimit;
+use crate::events::{RateLimit, RuleLabel};
 use crate::listen::Family;
 use crate::target::TargetPlan;
 
@@ -62,6 +64,8 @@ pub(crate) struct UdpCounters {
     flows_dropped_overflow: AtomicU64,
     dns_failures: AtomicU64,
     open_failures: AtomicU64,
+    /// Flows opened to a target other than the most preferred one.
+    failovers: AtomicU64,
     /// Datagrams received but not delivered (full buffer, send error, truncation). Not
     /// part of the report: it has no field there; it is logged.
     datagrams_dropped: AtomicU64,
@@ -79,7 +83,7 @@ impl UdpCounters {
             flows_dropped_overflow: self.flows_dropped_overflow.load(Relaxed),
             dns_failures: self.dns_failures.load(Relaxed),
             connect_failures: self.open_failures.load(Relaxed),
-            target_failovers: 0,
+            target_failovers: self.failovers.load(Relaxed),
         }
     }
 
@@ -126,7 +130,6 @@ struct Notes {
     icmp_evicted: RateLimit,
     overflow: RateLimit,
     open_failed: RateLimit,
-    dns_failed: RateLimit,
     recv_failed: RateLimit,
     dropped: RateLimit,
 }
@@ -137,7 +140,6 @@ impl Notes {
             icmp_evicted: RateLimit::new(EVENT_PERIOD),
             overflow: RateLimit::new(EVENT_PERIOD),
             open_failed: RateLimit::new(EVENT_PERIOD),
-            dns_failed: RateLimit::new(EVENT_PERIOD),
             recv_failed: RateLimit::new(EVENT_PERIOD),
             dropped: RateLimit::new(EVENT_PERIOD),
         }
@@ -150,10 +152,21 @@ pub(crate) struct PortIo {
     port: u16,
     socket: PortSocket,
     counters: UdpCounters,
-    /// Where this port's flows go: the most preferred target with an IP address. `None`
-    /// when every target is a DNS name (not resolved by this data plane yet).
-    target: Option<SocketAddr>,
 }
+
+/// The addresses a DNS-name target last resolved to, and when.
+#[derive(Debug, Clone)]
+struct Resolved {
+    addrs: Vec<IpAddr>,
+    at: Instant,
+}
+
+/// How old a resolved address may get before new flows trigger a refresh in the background
+/// (they keep using it meanwhile; the resolver decides what is still valid).
+const REFRESH_AFTER: Duration = Duration::from_secs(5);
+
+/// Most flows of one rule waiting for their target's first resolution.
+const MAX_PENDING: usize = 256;
 
 /// What the tasks of one UDP rule share.
 #[derive(Debug)]
@@ -166,11 +179,27 @@ pub(crate) struct RuleIo {
     /// Wakes the reaper when its next deadline may have moved earlier.
     reaper: Notify,
     notes: Notes,
+    /// Target choice, health and resolution, shared with the TCP path's logic.
+    plan: TargetPlan,
+    /// Last answer per target index (DNS-name targets only).
+    resolved: Mutex<Vec<Option<Resolved>>>,
+    /// Per target index: a background refresh is running.
+    refreshing: Vec<AtomicBool>,
+    /// Sources whose first datagram waits for a resolution; later ones are dropped.
+    pending: Mutex<HashSet<FlowKey>>,
 }
 
 impl RuleIo {
     fn lock_table(&self) -> MutexGuard<'_, FlowTable<FlowSlot>> {
         self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_resolved(&self) -> MutexGuard<'_, Vec<Option<Resolved>>> {
+        self.resolved.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_pending(&self) -> MutexGuard<'_, HashSet<FlowKey>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Time since the rule's origin, as the flow table takes it.
@@ -210,24 +239,16 @@ impl UdpRule {
         id: RuleId,
         def: &RuleDef,
         settings: &DataPlaneSettings,
+        resolver: Option<Arc<dyn Resolver>>,
     ) -> Result<UdpRule, Failure> {
         // Sockets register with the runtime's reactor, which needs its context.
         let _runtime = runtime.enter();
         let sockets = listen::bind_all(family, def)?;
-        let plan = TargetPlan::new(def);
+        let plan = TargetPlan::with_context(def, RuleLabel(Some(id)), resolver);
         let ports = sockets
             .into_iter()
             .map(|(port, socket)| {
-                let target = plan.candidates(port).find_map(|c| match c.host {
-                    Host::Ip(ip) => Some(SocketAddr::new(*ip, c.port)),
-                    Host::Name(_) => None,
-                });
-                Arc::new(PortIo {
-                    port,
-                    socket: PortSocket::new(socket),
-                    counters: UdpCounters::default(),
-                    target,
-                })
+                Arc::new(PortIo { port, socket: PortSocket::new(socket), counters: UdpCounters::default() })
             })
             .collect::<Vec<_>>();
         let io = Arc::new(RuleIo {
@@ -237,6 +258,10 @@ impl UdpRule {
             origin: Instant::now(),
             reaper: Notify::new(),
             notes: Notes::new(),
+            resolved: Mutex::new(vec![None; def.targets.len()]),
+            refreshing: def.targets.iter().map(|_| AtomicBool::new(false)).collect(),
+            pending: Mutex::new(HashSet::new()),
+            plan,
         });
         let mut tasks = Vec::with_capacity(io.ports.len() + 1);
         for port in &io.ports {
@@ -248,7 +273,9 @@ impl UdpRule {
 
     /// The rule's counters since it was bound.
     pub(crate) fn report(&self) -> RuleReport {
-        rule_report(self.instance, self.io.ports.iter().map(|p| &**p))
+        let mut report = rule_report(self.instance, self.io.ports.iter().map(|p| &**p));
+        report.per_target = self.io.plan.report();
+        report
     }
 
     /// New flow limits: a new cap applies to flows opened from now on (existing flows are

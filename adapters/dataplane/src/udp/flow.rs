@@ -12,14 +12,16 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use portunus_core::rule::Host;
 
 use portunus_core::udp::{FlowId, FlowKey, FlowTable, Inbound, UpstreamError};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::Interest;
 use tokio::task::AbortHandle;
 
-use super::{PortIo, RuleIo};
+use super::{MAX_PENDING, PortIo, REFRESH_AFTER, Resolved, RuleIo};
 use crate::sys::batch::{BATCH, Batch, DatagramFd, watch_reads, with_batch};
 use crate::sys::upstream_error;
 
@@ -27,9 +29,13 @@ use crate::sys::upstream_error;
 #[derive(Debug)]
 pub(crate) struct FlowIo {
     key: FlowKey,
-    /// Connected to the port's target.
+    /// Connected to the flow's target.
     socket: DatagramFd,
     port: Arc<PortIo>,
+    /// Index of the target in the rule's list, for health and per-target counts.
+    target: usize,
+    /// Set once the target answered; the first answer counts as a health success.
+    answered: std::sync::atomic::AtomicBool,
 }
 
 /// What the flow table keeps per flow.
@@ -75,6 +81,7 @@ pub(crate) fn forward_batch(
     let now = io.now();
     let mut overflow = 0u64;
     let mut dropped = 0u64;
+    let mut waiting: Vec<(FlowKey, usize, u16, Vec<u8>)> = Vec::new();
     let max_flows = {
         let mut table = io.lock_table();
         let mut start = 0;
@@ -100,14 +107,28 @@ pub(crate) fn forward_batch(
             match table.handle_inbound(key, now) {
                 Inbound::Forward { id, flow } => routes.push(Route { flow: Arc::clone(&flow.io), id, range }),
                 Inbound::Open => match open(io, port, &mut table, key, now) {
-                    Some((flow, id)) => routes.push(Route { flow, id, range }),
-                    None => dropped += range.len() as u64,
+                    Opened::Flow(flow, id) => routes.push(Route { flow, id, range }),
+                    Opened::Resolve { target, target_port } => {
+                        // The first datagram waits for the answer; the rest of the run (and
+                        // any datagram of a source already waiting) is dropped.
+                        let mut pending = io.lock_pending();
+                        if pending.len() < MAX_PENDING && pending.insert(key) {
+                            waiting.push((key, target, target_port, batch.payload(range.start).to_vec()));
+                            dropped += range.len() as u64 - 1;
+                        } else {
+                            dropped += range.len() as u64;
+                        }
+                    }
+                    Opened::Failed => dropped += range.len() as u64,
                 },
                 Inbound::Overflow => overflow += range.len() as u64,
             }
         }
         table.limits().max_flows
     };
+    for (key, target, target_port, first) in waiting {
+        tokio::spawn(resolve_then_open(Arc::clone(io), Arc::clone(port), key, target, target_port, first));
+    }
     if overflow > 0 {
         port.counters.flows_dropped_overflow.fetch_add(overflow, Relaxed);
         if io.notes.overflow.allow() {
@@ -134,41 +155,98 @@ pub(crate) fn forward_batch(
     }
 }
 
-/// Opens the flow for `key`: a socket connected to the port's target and the task that
-/// carries its replies. Runs under the table lock, so the cap check and the insert are one
-/// step. `None` when the flow cannot be opened (counted and logged).
+/// What opening a flow came to.
+pub(crate) enum Opened {
+    /// Open, with its id.
+    Flow(Arc<FlowIo>, FlowId),
+    /// The chosen target is a DNS name not resolved yet: resolve it, then open.
+    Resolve {
+        /// Target index.
+        target: usize,
+        /// Target port for this listen port.
+        target_port: u16,
+    },
+    /// Could not be opened (counted and logged).
+    Failed,
+}
+
+/// Picks the target for a new flow on `port`: the first candidate in health order whose
+/// address is known now. A DNS-name target with an answer is used at once (a stale answer
+/// triggers one background refresh); one without an answer yet asks for a resolution.
+fn choose(io: &Arc<RuleIo>, port: &PortIo) -> Option<(usize, u16, Option<SocketAddr>)> {
+    let candidate = io.plan.candidates(port.port).next()?;
+    let addr = match candidate.host {
+        Host::Ip(ip) => Some(SocketAddr::new(*ip, candidate.port)),
+        Host::Name(_) => {
+            let resolved = io.lock_resolved().get(candidate.idx).cloned().flatten();
+            match resolved {
+                Some(r) if !r.addrs.is_empty() => {
+                    if r.at.elapsed() >= REFRESH_AFTER && !io.refreshing[candidate.idx].swap(true, Relaxed) {
+                        tokio::spawn(refresh(Arc::clone(io), candidate.idx));
+                    }
+                    Some(SocketAddr::new(r.addrs[0], candidate.port))
+                }
+                _ => None,
+            }
+        }
+    };
+    Some((candidate.idx, candidate.port, addr))
+}
+
+/// Opens the flow for `key` if its target's address is known (see [`choose`]). Runs under
+/// the table lock, so the cap check and the insert are one step.
 fn open(
     io: &Arc<RuleIo>,
     port: &Arc<PortIo>,
     table: &mut FlowTable<FlowSlot>,
     key: FlowKey,
     now: Duration,
+) -> Opened {
+    match choose(io, port) {
+        None => Opened::Failed,
+        Some((target, target_port, None)) => Opened::Resolve { target, target_port },
+        Some((target, _, Some(addr))) => match open_to(io, port, table, key, now, target, addr) {
+            Some((flow, id)) => Opened::Flow(flow, id),
+            None => Opened::Failed,
+        },
+    }
+}
+
+/// Opens the flow for `key` to `addr` (target `target`): a connected socket and the task
+/// that carries its replies. `None` when the socket cannot be made (counted and logged).
+fn open_to(
+    io: &Arc<RuleIo>,
+    port: &Arc<PortIo>,
+    table: &mut FlowTable<FlowSlot>,
+    key: FlowKey,
+    now: Duration,
+    target: usize,
+    addr: SocketAddr,
 ) -> Option<(Arc<FlowIo>, FlowId)> {
-    let Some(target) = port.target else {
-        port.counters.dns_failures.fetch_add(1, Relaxed);
-        if io.notes.dns_failed.allow() {
-            tracing::warn!(event = "rule.udp_dns_failed", rule = %io.id, port = port.port,
-                reason = "dns_target_unsupported");
-        }
-        return None;
-    };
-    let socket = match connect_upstream(target) {
+    let socket = match connect_upstream(addr) {
         Ok(socket) => socket,
         Err(err) => {
             port.counters.open_failures.fetch_add(1, Relaxed);
+            io.plan.note_failed(target);
             if io.notes.open_failed.allow() {
                 tracing::warn!(
                     event = "rule.udp_flow_open_failed",
                     rule = %io.id,
                     port = port.port,
-                    target = %target,
+                    target = %addr,
                     errno_name = %crate::sys::errno_name(&err),
                 );
             }
             return None;
         }
     };
-    let flow = Arc::new(FlowIo { key, socket, port: Arc::clone(port) });
+    let flow = Arc::new(FlowIo {
+        key,
+        socket,
+        port: Arc::clone(port),
+        target,
+        answered: std::sync::atomic::AtomicBool::new(false),
+    });
     let was_empty = table.is_empty();
     // `open` only refuses after `Inbound::Open` if the caller broke the protocol; the slot
     // it hands back is then dropped, which undoes its gauge unit.
@@ -176,10 +254,84 @@ fn open(
     let task = tokio::spawn(pump_replies(Arc::clone(io), Arc::clone(&flow), id));
     slot.reply_task = Some(task.abort_handle());
     port.counters.flows_total.fetch_add(1, Relaxed);
+    io.plan.note_opened(target);
+    if io.plan.preferred().is_some_and(|p| p != target) {
+        port.counters.failovers.fetch_add(1, Relaxed);
+    }
     if was_empty {
         io.reaper.notify_one();
     }
     Some((flow, id))
+}
+
+/// Resolves target `target` for the waiting source `key`, then opens its flow and sends the
+/// datagram it was holding. A failed resolution drops that datagram, counts a DNS failure and
+/// logs `rule.udp_dns_failed` (through the plan); the rule goes on.
+async fn resolve_then_open(
+    io: Arc<RuleIo>,
+    port: Arc<PortIo>,
+    key: FlowKey,
+    target: usize,
+    target_port: u16,
+    first: Vec<u8>,
+) {
+    let answer = match io.plan.target(target).map(|t| t.host.clone()) {
+        Some(host) => io.plan.addresses(&host).await,
+        None => Err(portunus_core::ports::ResolveFailure { reason: "no_target".into() }),
+    };
+    let addrs = match answer {
+        Ok(addrs) if !addrs.is_empty() => addrs,
+        _ => {
+            port.counters.dns_failures.fetch_add(1, Relaxed);
+            port.counters.dropped(1);
+            io.plan.note_dns_failed(target);
+            io.plan.record(target, false);
+            io.lock_pending().remove(&key);
+            return;
+        }
+    };
+    if let Some(slot) = io.lock_resolved().get_mut(target) {
+        *slot = Some(Resolved { addrs: addrs.clone(), at: Instant::now() });
+    }
+    let addr = SocketAddr::new(addrs[0], target_port);
+    let opened = {
+        let mut table = io.lock_table();
+        let now = io.now();
+        match table.handle_inbound(key, now) {
+            Inbound::Forward { id, flow } => Some((Arc::clone(&flow.io), id)),
+            Inbound::Open => open_to(&io, &port, &mut table, key, now, target, addr),
+            Inbound::Overflow => {
+                port.counters.flows_dropped_overflow.fetch_add(1, Relaxed);
+                None
+            }
+        }
+    };
+    io.lock_pending().remove(&key);
+    let Some((flow, id)) = opened else { return };
+    match flow.socket.get_ref().send(&first) {
+        Ok(n) => port.counters.delivered_in(1, n as u64),
+        Err(err) => {
+            port.counters.dropped(1);
+            let class = upstream_error(&err);
+            if class.evicts() {
+                evict(&io, &flow, id, class, &err);
+            }
+        }
+    }
+}
+
+/// Re-resolves target `target` in the background, so new flows keep using fresh addresses
+/// without waiting. A failure keeps the last answer (the resolver serves it stale while it
+/// may) and is logged by the plan.
+async fn refresh(io: Arc<RuleIo>, target: usize) {
+    if let Some(host) = io.plan.target(target).map(|t| t.host.clone())
+        && let Ok(addrs) = io.plan.addresses(&host).await
+        && !addrs.is_empty()
+        && let Some(slot) = io.lock_resolved().get_mut(target)
+    {
+        *slot = Some(Resolved { addrs, at: Instant::now() });
+    }
+    io.refreshing[target].store(false, Relaxed);
 }
 
 /// A non-blocking UDP socket connected to `target` (on an ephemeral port).
@@ -242,6 +394,10 @@ fn send_all(
 /// Ends flow `id` on an ICMP-class error, whichever of its two paths met it first.
 fn evict(io: &RuleIo, flow: &FlowIo, id: FlowId, class: UpstreamError, err: &io::Error) {
     let gone = io.lock_table().handle_upstream_error(&flow.key, id, class);
+    if gone.is_some() {
+        io.plan.note_failed(flow.target);
+        io.plan.record(flow.target, false);
+    }
     if gone.is_some() && io.notes.icmp_evicted.allow() {
         tracing::warn!(
             event = "rule.udp_flow_evicted_icmp",
@@ -330,6 +486,9 @@ fn relay_replies(io: &RuleIo, flow: &FlowIo, id: FlowId) -> Next {
         }
         if !io.lock_table().handle_reply(&flow.key, id, io.now()) {
             return Next::Stop;
+        }
+        if !flow.answered.swap(true, Relaxed) {
+            io.plan.record(flow.target, true);
         }
         let port = &flow.port;
         let (mut delivered, mut bytes) = (0u64, 0u64);

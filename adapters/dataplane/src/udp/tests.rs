@@ -9,7 +9,6 @@ fn port(number: u16) -> PortIo {
         port: number,
         socket: PortSocket::new(crate::sys::batch::watch_reads(std_socket).unwrap()),
         counters: UdpCounters::default(),
-        target: None,
     }
 }
 

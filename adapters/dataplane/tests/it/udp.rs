@@ -586,3 +586,88 @@ async fn counters_are_per_port_and_the_report_has_one_entry_per_port_not_per_flo
     assert_eq!(r.totals.datagrams_in, 4);
     assert_eq!(r.totals.connections_active, 4);
 }
+
+fn resolver_plane(dns: &portunus_resolver::test_server::DnsTestServer) -> Arc<DataPlane> {
+    let resolver = portunus_resolver::HickoryResolver::with_server(dns.addr()).expect("resolver");
+    DataPlane::with_resolver(options(Path::Userspace), resolver)
+}
+
+fn name_target(name: &str, port: u16, priority: u16) -> Target {
+    let mut t = target(LOCALHOST, port, priority);
+    t.host = portunus_core::rule::Host::Name(name.to_owned());
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_target_resolves_for_a_new_flow_without_losing_its_first_datagram() {
+    let dns = portunus_resolver::test_server::DnsTestServer::start().await.unwrap();
+    let echo = udp_echo();
+    dns.set("dns-udp.test", vec![LOCALHOST], 60);
+    let plane = resolver_plane(&dns);
+    let id = rule_id();
+    let port = free_ports(1);
+    let def = udp_rule(PortRange::single(port).unwrap(), vec![name_target("dns-udp.test", echo.port(), 0)]);
+    plane.bind(id, def).await.unwrap();
+
+    // No retry: the datagram that triggered the resolution is the one answered.
+    let socket = client(port).await;
+    assert_eq!(roundtrip(&socket, b"first").await, b"first");
+    let other = client(port).await;
+    assert_eq!(roundtrip(&other, b"cached").await, b"cached");
+    eventually("two flows", || udp_totals(&plane, id).connections_total == 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_resolution_drops_the_first_datagram_and_the_rule_goes_on() {
+    capture::install();
+    let dns = portunus_resolver::test_server::DnsTestServer::start().await.unwrap();
+    let echo = udp_echo();
+    let plane = resolver_plane(&dns);
+    let id = rule_id();
+    let port = free_ports(1);
+    let def = udp_rule(PortRange::single(port).unwrap(), vec![name_target("later-udp.test", echo.port(), 0)]);
+    plane.bind(id, def).await.unwrap();
+
+    let socket = client(port).await;
+    socket.send(b"lost").await.unwrap();
+    eventually("the DNS failure is counted", || udp_totals(&plane, id).dns_failures == 1).await;
+    let events = capture::events("rule.udp_dns_failed", id);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].fields["host"], "later-udp.test");
+    assert_eq!(events[0].fields["reason"], "no_records");
+
+    dns.set("later-udp.test", vec![LOCALHOST], 60);
+    assert_eq!(roundtrip_retrying(&socket, b"again", |b| b == b"again").await, b"again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_flows_fail_over_when_the_preferred_target_is_unreachable() {
+    let echo = udp_echo();
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let plane = plane(Path::Userspace);
+    let id = rule_id();
+    let port = free_ports(1);
+    let def = udp_rule(
+        PortRange::single(port).unwrap(),
+        vec![target(LOCALHOST, dead, 0), target(LOCALHOST, echo.port(), 1)],
+    );
+    plane.bind(id, def).await.unwrap();
+
+    // Each new source's flow goes to the dead target; its ICMP error evicts the flow and
+    // counts against the target, and three of them fail it.
+    let mut sources = Vec::new();
+    for n in 0..3u64 {
+        let socket = client(port).await;
+        socket.send(b"probe").await.unwrap();
+        // The error shows on the flow's next receive or send; a second datagram makes sure.
+        let _ = socket.send(b"probe").await;
+        eventually("the flow is evicted", || report(&plane, id).per_target[0].counters.connect_failures > n)
+            .await;
+        sources.push(socket);
+    }
+    let targets = report(&plane, id).per_target;
+    assert_eq!(targets[0].health, portunus_core::stats::TargetHealth::Failed, "{targets:?}");
+    let fresh = client(port).await;
+    assert_eq!(roundtrip(&fresh, b"backup").await, b"backup");
+    eventually("the failover is counted", || udp_totals(&plane, id).target_failovers >= 1).await;
+}
