@@ -20,8 +20,6 @@ use portunus_dataplane::{CopyPath, DataPlane, DataPlaneOptions, TrafficCounters}
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-// Shared with the gate workloads, which use fixtures this file does not.
-#[allow(dead_code)]
 #[path = "support.rs"]
 mod support;
 
@@ -54,30 +52,13 @@ fn relay(c: &mut Criterion) {
     group.finish();
 }
 
-/// A backend that answers the first read of each connection with 100 bytes.
-async fn responder() -> std::net::SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind responder");
-    let addr = listener.local_addr().expect("responder addr");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 512];
-                if stream.read(&mut buf).await.is_ok_and(|n| n > 0) {
-                    let _ = stream.write_all(&[9u8; 100]).await;
-                }
-            });
-        }
-    });
-    addr
-}
-
 fn connection(c: &mut Criterion) {
     let rt = runtime();
     let dns = rt.block_on(portunus_resolver::test_server::DnsTestServer::start()).expect("dns server");
     dns.set("backend.bench.test", vec!["127.0.0.1".parse().expect("literal")], 300);
     let resolver = portunus_resolver::HickoryResolver::with_server(dns.addr()).expect("resolver");
     let (plane, ports) = rt.block_on(async {
-        let backend = responder().await;
+        let backend = support::responder().await;
         let plane = DataPlane::with_resolver(DataPlaneOptions::default(), resolver);
         let mut ports = Vec::new();
         for (idx, target) in [

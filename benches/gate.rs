@@ -25,6 +25,8 @@ const WORKLOADS: &[&str] = &[
     "relay_userspace_16mib",
     "relay_splice_16mib",
     "connections_200",
+    "connections_200_dns",
+    "connections_200_proxy_v2",
     "validate_rules_10k",
     "udp_pingpong_2000",
     "udp_bursts_100x32",
@@ -54,11 +56,29 @@ async fn relay(path: CopyPath) {
     assert_eq!(counters.bytes_in(), 16 << 20);
 }
 
-async fn connections(n: usize) {
-    let echo = support::echo().await;
-    let plane = DataPlane::new(DataPlaneOptions::default());
+/// How the connection workload's rule names its target.
+#[derive(Clone, Copy)]
+enum TargetKind {
+    Ip,
+    /// A DNS name answered by a loopback DNS server (cached after the first connection).
+    Dns,
+    /// An IP target that gets a PROXY v2 header.
+    ProxyV2,
+}
+
+async fn connections(n: usize, kind: TargetKind) {
+    let backend = support::responder().await;
+    let dns = portunus_resolver::test_server::DnsTestServer::start().await.expect("dns server");
+    dns.set("backend.gate.test", vec!["127.0.0.1".parse().expect("literal")], 300);
+    let resolver = portunus_resolver::HickoryResolver::with_server(dns.addr()).expect("resolver");
+    let plane = DataPlane::with_resolver(DataPlaneOptions::default(), resolver);
     let port = std::net::TcpListener::bind("127.0.0.1:0").expect("probe").local_addr().expect("addr").port();
-    let def = spec(i64::from(port), echo.to_string()).validate(RuleLimits::default()).expect("valid");
+    let target = match kind {
+        TargetKind::Ip => backend.to_string(),
+        TargetKind::Dns => format!("backend.gate.test:{}", backend.port()),
+        TargetKind::ProxyV2 => format!("{backend},proxy=v2"),
+    };
+    let def = spec(i64::from(port), target).validate(RuleLimits::default()).expect("valid");
     plane.bind(RuleId::new(1), def).await.expect("bind");
     for _ in 0..n {
         let mut conn = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
@@ -155,7 +175,9 @@ fn main() {
     match name.as_str() {
         "relay_userspace_16mib" => rt.block_on(relay(CopyPath::Userspace)),
         "relay_splice_16mib" => rt.block_on(relay(CopyPath::Splice)),
-        "connections_200" => rt.block_on(connections(200)),
+        "connections_200" => rt.block_on(connections(200, TargetKind::Ip)),
+        "connections_200_dns" => rt.block_on(connections(200, TargetKind::Dns)),
+        "connections_200_proxy_v2" => rt.block_on(connections(200, TargetKind::ProxyV2)),
         "validate_rules_10k" => validate_rules(10_000),
         "udp_pingpong_2000" => rt.block_on(udp_round_trips(2000, 1, 512)),
         "udp_bursts_100x32" => rt.block_on(udp_round_trips(100, 32, 1400)),

@@ -1,5 +1,5 @@
 //! Loopback fixtures shared by the data-plane benches: a relay pair wired through
-//! `portunus_dataplane::relay`, a sink backend and an echo backend.
+//! `portunus_dataplane::relay`, a sink backend and a request/response backend.
 
 use std::net::SocketAddr;
 
@@ -19,21 +19,6 @@ pub async fn sink() -> SocketAddr {
                         break;
                     }
                 }
-            });
-        }
-    });
-    addr
-}
-
-/// A backend that echoes every byte back.
-pub async fn echo() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind echo");
-    let addr = listener.local_addr().expect("echo addr");
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut rd, mut wr) = stream.split();
-                let _ = tokio::io::copy(&mut rd, &mut wr).await;
             });
         }
     });
@@ -68,4 +53,22 @@ pub async fn push(client: &mut TcpStream, total: usize) {
         left -= n;
     }
     client.shutdown().await.expect("shutdown write");
+}
+
+/// A backend that answers the first read of each connection with 100 bytes, whatever came
+/// in (so a PROXY header in front of the request changes nothing for the client).
+pub async fn responder() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind responder");
+    let addr = listener.local_addr().expect("responder addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 512];
+                if stream.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                    let _ = stream.write_all(&[9u8; 100]).await;
+                }
+            });
+        }
+    });
+    addr
 }
