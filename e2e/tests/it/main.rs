@@ -27,6 +27,7 @@ mod reuseaddr;
 mod rule_targets;
 mod secrets;
 mod shutdown;
+mod standalone;
 mod store;
 mod tenants;
 mod tokens;
