@@ -124,16 +124,13 @@ impl ControlPlane {
         }
         let def = spec.validate(RuleLimits { max_range_ports: self.settings.range_rule_max_ports })?;
         let client = self.find_client(client_ref)?;
-        let grants = self.store.list_grants()?;
-        authorize(
-            actor,
-            &Action::PushRule {
-                client: &client.id,
-                ports: def.listen,
-                protocol: def.protocol,
-                grants: &grants,
-            },
-        )?;
+        let allowed = |grants: &[crate::grant::Grant]| {
+            authorize(
+                actor,
+                &Action::PushRule { client: &client.id, ports: def.listen, protocol: def.protocol, grants },
+            )
+        };
+        allowed(&self.store.list_grants()?)?;
         if client.revoked_at.is_some() {
             return Err(Failure::new(
                 ErrorCode::ClientRevoked,
@@ -149,16 +146,7 @@ impl ControlPlane {
         let rule = {
             let _guard = self.write_lock();
             // The grant may have gone while the checks ran; decide again under the lock.
-            let grants = self.store.list_grants()?;
-            authorize(
-                actor,
-                &Action::PushRule {
-                    client: &client.id,
-                    ports: def.listen,
-                    protocol: def.protocol,
-                    grants: &grants,
-                },
-            )?;
+            allowed(&self.store.list_grants()?)?;
             let clash = self
                 .store
                 .rules_for_client(&client.id)?
