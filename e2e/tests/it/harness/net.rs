@@ -225,7 +225,8 @@ pub fn http_request(addr: SocketAddr, method: &str, path: &str, bearer: Option<&
     (status, body)
 }
 
-fn dechunk(mut body: &str) -> String {
+/// The body of a chunked HTTP/1.1 response, reassembled.
+pub(crate) fn dechunk(mut body: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = body.split_once("\r\n") {
         let Ok(n) = usize::from_str_radix(size.trim(), 16) else { break };
