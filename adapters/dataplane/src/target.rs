@@ -43,6 +43,8 @@ pub(crate) struct TargetPlan {
     targets: Vec<Target>,
     prefer_ipv6: bool,
     health: Mutex<HealthBook>,
+    /// The most preferred target: fixed by priorities at bind time, whatever the health.
+    preferred: Option<usize>,
     stats: Vec<TargetStats>,
     resolver: Option<Arc<dyn Resolver>>,
     dns_failed: RateLimit,
@@ -102,7 +104,7 @@ impl TargetPlan {
 
     /// A plan for a bound rule.
     pub(crate) fn with_context(def: &RuleDef, rule: RuleLabel, resolver: Option<Arc<dyn Resolver>>) -> Self {
-        let preference = def.targets_by_preference().into_iter().map(|(idx, _)| idx).collect();
+        let preference: Vec<usize> = def.targets_by_preference().into_iter().map(|(idx, _)| idx).collect();
         TargetPlan {
             rule,
             dns_event: match def.protocol {
@@ -112,6 +114,7 @@ impl TargetPlan {
             listen: def.listen,
             targets: def.targets.clone(),
             prefer_ipv6: def.prefer_ipv6,
+            preferred: preference.first().copied(),
             health: Mutex::new(HealthBook::new(preference)),
             stats: def.targets.iter().map(|_| TargetStats::default()).collect(),
             resolver,
@@ -167,7 +170,7 @@ impl TargetPlan {
 
     /// The most preferred target, whatever its health.
     pub(crate) fn preferred(&self) -> Option<usize> {
-        lock(&self.health).preferred()
+        self.preferred
     }
 
     /// Counts a connection (or UDP flow) that reached target `idx`.
@@ -236,7 +239,7 @@ pub(crate) async fn connect_first(
     timeout: Option<Duration>,
     keepalive: Option<Duration>,
 ) -> Result<Connected<'_>, ConnectFailure> {
-    let preferred = lock(&plan.health).preferred();
+    let preferred = plan.preferred();
     let mut first_failure: Option<(String, String, String)> = None;
     let mut n_tried = 0;
     let mut dns_failures = 0;
