@@ -5,7 +5,6 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Duration;
 
 use crate::account::{ApiToken, PasswordHash, User, WebSession};
 use crate::audit::{AuditQuery, AuditRecord};
@@ -13,7 +12,7 @@ use crate::capability::CapabilitySet;
 use crate::client::{Client, Enrollment};
 use crate::grant::Grant;
 use crate::ids::{ClientId, ClientName, GrantId, RuleId, SessionId, Timestamp, TokenId, UserId};
-use crate::rule::{Rule, RuleDef, RuleState};
+use crate::rule::{Rule, RuleDef};
 use crate::secret::SecretHash;
 use crate::settings::RuntimeSettings;
 use crate::stats::RuleTotals;
@@ -99,7 +98,7 @@ impl From<StoreError> for crate::Failure {
 }
 
 /// Reads of clients.
-pub trait ClientStore: Send + Sync {
+pub trait ClientStore {
     /// A client by id.
     fn get_client(&self, id: &ClientId) -> Result<Option<Client>, StoreError>;
     /// A client by its unique name.
@@ -109,7 +108,7 @@ pub trait ClientStore: Send + Sync {
 }
 
 /// Reads of rules and their traffic totals.
-pub trait RuleStore: Send + Sync {
+pub trait RuleStore {
     /// A rule by id.
     fn get_rule(&self, id: RuleId) -> Result<Option<Rule>, StoreError>;
     /// Every rule, ordered by id.
@@ -118,16 +117,24 @@ pub trait RuleStore: Send + Sync {
     fn rules_for_client(&self, client: &ClientId) -> Result<Vec<Rule>, StoreError>;
     /// Persisted traffic totals of every rule.
     fn list_totals(&self) -> Result<Vec<(RuleId, RuleTotals)>, StoreError>;
+    /// How many rules each client carries (clients without rules are absent).
+    fn rule_counts(&self) -> Result<std::collections::BTreeMap<ClientId, usize>, StoreError> {
+        let mut counts = std::collections::BTreeMap::new();
+        for rule in self.list_rules()? {
+            *counts.entry(rule.client).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
 }
 
 /// Reads of enrollments.
-pub trait EnrollmentStore: Send + Sync {
+pub trait EnrollmentStore {
     /// An enrollment by the hash of its code.
     fn get_enrollment(&self, code_hash: &SecretHash) -> Result<Option<Enrollment>, StoreError>;
 }
 
 /// Reads of users.
-pub trait UserStore: Send + Sync {
+pub trait UserStore {
     /// A user by id.
     fn get_user(&self, id: &UserId) -> Result<Option<User>, StoreError>;
     /// Every user, ordered by id.
@@ -135,7 +142,7 @@ pub trait UserStore: Send + Sync {
 }
 
 /// Reads of grants.
-pub trait GrantStore: Send + Sync {
+pub trait GrantStore {
     /// A grant by id.
     fn get_grant(&self, id: &GrantId) -> Result<Option<Grant>, StoreError>;
     /// Every grant, ordered by id.
@@ -143,7 +150,7 @@ pub trait GrantStore: Send + Sync {
 }
 
 /// Reads of user credentials: API tokens and Web sessions.
-pub trait CredentialStore: Send + Sync {
+pub trait CredentialStore {
     /// An API token by id.
     fn get_api_token(&self, id: &TokenId) -> Result<Option<ApiToken>, StoreError>;
     /// Every API token, ordered by id.
@@ -155,14 +162,14 @@ pub trait CredentialStore: Send + Sync {
 }
 
 /// Reads of the audit trail.
-pub trait AuditStore: Send + Sync {
+pub trait AuditStore {
     /// Records matching `query`, in sequence order, after `query.after`, at most
     /// `query.limit`.
     fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
 }
 
 /// Reads of runtime settings and throttles.
-pub trait StateStore: Send + Sync {
+pub trait StateStore {
     /// The settings record; the default when none was written yet.
     fn runtime_settings(&self) -> Result<RuntimeSettings, StoreError>;
     /// The throttle under `key`, if any.
@@ -210,18 +217,60 @@ pub enum Write {
     AppendAudit(AuditRecord),
 }
 
-/// The whole durable state.
-///
-/// `commit` is atomic and durable: when it returns `Ok`, every write of the batch survives
-/// a crash, and a reader never sees part of a batch. A `PutClient` that renames a client
-/// moves its name index entry in the same transaction.
-pub trait Store:
+/// Every read port at once: what a use case may look at.
+pub trait Reads:
     ClientStore + RuleStore + EnrollmentStore + UserStore + GrantStore + CredentialStore + AuditStore + StateStore
 {
-    /// Takes the next rule id from a durable sequence. Ids are never reused; gaps are fine.
+}
+
+impl<T> Reads for T where
+    T: ClientStore
+        + RuleStore
+        + EnrollmentStore
+        + UserStore
+        + GrantStore
+        + CredentialStore
+        + AuditStore
+        + StateStore
+        + ?Sized
+{
+}
+
+/// One write transaction in progress.
+///
+/// Reads see the committed state plus every write applied to this transaction so far, so a
+/// use case that runs after another in the same transaction sees its effects (this is what
+/// lets several mutations share one durable commit).
+pub trait StoreTx: Reads + RuleIds {
+    /// Applies `writes` to the transaction, in order.
+    fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+}
+
+/// The durable rule id sequence.
+pub trait RuleIds {
+    /// Takes the next rule id. Ids are never reused; gaps are fine (an id taken by a
+    /// transaction that does not commit is simply never handed out).
     fn next_rule_id(&self) -> Result<RuleId, StoreError>;
-    /// Applies `writes` atomically and durably.
-    fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError>;
+}
+
+/// The whole durable state.
+///
+/// `transact` is atomic and durable: when it returns `Ok`, every write applied in it
+/// survives a crash; when `work` fails, nothing of it is written; a reader never sees part
+/// of a transaction. A `PutClient` that renames a client moves its name index entry in the
+/// same transaction. Write transactions are serialised.
+pub trait Store: Reads + RuleIds + Send + Sync {
+    /// Runs `work` in one write transaction and commits it when `work` returns `Ok`.
+    fn transact(
+        &self,
+        work: &mut dyn FnMut(&dyn StoreTx) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError>;
+
+    /// Applies `writes` in a transaction of their own.
+    fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let mut writes = Some(writes);
+        self.transact(&mut |tx| tx.apply(writes.take().unwrap_or_default()))
+    }
 }
 
 /// A connected client's session, as the control adapter knows it.
@@ -274,23 +323,39 @@ impl DisconnectReason {
     }
 }
 
-/// The client is not connected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("client is not connected")]
-pub struct NotConnected;
-
-/// The live control streams, seen from core.
-pub trait ClientLink: Send + Sync {
+/// The live control streams as the use cases see them: who is connected, with what.
+///
+/// Synchronous and read-only: sending and waiting belong to the control runtime.
+pub trait Sessions: Send + Sync {
     /// The session of `client`, if it has a live stream.
     fn session(&self, client: &ClientId) -> Option<SessionInfo>;
-    /// Queues `command` on the client's stream.
-    fn send(&self, client: &ClientId, command: ClientCommand) -> Result<(), NotConnected>;
-    /// Ends the client's stream now, if it has one.
-    fn disconnect(&self, client: &ClientId, reason: DisconnectReason);
-    /// Starts waiting for the next reported outcome (Active or Failed) of `rule`; resolves to
-    /// `None` after `timeout`. Registration happens before this returns, so an outcome
-    /// reported right after `send` is not missed.
-    fn await_outcome(&self, rule: RuleId, timeout: Duration) -> BoxFuture<'static, Option<RuleState>>;
+}
+
+/// No client is connected (offline tools, tests).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSessions;
+
+impl Sessions for NoSessions {
+    fn session(&self, _client: &ClientId) -> Option<SessionInfo> {
+        None
+    }
+}
+
+/// Where a control-plane latency was measured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// An operator's push, from request to answer.
+    Push,
+    /// From sending a rule to a client until its activation outcome.
+    Ack,
+    /// One durable store transaction.
+    Commit,
+}
+
+/// Receives control-plane latencies (the telemetry adapter turns them into histograms).
+pub trait LatencyObserver: Send + Sync {
+    /// One measurement of `stage`, in seconds.
+    fn observe(&self, stage: Stage, seconds: f64);
 }
 
 /// The client's data plane, seen from the control loop (and the standalone runner).

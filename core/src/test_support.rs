@@ -4,10 +4,8 @@
 //! say something about the real thing.
 
 use std::collections::BTreeMap;
-use std::future::Future;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use crate::account::{ApiToken, PasswordHash, User, WebSession};
@@ -18,12 +16,13 @@ use crate::grant::{Grant, GrantClient};
 use crate::ids::{ClientId, ClientName, GrantId, RuleId, SessionId, Timestamp, TokenId, UserId};
 use crate::policy::Role;
 use crate::ports::{
-    AuditStore, BoxFuture, ClientCommand, ClientLink, ClientStore, Clock, CredentialStore, DisconnectReason,
-    EnrollmentStore, Entropy, GrantStore, NotConnected, PasswordHasher, RuleStore, SessionInfo, StateStore,
-    Store, StoreError, UserStore, Write,
+    AuditStore, ClientCommand, ClientStore, Clock, CredentialStore, DisconnectReason, EnrollmentStore,
+    Entropy, GrantStore, PasswordHasher, RuleIds, RuleStore, SessionInfo, Sessions, StateStore, Store,
+    StoreError, StoreTx, UserStore, Write,
 };
 use crate::rule::{ListenSpec, Protocol, Rule, RuleDef, RuleLimits, RuleSpec, RuleState};
 use crate::secret::SecretHash;
+use crate::service::Effect;
 use crate::settings::RuntimeSettings;
 use crate::stats::RuleTotals;
 use crate::throttle::Throttle;
@@ -80,7 +79,7 @@ impl PasswordHasher for FakeHasher {
     }
 }
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct MemoryState {
     clients: BTreeMap<ClientId, Client>,
     rules: BTreeMap<RuleId, Rule>,
@@ -198,14 +197,31 @@ impl StateStore for MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
+impl RuleIds for MemoryStore {
     fn next_rule_id(&self) -> Result<RuleId, StoreError> {
         let mut state = self.state();
         state.next_rule += 1;
         Ok(RuleId::new(state.next_rule))
     }
+}
 
-    fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+impl Store for MemoryStore {
+    fn transact(
+        &self,
+        work: &mut dyn FnMut(&dyn StoreTx) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        // Transactions are serialised by holding the state for the whole call; the work runs
+        // on a copy that replaces the state only when it succeeds.
+        let mut state = self.state();
+        let tx = MemoryStore(Mutex::new(state.clone()));
+        work(&tx)?;
+        *state = tx.0.into_inner().expect("memory store lock");
+        Ok(())
+    }
+}
+
+impl StoreTx for MemoryStore {
+    fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         let mut state = self.state();
         // Like a real store, refuse the whole batch when a client would take a name that
         // another client holds.
@@ -282,20 +298,20 @@ impl Store for MemoryStore {
     }
 }
 
-/// A `ClientLink` whose clients are "connected" by the test, which records every command and
-/// answers activation waits with a scripted outcome.
+/// Sessions "connected" by the test, which records every command and disconnect it is
+/// asked to perform and answers pushes with a scripted outcome.
 #[derive(Default)]
-pub struct FakeLink {
+pub struct FakeSessions {
     sessions: Mutex<BTreeMap<ClientId, SessionInfo>>,
     /// Commands sent, in order.
     pub sent: Mutex<Vec<(ClientId, ClientCommand)>>,
     /// Disconnects requested, in order.
     pub disconnects: Mutex<Vec<(ClientId, DisconnectReason)>>,
-    /// What `await_outcome` resolves to; `None` simulates a timeout.
+    /// What a push's wait resolves to; `None` simulates a timeout.
     pub outcome: Mutex<Option<RuleState>>,
 }
 
-impl FakeLink {
+impl FakeSessions {
     /// Marks `client` connected with `caps`.
     pub fn connect(&self, client: &ClientId, caps: &[Capability]) {
         let info = SessionInfo {
@@ -309,45 +325,28 @@ impl FakeLink {
     pub fn drop_session(&self, client: &ClientId) {
         self.sessions.lock().unwrap().remove(client);
     }
+    /// Performs an effect the way the runtime would: false when a command found no stream.
+    pub fn perform(&self, effect: &Effect) -> bool {
+        match effect {
+            Effect::Send { client, command } => {
+                if !self.sessions.lock().unwrap().contains_key(client) {
+                    return false;
+                }
+                self.sent.lock().unwrap().push((client.clone(), command.clone()));
+            }
+            Effect::Disconnect { client, reason } => {
+                self.sessions.lock().unwrap().remove(client);
+                self.disconnects.lock().unwrap().push((client.clone(), *reason));
+            }
+            Effect::ForgetRules(_) => {}
+        }
+        true
+    }
 }
 
-impl ClientLink for FakeLink {
+impl Sessions for FakeSessions {
     fn session(&self, client: &ClientId) -> Option<SessionInfo> {
         self.sessions.lock().unwrap().get(client).cloned()
-    }
-    fn send(&self, client: &ClientId, command: ClientCommand) -> Result<(), NotConnected> {
-        if !self.sessions.lock().unwrap().contains_key(client) {
-            return Err(NotConnected);
-        }
-        self.sent.lock().unwrap().push((client.clone(), command));
-        Ok(())
-    }
-    fn disconnect(&self, client: &ClientId, reason: DisconnectReason) {
-        self.sessions.lock().unwrap().remove(client);
-        self.disconnects.lock().unwrap().push((client.clone(), reason));
-    }
-    fn await_outcome(&self, _rule: RuleId, _timeout: Duration) -> BoxFuture<'static, Option<RuleState>> {
-        let outcome = self.outcome.lock().unwrap().clone();
-        Box::pin(std::future::ready(outcome))
-    }
-}
-
-/// Runs a future to completion on the current thread (core has no runtime).
-pub fn block_on<F: Future>(fut: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut fut = std::pin::pin!(fut);
-    loop {
-        if let Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
-            return out;
-        }
-        std::thread::park();
     }
 }
 
@@ -621,6 +620,205 @@ fn listings_are_ordered(store: &dyn Store) {
     assert_eq!(rule_ids, ids);
     let for_a: Vec<RuleId> = store.rules_for_client(&a.id).unwrap().into_iter().map(|r| r.id).collect();
     assert_eq!(for_a, vec![ids[1], ids[2]]);
+}
+
+/// The control plane driven synchronously, the way the async runtime drives it: each
+/// mutation runs in one store transaction, its staged batch is applied in it, and its
+/// effects are performed after the commit. Pushes get their outcome from
+/// [`FakeSessions::outcome`]. For tests and for embedders who want to see the shape.
+pub struct Plane {
+    /// The store.
+    pub store: std::sync::Arc<MemoryStore>,
+    /// The live sessions.
+    pub sessions: std::sync::Arc<FakeSessions>,
+    /// The time.
+    pub clock: std::sync::Arc<ManualClock>,
+    /// Clients and their streams.
+    pub clients: crate::service::ClientService,
+    /// Rules.
+    pub rules: crate::service::RuleService,
+    /// Accounts, grants, tokens, authentication.
+    pub accounts: crate::service::AccountService,
+    /// Settings, audit, metrics.
+    pub admin: crate::service::AdminService,
+    /// Traffic folded from reports, as the runtime keeps it.
+    pub stats: Mutex<crate::stats::StatsBook>,
+}
+
+impl Plane {
+    /// A plane over `store` with the default settings, a loopback identity and the operator
+    /// token `operator-secret`.
+    pub fn new(
+        store: std::sync::Arc<MemoryStore>,
+        sessions: std::sync::Arc<FakeSessions>,
+        clock: std::sync::Arc<ManualClock>,
+    ) -> Self {
+        use std::sync::Arc;
+        let settings = crate::config::ServerSettings::resolve(Default::default()).expect("default settings");
+        let identity = crate::service::ServerIdentity {
+            cert_sha256: "ab".repeat(32),
+            sans: vec![crate::endpoint::San::Ip("127.0.0.1".parse().expect("ip"))],
+            control_addr: "0.0.0.0:7443".parse().expect("addr"),
+        };
+        let entropy: Arc<dyn Entropy> = Arc::new(CountingEntropy::default());
+        let stats = store.list_totals().expect("totals").into_iter().collect();
+        Plane {
+            clients: crate::service::ClientService::new(settings.clone(), identity.clone(), entropy.clone()),
+            rules: crate::service::RuleService::new(&settings),
+            accounts: crate::service::AccountService::new(
+                entropy,
+                Arc::new(FakeHasher),
+                SecretHash::of("operator-secret"),
+            ),
+            admin: crate::service::AdminService::new(settings, identity),
+            store,
+            sessions,
+            clock,
+            stats: Mutex::new(stats),
+        }
+    }
+
+    /// Runs a mutation in one transaction, commits what it staged, then performs its
+    /// effects. Returns the answer and whether every command found its stream.
+    pub fn mutate<T>(&self, f: impl FnOnce(&mut crate::service::Cx<'_, dyn StoreTx + '_>) -> T) -> (T, bool) {
+        let mut f = Some(f);
+        let mut out = None;
+        let mut effects = Vec::new();
+        self.store
+            .transact(&mut |tx| {
+                let mut cx = crate::service::Cx::new(tx, &*self.sessions, self.clock.now());
+                let answer = (f.take().expect("runs once"))(&mut cx);
+                let staged = cx.finish();
+                tx.apply(staged.writes)?;
+                effects = staged.effects;
+                out = Some(answer);
+                Ok(())
+            })
+            .expect("memory store commit");
+        let mut delivered = true;
+        for effect in &effects {
+            if let Effect::ForgetRules(ids) = effect {
+                let mut stats = self.stats.lock().unwrap();
+                for id in ids {
+                    stats.remove(id);
+                }
+            }
+            delivered &= self.sessions.perform(effect);
+        }
+        (out.expect("the transaction ran"), delivered)
+    }
+
+    /// [`Plane::mutate`], answer only.
+    pub fn run<T>(&self, f: impl FnOnce(&mut crate::service::Cx<'_, dyn StoreTx + '_>) -> T) -> T {
+        self.mutate(f).0
+    }
+
+    /// A push, both steps, with the scripted outcome.
+    pub fn push_rule(
+        &self,
+        actor: &crate::policy::Actor,
+        client: &str,
+        spec: &RuleSpec,
+        ack_timeout: Duration,
+    ) -> Result<Rule, crate::service::PushFailure> {
+        let begun = self.run(|cx| self.rules.begin_push(cx, actor, client, spec, ack_timeout))?;
+        let sent = self
+            .sessions
+            .perform(&Effect::Send { client: begun.rule.client.clone(), command: begun.command.clone() });
+        let outcome = match (sent, self.sessions.outcome.lock().unwrap().clone()) {
+            (false, _) => crate::service::PushOutcome::NotDelivered,
+            (true, Some(state)) => crate::service::PushOutcome::Reported(state),
+            (true, None) => crate::service::PushOutcome::TimedOut,
+        };
+        self.run(|cx| self.rules.complete_push(cx, actor, begun, outcome, ack_timeout))
+    }
+
+    /// Login, both halves.
+    pub fn login(
+        &self,
+        user: &str,
+        password: &str,
+        remote: Option<std::net::IpAddr>,
+    ) -> Result<crate::service::LoginOutcome, crate::Failure> {
+        let prepared = self.accounts.prepare_login(&*self.store, user, password, remote, self.clock.now());
+        self.run(|cx| self.accounts.finish_login(cx, user, remote, prepared))
+    }
+
+    /// Onboarding, both halves.
+    pub fn complete_onboarding(
+        &self,
+        setup_token: &str,
+        user: &str,
+        password: &str,
+        remote: Option<std::net::IpAddr>,
+    ) -> Result<User, crate::Failure> {
+        let prepared = self.accounts.prepare_onboarding(
+            &*self.store,
+            setup_token,
+            user,
+            password,
+            remote,
+            self.clock.now(),
+        );
+        self.run(|cx| self.accounts.finish_onboarding(cx, setup_token, user, remote, prepared))
+    }
+
+    /// A password change, both halves.
+    pub fn change_password(
+        &self,
+        actor: &crate::policy::Actor,
+        current: &str,
+        new: &str,
+        session: Option<&SessionId>,
+    ) -> Result<(), crate::Failure> {
+        let prepared =
+            self.accounts.prepare_password_change(&*self.store, actor, current, new, self.clock.now());
+        self.run(|cx| self.accounts.finish_password_change(cx, actor, session, prepared))
+    }
+
+    /// A new account, both halves.
+    pub fn create_user(
+        &self,
+        actor: &crate::policy::Actor,
+        new: &crate::service::NewUser,
+    ) -> Result<User, crate::Failure> {
+        let prepared = self.accounts.prepare_new_user(actor, new);
+        self.run(|cx| self.accounts.create_user(cx, actor, new, prepared))
+    }
+
+    /// Folds a client's traffic report in.
+    pub fn record_stats(
+        &self,
+        client: &ClientId,
+        reports: Vec<(RuleId, crate::stats::RuleReport)>,
+    ) -> Result<(), crate::Failure> {
+        let owned = crate::service::owned_reports(&*self.store, client, reports)?;
+        let mut stats = self.stats.lock().unwrap();
+        for (rule, report) in owned {
+            stats.entry(rule).or_default().record(report);
+        }
+        Ok(())
+    }
+
+    /// Persists every rule's totals; returns how many were written.
+    pub fn flush_stats(&self) -> Result<usize, crate::Failure> {
+        let changed: Vec<_> = self.stats.lock().unwrap().iter().map(|(k, v)| (*k, v.clone())).collect();
+        let writes = self.run(|cx| crate::service::flush_writes(cx.store, changed))?;
+        let n = writes.len();
+        self.store.commit(writes)?;
+        Ok(n)
+    }
+
+    /// One rule's traffic.
+    pub fn rule_stats(
+        &self,
+        actor: &crate::policy::Actor,
+        id: RuleId,
+    ) -> Result<crate::service::RuleStatsView, crate::Failure> {
+        self.run(|cx| {
+            self.rules.rule_stats(cx, actor, id, &|rule| self.stats.lock().unwrap().get(&rule).cloned())
+        })
+    }
 }
 
 #[cfg(test)]

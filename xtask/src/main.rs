@@ -5,6 +5,7 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod loadtest;
 mod openapi;
 mod pytools;
 mod tidy;
@@ -29,6 +30,8 @@ cargo xtask <command>
                      the loopback harness (../shared/bench) against haproxy, socat, nginx stream
   bench --gate [--update-baseline]
                      regression gate: callgrind instruction counts vs benches/baseline.json
+  loadtest --clients N [--idle-secs S] [--pushes P] [--out FILE] [--keep-data]
+                     control-plane load test: a release server and N simulated clients on loopback
 ";
 
 fn main() {
@@ -53,6 +56,7 @@ fn run() -> Result<()> {
         Some("demo") => demo::run(&root, args.iter().any(|a| a == "--keep")),
         Some("fuzz") => fuzz::run(&root, &args[1..]),
         Some("bench") => bench::run(&root, &bench::Options::parse(&args[1..])?),
+        Some("loadtest") => loadtest::run(&root, &loadtest::Options::parse(&args[1..])?),
         _ => {
             print!("{HELP}");
             Ok(())

@@ -8,11 +8,9 @@
 
 pub mod client;
 pub mod convert;
-pub mod link;
 pub mod server;
 pub mod tls;
 
 pub use client::{ClientInfo, redeem, run};
-pub use link::GrpcClientLink;
 pub use server::{ControlService, ServerInfo, serve};
 pub use tls::{TlsIdentity, install_default_provider, load_or_generate};

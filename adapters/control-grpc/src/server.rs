@@ -9,16 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
+use futures::StreamExt;
 use pb::control_server::{Control, ControlServer};
 use pb::enrollment_server::{Enrollment, EnrollmentServer};
 use portunus_core::capability;
 use portunus_core::error::{ErrorCode, Failure};
-use portunus_core::ids::Timestamp;
-use portunus_core::ports::SessionInfo;
+use portunus_core::ports::{ClientCommand, SessionInfo};
 use portunus_core::rule::RuleEvent;
 use portunus_core::secret::Secret;
-use portunus_core::service::ControlPlane;
+use portunus_core::service::SessionPlan;
 use portunus_proto::v1 as pb;
+use portunus_runtime::{EndReason, Outbound, Runtime};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -26,7 +27,6 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert;
-use crate::link::GrpcClientLink;
 use crate::tls::TlsIdentity;
 
 /// How long a new stream may take to send its Hello.
@@ -45,16 +45,61 @@ pub struct ServerInfo {
 /// The tonic services.
 #[derive(Clone)]
 pub struct ControlService {
-    plane: Arc<ControlPlane>,
-    link: Arc<GrpcClientLink>,
+    runtime: Runtime,
     info: ServerInfo,
 }
 
 impl ControlService {
-    /// Wires the services to the control plane.
-    pub fn new(plane: Arc<ControlPlane>, link: Arc<GrpcClientLink>, info: ServerInfo) -> Self {
-        ControlService { plane, link, info }
+    /// Wires the services to the control runtime.
+    pub fn new(runtime: Runtime, info: ServerInfo) -> Self {
+        ControlService { runtime, info }
     }
+}
+
+/// The wire form of what the runtime queues on a stream.
+fn to_wire(item: Outbound, info: &ServerInfo) -> Result<pb::ServerMessage, Status> {
+    let msg = match item {
+        Outbound::Plan(plan) => {
+            return Ok(pb::ServerMessage {
+                msg: Some(pb::server_message::Msg::Welcome(welcome(&plan, info))),
+            });
+        }
+        Outbound::Command(ClientCommand::Upsert { rule, def }) => pb::RuleUpdate {
+            full_sync: false,
+            upsert: vec![convert::rule_to_wire(rule, &def)],
+            remove: vec![],
+        },
+        Outbound::Command(ClientCommand::Remove { rule }) => {
+            pb::RuleUpdate { full_sync: false, upsert: vec![], remove: vec![rule.get()] }
+        }
+        Outbound::End(EndReason::Disconnected(reason)) => {
+            return Err(Status::unauthenticated(reason.as_str()));
+        }
+        Outbound::End(EndReason::Replaced) => {
+            return Err(Status::aborted("replaced by a newer stream of the same client"));
+        }
+        Outbound::End(EndReason::ShuttingDown) => return Err(Status::unavailable("server shutting down")),
+    };
+    Ok(pb::ServerMessage { msg: Some(pb::server_message::Msg::RuleUpdate(msg)) })
+}
+
+fn welcome(plan: &SessionPlan, info: &ServerInfo) -> pb::Welcome {
+    pb::Welcome {
+        client_id: plan.client.id.to_string(),
+        client_name: plan.client.name.to_string(),
+        settings: Some(convert::settings_to_wire(&plan.settings)),
+        server_version: info.version.clone(),
+        protocol_version: portunus_core::PROTOCOL_VERSION,
+    }
+}
+
+fn replay(plan: &SessionPlan) -> pb::ServerMessage {
+    let update = pb::RuleUpdate {
+        full_sync: true,
+        upsert: plan.rules.iter().map(|(id, def)| convert::rule_to_wire(*id, def)).collect(),
+        remove: vec![],
+    };
+    pb::ServerMessage { msg: Some(pb::server_message::Msg::RuleUpdate(update)) }
 }
 
 fn status_of(failure: &Failure) -> Status {
@@ -95,7 +140,7 @@ impl Control for ControlService {
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::to_owned)
             .unwrap_or_default();
-        let client = match self.plane.authenticate_client(&token) {
+        let client = match self.runtime.authenticate_client(&token) {
             Ok(client) => client,
             Err(failure) => {
                 tracing::warn!(event = "auth.failure", reason = failure.reason(), remote = %remote, kind = "client_token");
@@ -109,30 +154,19 @@ impl Control for ControlService {
             _ => return Err(Status::invalid_argument("the first message must be Hello")),
         };
         let caps = capability::parse_set(hello.capabilities.iter().map(String::as_str));
-        let plan = self.plane.session_opened(&client.id, &hello.version).map_err(|f| status_of(&f))?;
+        let plan =
+            self.runtime.session_opened(&client.id, &hello.version).await.map_err(|f| status_of(&f))?;
+        let n_rules = plan.rules.len();
 
         let (tx, rx) = mpsc::unbounded_channel();
-        let welcome = pb::Welcome {
-            client_id: client.id.to_string(),
-            client_name: client.name.to_string(),
-            settings: Some(convert::settings_to_wire(&plan.settings)),
-            server_version: self.info.version.clone(),
-            protocol_version: portunus_core::PROTOCOL_VERSION,
-        };
-        let replay = pb::RuleUpdate {
-            full_sync: true,
-            upsert: plan.rules.iter().map(|(id, def)| convert::rule_to_wire(*id, def)).collect(),
-            remove: vec![],
-        };
-        // Both sends succeed: the receiver is still in scope.
-        let _ = tx.send(Ok(pb::ServerMessage { msg: Some(pb::server_message::Msg::Welcome(welcome)) }));
-        let _ = tx.send(Ok(pb::ServerMessage { msg: Some(pb::server_message::Msg::RuleUpdate(replay)) }));
+        // Queued before the stream is registered: the replay precedes any push.
+        let _ = tx.send(Outbound::Plan(Box::new(plan)));
         let info = SessionInfo {
             capabilities: caps.clone(),
             version: hello.version.clone(),
-            connected_at: Timestamp::from_millis(unix_millis()),
+            connected_at: self.runtime.now(),
         };
-        let registration = self.link.register(&client.id, client.name.as_str(), info, tx);
+        let registration = self.runtime.sessions().register(&client.id, client.name.as_str(), info, tx);
         let cap_names: Vec<&str> = caps.iter().map(|c| c.as_str()).collect();
         tracing::info!(
             event = "client.connected",
@@ -140,18 +174,17 @@ impl Control for ControlService {
             client_id = %client.id,
             version = %hello.version,
             capabilities = %cap_names.join(","),
-            rules_replayed = plan.rules.len(),
+            rules_replayed = n_rules,
             remote = %remote,
         );
 
-        let plane = self.plane.clone();
-        let link = self.link.clone();
+        let runtime = self.runtime.clone();
         tokio::spawn(async move {
             let reason = loop {
                 tokio::select! {
                     () = registration.stop.notified() => break None,
                     msg = inbound.message() => match msg {
-                        Ok(Some(msg)) => handle_client_message(&plane, &link, &client.id, msg),
+                        Ok(Some(msg)) => handle_client_message(&runtime, &client.id, msg).await,
                         Ok(None) => break Some("stream_closed"),
                         Err(status) => {
                             tracing::debug!(client = %client.name, error = %status, "control stream error");
@@ -160,22 +193,30 @@ impl Control for ControlService {
                     },
                 }
             };
-            if link.unregister(&client.id, registration.generation)
+            if runtime.sessions().unregister(&client.id, registration.generation)
                 && let Some(reason) = reason
             {
                 tracing::info!(event = "client.disconnected", client = %client.name, client_id = %client.id, reason);
             }
-            if let Err(err) = plane.session_closed(&client.id) {
+            if let Err(err) = runtime.session_closed(&client.id).await {
                 tracing::warn!(event = "store.error", error = %err, "could not record a disconnect");
             }
         });
-        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(rx))))
+        let info = self.info.clone();
+        // The plan becomes two messages on the wire: Welcome, then the full rule set.
+        let outbound = UnboundedReceiverStream::new(rx).flat_map(move |item| {
+            let items: Vec<Result<pb::ServerMessage, Status>> = match item {
+                Outbound::Plan(plan) => vec![to_wire(Outbound::Plan(plan.clone()), &info), Ok(replay(&plan))],
+                other => vec![to_wire(other, &info)],
+            };
+            futures::stream::iter(items)
+        });
+        Ok(Response::new(Box::pin(outbound)))
     }
 }
 
-fn handle_client_message(
-    plane: &ControlPlane,
-    link: &GrpcClientLink,
+async fn handle_client_message(
+    runtime: &Runtime,
     client: &portunus_core::ids::ClientId,
     msg: pb::ClientMessage,
 ) {
@@ -190,15 +231,11 @@ fn handle_client_message(
                 },
                 _ => return,
             };
-            match plane.rule_outcome(client, rule, event) {
-                Ok(Some(state)) => {
-                    if let portunus_core::rule::RuleState::Failed { code, message } = &state {
-                        tracing::warn!(event = "rule.failed", rule = %rule, code = %code, message = %message);
-                    } else {
-                        tracing::info!(event = "rule.activated", rule = %rule);
-                    }
-                    link.publish_outcome(rule, &state);
+            match runtime.rule_outcome(client, rule, event).await {
+                Ok(Some(portunus_core::rule::RuleState::Failed { code, message })) => {
+                    tracing::warn!(event = "rule.failed", rule = %rule, code = %code, message = %message);
                 }
+                Ok(Some(_)) => tracing::info!(event = "rule.activated", rule = %rule),
                 Ok(None) => {}
                 Err(err) => {
                     tracing::error!(event = "store.error", error = %err, "could not record a rule outcome")
@@ -207,7 +244,7 @@ fn handle_client_message(
         }
         Some(pb::client_message::Msg::Stats(report)) => {
             let reports = report.rules.iter().map(convert::report_from_wire).collect();
-            if let Err(err) = plane.record_stats(client, reports) {
+            if let Err(err) = runtime.record_stats(client, reports).await {
                 tracing::warn!(event = "store.error", error = %err, "could not record stats");
             }
         }
@@ -223,7 +260,7 @@ impl Enrollment for ControlService {
     ) -> Result<Response<pb::RedeemResponse>, Status> {
         let remote = request.remote_addr().map(|a| a.to_string()).unwrap_or_default();
         let code = Secret::new(request.into_inner().code);
-        match self.plane.redeem(&code) {
+        match self.runtime.redeem(code).await {
             Ok(redeemed) => {
                 tracing::info!(
                     event = "client.enrolled",
@@ -246,14 +283,8 @@ impl Enrollment for ControlService {
     }
 }
 
-fn unix_millis() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Serves both services on `listener` with TLS until `shutdown` resolves. Long-lived streams
-/// are ended by [`GrpcClientLink::close_all`], which the caller runs when shutdown starts.
+/// are ended by [`portunus_runtime::SessionRegistry::close_all`], which the caller runs when shutdown starts.
 pub async fn serve(
     listener: TcpListener,
     identity: &TlsIdentity,

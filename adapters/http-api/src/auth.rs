@@ -103,7 +103,7 @@ pub async fn require_actor(State(state): State<AppState>, mut request: Request, 
     }
     let presented = Presented::of(request.headers(), &method);
     let route = format!("{method} {template}");
-    let plane = state.plane.clone();
+    let plane = state.runtime.clone();
     let anonymous = presented.bearer.is_none() && presented.cookie.is_none();
     // The store reads must not stall the async workers.
     let outcome =

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use portunus_core::service::ControlPlane;
+use portunus_runtime::Runtime;
 use portunus_telemetry::metrics::ServerMetrics;
 
 use crate::error::ErrorBody;
@@ -34,8 +34,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct AppState {
-    /// The use cases.
-    pub plane: Arc<ControlPlane>,
+    /// The control runtime: every use case goes through it.
+    pub runtime: Runtime,
     /// The metrics registry.
     pub metrics: Arc<ServerMetrics>,
 }

@@ -11,12 +11,12 @@ use portunus_core::ids::{GrantId, SessionId, TokenId, UserId};
 use portunus_core::ports::{AuditStore, CredentialStore, GrantStore, StateStore, StoreError, UserStore};
 use portunus_core::settings::RuntimeSettings;
 use portunus_core::throttle::Throttle;
-use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
+use redb::{ReadableTable, TableDefinition, TableHandle};
 use serde::de::DeserializeOwned;
 
 use crate::error::{corrupted, decode, store_err};
 use crate::schema::{API_TOKENS, AUDIT, GRANTS, RUNTIME_SETTINGS_KEY, SESSIONS, SETTINGS, THROTTLES, USERS};
-use crate::store::RedbStore;
+use crate::source::{Source, View};
 
 type TextTable = TableDefinition<'static, &'static str, &'static [u8]>;
 
@@ -46,17 +46,12 @@ impl Keyed for WebSession {
     }
 }
 
-fn begin(store: &RedbStore) -> Result<ReadTransaction, StoreError> {
-    store.db.begin_read().map_err(store_err)
-}
-
 fn get_keyed<T: DeserializeOwned + Keyed>(
-    store: &RedbStore,
+    tx: &impl Source,
     table: TextTable,
     key: &str,
 ) -> Result<Option<T>, StoreError> {
-    let tx = begin(store)?;
-    let rows = tx.open_table(table).map_err(store_err)?;
+    let rows = tx.table(table)?;
     let Some(row) = rows.get(key).map_err(store_err)? else { return Ok(None) };
     let value: T = decode(table.name(), &key, row.value())?;
     if value.key() != key {
@@ -65,12 +60,8 @@ fn get_keyed<T: DeserializeOwned + Keyed>(
     Ok(Some(value))
 }
 
-fn list_keyed<T: DeserializeOwned + Keyed>(
-    store: &RedbStore,
-    table: TextTable,
-) -> Result<Vec<T>, StoreError> {
-    let tx = begin(store)?;
-    let rows = tx.open_table(table).map_err(store_err)?;
+fn list_keyed<T: DeserializeOwned + Keyed>(tx: &impl Source, table: TextTable) -> Result<Vec<T>, StoreError> {
+    let rows = tx.table(table)?;
     let mut res = Vec::new();
     for row in rows.iter().map_err(store_err)? {
         let (key, value) = row.map_err(store_err)?;
@@ -84,43 +75,42 @@ fn list_keyed<T: DeserializeOwned + Keyed>(
     Ok(res)
 }
 
-impl UserStore for RedbStore {
+impl<S: Source> UserStore for View<S> {
     fn get_user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
-        get_keyed(self, USERS, id.as_str())
+        get_keyed(&self.0, USERS, id.as_str())
     }
     fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        list_keyed(self, USERS)
+        list_keyed(&self.0, USERS)
     }
 }
 
-impl GrantStore for RedbStore {
+impl<S: Source> GrantStore for View<S> {
     fn get_grant(&self, id: &GrantId) -> Result<Option<Grant>, StoreError> {
-        get_keyed(self, GRANTS, id.as_str())
+        get_keyed(&self.0, GRANTS, id.as_str())
     }
     fn list_grants(&self) -> Result<Vec<Grant>, StoreError> {
-        list_keyed(self, GRANTS)
+        list_keyed(&self.0, GRANTS)
     }
 }
 
-impl CredentialStore for RedbStore {
+impl<S: Source> CredentialStore for View<S> {
     fn get_api_token(&self, id: &TokenId) -> Result<Option<ApiToken>, StoreError> {
-        get_keyed(self, API_TOKENS, id.as_str())
+        get_keyed(&self.0, API_TOKENS, id.as_str())
     }
     fn list_api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
-        list_keyed(self, API_TOKENS)
+        list_keyed(&self.0, API_TOKENS)
     }
     fn get_session(&self, id: &SessionId) -> Result<Option<WebSession>, StoreError> {
-        get_keyed(self, SESSIONS, id.as_str())
+        get_keyed(&self.0, SESSIONS, id.as_str())
     }
     fn list_sessions(&self) -> Result<Vec<WebSession>, StoreError> {
-        list_keyed(self, SESSIONS)
+        list_keyed(&self.0, SESSIONS)
     }
 }
 
-impl AuditStore for RedbStore {
+impl<S: Source> AuditStore for View<S> {
     fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        let tx = begin(self)?;
-        let rows = tx.open_table(AUDIT).map_err(store_err)?;
+        let rows = self.0.table(AUDIT)?;
         let start = query.after.map_or(0, |seq| seq.saturating_add(1));
         let mut res = Vec::new();
         if query.after == Some(u64::MAX) {
@@ -144,10 +134,9 @@ impl AuditStore for RedbStore {
     }
 }
 
-impl StateStore for RedbStore {
+impl<S: Source> StateStore for View<S> {
     fn runtime_settings(&self) -> Result<RuntimeSettings, StoreError> {
-        let tx = begin(self)?;
-        let rows = tx.open_table(SETTINGS).map_err(store_err)?;
+        let rows = self.0.table(SETTINGS)?;
         match rows.get(RUNTIME_SETTINGS_KEY).map_err(store_err)? {
             Some(row) => decode(SETTINGS.name(), &RUNTIME_SETTINGS_KEY, row.value()),
             None => Ok(RuntimeSettings::default()),
@@ -155,8 +144,7 @@ impl StateStore for RedbStore {
     }
 
     fn get_throttle(&self, key: &str) -> Result<Option<Throttle>, StoreError> {
-        let tx = begin(self)?;
-        let rows = tx.open_table(THROTTLES).map_err(store_err)?;
+        let rows = self.0.table(THROTTLES)?;
         let Some(row) = rows.get(key).map_err(store_err)? else { return Ok(None) };
         decode(THROTTLES.name(), &key, row.value()).map(Some)
     }

@@ -33,6 +33,7 @@ mod error;
 mod fs;
 mod read;
 mod schema;
+mod source;
 mod store;
 mod write;
 

@@ -11,21 +11,15 @@ use portunus_core::ports::{ClientStore, EnrollmentStore, RuleStore, StoreError};
 use portunus_core::rule::Rule;
 use portunus_core::secret::SecretHash;
 use portunus_core::stats::RuleTotals;
-use redb::{ReadTransaction, ReadableDatabase, ReadableTable, TableHandle};
+use redb::{ReadableTable, TableHandle};
 
 use crate::error::{corrupted, decode, store_err};
 use crate::schema::{CLIENT_NAMES, CLIENTS, ENROLLMENTS, RULES, TOTALS};
-use crate::store::RedbStore;
-
-impl RedbStore {
-    fn begin_read(&self) -> Result<ReadTransaction, StoreError> {
-        self.db.begin_read().map_err(store_err)
-    }
-}
+use crate::source::{Source, View};
 
 /// The client stored under `id` in `tx`, if any.
-fn client_in(tx: &ReadTransaction, id: &str) -> Result<Option<Client>, StoreError> {
-    let clients = tx.open_table(CLIENTS).map_err(store_err)?;
+fn client_in<T: Source>(tx: &T, id: &str) -> Result<Option<Client>, StoreError> {
+    let clients = tx.table(CLIENTS)?;
     let Some(row) = clients.get(id).map_err(store_err)? else { return Ok(None) };
     let client: Client = decode(CLIENTS.name(), &id, row.value())?;
     if client.id.as_str() != id {
@@ -44,8 +38,8 @@ fn rule_from_row(key: u64, bytes: &[u8]) -> Result<Rule, StoreError> {
 }
 
 /// Every rule in id order, keeping those `keep` accepts.
-fn rules_where(tx: &ReadTransaction, keep: impl Fn(&Rule) -> bool) -> Result<Vec<Rule>, StoreError> {
-    let rules = tx.open_table(RULES).map_err(store_err)?;
+fn rules_where<T: Source>(tx: &T, keep: impl Fn(&Rule) -> bool) -> Result<Vec<Rule>, StoreError> {
+    let rules = tx.table(RULES)?;
     let mut res = Vec::new();
     for row in rules.iter().map_err(store_err)? {
         let (key, value) = row.map_err(store_err)?;
@@ -57,19 +51,19 @@ fn rules_where(tx: &ReadTransaction, keep: impl Fn(&Rule) -> bool) -> Result<Vec
     Ok(res)
 }
 
-impl ClientStore for RedbStore {
+impl<T: Source> ClientStore for View<T> {
     fn get_client(&self, id: &ClientId) -> Result<Option<Client>, StoreError> {
-        client_in(&self.begin_read()?, id.as_str())
+        client_in(&self.0, id.as_str())
     }
 
     fn client_by_name(&self, name: &ClientName) -> Result<Option<Client>, StoreError> {
-        let tx = self.begin_read()?;
+        let tx = &self.0;
         let id = {
-            let names = tx.open_table(CLIENT_NAMES).map_err(store_err)?;
+            let names = tx.table(CLIENT_NAMES)?;
             let Some(row) = names.get(name.as_str()).map_err(store_err)? else { return Ok(None) };
             row.value().to_owned()
         };
-        match client_in(&tx, &id)? {
+        match client_in(tx, &id)? {
             Some(client) if &client.name == name => Ok(Some(client)),
             Some(client) => {
                 Err(corrupted(CLIENT_NAMES.name(), name, format!("points at {id}, named {}", client.name)))
@@ -79,8 +73,7 @@ impl ClientStore for RedbStore {
     }
 
     fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
-        let tx = self.begin_read()?;
-        let clients = tx.open_table(CLIENTS).map_err(store_err)?;
+        let clients = self.0.table(CLIENTS)?;
         let mut res = Vec::new();
         for row in clients.iter().map_err(store_err)? {
             let (key, value) = row.map_err(store_err)?;
@@ -92,25 +85,23 @@ impl ClientStore for RedbStore {
     }
 }
 
-impl RuleStore for RedbStore {
+impl<T: Source> RuleStore for View<T> {
     fn get_rule(&self, id: RuleId) -> Result<Option<Rule>, StoreError> {
-        let tx = self.begin_read()?;
-        let rules = tx.open_table(RULES).map_err(store_err)?;
+        let rules = self.0.table(RULES)?;
         let Some(row) = rules.get(id.get()).map_err(store_err)? else { return Ok(None) };
         rule_from_row(id.get(), row.value()).map(Some)
     }
 
     fn list_rules(&self) -> Result<Vec<Rule>, StoreError> {
-        rules_where(&self.begin_read()?, |_| true)
+        rules_where(&self.0, |_| true)
     }
 
     fn rules_for_client(&self, client: &ClientId) -> Result<Vec<Rule>, StoreError> {
-        rules_where(&self.begin_read()?, |rule| &rule.client == client)
+        rules_where(&self.0, |rule| &rule.client == client)
     }
 
     fn list_totals(&self) -> Result<Vec<(RuleId, RuleTotals)>, StoreError> {
-        let tx = self.begin_read()?;
-        let totals = tx.open_table(TOTALS).map_err(store_err)?;
+        let totals = self.0.table(TOTALS)?;
         let mut res = Vec::new();
         for row in totals.iter().map_err(store_err)? {
             let (key, value) = row.map_err(store_err)?;
@@ -121,10 +112,9 @@ impl RuleStore for RedbStore {
     }
 }
 
-impl EnrollmentStore for RedbStore {
+impl<T: Source> EnrollmentStore for View<T> {
     fn get_enrollment(&self, code_hash: &SecretHash) -> Result<Option<Enrollment>, StoreError> {
-        let tx = self.begin_read()?;
-        let enrollments = tx.open_table(ENROLLMENTS).map_err(store_err)?;
+        let enrollments = self.0.table(ENROLLMENTS)?;
         let key = code_hash.as_str();
         let Some(row) = enrollments.get(key).map_err(store_err)? else { return Ok(None) };
         let enrollment: Enrollment = decode(ENROLLMENTS.name(), &key, row.value())?;

@@ -4,9 +4,18 @@
 //! uncommitted, so no part of a failed batch is ever visible; the name index holds exactly one
 //! entry per client, naming it, and never lets two clients share a name.
 
-use portunus_core::client::Client;
+use portunus_core::account::{ApiToken, User, WebSession};
+use portunus_core::audit::{AuditQuery, AuditRecord};
+use portunus_core::client::{Client, Enrollment};
+use portunus_core::grant::Grant;
 use portunus_core::ids::RuleId;
-use portunus_core::ports::{Store, StoreError, Write};
+use portunus_core::ids::{ClientId, ClientName, GrantId, SessionId, TokenId, UserId};
+use portunus_core::ports::{RuleIds, Store, StoreError, StoreTx, Write};
+use portunus_core::rule::Rule;
+use portunus_core::secret::SecretHash;
+use portunus_core::settings::RuntimeSettings;
+use portunus_core::stats::RuleTotals;
+use portunus_core::throttle::Throttle;
 use redb::{ReadableTable, Table, TableHandle, WriteTransaction};
 
 use crate::error::{decode, encode, store_err};
@@ -14,38 +23,111 @@ use crate::schema::{
     API_TOKENS, AUDIT, CLIENT_NAMES, CLIENTS, ENROLLMENTS, GRANTS, META, NEXT_RULE_ID_KEY, RULES,
     RUNTIME_SETTINGS_KEY, SESSIONS, SETTINGS, THROTTLES, TOTALS, USERS,
 };
+use crate::source::View;
 use crate::store::RedbStore;
 
-impl Store for RedbStore {
+/// Takes the next id of the rule sequence inside `tx`.
+fn take_rule_id(tx: &WriteTransaction) -> Result<RuleId, StoreError> {
+    let mut meta = tx.open_table(META).map_err(store_err)?;
+    let next = meta.get(NEXT_RULE_ID_KEY).map_err(store_err)?.map(|guard| guard.value());
+    let next = next.filter(|n| *n >= 1).ok_or_else(|| StoreError::Corrupted {
+        detail: format!("meta[{NEXT_RULE_ID_KEY}] is missing or zero"),
+    })?;
+    let after = next
+        .checked_add(1)
+        .ok_or_else(|| StoreError::Corrupted { detail: "the rule id sequence is exhausted".into() })?;
+    meta.insert(NEXT_RULE_ID_KEY, after).map_err(store_err)?;
+    Ok(RuleId::new(next))
+}
+
+/// A write transaction in progress: reads see what it has applied so far.
+pub(crate) struct RedbTx {
+    pub(crate) view: View<WriteTransaction>,
+}
+
+// Reads inside the transaction see what it has applied so far.
+crate::source::delegate_reads! { RedbTx, RedbTx::view,
+    ClientStore {
+        fn get_client(&self, id: &ClientId) -> Option<Client>;
+        fn client_by_name(&self, name: &ClientName) -> Option<Client>;
+        fn list_clients(&self) -> Vec<Client>;
+    }
+    RuleStore {
+        fn get_rule(&self, id: RuleId) -> Option<Rule>;
+        fn list_rules(&self) -> Vec<Rule>;
+        fn rules_for_client(&self, client: &ClientId) -> Vec<Rule>;
+        fn list_totals(&self) -> Vec<(RuleId, RuleTotals)>;
+    }
+    EnrollmentStore {
+        fn get_enrollment(&self, code_hash: &SecretHash) -> Option<Enrollment>;
+    }
+    UserStore {
+        fn get_user(&self, id: &UserId) -> Option<User>;
+        fn list_users(&self) -> Vec<User>;
+    }
+    GrantStore {
+        fn get_grant(&self, id: &GrantId) -> Option<Grant>;
+        fn list_grants(&self) -> Vec<Grant>;
+    }
+    CredentialStore {
+        fn get_api_token(&self, id: &TokenId) -> Option<ApiToken>;
+        fn list_api_tokens(&self) -> Vec<ApiToken>;
+        fn get_session(&self, id: &SessionId) -> Option<WebSession>;
+        fn list_sessions(&self) -> Vec<WebSession>;
+    }
+    AuditStore {
+        fn audit_page(&self, query: &AuditQuery) -> Vec<AuditRecord>;
+    }
+    StateStore {
+        fn runtime_settings(&self) -> RuntimeSettings;
+        fn get_throttle(&self, key: &str) -> Option<Throttle>;
+    }
+}
+
+impl RedbTx {
+    fn view(&self) -> Result<&View<WriteTransaction>, StoreError> {
+        Ok(&self.view)
+    }
+}
+
+impl RuleIds for RedbTx {
+    fn next_rule_id(&self) -> Result<RuleId, StoreError> {
+        // The id is handed out only once this transaction is durable; if it never commits,
+        // the sequence did not move and nothing that used the id was stored either.
+        take_rule_id(&self.view.0)
+    }
+}
+
+impl StoreTx for RedbTx {
+    fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let mut batch = Batch::open(&self.view.0)?;
+        for write in writes {
+            batch.apply(write)?;
+        }
+        Ok(())
+    }
+}
+
+impl RuleIds for RedbStore {
     fn next_rule_id(&self) -> Result<RuleId, StoreError> {
         let tx = self.begin_durable_write()?;
-        let id = {
-            let mut meta = tx.open_table(META).map_err(store_err)?;
-            let next = meta.get(NEXT_RULE_ID_KEY).map_err(store_err)?.map(|guard| guard.value());
-            let next = next.filter(|n| *n >= 1).ok_or_else(|| StoreError::Corrupted {
-                detail: format!("meta[{NEXT_RULE_ID_KEY}] is missing or zero"),
-            })?;
-            let after = next.checked_add(1).ok_or_else(|| StoreError::Corrupted {
-                detail: "the rule id sequence is exhausted".into(),
-            })?;
-            meta.insert(NEXT_RULE_ID_KEY, after).map_err(store_err)?;
-            next
-        };
+        let id = take_rule_id(&tx)?;
         // The id is handed out only after the advanced sequence is durable, so a crash can
         // never hand it out again.
         tx.commit().map_err(store_err)?;
-        Ok(RuleId::new(id))
+        Ok(id)
     }
+}
 
-    fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        let tx = self.begin_durable_write()?;
-        {
-            let mut batch = Batch::open(&tx)?;
-            for write in writes {
-                batch.apply(write)?;
-            }
-        }
-        tx.commit().map_err(store_err)
+impl Store for RedbStore {
+    fn transact(
+        &self,
+        work: &mut dyn FnMut(&dyn StoreTx) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let tx = RedbTx { view: View(self.begin_durable_write()?) };
+        // On error `tx` is dropped uncommitted, which aborts it: nothing of it is written.
+        work(&tx)?;
+        tx.view.0.commit().map_err(store_err)
     }
 }
 

@@ -1,5 +1,6 @@
 //! `portunus-telemetry`: the structured event log (one flat JSON object per line on stderr)
-//! and the Prometheus exposition of the control plane's counters.
+//! and the Prometheus exposition of the control plane's counters and latencies, produced through
+//! OpenTelemetry.
 //!
 //! Invariant: events carry a stable dotted `event` name and never a secret; metric names and
 //! labels are exactly the documented ones.

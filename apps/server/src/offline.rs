@@ -19,7 +19,7 @@ fn open(dir: &Path) -> Result<RedbStore, Failure> {
 /// `reset-password USER`: prints `temporary_password=…` once.
 pub fn reset_password(dir: &Path, user: &str, keep_api_tokens: bool) -> Result<(), Failure> {
     let store = open(dir)?;
-    let local = Local { store: &store, clock: &os::SystemClock, entropy: &os::OsEntropy };
+    let local = Local { store: &store, clock: &portunus_runtime::SystemClock, entropy: &os::OsEntropy };
     let password = offline::reset_password(&local, &Argon2Hasher, user, keep_api_tokens)?;
     store.close()?;
     tracing::info!(event = "user.password_reset", user, api_tokens_revoked = !keep_api_tokens);
@@ -30,7 +30,7 @@ pub fn reset_password(dir: &Path, user: &str, keep_api_tokens: bool) -> Result<(
 /// `bootstrap-superadmin`: prints `api_token=…` once.
 pub fn bootstrap_superadmin(dir: &Path) -> Result<(), Failure> {
     let store = open(dir)?;
-    let local = Local { store: &store, clock: &os::SystemClock, entropy: &os::OsEntropy };
+    let local = Local { store: &store, clock: &portunus_runtime::SystemClock, entropy: &os::OsEntropy };
     let token = offline::bootstrap_superadmin(&local)?;
     store.close()?;
     tracing::info!(event = "user.bootstrap_superadmin", user = "_superadmin");

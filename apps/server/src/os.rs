@@ -1,19 +1,7 @@
-//! The OS behind core's `Clock` and `Entropy` ports, and the shutdown signal.
+//! The OS behind core's `Entropy` port, and the shutdown signal. (The clock is the
+//! runtime's `SystemClock`.)
 
-use portunus_core::ids::Timestamp;
-use portunus_core::ports::{Clock, Entropy};
-
-/// Wall-clock time.
-pub struct SystemClock;
-
-impl Clock for SystemClock {
-    fn now(&self) -> Timestamp {
-        let ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        Timestamp::from_millis(ms)
-    }
-}
+use portunus_core::ports::Entropy;
 
 /// The OS CSPRNG (through `rand`'s thread-local generator, seeded from the OS).
 pub struct OsEntropy;

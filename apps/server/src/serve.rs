@@ -4,12 +4,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use portunus_control::{ControlService, GrpcClientLink, ServerInfo};
+use portunus_control::{ControlService, ServerInfo};
 use portunus_core::config::{ServerSettings, SettingsLayer};
 use portunus_core::error::{ErrorCode, Failure};
 use portunus_core::ports::StoreError;
-use portunus_core::service::{ControlPlane, Ports, ServerIdentity};
+use portunus_core::service::ServerIdentity;
 use portunus_http::AppState;
+use portunus_runtime::{Ports, Runtime, SystemClock};
 use portunus_store_redb::RedbStore;
 use portunus_telemetry::metrics::ServerMetrics;
 use tokio::net::TcpListener;
@@ -55,24 +56,28 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
         tracing::info!(event = "startup.certificate_generated", sha256 = %tls.sha256);
     }
 
-    let link = Arc::new(GrpcClientLink::default());
     let identity = ServerIdentity { cert_sha256: tls.sha256.clone(), sans: tls.sans.clone(), control_addr };
+    let version = env!("CARGO_PKG_VERSION");
+    let metrics = Arc::new(ServerMetrics::new(version));
     let ports = Ports {
         store,
-        link: link.clone(),
-        clock: Arc::new(os::SystemClock),
+        clock: Arc::new(SystemClock),
         entropy: Arc::new(os::OsEntropy),
         hasher: Arc::new(portunus_password::Argon2Hasher),
+        observer: Some(metrics.clone()),
     };
-    let plane = Arc::new(ControlPlane::new(ports, settings.clone(), identity, operator_token.hash())?);
-    if let Some((setup_token, expires_at)) = plane.start_onboarding()? {
+    let runtime = Runtime::new(ports, settings.clone(), identity, operator_token.hash())?;
+    let started = runtime.clone();
+    let onboarding = tokio::task::spawn_blocking(move || started.start_onboarding())
+        .await
+        .unwrap_or_else(|e| Err(Failure::new(ErrorCode::Internal, e.to_string())))?;
+    if let Some((setup_token, expires_at)) = onboarding {
         // The one place the setup token is shown: a plain line, so `grep` finds it in a journal.
         eprintln!("Portunus onboarding setup token: {}", setup_token.expose());
         tracing::warn!(event = "onboarding.setup_token_issued", expires_at = %expires_at.to_rfc3339(),
             "no superadmin yet: POST /v1/auth/onboarding with the setup token printed above");
     }
-    let version = env!("CARGO_PKG_VERSION");
-    let state = AppState { plane: plane.clone(), metrics: Arc::new(ServerMetrics::new(version)) };
+    let state = AppState { runtime: runtime.clone(), metrics };
     let addrs = BoundAddrs {
         control: control_addr,
         operator_http: local_addr(&http_listener)?,
@@ -87,8 +92,7 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
-    let service =
-        ControlService::new(plane.clone(), link.clone(), ServerInfo { version: version.to_owned() });
+    let service = ControlService::new(runtime.clone(), ServerInfo { version: version.to_owned() });
     let control = tokio::spawn({
         let tls = tls.clone();
         let stopped = stopped();
@@ -108,19 +112,7 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
             .with_graceful_shutdown(stopped())
             .into_future(),
     );
-    let flusher = tokio::spawn({
-        let plane = plane.clone();
-        async move {
-            let mut every = tokio::time::interval(Duration::from_secs(10));
-            loop {
-                every.tick().await;
-                let plane = plane.clone();
-                if let Ok(Err(err)) = tokio::task::spawn_blocking(move || plane.flush_stats()).await {
-                    tracing::warn!(event = "store.error", error = %err, "could not persist traffic totals");
-                }
-            }
-        }
-    });
+    let flusher = runtime.spawn_flusher(Duration::from_secs(10));
     datadir::write_addrs(dir, &addrs)?;
     tracing::info!(
         event = "server.started",
@@ -134,7 +126,7 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
 
     os::shutdown_signal().await;
     tracing::info!(event = "server.stopping");
-    link.close_all();
+    runtime.sessions().close_all();
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), async {
         let _ = control.await;
@@ -143,9 +135,7 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
     })
     .await;
     flusher.abort();
-    let flushed = tokio::task::spawn_blocking(move || plane.flush_stats())
-        .await
-        .unwrap_or_else(|e| Err(Failure::new(ErrorCode::Internal, e.to_string())))?;
+    let flushed = runtime.flush_stats().await?;
     datadir::remove_addrs(dir);
     tracing::info!(event = "server.stopped", totals_flushed = flushed);
     Ok(())

@@ -1,23 +1,27 @@
 //! Users, their API tokens, Web login and logout, password changes, and onboarding of the
 //! first superadmin.
 //!
-//! Invariants: a slow password hash is never computed while the write lock is held (checks
-//! are repeated under the lock instead); a login for a missing user verifies against a dummy
+//! Invariants: a slow password hash is never computed inside a write transaction (it is the
+//! `prepare_*` half of a use case, and the `finish_*` half repeats the cheap checks); a login for a missing user verifies against a dummy
 //! hash, so it costs what a wrong password costs; every throttled attempt is checked before a
 //! credential is looked at and its failure recorded durably before the answer.
 
 use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
 
-use super::ControlPlane;
+use super::{Cx, random_bytes};
 use crate::account::{
     ApiToken, PasswordHash, SESSION_TTL, User, WebSession, check_password_strength, credential_text,
 };
 use crate::error::{ErrorCode, Failure};
 use crate::ids::{SessionId, Timestamp, TokenId, UserId};
 use crate::policy::{Action, Actor, Role, authorize};
-use crate::ports::Write;
+use crate::ports::{
+    CredentialStore, Entropy, GrantStore, PasswordHasher, RuleStore, StateStore, UserStore, Write,
+};
 use crate::rule::Rule;
 use crate::secret::Secret;
+use crate::secret::SecretHash;
 use crate::settings::{Onboarding, SETUP_TOKEN_TTL};
 use crate::throttle;
 
@@ -73,7 +77,52 @@ fn throttle_keys(attempt: &str, subject: &str, remote: Option<IpAddr>) -> Vec<St
     keys
 }
 
-impl ControlPlane {
+/// The slow half of a credential check (a password verified or hashed), done outside the
+/// write transaction and handed to the matching `finish_*` step.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The checked account (`None`: the password did not match), or why the attempt stops.
+    verdict: Result<Option<User>, Failure>,
+    /// A new password's hash.
+    hash: Option<PasswordHash>,
+    /// The refusal counts as a failed attempt against the throttles.
+    counts: bool,
+}
+
+impl Prepared {
+    fn refused(failure: Failure) -> Self {
+        Prepared { verdict: Err(failure), hash: None, counts: false }
+    }
+    fn checked(verdict: Result<Option<User>, Failure>, hash: Option<PasswordHash>) -> Self {
+        Prepared { verdict, hash, counts: false }
+    }
+}
+
+/// Accounts: users, grants, API tokens, Web login and sessions, onboarding, and the
+/// authentication of operator requests.
+pub struct AccountService {
+    pub(super) entropy: Arc<dyn Entropy>,
+    hasher: Arc<dyn PasswordHasher>,
+    pub(super) operator_token: SecretHash,
+    /// A hash of a random password, verified against when a login names no account, so a
+    /// missing user costs the same time as a wrong password.
+    dummy_hash: OnceLock<PasswordHash>,
+}
+
+impl AccountService {
+    /// An account service; `operator_token` is the hash of the server's operator token.
+    pub fn new(
+        entropy: Arc<dyn Entropy>,
+        hasher: Arc<dyn PasswordHasher>,
+        operator_token: SecretHash,
+    ) -> Self {
+        AccountService { entropy, hasher, operator_token, dummy_hash: OnceLock::new() }
+    }
+
+    pub(super) fn random_bytes<const N: usize>(&self) -> [u8; N] {
+        random_bytes(&*self.entropy)
+    }
+
     fn dummy_hash(&self) -> PasswordHash {
         self.dummy_hash
             .get_or_init(|| {
@@ -84,100 +133,95 @@ impl ControlPlane {
             .clone()
     }
 
-    /// Refuses the attempt while any of `keys` is locked.
-    fn check_throttles(&self, keys: &[String]) -> Result<(), Failure> {
-        let now = self.clock.now();
-        for key in keys {
-            if let Some(t) = self.store.get_throttle(key)?
-                && let Err(retry_after) = t.check(now)
-            {
-                return Err(throttle::rate_limited(retry_after));
+    /// Verifies `password` against `user`'s hash, or against the dummy hash when there is no
+    /// account or no password, so both cost the same.
+    fn verify(&self, user: Option<User>, password: &str) -> Option<User> {
+        match user.as_ref().and_then(|u| u.password.as_ref()) {
+            Some(hash) => self.hasher.verify(password, hash).then_some(user).flatten(),
+            None => {
+                let _ = self.hasher.verify(password, &self.dummy_hash());
+                None
             }
         }
-        Ok(())
-    }
-
-    /// Counts a failed attempt against every key, durably.
-    fn throttle_failure(&self, keys: &[String]) -> Result<(), Failure> {
-        let now = self.clock.now();
-        let _guard = self.write_lock();
-        let mut writes = Vec::with_capacity(keys.len());
-        for key in keys {
-            let mut t = self.store.get_throttle(key)?.unwrap_or_default();
-            t.on_failure(now);
-            writes.push(Write::PutThrottle(key.clone(), t));
-        }
-        self.store.commit(writes)?;
-        Ok(())
-    }
-
-    /// Clears the subject's throttle after a success (the address keeps its record, so a
-    /// guesser cannot reset it by logging into an account of their own).
-    fn throttle_success(&self, subject_key: &str) -> Result<(), Failure> {
-        let _guard = self.write_lock();
-        if self.store.get_throttle(subject_key)?.is_some() {
-            self.store.commit(vec![Write::DeleteThrottle(subject_key.to_owned())])?;
-        }
-        Ok(())
-    }
-
-    fn require_user(&self, id: &UserId) -> Result<User, Failure> {
-        self.store.get_user(id)?.ok_or_else(|| user_not_found(id.as_str()))
     }
 
     // ----- onboarding ---------------------------------------------------------------------
 
     /// Where onboarding stands (public: the Web UI asks before anyone logs in).
-    pub fn onboarding_status(&self) -> Result<Onboarding, Failure> {
-        Ok(self.store.runtime_settings()?.onboarding)
+    pub fn onboarding_status<S: StateStore + ?Sized>(&self, store: &S) -> Result<Onboarding, Failure> {
+        Ok(store.runtime_settings()?.onboarding)
     }
 
     /// Called at every server start: while onboarding is incomplete, issues a new setup
     /// token (only its hash is stored; the previous one stops working) that expires after
     /// 30 minutes. `None` once onboarding is complete.
-    pub fn start_onboarding(&self) -> Result<Option<(Secret, Timestamp)>, Failure> {
-        let _guard = self.write_lock();
-        let mut settings = self.store.runtime_settings()?;
+    pub fn start_onboarding<S: StateStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+    ) -> Result<Option<(Secret, Timestamp)>, Failure> {
+        let mut settings = cx.store.runtime_settings()?;
         if settings.onboarding.is_complete() {
             return Ok(None);
         }
         let token = Secret::from_entropy(&self.random_bytes::<24>());
-        let expires_at = self.clock.now().plus(SETUP_TOKEN_TTL);
+        let expires_at = cx.now.plus(SETUP_TOKEN_TTL);
         settings.onboarding.setup_token = Some(token.hash());
         settings.onboarding.setup_expires_at = Some(expires_at);
-        self.store.commit(vec![Write::PutSettings(settings)])?;
+        cx.stage([Write::PutSettings(settings)]);
         Ok(Some((token, expires_at)))
+    }
+
+    /// The slow half of onboarding: throttles, the setup token and the password's hash.
+    pub fn prepare_onboarding<S: StateStore + ?Sized>(
+        &self,
+        store: &S,
+        setup_token: &str,
+        user_id: &str,
+        password: &str,
+        remote: Option<IpAddr>,
+        now: Timestamp,
+    ) -> Prepared {
+        let keys = throttle_keys("onboarding", "setup_token", remote);
+        let checked = (|| {
+            check_throttles(store, &keys, now)?;
+            match store.runtime_settings()?.onboarding.check_setup_token(setup_token, now) {
+                Err(failure) if failure.code == ErrorCode::Unauthenticated => {
+                    return Ok(Prepared { verdict: Err(failure), hash: None, counts: true });
+                }
+                other => other?,
+            }
+            UserId::parse(user_id)?;
+            check_password_strength(password)?;
+            Ok(Prepared::checked(Ok(None), Some(self.hasher.hash(password)?)))
+        })();
+        checked.unwrap_or_else(Prepared::refused)
     }
 
     /// Creates the first superadmin with a password, using the setup token printed at start,
     /// and closes onboarding for good. Of concurrent attempts with the right token exactly
     /// one succeeds; the others get `conflict.onboarding_closed`.
-    pub fn complete_onboarding(
+    pub fn finish_onboarding<S: StateStore + UserStore + ?Sized>(
         &self,
+        cx: &mut Cx<'_, S>,
         setup_token: &str,
         user_id: &str,
-        password: &str,
         remote: Option<IpAddr>,
+        prepared: Prepared,
     ) -> Result<User, Failure> {
         let keys = throttle_keys("onboarding", "setup_token", remote);
         let result = (|| {
-            self.check_throttles(&keys)?;
-            let now = self.clock.now();
-            if let Err(failure) =
-                self.store.runtime_settings()?.onboarding.check_setup_token(setup_token, now)
-            {
-                if failure.code == ErrorCode::Unauthenticated {
-                    self.throttle_failure(&keys)?;
-                }
-                return Err(failure);
+            if prepared.counts {
+                throttle_failure(cx, &keys)?;
             }
+            prepared.verdict?;
+            let hash = prepared
+                .hash
+                .ok_or_else(|| Failure::new(ErrorCode::Internal, "onboarding was not prepared"))?;
+            let now = cx.now;
             let id = UserId::parse(user_id)?;
-            check_password_strength(password)?;
-            let hash = self.hasher.hash(password)?;
-            let _guard = self.write_lock();
-            let mut settings = self.store.runtime_settings()?;
-            settings.onboarding.check_setup_token(setup_token, self.clock.now())?;
-            if self.store.get_user(&id)?.is_some() {
+            let mut settings = cx.store.runtime_settings()?;
+            settings.onboarding.check_setup_token(setup_token, now)?;
+            if cx.store.get_user(&id)?.is_some() {
                 return Err(Failure::new(ErrorCode::UserExists, format!("user {id} already exists")));
             }
             let user = User {
@@ -189,45 +233,54 @@ impl ControlPlane {
             };
             settings.onboarding =
                 Onboarding { completed_at: Some(now), setup_token: None, setup_expires_at: None };
-            self.store.commit(vec![Write::PutUser(user.clone()), Write::PutSettings(settings)])?;
+            cx.stage([Write::PutUser(user.clone()), Write::PutSettings(settings)]);
             Ok(user)
         })();
         let subject = user_id_for_audit(user_id);
-        self.record(subject, "auth.onboarding", Some(subject), remote, result)
+        cx.record(subject, "auth.onboarding", Some(subject), remote, result)
     }
 
     // ----- login, logout, password --------------------------------------------------------
 
-    /// Checks a user id and password and opens a Web session. Every failure is the same
-    /// `unauthenticated`, whether or not the user exists; a throttled subject or address
-    /// gets `rate_limited` before anything is checked.
-    pub fn login(
+    /// The slow half of a login: throttles, then the password check.
+    pub fn prepare_login<S: StateStore + UserStore + ?Sized>(
         &self,
+        store: &S,
         user_id: &str,
         password: &str,
         remote: Option<IpAddr>,
+        now: Timestamp,
+    ) -> Prepared {
+        let keys = throttle_keys("login", user_id, remote);
+        let checked = (|| {
+            check_throttles(store, &keys, now)?;
+            let user = match UserId::parse(user_id) {
+                Ok(id) => store.get_user(&id)?,
+                Err(_) => None,
+            };
+            Ok(self.verify(user, password))
+        })();
+        Prepared::checked(checked, None)
+    }
+
+    /// Opens a Web session for a checked login. Every failure is the same
+    /// `unauthenticated`, whether or not the user exists; a throttled subject or address
+    /// gets `rate_limited` before anything is checked.
+    pub fn finish_login<S: StateStore + CredentialStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        user_id: &str,
+        remote: Option<IpAddr>,
+        prepared: Prepared,
     ) -> Result<LoginOutcome, Failure> {
         let keys = throttle_keys("login", user_id, remote);
         let result = (|| {
-            self.check_throttles(&keys)?;
-            let user = match UserId::parse(user_id) {
-                Ok(id) => self.store.get_user(&id)?,
-                Err(_) => None,
-            };
-            let verified = match user.as_ref().and_then(|u| u.password.as_ref()) {
-                Some(hash) => self.hasher.verify(password, hash),
-                None => {
-                    // Same work as a real check, so timing does not tell whether the account exists.
-                    let _ = self.hasher.verify(password, &self.dummy_hash());
-                    false
-                }
-            };
-            let Some(user) = user.filter(|_| verified) else {
-                self.throttle_failure(&keys)?;
+            let Some(user) = prepared.verdict? else {
+                throttle_failure(cx, &keys)?;
                 return Err(wrong_login());
             };
-            self.throttle_success(&keys[0])?;
-            let now = self.clock.now();
+            throttle_success(cx, &keys[0])?;
+            let now = cx.now;
             let id = SessionId::from_random(self.random_bytes());
             let cookie = credential_text(id.as_str(), &self.random_bytes::<32>());
             let csrf = Secret::from_entropy(&self.random_bytes::<32>());
@@ -239,8 +292,7 @@ impl ControlPlane {
                 created_at: now,
                 expires_at: now.plus(SESSION_TTL),
             };
-            let _guard = self.write_lock();
-            let mut writes: Vec<Write> = self
+            let mut writes: Vec<Write> = cx
                 .store
                 .list_sessions()?
                 .into_iter()
@@ -248,30 +300,33 @@ impl ControlPlane {
                 .map(|s| Write::DeleteSession(s.id))
                 .collect();
             writes.push(Write::PutSession(session.clone()));
-            self.store.commit(writes)?;
+            cx.stage(writes);
             Ok(LoginOutcome { user, session, cookie, csrf })
         })();
-        self.record(user_id_for_audit(user_id), "auth.login", None, remote, result)
+        cx.record(user_id_for_audit(user_id), "auth.login", None, remote, result)
     }
 
     /// Ends the Web session `actor` authenticated with; a bearer caller has nothing to end.
-    pub fn logout(&self, actor: &Actor, session: Option<&SessionId>) -> Result<(), Failure> {
-        let result = (|| {
-            authorize(actor, &Action::ManageSelf)?;
-            if let Some(id) = session {
-                let _guard = self.write_lock();
-                self.store.commit(vec![Write::DeleteSession(id.clone())])?;
-            }
-            Ok(())
-        })();
-        self.audited(actor, "auth.logout", None, result)
+    pub fn logout<S: ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        actor: &Actor,
+        session: Option<&SessionId>,
+    ) -> Result<(), Failure> {
+        let result = authorize(actor, &Action::ManageSelf).map_err(Failure::from);
+        if result.is_ok()
+            && let Some(id) = session
+        {
+            cx.stage([Write::DeleteSession(id.clone())]);
+        }
+        cx.audited(actor, "auth.logout", None, result)
     }
 
     /// The caller's own account (allowed with a temporary password). The operator token is
     /// no account: it is described as a superadmin without a stored record.
-    pub fn whoami(&self, actor: &Actor) -> Result<User, Failure> {
+    pub fn whoami<S: UserStore + ?Sized>(&self, store: &S, actor: &Actor) -> Result<User, Failure> {
         authorize(actor, &Action::ManageSelf)?;
-        match self.store.get_user(&actor.principal)? {
+        match store.get_user(&actor.principal)? {
             Some(user) => Ok(user),
             None => Ok(User {
                 id: actor.principal.clone(),
@@ -283,41 +338,52 @@ impl ControlPlane {
         }
     }
 
-    /// Changes the caller's own password, proving the current one (throttled per subject
-    /// and address). Clears the temporary-password mark and ends the caller's other sessions.
-    pub fn change_password(
+    /// The slow half of a password change: throttles, the current password, the new hash.
+    pub fn prepare_password_change<S: StateStore + UserStore + ?Sized>(
         &self,
+        store: &S,
         actor: &Actor,
         current: &str,
         new: &str,
+        now: Timestamp,
+    ) -> Prepared {
+        let keys = throttle_keys("password", actor.principal.as_str(), actor.remote);
+        let checked = (|| {
+            authorize(actor, &Action::ManageSelf)?;
+            check_throttles(store, &keys, now)?;
+            let user = store.get_user(&actor.principal)?.ok_or_else(|| {
+                Failure::new(ErrorCode::InvalidRequest, "this principal has no account to set a password on")
+            })?;
+            let Some(user) = self.verify(Some(user), current) else { return Ok((None, None)) };
+            check_password_strength(new)?;
+            Ok((Some(user), Some(self.hasher.hash(new)?)))
+        })();
+        match checked {
+            Ok((user, hash)) => Prepared::checked(Ok(user), hash),
+            Err(failure) => Prepared::refused(failure),
+        }
+    }
+
+    /// Changes the caller's own password, proving the current one (throttled per subject
+    /// and address). Clears the temporary-password mark and ends the caller's other sessions.
+    pub fn finish_password_change<S: StateStore + UserStore + CredentialStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        actor: &Actor,
         session: Option<&SessionId>,
+        prepared: Prepared,
     ) -> Result<(), Failure> {
         let keys = throttle_keys("password", actor.principal.as_str(), actor.remote);
         let result = (|| {
-            authorize(actor, &Action::ManageSelf)?;
-            self.check_throttles(&keys)?;
-            let user = self.store.get_user(&actor.principal)?.ok_or_else(|| {
-                Failure::new(ErrorCode::InvalidRequest, "this principal has no account to set a password on")
-            })?;
-            let verified = match &user.password {
-                Some(hash) => self.hasher.verify(current, hash),
-                None => {
-                    let _ = self.hasher.verify(current, &self.dummy_hash());
-                    false
-                }
-            };
-            if !verified {
-                self.throttle_failure(&keys)?;
+            let (Some(_), Some(hash)) = (prepared.verdict?, prepared.hash) else {
+                throttle_failure(cx, &keys)?;
                 return Err(Failure::new(ErrorCode::Unauthenticated, "the current password is wrong"));
-            }
-            check_password_strength(new)?;
-            let hash = self.hasher.hash(new)?;
-            self.throttle_success(&keys[0])?;
-            let _guard = self.write_lock();
-            let mut user = self.require_user(&actor.principal)?;
+            };
+            throttle_success(cx, &keys[0])?;
+            let mut user = require_user(cx.store, &actor.principal)?;
             user.password = Some(hash);
             user.must_change_password = false;
-            let mut writes: Vec<Write> = self
+            let mut writes: Vec<Write> = cx
                 .store
                 .list_sessions()?
                 .into_iter()
@@ -325,146 +391,151 @@ impl ControlPlane {
                 .map(|s| Write::DeleteSession(s.id))
                 .collect();
             writes.push(Write::PutUser(user));
-            self.store.commit(writes)?;
+            cx.stage(writes);
             Ok(())
         })();
-        self.audited(actor, "auth.password_change", Some(actor.principal.as_str()), result)
+        cx.audited(actor, "auth.password_change", Some(actor.principal.as_str()), result)
     }
 
     // ----- users --------------------------------------------------------------------------
 
     /// Every user (superadmins only).
-    pub fn list_users(&self, actor: &Actor) -> Result<Vec<User>, Failure> {
+    pub fn list_users<S: UserStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        actor: &Actor,
+    ) -> Result<Vec<User>, Failure> {
         let result = authorize(actor, &Action::Administer).map_err(Failure::from);
-        let result = result.and_then(|()| Ok(self.store.list_users()?));
-        self.audited_read(actor, "user.list", None, result)
+        let result = result.and_then(|()| Ok(cx.store.list_users()?));
+        cx.audited_read(actor, "user.list", None, result)
     }
 
     /// One user: superadmins, or the user themself.
-    pub fn get_user(&self, actor: &Actor, id: &str) -> Result<User, Failure> {
+    pub fn get_user<S: UserStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<User, Failure> {
+        let store = cx.store;
         let result = (|| {
             let user_id = UserId::new(id);
             authorize(actor, &Action::AccessAccount(&user_id))?;
-            self.require_user(&user_id)
+            require_user(store, &user_id)
         })();
-        self.audited_read(actor, "user.get", Some(id), result)
+        cx.audited_read(actor, "user.get", Some(id), result)
+    }
+
+    /// The slow half of creating an account: the initial password's hash, if any.
+    pub fn prepare_new_user(&self, actor: &Actor, new: &NewUser) -> Prepared {
+        let checked = (|| {
+            authorize(actor, &Action::Administer)?;
+            UserId::parse(&new.id)?;
+            match &new.password {
+                Some(password) => {
+                    check_password_strength(password)?;
+                    Ok(Some(self.hasher.hash(password)?))
+                }
+                None => Ok(None),
+            }
+        })();
+        match checked {
+            Ok(hash) => Prepared::checked(Ok(None), hash),
+            Err(failure) => Prepared::refused(failure),
+        }
     }
 
     /// Creates an account. Creating a superadmin completes onboarding if it was open.
-    pub fn create_user(&self, actor: &Actor, new: &NewUser) -> Result<User, Failure> {
+    pub fn create_user<S: UserStore + StateStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        actor: &Actor,
+        new: &NewUser,
+        prepared: Prepared,
+    ) -> Result<User, Failure> {
         let result = (|| {
-            authorize(actor, &Action::Administer)?;
+            prepared.verdict?;
             let id = UserId::parse(&new.id)?;
-            let password = match &new.password {
-                Some(password) => {
-                    check_password_strength(password)?;
-                    Some(self.hasher.hash(password)?)
-                }
-                None => None,
+            let user = User {
+                id,
+                role: new.role,
+                password: prepared.hash,
+                must_change_password: false,
+                created_at: cx.now,
             };
-            let now = self.clock.now();
-            let user = User { id, role: new.role, password, must_change_password: false, created_at: now };
-            let _guard = self.write_lock();
-            if self.store.get_user(&user.id)?.is_some() {
+            if cx.store.get_user(&user.id)?.is_some() {
                 return Err(Failure::new(ErrorCode::UserExists, format!("user {} already exists", user.id)));
             }
             let mut writes = vec![Write::PutUser(user.clone())];
             if user.role == Role::Superadmin {
-                writes.extend(self.onboarding_completed(now)?);
+                writes.extend(onboarding_completed(cx.store, cx.now)?);
             }
-            self.store.commit(writes)?;
+            cx.stage(writes);
             Ok(user)
         })();
-        self.audited(actor, "user.create", Some(&new.id), result)
-    }
-
-    /// The write that closes onboarding at `now`, if it is still open.
-    pub(super) fn onboarding_completed(&self, now: Timestamp) -> Result<Option<Write>, Failure> {
-        let mut settings = self.store.runtime_settings()?;
-        if settings.onboarding.is_complete() {
-            return Ok(None);
-        }
-        settings.onboarding =
-            Onboarding { completed_at: Some(now), setup_token: None, setup_expires_at: None };
-        Ok(Some(Write::PutSettings(settings)))
+        cx.audited(actor, "user.create", Some(&new.id), result)
     }
 
     /// Deletes an account with its grants, API tokens, sessions and rules (the clients stop
     /// the rules). The last superadmin cannot be deleted.
-    pub fn delete_user(&self, actor: &Actor, id: &str) -> Result<User, Failure> {
+    pub fn delete_user<S: UserStore + RuleStore + GrantStore + CredentialStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        actor: &Actor,
+        id: &str,
+    ) -> Result<User, Failure> {
         let result = (|| {
             authorize(actor, &Action::Administer)?;
             let user_id = UserId::new(id);
-            let (user, rules) = {
-                let _guard = self.write_lock();
-                let user = self.require_user(&user_id)?;
-                let users = self.store.list_users()?;
-                if user.role == Role::Superadmin
-                    && !users.iter().any(|u| u.role == Role::Superadmin && u.id != user.id)
-                {
-                    return Err(Failure::new(
-                        ErrorCode::LastSuperadmin,
-                        "the last superadmin cannot be removed",
-                    ));
-                }
-                let rules: Vec<Rule> =
-                    self.store.list_rules()?.into_iter().filter(|r| r.owner == user.id).collect();
-                let mut writes: Vec<Write> = rules.iter().map(|r| Write::DeleteRule(r.id)).collect();
-                writes.extend(self.account_credentials(&user.id, true)?);
-                writes.extend(
-                    self.store
-                        .list_grants()?
-                        .into_iter()
-                        .filter(|g| g.user == user.id)
-                        .map(|g| Write::DeleteGrant(g.id)),
-                );
-                writes.push(Write::DeleteUser(user.id.clone()));
-                self.store.commit(writes)?;
-                (user, rules)
-            };
-            self.rules_deleted(&rules);
+            let store = cx.store;
+            let user = require_user(store, &user_id)?;
+            let users = store.list_users()?;
+            if user.role == Role::Superadmin
+                && !users.iter().any(|u| u.role == Role::Superadmin && u.id != user.id)
+            {
+                return Err(Failure::new(ErrorCode::LastSuperadmin, "the last superadmin cannot be removed"));
+            }
+            let rules: Vec<Rule> = store.list_rules()?.into_iter().filter(|r| r.owner == user.id).collect();
+            let mut writes: Vec<Write> = rules.iter().map(|r| Write::DeleteRule(r.id)).collect();
+            writes.extend(account_credentials(store, &user.id, true)?);
+            writes.extend(
+                store
+                    .list_grants()?
+                    .into_iter()
+                    .filter(|g| g.user == user.id)
+                    .map(|g| Write::DeleteGrant(g.id)),
+            );
+            writes.push(Write::DeleteUser(user.id.clone()));
+            cx.stage(writes);
+            cx.rules_deleted(&rules);
             Ok(user)
         })();
-        self.audited(actor, "user.delete", Some(id), result)
-    }
-
-    /// Deletes of `user`'s sessions, and of its API tokens when `tokens` is set.
-    fn account_credentials(&self, user: &UserId, tokens: bool) -> Result<Vec<Write>, Failure> {
-        let mut writes: Vec<Write> = self
-            .store
-            .list_sessions()?
-            .into_iter()
-            .filter(|s| &s.user == user)
-            .map(|s| Write::DeleteSession(s.id))
-            .collect();
-        if tokens {
-            writes.extend(
-                self.store
-                    .list_api_tokens()?
-                    .into_iter()
-                    .filter(|t| &t.user == user)
-                    .map(|t| Write::DeleteApiToken(t.id)),
-            );
-        }
-        Ok(writes)
+        cx.audited(actor, "user.delete", Some(id), result)
     }
 
     // ----- API tokens ---------------------------------------------------------------------
 
     /// A user's API tokens (records only; the texts were shown once).
-    pub fn list_tokens(&self, actor: &Actor, user: &str) -> Result<Vec<ApiToken>, Failure> {
+    pub fn list_tokens<S: UserStore + CredentialStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        actor: &Actor,
+        user: &str,
+    ) -> Result<Vec<ApiToken>, Failure> {
+        let store = cx.store;
         let result = (|| {
             let user_id = UserId::new(user);
             authorize(actor, &Action::AccessAccount(&user_id))?;
-            self.require_user(&user_id)?;
-            Ok(self.store.list_api_tokens()?.into_iter().filter(|t| t.user == user_id).collect())
+            require_user(store, &user_id)?;
+            Ok(store.list_api_tokens()?.into_iter().filter(|t| t.user == user_id).collect())
         })();
-        self.audited_read(actor, "token.list", Some(user), result)
+        cx.audited_read(actor, "token.list", Some(user), result)
     }
 
     /// Mints an API token for `user` (superadmins, or the user themself).
-    pub fn create_token(
+    pub fn create_token<S: UserStore + ?Sized>(
         &self,
+        cx: &mut Cx<'_, S>,
         actor: &Actor,
         user: &str,
         name: Option<&str>,
@@ -480,8 +551,7 @@ impl ControlPlane {
                     "a token name has 1 to 64 printable characters",
                 ));
             }
-            let _guard = self.write_lock();
-            self.require_user(&user_id)?;
+            require_user(cx.store, &user_id)?;
             let id = TokenId::from_random(self.random_bytes());
             let secret = credential_text(id.as_str(), &self.random_bytes::<32>());
             let token = ApiToken {
@@ -489,38 +559,118 @@ impl ControlPlane {
                 user: user_id,
                 hash: secret.hash(),
                 name: name.map(str::to_owned),
-                created_at: self.clock.now(),
+                created_at: cx.now,
             };
-            self.store.commit(vec![Write::PutApiToken(token.clone())])?;
+            cx.stage([Write::PutApiToken(token.clone())]);
             Ok(MintedToken { token, secret })
         })();
         let target = match &result {
             Ok(minted) => format!("{user} {}", minted.token.id),
             Err(_) => user.to_owned(),
         };
-        self.audited(actor, "token.create", Some(&target), result)
+        cx.audited(actor, "token.create", Some(&target), result)
     }
 
     /// Revokes one of `user`'s API tokens.
-    pub fn revoke_token(&self, actor: &Actor, user: &str, token: &str) -> Result<(), Failure> {
+    pub fn revoke_token<S: CredentialStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        actor: &Actor,
+        user: &str,
+        token: &str,
+    ) -> Result<(), Failure> {
         let result = (|| {
             let user_id = UserId::new(user);
             authorize(actor, &Action::AccessAccount(&user_id))?;
-            let _guard = self.write_lock();
             let found = TokenId::parse(token)
-                .map(|id| self.store.get_api_token(&id))
+                .map(|id| cx.store.get_api_token(&id))
                 .transpose()?
                 .flatten()
                 .filter(|t| t.user == user_id)
                 .ok_or_else(|| {
                     Failure::new(ErrorCode::TokenNotFound, format!("user {user} has no token {token:?}"))
                 })?;
-            self.store.commit(vec![Write::DeleteApiToken(found.id)])?;
+            cx.stage([Write::DeleteApiToken(found.id)]);
             Ok(())
         })();
         let shown = TokenId::parse(token).map_or_else(|| "?".to_owned(), |id| id.to_string());
-        self.audited(actor, "token.revoke", Some(&format!("{user} {shown}")), result)
+        cx.audited(actor, "token.revoke", Some(&format!("{user} {shown}")), result)
     }
+}
+
+/// Refuses the attempt while any of `keys` is locked.
+fn check_throttles<S: StateStore + ?Sized>(
+    store: &S,
+    keys: &[String],
+    now: Timestamp,
+) -> Result<(), Failure> {
+    for key in keys {
+        if let Some(t) = store.get_throttle(key)?
+            && let Err(retry_after) = t.check(now)
+        {
+            return Err(throttle::rate_limited(retry_after));
+        }
+    }
+    Ok(())
+}
+
+/// Counts a failed attempt against every key.
+fn throttle_failure<S: StateStore + ?Sized>(cx: &mut Cx<'_, S>, keys: &[String]) -> Result<(), Failure> {
+    let mut writes = Vec::with_capacity(keys.len());
+    for key in keys {
+        let mut t = cx.store.get_throttle(key)?.unwrap_or_default();
+        t.on_failure(cx.now);
+        writes.push(Write::PutThrottle(key.clone(), t));
+    }
+    cx.stage(writes);
+    Ok(())
+}
+
+/// Clears the subject's throttle after a success (the address keeps its record, so a
+/// guesser cannot reset it by logging into an account of their own).
+fn throttle_success<S: StateStore + ?Sized>(cx: &mut Cx<'_, S>, subject_key: &str) -> Result<(), Failure> {
+    if cx.store.get_throttle(subject_key)?.is_some() {
+        cx.stage([Write::DeleteThrottle(subject_key.to_owned())]);
+    }
+    Ok(())
+}
+
+pub(super) fn require_user<S: UserStore + ?Sized>(store: &S, id: &UserId) -> Result<User, Failure> {
+    store.get_user(id)?.ok_or_else(|| user_not_found(id.as_str()))
+}
+
+/// The write that closes onboarding at `now`, if it is still open.
+fn onboarding_completed<S: StateStore + ?Sized>(store: &S, now: Timestamp) -> Result<Option<Write>, Failure> {
+    let mut settings = store.runtime_settings()?;
+    if settings.onboarding.is_complete() {
+        return Ok(None);
+    }
+    settings.onboarding = Onboarding { completed_at: Some(now), setup_token: None, setup_expires_at: None };
+    Ok(Some(Write::PutSettings(settings)))
+}
+
+/// Deletes of `user`'s sessions, and of its API tokens when `tokens` is set.
+fn account_credentials<S: CredentialStore + ?Sized>(
+    store: &S,
+    user: &UserId,
+    tokens: bool,
+) -> Result<Vec<Write>, Failure> {
+    let mut writes: Vec<Write> = store
+        .list_sessions()?
+        .into_iter()
+        .filter(|s| &s.user == user)
+        .map(|s| Write::DeleteSession(s.id))
+        .collect();
+    if tokens {
+        writes.extend(
+            store
+                .list_api_tokens()?
+                .into_iter()
+                .filter(|t| &t.user == user)
+                .map(|t| Write::DeleteApiToken(t.id)),
+        );
+    }
+    Ok(writes)
 }
 
 /// The actor field of an anonymous attempt's audit record: the subject it named when that

@@ -1,12 +1,17 @@
 //! Server-wide administration: the advertised-endpoint override, the audit trail and the
 //! metrics exposition on the operator API.
 
-use super::{ControlPlane, MetricsSnapshot};
+use super::session::metrics_snapshot;
+use super::{Cx, MetricsSnapshot, ServerIdentity};
 use crate::audit::{AuditQuery, AuditRecord, cursor_after};
-use crate::endpoint::{Endpoint, EndpointSource, san_covers};
+use crate::config::ServerSettings;
+use crate::endpoint::{self, Endpoint, EndpointSource, san_covers};
 use crate::error::{ErrorCode, Failure};
+use crate::ids::RuleId;
 use crate::policy::{Action, Actor, authorize};
-use crate::ports::Write;
+use crate::ports::{AuditStore, ClientStore, RuleStore, StateStore, Write};
+use crate::settings::RuntimeSettings;
+use crate::stats::Counters;
 
 /// The advertised endpoint as configured and as resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,20 +37,74 @@ pub struct AuditPage {
     pub next_cursor: Option<String>,
 }
 
-impl ControlPlane {
-    /// The advertised-endpoint settings (superadmins only).
-    pub fn endpoint_settings(&self, actor: &Actor) -> Result<EndpointView, Failure> {
-        let result = (|| {
-            authorize(actor, &Action::Administer)?;
-            self.endpoint_view()
-        })();
-        self.audited_read(actor, "settings.advertised_endpoint.get", None, result)
+/// The advertised endpoint as enrollment sees it now: the stored override, the seed, the
+/// listener's address or loopback, checked against the certificate.
+pub fn resolve_endpoint<S: StateStore + ?Sized>(
+    store: &S,
+    settings: &ServerSettings,
+    identity: &ServerIdentity,
+) -> Result<endpoint::Resolution, Failure> {
+    let stored = store.runtime_settings()?.advertised_endpoint;
+    // A stored override was validated before it was written; one that no longer parses (a
+    // hand-edited store) fails closed like an uncovered one.
+    let override_ = match stored.as_deref().map(Endpoint::parse) {
+        None => None,
+        Some(Ok(e)) => Some(e),
+        Some(Err(failure)) => {
+            return Ok(endpoint::Resolution {
+                effective: None,
+                source: EndpointSource::Override,
+                diagnostic: Some(failure.message),
+            });
+        }
+    };
+    Ok(endpoint::resolve(
+        override_.as_ref(),
+        settings.advertised_endpoint.as_ref(),
+        identity.control_addr,
+        &identity.sans,
+    ))
+}
+
+/// Server-wide administration: the advertised endpoint, the audit trail, metrics.
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    settings: ServerSettings,
+    identity: ServerIdentity,
+}
+
+impl AdminService {
+    /// An admin service for a server with `settings` and `identity`.
+    pub fn new(settings: ServerSettings, identity: ServerIdentity) -> Self {
+        AdminService { settings, identity }
     }
 
-    fn endpoint_view(&self) -> Result<EndpointView, Failure> {
-        let resolution = self.resolve_endpoint()?;
+    /// The advertised-endpoint settings (superadmins only).
+    pub fn endpoint_settings<S: StateStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        actor: &Actor,
+    ) -> Result<EndpointView, Failure> {
+        let result = authorize(actor, &Action::Administer)
+            .map_err(Failure::from)
+            .and_then(|()| self.endpoint_view(cx.store, None));
+        cx.audited_read(actor, "settings.advertised_endpoint.get", None, result)
+    }
+
+    /// The view of the settings; `written` stands in for the stored override when this call
+    /// has just staged a new one.
+    fn endpoint_view<S: StateStore + ?Sized>(
+        &self,
+        store: &S,
+        written: Option<&RuntimeSettings>,
+    ) -> Result<EndpointView, Failure> {
+        let stored = match written {
+            Some(settings) => settings.clone(),
+            None => store.runtime_settings()?,
+        };
+        let resolution = resolve_endpoint(&Fixed(&stored), &self.settings, &self.identity)?;
         Ok(EndpointView {
-            override_: self.store.runtime_settings()?.advertised_endpoint,
+            override_: stored.advertised_endpoint,
             seed: self.settings.advertised_endpoint.as_ref().map(Endpoint::to_string),
             effective: resolution.effective.map(|e| e.to_string()),
             source: resolution.source,
@@ -56,7 +115,12 @@ impl ControlPlane {
     /// Sets (or, with `None`, clears) the operator override. A value that is not a bare
     /// `host:port` is `endpoint_invalid`; one whose host the certificate does not cover is
     /// `endpoint_not_in_cert_san` and is not stored.
-    pub fn set_endpoint_override(&self, actor: &Actor, value: Option<&str>) -> Result<EndpointView, Failure> {
+    pub fn set_endpoint_override<S: StateStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        actor: &Actor,
+        value: Option<&str>,
+    ) -> Result<EndpointView, Failure> {
         let result = (|| {
             authorize(actor, &Action::Administer)?;
             let parsed = value.map(Endpoint::parse).transpose()?;
@@ -71,33 +135,57 @@ impl ControlPlane {
                     ),
                 ));
             }
-            {
-                let _guard = self.write_lock();
-                let mut settings = self.store.runtime_settings()?;
-                settings.advertised_endpoint = parsed.map(|e| e.to_string());
-                self.store.commit(vec![Write::PutSettings(settings)])?;
-            }
-            self.endpoint_view()
+            let mut settings = cx.store.runtime_settings()?;
+            settings.advertised_endpoint = parsed.map(|e| e.to_string());
+            let view = self.endpoint_view(cx.store, Some(&settings))?;
+            cx.stage([Write::PutSettings(settings)]);
+            Ok(view)
         })();
-        self.audited(actor, "settings.advertised_endpoint.set", value, result)
+        cx.audited(actor, "settings.advertised_endpoint.set", value, result)
     }
 
     /// A page of the audit trail (superadmins only).
-    pub fn audit_page(&self, actor: &Actor, query: &AuditQuery) -> Result<AuditPage, Failure> {
+    pub fn audit_page<S: AuditStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        actor: &Actor,
+        query: &AuditQuery,
+    ) -> Result<AuditPage, Failure> {
+        let store = cx.store;
         let result = (|| {
             authorize(actor, &Action::Administer)?;
-            let records = self.store.audit_page(query)?;
+            let records = store.audit_page(query)?;
             let next_cursor =
                 if records.len() == query.limit { records.last().map(|r| cursor_after(r.seq)) } else { None };
             Ok(AuditPage { records, next_cursor })
         })();
-        self.audited_read(actor, "audit.list", None, result)
+        cx.audited_read(actor, "audit.list", None, result)
     }
 
     /// The metrics on the operator API (superadmins only).
-    pub fn metrics_for(&self, actor: &Actor) -> Result<MetricsSnapshot, Failure> {
+    pub fn metrics_for<S: ClientStore + RuleStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        actor: &Actor,
+        totals: &dyn Fn(RuleId) -> Option<Counters>,
+    ) -> Result<MetricsSnapshot, Failure> {
         let result = authorize(actor, &Action::Administer).map_err(Failure::from);
-        let result = result.and_then(|()| self.metrics_snapshot());
-        self.audited_read(actor, "metrics.get", None, result)
+        let result = result.and_then(|()| metrics_snapshot(cx.store, cx.sessions, totals));
+        cx.audited_read(actor, "metrics.get", None, result)
+    }
+}
+
+/// A `StateStore` answering with one settings record (the one a call is about to write).
+struct Fixed<'a>(&'a RuntimeSettings);
+
+impl StateStore for Fixed<'_> {
+    fn runtime_settings(&self) -> Result<RuntimeSettings, crate::ports::StoreError> {
+        Ok(self.0.clone())
+    }
+    fn get_throttle(
+        &self,
+        _key: &str,
+    ) -> Result<Option<crate::throttle::Throttle>, crate::ports::StoreError> {
+        Ok(None)
     }
 }

@@ -8,12 +8,12 @@
 
 use std::net::IpAddr;
 
-use super::ControlPlane;
+use super::{AccountService, Cx};
 use crate::account::credential_id;
 use crate::error::{ErrorCode, Failure};
 use crate::ids::{SessionId, TokenId};
 use crate::policy::{Actor, Credential, RequestOrigin, check_csrf};
-use crate::ports::Write;
+use crate::ports::{CredentialStore, StateStore, UserStore, Write};
 
 /// What a request presented.
 #[derive(Debug, Clone, Copy, Default)]
@@ -43,61 +43,47 @@ fn unauthenticated(why: &str) -> Failure {
     Failure::new(ErrorCode::Unauthenticated, why.to_owned())
 }
 
-impl ControlPlane {
+impl AccountService {
     /// Authenticates a request. Refusals: `unauthenticated` (missing, unknown, revoked or
     /// expired credential), `csrf_failed`, `bootstrap_required` (a valid user credential
-    /// before any superadmin exists).
-    pub fn authenticate(&self, credentials: &Credentials<'_>) -> Result<Authenticated, Failure> {
-        match self.identify(credentials).and_then(|auth| self.bootstrap_gate(auth)) {
+    /// before any superadmin exists). Refusals are audited; an expired session is deleted.
+    pub fn authenticate<S: UserStore + CredentialStore + StateStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        credentials: &Credentials<'_>,
+    ) -> Result<Authenticated, Failure> {
+        match self.identify(cx, credentials).and_then(|auth| bootstrap_gate(cx.store, auth)) {
             Ok(auth) => Ok(auth),
             Err((actor, failure)) => {
                 let who = actor.as_ref().map_or("anonymous", |a| a.principal.as_str());
-                self.record(who, "auth.request", Some(credentials.route), credentials.remote, Err(failure))
+                cx.record(who, "auth.request", Some(credentials.route), credentials.remote, Err(failure))
             }
         }
     }
 
-    /// Until a superadmin exists, only the operator token passes.
-    fn bootstrap_gate(&self, auth: Authenticated) -> Result<Authenticated, (Option<Actor>, Failure)> {
-        if auth.actor.credential == Credential::OperatorToken {
-            return Ok(auth);
-        }
-        match self.store.runtime_settings() {
-            Ok(settings) if settings.onboarding.is_complete() => Ok(auth),
-            Ok(_) => Err((
-                Some(auth.actor),
-                Failure::new(
-                    ErrorCode::BootstrapRequired,
-                    "no superadmin exists yet: complete onboarding with the setup token the server printed",
-                ),
-            )),
-            Err(err) => Err((Some(auth.actor), err.into())),
-        }
-    }
-
     /// Who the credentials name; on refusal, the actor when one was identified.
-    fn identify(&self, credentials: &Credentials<'_>) -> Result<Authenticated, (Option<Actor>, Failure)> {
+    fn identify<S: UserStore + CredentialStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        credentials: &Credentials<'_>,
+    ) -> Result<Authenticated, (Option<Actor>, Failure)> {
         let remote = credentials.remote;
         let lift = |f: Failure| (None, f);
+        let store = cx.store;
         if let Some(cookie) = credentials.session_cookie {
             let session = credential_id(cookie)
                 .and_then(SessionId::parse)
-                .map(|id| self.store.get_session(&id))
+                .map(|id| store.get_session(&id))
                 .transpose()
                 .map_err(|e| lift(e.into()))?
                 .flatten()
                 .filter(|s| s.hash.matches(cookie))
                 .ok_or_else(|| lift(unauthenticated("invalid session cookie")))?;
-            let now = self.clock.now();
-            if !session.is_valid_at(now) {
-                let _guard = self.write_lock();
-                self.store
-                    .commit(vec![Write::DeleteSession(session.id.clone())])
-                    .map_err(|e| lift(e.into()))?;
+            if !session.is_valid_at(cx.now) {
+                cx.stage([Write::DeleteSession(session.id.clone())]);
                 return Err(lift(unauthenticated("the session expired; log in again")));
             }
-            let user = self
-                .store
+            let user = store
                 .get_user(&session.user)
                 .map_err(|e| lift(e.into()))?
                 .ok_or_else(|| lift(unauthenticated("the session's user no longer exists")))?;
@@ -114,17 +100,37 @@ impl ControlPlane {
         }
         let token = credential_id(bearer)
             .and_then(TokenId::parse)
-            .map(|id| self.store.get_api_token(&id))
+            .map(|id| store.get_api_token(&id))
             .transpose()
             .map_err(|e| lift(e.into()))?
             .flatten()
             .filter(|t| t.hash.matches(bearer))
             .ok_or_else(|| lift(unauthenticated("missing or invalid bearer token")))?;
-        let user = self
-            .store
+        let user = store
             .get_user(&token.user)
             .map_err(|e| lift(e.into()))?
             .ok_or_else(|| lift(unauthenticated("the token's user no longer exists")))?;
         Ok(Authenticated { actor: Actor::for_user(&user, Credential::ApiToken, remote), session: None })
+    }
+}
+
+/// Until a superadmin exists, only the operator token passes.
+fn bootstrap_gate<S: StateStore + ?Sized>(
+    store: &S,
+    auth: Authenticated,
+) -> Result<Authenticated, (Option<Actor>, Failure)> {
+    if auth.actor.credential == Credential::OperatorToken {
+        return Ok(auth);
+    }
+    match store.runtime_settings() {
+        Ok(settings) if settings.onboarding.is_complete() => Ok(auth),
+        Ok(_) => Err((
+            Some(auth.actor),
+            Failure::new(
+                ErrorCode::BootstrapRequired,
+                "no superadmin exists yet: complete onboarding with the setup token the server printed",
+            ),
+        )),
+        Err(err) => Err((Some(auth.actor), err.into())),
     }
 }

@@ -1,9 +1,24 @@
-//! Use cases of the control plane, generic over the ports. The HTTP handlers, the gRPC
-//! session handler and the CLI (through the HTTP API) all call these functions.
+//! The control plane's use cases: one service per aggregate, synchronous and sans-io.
 //!
-//! Invariants: every mutation is committed durably before the caller gets an answer; checks
-//! and the writes they guard happen under one lock, so two concurrent pushes cannot both
-//! take the same port; no lock is held across an `.await`.
+//! - [`ClientService`]: enrollment, redeem, revoke, rename, delete, listings, and the server
+//!   side of a client's control stream (authentication, the replay plan, rule outcomes).
+//! - [`RuleService`]: pushing (as the two steps [`RuleService::begin_push`] and
+//!   [`RuleService::complete_push`]), removing, listing and reading rules and their traffic.
+//! - [`AccountService`]: users, grants, API tokens, Web login and sessions, onboarding, and
+//!   authentication of operator requests.
+//! - [`AdminService`]: the advertised endpoint, the audit trail and the metrics snapshot.
+//!
+//! Each use case runs against a [`Cx`]: a view of the store (a write transaction for
+//! mutations, the committed state for reads), the live sessions and `now`. It never writes:
+//! it stages writes, always together with their audit record, and the effects on live
+//! clients that must follow the commit. The caller (the control runtime, or an embedder)
+//! commits [`Cx::finish`]'s batch in one transaction and only then answers and performs the
+//! effects. Nothing here waits, spawns or reads the clock.
+//!
+//! Invariants: a mutation's writes and its audit record are one batch, so a committed
+//! mutation always has exactly one audit record and an uncommitted one has none; denials are
+//! audited too (in the same way); a check and the writes it guards see the same state,
+//! because mutations run inside the write transaction that commits them.
 
 mod accounts;
 mod admin;
@@ -14,61 +29,26 @@ pub mod offline;
 mod rules;
 mod session;
 
-use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::net::{IpAddr, SocketAddr};
 
-pub use accounts::{LoginOutcome, MintedToken, NewUser};
-pub use admin::{AuditPage, EndpointView};
+pub use accounts::{AccountService, LoginOutcome, MintedToken, NewUser, Prepared};
+pub use admin::{AdminService, AuditPage, EndpointView, resolve_endpoint};
 pub use authn::{Authenticated, Credentials};
-pub use clients::{ClientView, EnrollTicket, Redeemed};
+pub use clients::{ClientService, ClientView, EnrollTicket, Redeemed};
 pub use grants::NewGrant;
-pub use rules::{PushFailure, RuleFilter, RuleStatsView, RuleView};
-pub use session::{AuthFailure, MetricsSnapshot, RuleMetricRow, SessionPlan};
+pub use rules::{
+    Begun, MAX_ACK_TIMEOUT, PushFailure, PushOutcome, RuleFilter, RuleService, RuleStatsView, RuleView,
+};
+pub use session::{
+    AuthFailure, MetricsSnapshot, RuleMetricRow, SessionPlan, flush_writes, metrics_snapshot, owned_reports,
+};
 
-use crate::account::PasswordHash;
 use crate::audit::{AuditRecord, is_denial};
-use crate::config::ServerSettings;
 use crate::endpoint::San;
 use crate::error::{ErrorCode, Failure};
-use crate::ids::{ClientId, ClientName, RuleId};
+use crate::ids::{ClientId, ClientName, RuleId, Timestamp};
 use crate::policy::Actor;
-use crate::ports::{ClientCommand, ClientLink, Clock, Entropy, PasswordHasher, Store, Write};
-use crate::rule::Rule;
-use crate::secret::SecretHash;
-use crate::stats::StatsBook;
-
-/// The adapters behind core's ports, as the server wires them.
-pub struct Ports {
-    /// Durable state.
-    pub store: Arc<dyn Store>,
-    /// Live client streams.
-    pub link: Arc<dyn ClientLink>,
-    /// Wall-clock time.
-    pub clock: Arc<dyn Clock>,
-    /// Randomness.
-    pub entropy: Arc<dyn Entropy>,
-    /// Password hashing.
-    pub hasher: Arc<dyn PasswordHasher>,
-}
-
-/// Everything the control plane's use cases need, built once at server start.
-pub struct ControlPlane {
-    store: Arc<dyn Store>,
-    link: Arc<dyn ClientLink>,
-    clock: Arc<dyn Clock>,
-    entropy: Arc<dyn Entropy>,
-    hasher: Arc<dyn PasswordHasher>,
-    settings: ServerSettings,
-    identity: ServerIdentity,
-    operator_token: SecretHash,
-    /// Serialises check-then-write sequences.
-    writes: Mutex<()>,
-    stats: Mutex<StatsState>,
-    /// A hash of a random password, verified against when a login names no account, so a
-    /// missing user costs the same time as a wrong password.
-    dummy_hash: OnceLock<PasswordHash>,
-}
+use crate::ports::{ClientCommand, ClientStore, DisconnectReason, Entropy, Sessions, Write};
 
 /// What clients pin and what enrollment URIs advertise.
 #[derive(Debug, Clone)]
@@ -81,67 +61,104 @@ pub struct ServerIdentity {
     pub control_addr: SocketAddr,
 }
 
-#[derive(Default)]
-struct StatsState {
-    book: StatsBook,
-    dirty: BTreeSet<RuleId>,
+/// Something to do on the live control streams once a batch has committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Queue a command on a client's stream (dropped when it is not connected: it gets the
+    /// full rule set when it reconnects).
+    Send {
+        /// The client.
+        client: ClientId,
+        /// What to send.
+        command: ClientCommand,
+    },
+    /// End a client's stream.
+    Disconnect {
+        /// The client.
+        client: ClientId,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// Forget the in-memory traffic of rules that were deleted.
+    ForgetRules(Vec<RuleId>),
 }
 
-impl ControlPlane {
-    /// Wires the ports together and loads persisted traffic totals.
-    pub fn new(
-        ports: Ports,
-        settings: ServerSettings,
-        identity: ServerIdentity,
-        operator_token: SecretHash,
-    ) -> Result<Self, Failure> {
-        let book = ports.store.list_totals()?.into_iter().collect();
-        Ok(ControlPlane {
-            store: ports.store,
-            link: ports.link,
-            clock: ports.clock,
-            entropy: ports.entropy,
-            hasher: ports.hasher,
-            settings,
-            identity,
-            operator_token,
-            writes: Mutex::new(()),
-            stats: Mutex::new(StatsState { book, dirty: BTreeSet::new() }),
-            dummy_hash: OnceLock::new(),
-        })
+/// The context of one use case: what it may read, who is connected, the time, and what it
+/// has staged so far.
+pub struct Cx<'a, S: ?Sized> {
+    /// The store view: a write transaction for mutations, committed state for reads.
+    pub store: &'a S,
+    /// The live sessions.
+    pub sessions: &'a dyn Sessions,
+    /// The time of the call.
+    pub now: Timestamp,
+    writes: Vec<Write>,
+    effects: Vec<Effect>,
+}
+
+/// What a use case staged: commit `writes` in one transaction, then perform `effects`.
+#[derive(Debug, Default)]
+pub struct Staged {
+    /// The batch, audit record included.
+    pub writes: Vec<Write>,
+    /// Effects on live clients, in order.
+    pub effects: Vec<Effect>,
+}
+
+impl Staged {
+    /// True when nothing needs committing or doing.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty() && self.effects.is_empty()
+    }
+}
+
+impl<'a, S: ?Sized> Cx<'a, S> {
+    /// A context at `now` over `store`.
+    pub fn new(store: &'a S, sessions: &'a dyn Sessions, now: Timestamp) -> Self {
+        Cx { store, sessions, now, writes: Vec::new(), effects: Vec::new() }
     }
 
-    /// The settings the server runs with.
-    pub fn settings(&self) -> &ServerSettings {
-        &self.settings
+    /// The staged batch and effects.
+    pub fn finish(self) -> Staged {
+        Staged { writes: self.writes, effects: self.effects }
     }
 
-    /// The identity clients pin.
-    pub fn identity(&self) -> &ServerIdentity {
-        &self.identity
+    /// Stages what another context staged (a read's audit record, committed by the writer).
+    pub fn restage(&mut self, staged: Staged) {
+        self.writes.extend(staged.writes);
+        self.effects.extend(staged.effects);
     }
 
-    fn write_lock(&self) -> MutexGuard<'_, ()> {
-        // A panic while holding the guard cannot leave half a batch behind (commits are
-        // atomic), so a poisoned lock is safe to keep using.
-        self.writes.lock().unwrap_or_else(|poison| poison.into_inner())
+    /// The writes staged so far.
+    pub fn staged_writes(&self) -> &[Write] {
+        &self.writes
     }
 
-    fn stats_lock(&self) -> MutexGuard<'_, StatsState> {
-        self.stats.lock().unwrap_or_else(|poison| poison.into_inner())
+    pub(crate) fn stage(&mut self, writes: impl IntoIterator<Item = Write>) {
+        self.writes.extend(writes);
     }
 
-    fn random_bytes<const N: usize>(&self) -> [u8; N] {
-        let mut buf = [0u8; N];
-        self.entropy.fill(&mut buf);
-        buf
+    pub(crate) fn effect(&mut self, effect: Effect) {
+        self.effects.push(effect);
     }
 
-    /// Records the outcome of a mutation (or of any call that ended in a denial) in the
-    /// audit trail, durably, before the caller answers. A success is not reported as one
-    /// unless its record was committed.
-    fn audited<T>(
-        &self,
+    /// Deleted rules: forget their traffic and tell their clients to stop them.
+    pub(crate) fn rules_deleted(&mut self, rules: &[crate::rule::Rule]) {
+        if rules.is_empty() {
+            return;
+        }
+        self.effects.push(Effect::ForgetRules(rules.iter().map(|r| r.id).collect()));
+        for rule in rules {
+            self.effects.push(Effect::Send {
+                client: rule.client.clone(),
+                command: ClientCommand::Remove { rule: rule.id },
+            });
+        }
+    }
+
+    /// Stages the audit record of a mutation (or of a refused call) and passes `result` on.
+    pub(crate) fn audited<T>(
+        &mut self,
         actor: &Actor,
         action: &str,
         target: Option<&str>,
@@ -150,26 +167,23 @@ impl ControlPlane {
         self.record(actor.principal.as_str(), action, target, actor.remote, result)
     }
 
-    /// [`ControlPlane::audited`] for an actor named by text (anonymous attempts).
-    fn record<T>(
-        &self,
+    /// [`Cx::audited`] for an actor named by text (anonymous attempts).
+    pub(crate) fn record<T>(
+        &mut self,
         actor: &str,
         action: &str,
         target: Option<&str>,
-        remote: Option<std::net::IpAddr>,
+        remote: Option<IpAddr>,
         result: Result<T, Failure>,
     ) -> Result<T, Failure> {
         let code = result.as_ref().err().map(|f| f.code);
-        let record = AuditRecord::new(actor, action, target, code, remote, self.clock.now());
-        match self.store.commit(vec![Write::AppendAudit(record)]) {
-            Ok(()) => result,
-            Err(err) => result.and(Err(err.into())),
-        }
+        self.writes.push(Write::AppendAudit(AuditRecord::new(actor, action, target, code, remote, self.now)));
+        result
     }
 
     /// Audits a read only when it was denied; reads are not mutations.
-    fn audited_read<T>(
-        &self,
+    pub(crate) fn audited_read<T>(
+        &mut self,
         actor: &Actor,
         action: &str,
         target: Option<&str>,
@@ -180,32 +194,28 @@ impl ControlPlane {
             _ => result,
         }
     }
+}
 
-    /// Forgets the traffic of rules that were just deleted and tells their clients to stop
-    /// them. Clients that are not connected drop them when they reconnect.
-    fn rules_deleted(&self, rules: &[Rule]) {
-        let mut stats = self.stats_lock();
-        for rule in rules {
-            stats.book.remove(&rule.id);
-            stats.dirty.remove(&rule.id);
-        }
-        drop(stats);
-        for rule in rules {
-            let _ = self.link.send(&rule.client, ClientCommand::Remove { rule: rule.id });
-        }
-    }
+/// Random bytes from the entropy port.
+pub(crate) fn random_bytes<const N: usize>(entropy: &dyn Entropy) -> [u8; N] {
+    let mut buf = [0u8; N];
+    entropy.fill(&mut buf);
+    buf
+}
 
-    /// Finds a client by id (`cl_…`) or by name.
-    pub fn find_client(&self, reference: &str) -> Result<crate::client::Client, Failure> {
-        let found = match ClientId::parse(reference) {
-            Some(id) => self.store.get_client(&id)?,
-            None => match ClientName::parse(reference) {
-                Ok(name) => self.store.client_by_name(&name)?,
-                Err(_) => None,
-            },
-        };
-        found.ok_or_else(|| Failure::new(ErrorCode::ClientNotFound, format!("no client {reference:?}")))
-    }
+/// Finds a client by id (`cl_…`) or by name.
+pub fn find_client<S: ClientStore + ?Sized>(
+    store: &S,
+    reference: &str,
+) -> Result<crate::client::Client, Failure> {
+    let found = match ClientId::parse(reference) {
+        Some(id) => store.get_client(&id)?,
+        None => match ClientName::parse(reference) {
+            Ok(name) => store.client_by_name(&name)?,
+            Err(_) => None,
+        },
+    };
+    found.ok_or_else(|| Failure::new(ErrorCode::ClientNotFound, format!("no client {reference:?}")))
 }
 
 #[cfg(test)]

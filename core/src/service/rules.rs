@@ -1,16 +1,23 @@
 //! Pushing, removing and reading rules.
+//!
+//! A push waits on a client, so it is two pure steps: [`RuleService::begin_push`] decides
+//! (validate, authorize, reserve the ports, the rule to store and the command to send) and
+//! [`RuleService::complete_push`] turns what happened on the stream into the answer (and,
+//! for a command that could not be delivered, the batch that undoes the push). Waiting for
+//! the client, and for how long, belongs to the caller.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::ControlPlane;
+use super::{Cx, Effect, find_client};
 use crate::capability;
+use crate::config::ServerSettings;
 use crate::error::{ErrorCode, Failure};
 use crate::ids::{ClientId, RuleId, UserId};
 use crate::policy::{Action, Actor, authorize};
-use crate::ports::{ClientCommand, Write};
+use crate::ports::{ClientCommand, ClientStore, GrantStore, RuleIds, RuleStore, Write};
 use crate::rule::{Protocol, Rule, RuleEvent, RuleLimits, RuleSpec, RuleState};
-use crate::stats::{Counters, TargetCounters};
+use crate::stats::{Counters, RuleTotals, TargetCounters};
 
 /// A push that did not end Active. `rule` is set when a rule was stored (Failed, or left
 /// Pending by a timeout), so the operator learns its id.
@@ -19,8 +26,8 @@ use crate::stats::{Counters, TargetCounters};
 pub struct PushFailure {
     /// The code and message.
     pub failure: Failure,
-    /// The stored rule, if any.
-    pub rule: Option<Rule>,
+    /// The stored rule, if any (boxed: the failure travels through `Result`s).
+    pub rule: Option<Box<Rule>>,
 }
 
 impl From<Failure> for PushFailure {
@@ -79,58 +86,95 @@ pub struct RuleFilter {
 /// Bounds on the activation wait a caller may ask for.
 pub const MAX_ACK_TIMEOUT: Duration = Duration::from_secs(300);
 
-impl ControlPlane {
-    /// Validates `spec`, stores it for `client` and waits up to `ack_timeout` for the client
-    /// to activate it.
+/// A push that was decided and stored Pending: send `command` to `rule.client`, wait for
+/// its outcome, then call [`RuleService::complete_push`].
+#[derive(Debug, Clone)]
+pub struct Begun {
+    /// The stored rule (Pending).
+    pub rule: Rule,
+    /// Its client's name, for messages.
+    pub client_name: String,
+    /// What to queue on the client's stream.
+    pub command: ClientCommand,
+}
+
+/// What became of a pushed command on the client's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// The client reported this state (Active, or Failed with its code).
+    Reported(RuleState),
+    /// No outcome within the caller's wait; the rule stays Pending and activates when the
+    /// client answers.
+    TimedOut,
+    /// The stream was gone when the command was to be queued.
+    NotDelivered,
+}
+
+/// Rules: push, remove, list, read.
+#[derive(Debug, Clone)]
+pub struct RuleService {
+    limits: RuleLimits,
+}
+
+impl RuleService {
+    /// A rule service with the server's limits.
+    pub fn new(settings: &ServerSettings) -> Self {
+        RuleService { limits: RuleLimits { max_range_ports: settings.range_rule_max_ports } }
+    }
+
+    /// Step one of a push: validates `spec` for `client_ref`, checks the grant, the client's
+    /// session and capabilities, and reserves the ports. Stages the rule and the push's
+    /// audit record.
     ///
-    /// Outcomes: Active → `Ok`; a client that is not connected → `client_not_connected` with
-    /// nothing stored; a port reserved by another rule of the same client → the rule is
-    /// stored Failed(`port_in_use`); the client's own failure → its code; no answer →
-    /// `ack_timeout` with the rule left Pending (it activates when the client answers).
-    pub async fn push_rule(
+    /// Outcomes: `Ok` → the rule is stored Pending, send [`Begun::command`]; a client that is
+    /// not connected → `client_not_connected` with nothing stored; a port reserved by
+    /// another rule of the same client → the rule is stored Failed(`port_in_use`).
+    pub fn begin_push<S: ClientStore + GrantStore + RuleStore + RuleIds + ?Sized>(
         &self,
+        cx: &mut Cx<'_, S>,
         actor: &Actor,
         client_ref: &str,
         spec: &RuleSpec,
         ack_timeout: Duration,
-    ) -> Result<Rule, PushFailure> {
-        let result = self.push_rule_unaudited(actor, client_ref, spec, ack_timeout).await;
+    ) -> Result<Begun, PushFailure> {
+        let result = self.decide_push(cx, actor, client_ref, spec, ack_timeout);
         let (outcome, stored) = match &result {
-            Ok(rule) => (Ok(()), Some(rule.id)),
+            Ok(begun) => (Ok(()), Some(begun.rule.id)),
             Err(push) => (Err(push.failure.clone()), push.rule.as_ref().map(|r| r.id)),
         };
         let target = match stored {
             Some(id) => format!("{client_ref} rule {id}"),
             None => client_ref.to_owned(),
         };
-        match (result, self.audited(actor, "rule.push", Some(&target), outcome)) {
-            (Ok(_), Err(unrecorded)) => Err(unrecorded.into()),
-            (result, _) => result,
-        }
+        let _ = cx.audited(actor, "rule.push", Some(&target), outcome);
+        result
     }
 
-    async fn push_rule_unaudited(
+    fn decide_push<S: ClientStore + GrantStore + RuleStore + RuleIds + ?Sized>(
         &self,
+        cx: &mut Cx<'_, S>,
         actor: &Actor,
         client_ref: &str,
         spec: &RuleSpec,
         ack_timeout: Duration,
-    ) -> Result<Rule, PushFailure> {
+    ) -> Result<Begun, PushFailure> {
         authorize(actor, &Action::List)?;
         if ack_timeout.is_zero() || ack_timeout > MAX_ACK_TIMEOUT {
             return Err(
                 Failure::new(ErrorCode::OutOfRange, "ack timeout must be between 1 ms and 300 s").into()
             );
         }
-        let def = spec.validate(RuleLimits { max_range_ports: self.settings.range_rule_max_ports })?;
-        let client = self.find_client(client_ref)?;
-        let allowed = |grants: &[crate::grant::Grant]| {
-            authorize(
-                actor,
-                &Action::PushRule { client: &client.id, ports: def.listen, protocol: def.protocol, grants },
-            )
-        };
-        allowed(&self.store.list_grants()?)?;
+        let def = spec.validate(self.limits)?;
+        let client = find_client(cx.store, client_ref)?;
+        authorize(
+            actor,
+            &Action::PushRule {
+                client: &client.id,
+                ports: def.listen,
+                protocol: def.protocol,
+                grants: &cx.store.list_grants()?,
+            },
+        )?;
         if client.revoked_at.is_some() {
             return Err(Failure::new(
                 ErrorCode::ClientRevoked,
@@ -138,122 +182,132 @@ impl ControlPlane {
             )
             .into());
         }
-        let session = self.link.session(&client.id).ok_or_else(|| {
-            Failure::new(ErrorCode::ClientNotConnected, format!("client {} is not connected", client.name))
-        })?;
+        let session = cx.sessions.session(&client.id).ok_or_else(|| not_connected(client.name.as_str()))?;
         capability::gate(&def, &session.capabilities)?;
 
-        let rule = {
-            let _guard = self.write_lock();
-            // The grant may have gone while the checks ran; decide again under the lock.
-            allowed(&self.store.list_grants()?)?;
-            let clash = self
-                .store
-                .rules_for_client(&client.id)?
-                .into_iter()
-                .find(|other| other.state.reserves_ports() && other.def.reserves_same_ports_as(&def));
-            let now = self.clock.now();
-            let state = match &clash {
-                None => RuleState::Pending,
-                Some(other) => RuleState::Failed {
-                    code: ErrorCode::PortInUse,
-                    message: format!(
-                        "port {} already in use by rule {}",
-                        first_shared_port(&def, &other.def),
-                        other.id
-                    ),
-                },
-            };
-            let rule = Rule {
-                id: self.store.next_rule_id()?,
-                client: client.id.clone(),
-                owner: actor.principal.clone(),
-                def,
-                state,
-                created_at: now,
-                updated_at: now,
-            };
-            self.store.commit(vec![Write::PutRule(rule.clone())])?;
-            rule
+        let clash = cx
+            .store
+            .rules_for_client(&client.id)?
+            .into_iter()
+            .find(|other| other.state.reserves_ports() && other.def.reserves_same_ports_as(&def));
+        let state = match &clash {
+            None => RuleState::Pending,
+            Some(other) => RuleState::Failed {
+                code: ErrorCode::PortInUse,
+                message: format!(
+                    "port {} already in use by rule {}",
+                    first_shared_port(&def, &other.def),
+                    other.id
+                ),
+            },
         };
+        let rule = Rule {
+            id: cx.store.next_rule_id()?,
+            client: client.id.clone(),
+            owner: actor.principal.clone(),
+            def,
+            state,
+            created_at: cx.now,
+            updated_at: cx.now,
+        };
+        cx.stage([Write::PutRule(rule.clone())]);
         if let RuleState::Failed { code, message } = &rule.state {
-            return Err(PushFailure { failure: Failure::new(*code, message.clone()), rule: Some(rule) });
+            return Err(PushFailure {
+                failure: Failure::new(*code, message.clone()),
+                rule: Some(Box::new(rule)),
+            });
         }
+        let command = ClientCommand::Upsert { rule: rule.id, def: rule.def.clone() };
+        Ok(Begun { rule, client_name: client.name.to_string(), command })
+    }
 
-        let outcome = self.link.await_outcome(rule.id, ack_timeout);
-        let sent = self.link.send(&client.id, ClientCommand::Upsert { rule: rule.id, def: rule.def.clone() });
-        if sent.is_err() {
-            // The stream dropped between the check and the send: undo, as if it had been
-            // down all along.
-            let _guard = self.write_lock();
-            self.store.commit(vec![Write::DeleteRule(rule.id)])?;
-            return Err(Failure::new(
-                ErrorCode::ClientNotConnected,
-                format!("client {} is not connected", client.name),
-            )
-            .into());
-        }
-        match outcome.await {
-            Some(RuleState::Active) => Ok(Rule { state: RuleState::Active, ..rule }),
-            Some(RuleState::Failed { code, message }) => {
-                let failure = Failure::new(code, message.clone());
-                Err(PushFailure {
-                    failure,
-                    rule: Some(Rule { state: RuleState::Failed { code, message }, ..rule }),
-                })
-            }
-            Some(other) => Err(PushFailure {
-                failure: Failure::new(ErrorCode::Internal, format!("unexpected outcome {}", other.name())),
-                rule: Some(rule),
+    /// Step two of a push: the answer for what happened on the stream. A command that could
+    /// not be delivered undoes the push (the rule is deleted, as if the client had been
+    /// offline all along), staged with its own audit record.
+    pub fn complete_push<S: ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        actor: &Actor,
+        begun: Begun,
+        outcome: PushOutcome,
+        ack_timeout: Duration,
+    ) -> Result<Rule, PushFailure> {
+        let Begun { rule, client_name, .. } = begun;
+        match outcome {
+            PushOutcome::Reported(RuleState::Active) => Ok(Rule { state: RuleState::Active, ..rule }),
+            PushOutcome::Reported(RuleState::Failed { code, message }) => Err(PushFailure {
+                failure: Failure::new(code, message.clone()),
+                rule: Some(Box::new(Rule { state: RuleState::Failed { code, message }, ..rule })),
             }),
-            None => Err(PushFailure {
+            PushOutcome::Reported(other) => Err(PushFailure {
+                failure: Failure::new(ErrorCode::Internal, format!("unexpected outcome {}", other.name())),
+                rule: Some(Box::new(rule)),
+            }),
+            PushOutcome::TimedOut => Err(PushFailure {
                 failure: Failure::new(
                     ErrorCode::AckTimeout,
                     format!(
-                        "client {} did not report an outcome within {ack_timeout:?}; the rule stays pending",
-                        client.name
+                        "client {client_name} did not report an outcome within {ack_timeout:?}; the rule stays pending"
                     ),
                 ),
-                rule: Some(rule),
+                rule: Some(Box::new(rule)),
             }),
+            PushOutcome::NotDelivered => {
+                cx.stage([Write::DeleteRule(rule.id)]);
+                cx.effect(Effect::ForgetRules(vec![rule.id]));
+                let failure = not_connected(&client_name);
+                let _ =
+                    cx.audited(actor, "rule.push_undone", Some(&rule.id.to_string()), Ok::<(), Failure>(()));
+                Err(failure.into())
+            }
         }
     }
 
-    /// Removes a rule: deletes it (and its reservation) durably, then tells the client if it
-    /// is connected; an offline client drops it when it reconnects and resynchronises.
-    pub fn remove_rule(&self, actor: &Actor, id: RuleId) -> Result<Rule, Failure> {
+    /// Removes a rule: deletes it (and its reservation) and tells the client if it is
+    /// connected; an offline client drops it when it reconnects and resynchronises.
+    pub fn remove_rule<S: RuleStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        actor: &Actor,
+        id: RuleId,
+    ) -> Result<Rule, Failure> {
         let result = (|| {
-            let rule = {
-                let _guard = self.write_lock();
-                let rule = self.require_rule(id)?;
-                authorize(actor, &Action::AccessRule { owner: &rule.owner })?;
-                rule.state
-                    .on(RuleEvent::Removed)
-                    .map_err(|err| Failure::new(ErrorCode::Internal, err.to_string()))?;
-                self.store.commit(vec![Write::DeleteRule(id)])?;
-                rule
-            };
-            self.rules_deleted(std::slice::from_ref(&rule));
-            Ok(Rule { state: RuleState::Removed, ..rule })
+            let rule = require_rule(cx.store, id)?;
+            authorize(actor, &Action::AccessRule { owner: &rule.owner })?;
+            rule.state
+                .on(RuleEvent::Removed)
+                .map_err(|err| Failure::new(ErrorCode::Internal, err.to_string()))?;
+            Ok(rule)
         })();
-        self.audited(actor, "rule.remove", Some(&id.to_string()), result)
+        if let Ok(rule) = &result {
+            cx.stage([Write::DeleteRule(id)]);
+            cx.rules_deleted(std::slice::from_ref(rule));
+        }
+        let result = result.map(|rule| Rule { state: RuleState::Removed, ..rule });
+        cx.audited(actor, "rule.remove", Some(&id.to_string()), result)
     }
 
     /// The rules `actor` may see (every rule for superadmins, their own for users) that
     /// match `filter`, ordered by id. A user asking for another owner's rules is refused
     /// with `not_owner`.
-    pub fn list_rules(&self, actor: &Actor, filter: &RuleFilter) -> Result<Vec<RuleView>, Failure> {
+    pub fn list_rules<S: ClientStore + RuleStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        actor: &Actor,
+        filter: &RuleFilter,
+    ) -> Result<Vec<RuleView>, Failure> {
+        let store = cx.store;
         let result = (|| {
             authorize(actor, &Action::List)?;
             if let Some(owner) = &filter.owner {
                 authorize(actor, &Action::AccessRule { owner: &UserId::new(owner.as_str()) })?;
             }
-            let clients: BTreeMap<ClientId, String> =
-                self.store.list_clients()?.into_iter().map(|c| (c.id, c.name.to_string())).collect();
             let rules = match &filter.client {
-                Some(reference) => self.store.rules_for_client(&self.find_client(reference)?.id)?,
-                None => self.store.list_rules()?,
+                Some(reference) => store.rules_for_client(&find_client(store, reference)?.id)?,
+                None => store.list_rules()?,
             };
+            let clients: BTreeMap<ClientId, String> =
+                store.list_clients()?.into_iter().map(|c| (c.id, c.name.to_string())).collect();
             Ok(rules
                 .into_iter()
                 .filter(|rule| authorize(actor, &Action::AccessRule { owner: &rule.owner }).is_ok())
@@ -266,26 +320,36 @@ impl ControlPlane {
                 })
                 .collect())
         })();
-        self.audited_read(actor, "rule.list", None, result)
+        cx.audited_read(actor, "rule.list", None, result)
     }
 
     /// One rule.
-    pub fn get_rule(&self, actor: &Actor, id: RuleId) -> Result<RuleView, Failure> {
+    pub fn get_rule<S: ClientStore + RuleStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        actor: &Actor,
+        id: RuleId,
+    ) -> Result<RuleView, Failure> {
+        let store = cx.store;
         let result = (|| {
-            let rule = self.require_rule(id)?;
+            let rule = require_rule(store, id)?;
             authorize(actor, &Action::AccessRule { owner: &rule.owner })?;
-            let client_name =
-                self.store.get_client(&rule.client)?.map(|c| c.name.to_string()).unwrap_or_default();
+            let client_name = store.get_client(&rule.client)?.map(|c| c.name.to_string()).unwrap_or_default();
             Ok(RuleView { rule, client_name })
         })();
-        self.audited_read(actor, "rule.get", Some(&id.to_string()), result)
+        cx.audited_read(actor, "rule.get", Some(&id.to_string()), result)
     }
 
-    /// One rule's traffic.
-    pub fn rule_stats(&self, actor: &Actor, id: RuleId) -> Result<RuleStatsView, Failure> {
-        let rule = self.get_rule(actor, id)?;
-        let stats = self.stats_lock();
-        let totals = stats.book.get(&id).cloned().unwrap_or_default();
+    /// One rule's traffic; `totals` looks up the in-memory traffic book.
+    pub fn rule_stats<S: ClientStore + RuleStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        actor: &Actor,
+        id: RuleId,
+        totals: &dyn Fn(RuleId) -> Option<RuleTotals>,
+    ) -> Result<RuleStatsView, Failure> {
+        let rule = self.get_rule(cx, actor, id)?;
+        let totals = totals(id).unwrap_or_default();
         Ok(RuleStatsView {
             rule,
             totals: totals.totals(),
@@ -293,10 +357,14 @@ impl ControlPlane {
             per_target: totals.live.per_target.clone(),
         })
     }
+}
 
-    pub(super) fn require_rule(&self, id: RuleId) -> Result<Rule, Failure> {
-        self.store.get_rule(id)?.ok_or_else(|| Failure::new(ErrorCode::RuleNotFound, format!("no rule {id}")))
-    }
+fn not_connected(client: &str) -> Failure {
+    Failure::new(ErrorCode::ClientNotConnected, format!("client {client} is not connected"))
+}
+
+pub(super) fn require_rule<S: RuleStore + ?Sized>(store: &S, id: RuleId) -> Result<Rule, Failure> {
+    store.get_rule(id)?.ok_or_else(|| Failure::new(ErrorCode::RuleNotFound, format!("no rule {id}")))
 }
 
 fn first_shared_port(a: &crate::rule::RuleDef, b: &crate::rule::RuleDef) -> u16 {

@@ -1,15 +1,15 @@
 //! The server side of a client's control stream: authentication, the replay plan on
 //! (re)connect, rule outcomes and traffic reports.
 
-use super::ControlPlane;
+use super::{ClientService, Cx};
 use crate::client::Client;
 use crate::config::DataPlaneSettings;
 use crate::enroll::split_token;
 use crate::error::ErrorCode;
 use crate::ids::{ClientId, RuleId};
-use crate::ports::Write;
+use crate::ports::{ClientStore, RuleStore, Sessions, Write};
 use crate::rule::{RuleDef, RuleEvent, RuleState};
-use crate::stats::{Counters, RuleReport};
+use crate::stats::{Counters, RuleReport, RuleTotals};
 
 /// Why a client's credentials were refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -78,11 +78,15 @@ pub struct MetricsSnapshot {
     pub rules: Vec<RuleMetricRow>,
 }
 
-impl ControlPlane {
+impl ClientService {
     /// Checks a client's bearer token in constant time.
-    pub fn authenticate_client(&self, token: &str) -> Result<Client, AuthFailure> {
+    pub fn authenticate_client<S: ClientStore + ?Sized>(
+        &self,
+        store: &S,
+        token: &str,
+    ) -> Result<Client, AuthFailure> {
         let (id, _) = split_token(token).ok_or(AuthFailure::InvalidToken)?;
-        let client = self.store.get_client(&id).ok().flatten().ok_or(AuthFailure::InvalidToken)?;
+        let client = store.get_client(&id).ok().flatten().ok_or(AuthFailure::InvalidToken)?;
         let hash = client.token.as_ref().ok_or(AuthFailure::InvalidToken)?;
         if !hash.matches(token) {
             return Err(AuthFailure::InvalidToken);
@@ -94,37 +98,41 @@ impl ControlPlane {
     }
 
     /// Records a connect and returns what to send. Called after authentication and before
-    /// the session is registered with the link, so the replay comes before any push.
-    pub fn session_opened(&self, client: &ClientId, version: &str) -> Result<SessionPlan, crate::Failure> {
-        let _guard = self.write_lock();
-        let mut record = self
+    /// the session is registered, so the replay comes before any push.
+    pub fn session_opened<S: ClientStore + RuleStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        client: &ClientId,
+        version: &str,
+    ) -> Result<SessionPlan, crate::Failure> {
+        let mut record = cx
             .store
             .get_client(client)?
             .ok_or_else(|| crate::Failure::new(ErrorCode::ClientNotFound, "client vanished"))?;
-        record.last_seen_at = Some(self.clock.now());
+        record.last_seen_at = Some(cx.now);
         record.version = Some(version.chars().take(64).collect());
-        self.store.commit(vec![Write::PutClient(record.clone())])?;
-        let rules = self
+        let rules = cx
             .store
             .rules_for_client(client)?
             .into_iter()
             .filter(|r| r.state.is_replayed())
             .map(|r| (r.id, r.def))
             .collect();
-        Ok(SessionPlan { client: record, settings: self.settings.data_plane, rules })
+        cx.stage([Write::PutClient(record.clone())]);
+        Ok(SessionPlan { client: record, settings: self.settings().data_plane, rules })
     }
 
     /// Applies a client's report on a rule's activation. Reports for rules the client does
     /// not carry, or that the lifecycle refuses (e.g. Active after Failed), are ignored and
     /// return `None`.
-    pub fn rule_outcome(
+    pub fn rule_outcome<S: RuleStore + ?Sized>(
         &self,
+        cx: &mut Cx<'_, S>,
         client: &ClientId,
         rule: RuleId,
         event: RuleEvent,
     ) -> Result<Option<RuleState>, crate::Failure> {
-        let _guard = self.write_lock();
-        let Some(mut stored) = self.store.get_rule(rule)? else {
+        let Some(mut stored) = cx.store.get_rule(rule)? else {
             return Ok(None);
         };
         if &stored.client != client {
@@ -135,93 +143,70 @@ impl ControlPlane {
         };
         if next != stored.state {
             stored.state = next.clone();
-            stored.updated_at = self.clock.now();
-            self.store.commit(vec![Write::PutRule(stored)])?;
+            stored.updated_at = cx.now;
+            cx.stage([Write::PutRule(stored)]);
         }
         Ok(Some(next))
     }
+}
 
-    /// Folds a client's traffic report in. Rules it does not carry are ignored.
-    pub fn record_stats(
-        &self,
-        client: &ClientId,
-        reports: Vec<(RuleId, RuleReport)>,
-    ) -> Result<(), crate::Failure> {
-        let owned: std::collections::BTreeSet<RuleId> =
-            self.store.rules_for_client(client)?.into_iter().map(|r| r.id).collect();
-        let mut stats = self.stats_lock();
-        for (rule, report) in reports {
-            if owned.contains(&rule) {
-                stats.book.entry(rule).or_default().record(report);
-                stats.dirty.insert(rule);
-            }
+/// The reports of a client's traffic report that are about rules it carries; the rest are
+/// ignored (a rule removed while the report was in flight, or another client's).
+pub fn owned_reports<S: RuleStore + ?Sized>(
+    store: &S,
+    client: &ClientId,
+    reports: Vec<(RuleId, RuleReport)>,
+) -> Result<Vec<(RuleId, RuleReport)>, crate::Failure> {
+    let mut owned = Vec::with_capacity(reports.len());
+    for (rule, report) in reports {
+        if store.get_rule(rule)?.is_some_and(|r| &r.client == client) {
+            owned.push((rule, report));
         }
-        Ok(())
     }
+    Ok(owned)
+}
 
-    /// Marks a client's stream gone: its active gauges drop to zero.
-    pub fn session_closed(&self, client: &ClientId) -> Result<(), crate::Failure> {
-        let rules = self.store.rules_for_client(client)?;
-        let mut stats = self.stats_lock();
-        for rule in rules {
-            if let Some(totals) = stats.book.get_mut(&rule.id) {
-                totals.client_gone();
-                stats.dirty.insert(rule.id);
-            }
+/// The writes that persist changed traffic totals, leaving out rules deleted since.
+pub fn flush_writes<S: RuleStore + ?Sized>(
+    store: &S,
+    changed: Vec<(RuleId, RuleTotals)>,
+) -> Result<Vec<Write>, crate::Failure> {
+    let mut writes = Vec::with_capacity(changed.len());
+    for (id, totals) in changed {
+        if store.get_rule(id)?.is_some() {
+            writes.push(Write::PutTotals(id, totals));
         }
-        Ok(())
     }
+    Ok(writes)
+}
 
-    /// Persists totals that changed since the last flush. Call periodically and at shutdown.
-    pub fn flush_stats(&self) -> Result<usize, crate::Failure> {
-        let writes: Vec<Write> = {
-            let mut stats = self.stats_lock();
-            let dirty = std::mem::take(&mut stats.dirty);
-            dirty
-                .into_iter()
-                .filter_map(|id| stats.book.get(&id).map(|t| Write::PutTotals(id, t.clone())))
-                .collect()
-        };
-        let n = writes.len();
-        if n > 0 {
-            let _guard = self.write_lock();
-            // A rule removed since the report must not get its totals back.
-            let writes = writes
-                .into_iter()
-                .filter(|w| match w {
-                    Write::PutTotals(id, _) => self.store.get_rule(*id).ok().flatten().is_some(),
-                    _ => true,
-                })
-                .collect();
-            self.store.commit(writes)?;
-        }
-        Ok(n)
-    }
-
-    /// The data behind `/metrics`.
-    pub fn metrics_snapshot(&self) -> Result<MetricsSnapshot, crate::Failure> {
-        let clients = self.store.list_clients()?;
-        let names: std::collections::BTreeMap<ClientId, String> =
-            clients.iter().map(|c| (c.id.clone(), c.name.to_string())).collect();
-        let rules = self.store.list_rules()?;
-        let stats = self.stats_lock();
-        Ok(MetricsSnapshot {
-            clients: clients
-                .iter()
-                .filter(|c| c.revoked_at.is_none() && c.token.is_some())
-                .map(|c| (c.name.to_string(), self.link.session(&c.id).is_some()))
-                .collect(),
-            rules: rules
-                .into_iter()
-                .map(|r| RuleMetricRow {
-                    client: names.get(&r.client).cloned().unwrap_or_default(),
-                    owner: r.owner.to_string(),
-                    rule: r.id,
-                    protocol: r.def.protocol.as_str(),
-                    state: r.state.name(),
-                    counters: stats.book.get(&r.id).map(|t| t.totals()).unwrap_or_default(),
-                })
-                .collect(),
-        })
-    }
+/// The data behind `/metrics`: every client that is not revoked with its connection state,
+/// and every rule with its totals (looked up in the in-memory traffic book).
+pub fn metrics_snapshot<S: ClientStore + RuleStore + ?Sized>(
+    store: &S,
+    sessions: &dyn Sessions,
+    totals: &dyn Fn(RuleId) -> Option<Counters>,
+) -> Result<MetricsSnapshot, crate::Failure> {
+    let clients = store.list_clients()?;
+    let names: std::collections::BTreeMap<ClientId, String> =
+        clients.iter().map(|c| (c.id.clone(), c.name.to_string())).collect();
+    let rules = store.list_rules()?;
+    Ok(MetricsSnapshot {
+        clients: clients
+            .iter()
+            .filter(|c| c.revoked_at.is_none() && c.token.is_some())
+            .map(|c| (c.name.to_string(), sessions.session(&c.id).is_some()))
+            .collect(),
+        rules: rules
+            .into_iter()
+            .map(|r| RuleMetricRow {
+                client: names.get(&r.client).cloned().unwrap_or_default(),
+                owner: r.owner.to_string(),
+                rule: r.id,
+                protocol: r.def.protocol.as_str(),
+                state: r.state.name(),
+                counters: totals(r.id).unwrap_or_default(),
+            })
+            .collect(),
+    })
 }

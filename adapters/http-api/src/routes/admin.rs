@@ -20,7 +20,7 @@ pub async fn get_advertised_endpoint(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
 ) -> Result<Json<EndpointSettingsDto>, ApiError> {
-    let view = blocking(move || state.plane.endpoint_settings(&actor)).await?;
+    let view = blocking(move || state.runtime.endpoint_settings(&actor)).await?;
     Ok(Json(view.into()))
 }
 
@@ -34,7 +34,8 @@ pub async fn set_advertised_endpoint(
     Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<EndpointUpdate>,
 ) -> Result<Json<EndpointSettingsDto>, ApiError> {
-    let view = blocking(move || state.plane.set_endpoint_override(&actor, body.endpoint.as_deref())).await?;
+    let view =
+        blocking(move || state.runtime.set_endpoint_override(&actor, body.endpoint.as_deref())).await?;
     tracing::info!(event = "settings.advertised_endpoint_set", effective = ?view.effective);
     Ok(Json(view.into()))
 }
@@ -70,7 +71,7 @@ pub async fn list_audit(
             outcome,
             params.limit,
         )?;
-        state.plane.audit_page(&actor, &query)
+        state.runtime.audit_page(&actor, &query)
     })
     .await?;
     Ok(Json(page.into()))

@@ -38,7 +38,7 @@ fn cookie_header(value: &str, max_age_secs: u64, secure: bool) -> Result<HeaderV
 #[utoipa::path(get, path = "/v1/auth/onboarding", tag = "auth", security(()),
     responses((status = 200, body = OnboardingStatusDto)))]
 pub async fn onboarding_status(State(state): State<AppState>) -> Result<Json<OnboardingStatusDto>, ApiError> {
-    let onboarding = blocking(move || state.plane.onboarding_status()).await?;
+    let onboarding = blocking(move || state.runtime.onboarding_status()).await?;
     Ok(Json(OnboardingStatusDto {
         required: !onboarding.is_complete(),
         setup_token_expires_at: onboarding
@@ -60,7 +60,7 @@ pub async fn complete_onboarding(
     ApiJson(body): ApiJson<OnboardingRequest>,
 ) -> Result<(StatusCode, Json<UserDto>), ApiError> {
     let user = blocking(move || {
-        state.plane.complete_onboarding(&body.setup_token, &body.user_id, &body.password, remote)
+        state.runtime.complete_onboarding(&body.setup_token, &body.user_id, &body.password, remote)
     })
     .await
     .inspect_err(|failure| {
@@ -82,7 +82,7 @@ pub async fn login(
     headers: HeaderMap,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
-    let outcome = blocking(move || state.plane.login(&body.user_id, &body.password, remote))
+    let outcome = blocking(move || state.runtime.login(&body.user_id, &body.password, remote))
         .await
         .inspect_err(|failure| {
             tracing::warn!(event = "auth.failure", kind = "login", reason = failure.code.as_str(),
@@ -107,7 +107,7 @@ pub async fn logout(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let had_session = session.is_some();
-    blocking(move || state.plane.logout(&actor, session.as_ref())).await?;
+    blocking(move || state.runtime.logout(&actor, session.as_ref())).await?;
     if had_session {
         let cleared = cookie_header("", 0, over_https(&headers))?;
         return Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, cleared)]).into_response());
@@ -121,7 +121,7 @@ pub async fn whoami(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
 ) -> Result<Json<UserDto>, ApiError> {
-    let user = blocking(move || state.plane.whoami(&actor)).await?;
+    let user = blocking(move || state.runtime.whoami(&actor)).await?;
     Ok(Json(user.into()))
 }
 
@@ -135,7 +135,7 @@ pub async fn change_password(
     ApiJson(body): ApiJson<PasswordChangeRequest>,
 ) -> Result<StatusCode, ApiError> {
     blocking(move || {
-        state.plane.change_password(&actor, &body.current_password, &body.new_password, session.as_ref())
+        state.runtime.change_password(&actor, &body.current_password, &body.new_password, session.as_ref())
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -17,7 +17,7 @@ pub async fn list_clients(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
 ) -> Result<Json<Vec<ClientDto>>, ApiError> {
-    let views = blocking(move || state.plane.list_clients(&actor)).await?;
+    let views = blocking(move || state.runtime.list_clients(&actor)).await?;
     Ok(Json(views.into_iter().map(ClientDto::from).collect()))
 }
 
@@ -31,8 +31,8 @@ pub async fn enroll_client(
     ApiJson(body): ApiJson<EnrollRequest>,
 ) -> Result<(StatusCode, Json<EnrollResponse>), ApiError> {
     let (ticket, view) = blocking(move || {
-        let ticket = state.plane.enroll_client(&actor, &body.name, body.expires_in_secs)?;
-        let view = state.plane.get_client(&actor, ticket.client.id.as_str())?;
+        let ticket = state.runtime.enroll_client(&actor, &body.name, body.expires_in_secs)?;
+        let view = state.runtime.get_client(&actor, ticket.client.id.as_str())?;
         Ok((ticket, view))
     })
     .await?;
@@ -50,7 +50,7 @@ pub async fn get_client(
     Extension(actor): Extension<Actor>,
     ApiPath(client): ApiPath<String>,
 ) -> Result<Json<ClientDto>, ApiError> {
-    let view = blocking(move || state.plane.get_client(&actor, &client)).await?;
+    let view = blocking(move || state.runtime.get_client(&actor, &client)).await?;
     Ok(Json(view.into()))
 }
 
@@ -64,8 +64,8 @@ pub async fn revoke_client(
     ApiPath(client): ApiPath<String>,
 ) -> Result<Json<ClientDto>, ApiError> {
     let view = blocking(move || {
-        let client = state.plane.revoke(&actor, &client)?;
-        state.plane.get_client(&actor, client.id.as_str())
+        let client = state.runtime.revoke(&actor, &client)?;
+        state.runtime.get_client(&actor, client.id.as_str())
     })
     .await?;
     tracing::info!(event = "client.revoked", client = %view.client.name, client_id = %view.client.id);
@@ -84,8 +84,8 @@ pub async fn reenroll_client(
     ApiJson(body): ApiJson<ReenrollRequest>,
 ) -> Result<(StatusCode, Json<EnrollResponse>), ApiError> {
     let (ticket, view) = blocking(move || {
-        let ticket = state.plane.reenroll_client(&actor, &client, body.expires_in_secs)?;
-        let view = state.plane.get_client(&actor, ticket.client.id.as_str())?;
+        let ticket = state.runtime.reenroll_client(&actor, &client, body.expires_in_secs)?;
+        let view = state.runtime.get_client(&actor, ticket.client.id.as_str())?;
         Ok((ticket, view))
     })
     .await?;
@@ -105,8 +105,8 @@ pub async fn rename_client(
     ApiJson(body): ApiJson<RenameClientRequest>,
 ) -> Result<Json<ClientDto>, ApiError> {
     let view = blocking(move || {
-        let renamed = state.plane.rename_client(&actor, &client, &body.name)?;
-        state.plane.get_client(&actor, renamed.id.as_str())
+        let renamed = state.runtime.rename_client(&actor, &client, &body.name)?;
+        state.runtime.get_client(&actor, renamed.id.as_str())
     })
     .await?;
     tracing::info!(event = "client.renamed", client = %view.client.name, client_id = %view.client.id);
@@ -123,7 +123,7 @@ pub async fn delete_client(
     Extension(actor): Extension<Actor>,
     ApiPath(client): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let deleted = blocking(move || state.plane.delete_client(&actor, &client)).await?;
+    let deleted = blocking(move || state.runtime.delete_client(&actor, &client)).await?;
     tracing::info!(event = "client.deleted", client = %deleted.name, client_id = %deleted.id);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -21,7 +21,7 @@ pub async fn list_grants(
     Extension(actor): Extension<Actor>,
     ApiQuery(filter): ApiQuery<GrantFilter>,
 ) -> Result<Json<Vec<GrantDto>>, ApiError> {
-    let grants = blocking(move || state.plane.list_grants(&actor, filter.user.as_deref())).await?;
+    let grants = blocking(move || state.runtime.list_grants(&actor, filter.user.as_deref())).await?;
     Ok(Json(grants.into_iter().map(GrantDto::from).collect()))
 }
 
@@ -38,7 +38,7 @@ pub async fn create_grant(
         ListenSpec::Text(text) => text,
     };
     let new = NewGrant { user: body.user, client: body.client, ports, protocols: body.protocols };
-    let grant = blocking(move || state.plane.create_grant(&actor, &new)).await?;
+    let grant = blocking(move || state.runtime.create_grant(&actor, &new)).await?;
     tracing::info!(event = "grant.created", grant = %grant.id, user = %grant.user);
     Ok((StatusCode::CREATED, Json(grant.into())))
 }
@@ -51,7 +51,7 @@ pub async fn get_grant(
     Extension(actor): Extension<Actor>,
     ApiPath(grant): ApiPath<String>,
 ) -> Result<Json<GrantDto>, ApiError> {
-    let grant = blocking(move || state.plane.get_grant(&actor, &grant)).await?;
+    let grant = blocking(move || state.runtime.get_grant(&actor, &grant)).await?;
     Ok(Json(grant.into()))
 }
 
@@ -64,7 +64,7 @@ pub async fn delete_grant(
     Extension(actor): Extension<Actor>,
     ApiPath(grant): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let (grant, removed) = blocking(move || state.plane.delete_grant(&actor, &grant)).await?;
+    let (grant, removed) = blocking(move || state.runtime.delete_grant(&actor, &grant)).await?;
     tracing::info!(event = "grant.revoked", grant = %grant.id, user = %grant.user, rules_removed = removed.len());
     Ok(StatusCode::NO_CONTENT)
 }

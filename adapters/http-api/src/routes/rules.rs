@@ -31,11 +31,11 @@ pub async fn push_rule(
     ApiJson(body): ApiJson<PushRuleRequest>,
 ) -> Result<(StatusCode, Json<RuleDto>), ApiError> {
     let timeout = body.ack_timeout_ms.map_or(DEFAULT_ACK_TIMEOUT, Duration::from_millis);
-    let result = state.plane.push_rule(&actor, &body.client, &body.rule, timeout).await;
+    let result = state.runtime.push_rule(&actor, &body.client, &body.rule, timeout).await;
     match result {
         Ok(rule) => {
             tracing::info!(event = "rule.pushed", rule = %rule.id, client = %body.client, owner = %rule.owner);
-            let view = blocking(move || state.plane.get_rule(&actor, rule.id)).await?;
+            let view = blocking(move || state.runtime.get_rule(&actor, rule.id)).await?;
             Ok((StatusCode::CREATED, Json(view.into())))
         }
         Err(push) => {
@@ -60,7 +60,7 @@ pub async fn list_rules(
         state: filter.state.map(|s| s.as_str().to_owned()),
         protocol: filter.protocol,
     };
-    let views = blocking(move || state.plane.list_rules(&actor, &filter)).await?;
+    let views = blocking(move || state.runtime.list_rules(&actor, &filter)).await?;
     Ok(Json(views.into_iter().map(RuleDto::from).collect()))
 }
 
@@ -79,7 +79,7 @@ pub async fn get_rule(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<RuleDto>, ApiError> {
     let id = rule_id(&id)?;
-    let view = blocking(move || state.plane.get_rule(&actor, id)).await?;
+    let view = blocking(move || state.runtime.get_rule(&actor, id)).await?;
     Ok(Json(view.into()))
 }
 
@@ -92,7 +92,7 @@ pub async fn remove_rule(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = rule_id(&id)?;
-    let rule = blocking(move || state.plane.remove_rule(&actor, id)).await?;
+    let rule = blocking(move || state.runtime.remove_rule(&actor, id)).await?;
     tracing::info!(event = "rule.removed", rule = %rule.id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -108,6 +108,6 @@ pub async fn rule_stats(
     ApiQuery(query): ApiQuery<StatsQuery>,
 ) -> Result<Json<RuleStatsDto>, ApiError> {
     let id = rule_id(&id)?;
-    let view = blocking(move || state.plane.rule_stats(&actor, id)).await?;
+    let view = blocking(move || state.runtime.rule_stats(&actor, id)).await?;
     Ok(Json(RuleStatsDto::new(view, &query)))
 }

@@ -13,7 +13,7 @@ use crate::error::ApiError;
 const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 async fn render(state: AppState) -> Result<String, ApiError> {
-    let plane = state.plane.clone();
+    let plane = state.runtime.clone();
     let snapshot = blocking(move || plane.metrics_snapshot()).await?;
     Ok(state.metrics.render(&snapshot))
 }
@@ -30,7 +30,7 @@ pub async fn api_metrics(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let plane = state.plane.clone();
+    let plane = state.runtime.clone();
     let snapshot = blocking(move || plane.metrics_for(&actor)).await?;
     Ok(([(header::CONTENT_TYPE, PROMETHEUS_TEXT)], state.metrics.render(&snapshot)))
 }
@@ -42,7 +42,7 @@ pub async fn healthz() -> &'static str {
 
 /// Readiness: the store answers reads.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, &'static str) {
-    let plane = state.plane.clone();
+    let plane = state.runtime.clone();
     match blocking(move || plane.metrics_snapshot().map(|_| ())).await {
         Ok(()) => (StatusCode::OK, "ready\n"),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n"),

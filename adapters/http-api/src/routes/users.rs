@@ -18,7 +18,7 @@ pub async fn list_users(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
 ) -> Result<Json<Vec<UserDto>>, ApiError> {
-    let users = blocking(move || state.plane.list_users(&actor)).await?;
+    let users = blocking(move || state.runtime.list_users(&actor)).await?;
     Ok(Json(users.into_iter().map(UserDto::from).collect()))
 }
 
@@ -31,7 +31,7 @@ pub async fn create_user(
     ApiJson(body): ApiJson<NewUserRequest>,
 ) -> Result<(StatusCode, Json<UserDto>), ApiError> {
     let new = NewUser { id: body.id, role: body.role.into(), password: body.password };
-    let user = blocking(move || state.plane.create_user(&actor, &new)).await?;
+    let user = blocking(move || state.runtime.create_user(&actor, &new)).await?;
     tracing::info!(event = "user.created", user = %user.id, role = user.role.as_str());
     Ok((StatusCode::CREATED, Json(user.into())))
 }
@@ -44,7 +44,7 @@ pub async fn get_user(
     Extension(actor): Extension<Actor>,
     ApiPath(user): ApiPath<String>,
 ) -> Result<Json<UserDto>, ApiError> {
-    let user = blocking(move || state.plane.get_user(&actor, &user)).await?;
+    let user = blocking(move || state.runtime.get_user(&actor, &user)).await?;
     Ok(Json(user.into()))
 }
 
@@ -57,7 +57,7 @@ pub async fn delete_user(
     Extension(actor): Extension<Actor>,
     ApiPath(user): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let user = blocking(move || state.plane.delete_user(&actor, &user)).await?;
+    let user = blocking(move || state.runtime.delete_user(&actor, &user)).await?;
     tracing::info!(event = "user.deleted", user = %user.id);
     Ok(StatusCode::NO_CONTENT)
 }
@@ -70,7 +70,7 @@ pub async fn list_tokens(
     Extension(actor): Extension<Actor>,
     ApiPath(user): ApiPath<String>,
 ) -> Result<Json<Vec<TokenDto>>, ApiError> {
-    let tokens = blocking(move || state.plane.list_tokens(&actor, &user)).await?;
+    let tokens = blocking(move || state.runtime.list_tokens(&actor, &user)).await?;
     Ok(Json(tokens.into_iter().map(TokenDto::from).collect()))
 }
 
@@ -83,7 +83,7 @@ pub async fn create_token(
     ApiPath(user): ApiPath<String>,
     ApiJson(body): ApiJson<NewTokenRequest>,
 ) -> Result<(StatusCode, Json<MintedTokenDto>), ApiError> {
-    let minted = blocking(move || state.plane.create_token(&actor, &user, body.name.as_deref())).await?;
+    let minted = blocking(move || state.runtime.create_token(&actor, &user, body.name.as_deref())).await?;
     tracing::info!(event = "token.created", user = %minted.token.user, token_id = %minted.token.id);
     let token = minted.secret.expose().to_owned();
     Ok((StatusCode::CREATED, Json(MintedTokenDto { record: minted.token.into(), token })))
@@ -98,6 +98,6 @@ pub async fn revoke_token(
     Extension(actor): Extension<Actor>,
     ApiPath((user, token)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    blocking(move || state.plane.revoke_token(&actor, &user, &token)).await?;
+    blocking(move || state.runtime.revoke_token(&actor, &user, &token)).await?;
     Ok(StatusCode::NO_CONTENT)
 }

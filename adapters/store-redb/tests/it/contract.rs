@@ -29,7 +29,7 @@ mod model {
     //! both with the same contents and the same id sequence.
 
     use portunus_core::ids::{ClientName, RuleId};
-    use portunus_core::ports::{ClientStore, RuleStore, Store, Write};
+    use portunus_core::ports::{ClientStore, RuleIds, RuleStore, Store, Write};
     use portunus_core::test_support::MemoryStore;
     use portunus_store_redb::RedbStore;
     use proptest::prelude::*;

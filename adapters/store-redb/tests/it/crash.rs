@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use portunus_core::ids::{ClientName, RuleId};
-use portunus_core::ports::{Store, StoreError, Write};
+use portunus_core::ports::{RuleIds, Store, StoreError, Write};
 use portunus_core::test_support::MemoryStore;
 use portunus_store_redb::RedbStore;
 use redb::backends::FileBackend;

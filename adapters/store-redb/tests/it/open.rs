@@ -3,7 +3,7 @@
 
 use portunus_core::ErrorCode;
 use portunus_core::ids::{ClientName, RuleId};
-use portunus_core::ports::{ClientStore, EnrollmentStore, RuleStore, Store, StoreError, Write};
+use portunus_core::ports::{ClientStore, EnrollmentStore, RuleIds, RuleStore, Store, StoreError, Write};
 use portunus_core::secret::SecretHash;
 use portunus_store_redb::{RedbStore, SCHEMA_VERSION};
 use redb::{Database, ReadableDatabase, TableDefinition};

@@ -21,7 +21,8 @@ fn ip(last: u8) -> Option<IpAddr> {
 }
 
 fn onboard(h: &Harness) {
-    let (token, _) = h.plane.start_onboarding().unwrap().expect("onboarding is open");
+    let (token, _) =
+        h.plane.run(|cx| h.plane.accounts.start_onboarding(cx)).unwrap().expect("onboarding is open");
     h.plane.complete_onboarding(token.expose(), "admin", PASSWORD, ip(1)).unwrap();
 }
 
@@ -50,9 +51,9 @@ fn cookie<'a>(value: &'a str, write: Option<(&'a str, &'a str)>) -> Credentials<
 #[test]
 fn the_setup_token_rotates_on_every_start_and_expires_after_thirty_minutes() {
     let h = harness();
-    let (first, expires_at) = h.plane.start_onboarding().unwrap().unwrap();
+    let (first, expires_at) = h.plane.run(|cx| h.plane.accounts.start_onboarding(cx)).unwrap().unwrap();
     assert_eq!(expires_at.since(h.clock.now()), Duration::from_secs(1800));
-    let (second, _) = h.plane.start_onboarding().unwrap().unwrap();
+    let (second, _) = h.plane.run(|cx| h.plane.accounts.start_onboarding(cx)).unwrap().unwrap();
     assert_ne!(first, second);
     let stale = h.plane.complete_onboarding(first.expose(), "admin", PASSWORD, ip(1)).unwrap_err();
     assert_eq!(stale.code, ErrorCode::Unauthenticated, "a rotated-away token no longer works");
@@ -65,28 +66,38 @@ fn the_setup_token_rotates_on_every_start_and_expires_after_thirty_minutes() {
 #[test]
 fn onboarding_creates_one_superadmin_and_closes_for_good() {
     let h = harness();
-    let (token, _) = h.plane.start_onboarding().unwrap().unwrap();
+    let (token, _) = h.plane.run(|cx| h.plane.accounts.start_onboarding(cx)).unwrap().unwrap();
     let weak = h.plane.complete_onboarding(token.expose(), "admin", "short", ip(1)).unwrap_err();
     assert_eq!(weak.code, ErrorCode::WeakPassword);
     let admin = h.plane.complete_onboarding(token.expose(), "admin", PASSWORD, ip(1)).unwrap();
     assert_eq!(admin.role, Role::Superadmin);
     let again = h.plane.complete_onboarding(token.expose(), "admin2", PASSWORD, ip(1)).unwrap_err();
     assert_eq!(again.code, ErrorCode::OnboardingClosed);
-    assert_eq!(h.plane.start_onboarding().unwrap(), None, "a restart does not reopen it");
-    assert!(h.plane.onboarding_status().unwrap().is_complete());
+    assert_eq!(
+        h.plane.run(|cx| h.plane.accounts.start_onboarding(cx)).unwrap(),
+        None,
+        "a restart does not reopen it"
+    );
+    assert!(h.plane.accounts.onboarding_status(&*h.plane.store).unwrap().is_complete());
 }
 
 #[test]
 fn only_the_operator_token_passes_before_a_superadmin_exists() {
     let h = harness();
     add_user(&h, "alice", Role::User);
-    let minted = h.plane.create_token(&Actor::operator(), "alice", None).unwrap();
-    let refused = h.plane.authenticate(&bearer(minted.secret.expose())).unwrap_err();
+    let minted =
+        h.plane.run(|cx| h.plane.accounts.create_token(cx, &Actor::operator(), "alice", None)).unwrap();
+    let refused =
+        h.plane.run(|cx| h.plane.accounts.authenticate(cx, &bearer(minted.secret.expose()))).unwrap_err();
     assert_eq!(refused.code, ErrorCode::BootstrapRequired);
-    assert!(h.plane.authenticate(&bearer("operator-secret")).is_ok());
-    assert_eq!(h.plane.authenticate(&bearer("nonsense")).unwrap_err().code, ErrorCode::Unauthenticated);
+    assert!(h.plane.run(|cx| h.plane.accounts.authenticate(cx, &bearer("operator-secret"))).is_ok());
+    assert_eq!(
+        h.plane.run(|cx| h.plane.accounts.authenticate(cx, &bearer("nonsense"))).unwrap_err().code,
+        ErrorCode::Unauthenticated
+    );
     onboard(&h);
-    let actor = h.plane.authenticate(&bearer(minted.secret.expose())).unwrap().actor;
+    let actor =
+        h.plane.run(|cx| h.plane.accounts.authenticate(cx, &bearer(minted.secret.expose()))).unwrap().actor;
     assert_eq!(
         (actor.principal.as_str(), actor.role, actor.credential),
         ("alice", Role::User, Credential::ApiToken)
@@ -97,13 +108,13 @@ fn only_the_operator_token_passes_before_a_superadmin_exists() {
 fn creating_a_superadmin_or_bootstrapping_one_closes_onboarding() {
     let h = harness();
     add_user(&h, "root", Role::Superadmin);
-    assert!(h.plane.onboarding_status().unwrap().is_complete());
+    assert!(h.plane.accounts.onboarding_status(&*h.plane.store).unwrap().is_complete());
 
     let h = harness();
     let local = Local { store: &*h.store, clock: &*h.clock, entropy: &CountingEntropy::default() };
     let token = offline::bootstrap_superadmin(&local).unwrap();
-    assert!(h.plane.onboarding_status().unwrap().is_complete());
-    let actor = h.plane.authenticate(&bearer(token.expose())).unwrap().actor;
+    assert!(h.plane.accounts.onboarding_status(&*h.plane.store).unwrap().is_complete());
+    let actor = h.plane.run(|cx| h.plane.accounts.authenticate(cx, &bearer(token.expose()))).unwrap().actor;
     assert_eq!((actor.principal.as_str(), actor.role), ("_superadmin", Role::Superadmin));
     assert_eq!(offline::bootstrap_superadmin(&local).unwrap_err().code, ErrorCode::UserExists);
 }
@@ -126,29 +137,51 @@ fn a_session_cookie_authenticates_and_writes_need_same_origin_and_csrf() {
     add_user(&h, "alice", Role::User);
     let login = h.plane.login("alice", PASSWORD, ip(2)).unwrap();
     let value = login.cookie.expose();
-    let auth = h.plane.authenticate(&cookie(value, None)).unwrap();
+    let auth = h.plane.run(|cx| h.plane.accounts.authenticate(cx, &cookie(value, None))).unwrap();
     assert_eq!(
         (auth.actor.principal.as_str(), auth.session.clone()),
         ("alice", Some(login.session.id.clone()))
     );
     let csrf = login.csrf.expose();
-    assert!(h.plane.authenticate(&cookie(value, Some(("http://127.0.0.1:7080", csrf)))).is_ok());
-    let cross = h.plane.authenticate(&cookie(value, Some(("http://evil.example", csrf)))).unwrap_err();
+    assert!(
+        h.plane
+            .run(|cx| h
+                .plane
+                .accounts
+                .authenticate(cx, &cookie(value, Some(("http://127.0.0.1:7080", csrf)))))
+            .is_ok()
+    );
+    let cross = h
+        .plane
+        .run(|cx| h.plane.accounts.authenticate(cx, &cookie(value, Some(("http://evil.example", csrf)))))
+        .unwrap_err();
     assert_eq!(cross.code, ErrorCode::CsrfFailed);
-    let no_token = h.plane.authenticate(&cookie(value, Some(("http://127.0.0.1:7080", "nope")))).unwrap_err();
+    let no_token = h
+        .plane
+        .run(|cx| h.plane.accounts.authenticate(cx, &cookie(value, Some(("http://127.0.0.1:7080", "nope")))))
+        .unwrap_err();
     assert_eq!(no_token.code, ErrorCode::CsrfFailed);
 
     // An invalid cookie never falls back to a valid bearer token.
     let both = Credentials { bearer: Some("operator-secret"), ..cookie("ss_00.bad", None) };
-    assert_eq!(h.plane.authenticate(&both).unwrap_err().code, ErrorCode::Unauthenticated);
+    assert_eq!(
+        h.plane.run(|cx| h.plane.accounts.authenticate(cx, &both)).unwrap_err().code,
+        ErrorCode::Unauthenticated
+    );
 
     // Sessions end at logout and after their lifetime.
     let actor = auth.actor.clone();
-    h.plane.logout(&actor, auth.session.as_ref()).unwrap();
-    assert_eq!(h.plane.authenticate(&cookie(value, None)).unwrap_err().code, ErrorCode::Unauthenticated);
+    h.plane.run(|cx| h.plane.accounts.logout(cx, &actor, auth.session.as_ref())).unwrap();
+    assert_eq!(
+        h.plane.run(|cx| h.plane.accounts.authenticate(cx, &cookie(value, None))).unwrap_err().code,
+        ErrorCode::Unauthenticated
+    );
     let later = h.plane.login("alice", PASSWORD, ip(2)).unwrap();
     h.clock.advance(crate::account::SESSION_TTL);
-    let expired = h.plane.authenticate(&cookie(later.cookie.expose(), None)).unwrap_err();
+    let expired = h
+        .plane
+        .run(|cx| h.plane.accounts.authenticate(cx, &cookie(later.cookie.expose(), None)))
+        .unwrap_err();
     assert_eq!(expired.code, ErrorCode::Unauthenticated);
     assert!(h.store.get_session(&later.session.id).unwrap().is_none(), "an expired session is deleted");
 }
@@ -200,32 +233,52 @@ fn reset_password_gives_a_temporary_password_that_only_lets_the_user_change_it()
     let h = harness();
     onboard(&h);
     add_user(&h, "alice", Role::User);
-    let token = h.plane.create_token(&Actor::operator(), "alice", Some("ci")).unwrap();
+    let token =
+        h.plane.run(|cx| h.plane.accounts.create_token(cx, &Actor::operator(), "alice", Some("ci"))).unwrap();
     let old_session = h.plane.login("alice", PASSWORD, ip(2)).unwrap();
 
     let local = Local { store: &*h.store, clock: &*h.clock, entropy: &CountingEntropy::default() };
     let temporary = offline::reset_password(&local, &FakeHasher, "alice", false).unwrap();
-    assert!(h.plane.authenticate(&bearer(token.secret.expose())).is_err(), "API tokens are revoked");
-    assert!(h.plane.authenticate(&cookie(old_session.cookie.expose(), None)).is_err(), "sessions end");
+    assert!(
+        h.plane.run(|cx| h.plane.accounts.authenticate(cx, &bearer(token.secret.expose()))).is_err(),
+        "API tokens are revoked"
+    );
+    assert!(
+        h.plane
+            .run(|cx| h.plane.accounts.authenticate(cx, &cookie(old_session.cookie.expose(), None)))
+            .is_err(),
+        "sessions end"
+    );
     assert!(h.plane.login("alice", PASSWORD, ip(2)).is_err(), "the old password is gone");
 
     let login = h.plane.login("alice", temporary.expose(), ip(2)).unwrap();
-    let actor = h.plane.authenticate(&cookie(login.cookie.expose(), None)).unwrap().actor;
+    let actor = h
+        .plane
+        .run(|cx| h.plane.accounts.authenticate(cx, &cookie(login.cookie.expose(), None)))
+        .unwrap()
+        .actor;
     assert!(actor.must_change_password);
-    assert_eq!(h.plane.whoami(&actor).unwrap().id.as_str(), "alice");
+    assert_eq!(h.plane.accounts.whoami(&*h.plane.store, &actor).unwrap().id.as_str(), "alice");
     assert_eq!(
-        h.plane.list_rules(&actor, &Default::default()).unwrap_err().code,
+        h.plane.run(|cx| h.plane.rules.list_rules(cx, &actor, &Default::default())).unwrap_err().code,
         ErrorCode::PasswordChangeRequired
     );
-    assert_eq!(h.plane.get_user(&actor, "alice").unwrap_err().code, ErrorCode::PasswordChangeRequired);
+    assert_eq!(
+        h.plane.run(|cx| h.plane.accounts.get_user(cx, &actor, "alice")).unwrap_err().code,
+        ErrorCode::PasswordChangeRequired
+    );
     let wrong = h.plane.change_password(&actor, "not it at all", "a brand new password", None).unwrap_err();
     assert_eq!(wrong.code, ErrorCode::Unauthenticated);
     h.plane
         .change_password(&actor, temporary.expose(), "a brand new password", Some(&login.session.id))
         .unwrap();
-    let actor = h.plane.authenticate(&cookie(login.cookie.expose(), None)).unwrap().actor;
+    let actor = h
+        .plane
+        .run(|cx| h.plane.accounts.authenticate(cx, &cookie(login.cookie.expose(), None)))
+        .unwrap()
+        .actor;
     assert!(!actor.must_change_password);
-    assert!(h.plane.list_rules(&actor, &Default::default()).is_ok());
+    assert!(h.plane.run(|cx| h.plane.rules.list_rules(cx, &actor, &Default::default())).is_ok());
     assert_eq!(
         offline::reset_password(&local, &FakeHasher, "ghost", false).unwrap_err().code,
         ErrorCode::UserNotFound
@@ -236,31 +289,40 @@ fn reset_password_gives_a_temporary_password_that_only_lets_the_user_change_it()
 fn the_last_superadmin_cannot_be_deleted_and_deleting_a_user_revokes_everything() {
     let h = harness();
     onboard(&h);
-    assert_eq!(h.plane.delete_user(&Actor::operator(), "admin").unwrap_err().code, ErrorCode::LastSuperadmin);
+    assert_eq!(
+        h.plane.run(|cx| h.plane.accounts.delete_user(cx, &Actor::operator(), "admin")).unwrap_err().code,
+        ErrorCode::LastSuperadmin
+    );
     add_user(&h, "alice", Role::User);
-    let token = h.plane.create_token(&Actor::operator(), "alice", None).unwrap();
-    h.plane.delete_user(&Actor::operator(), "alice").unwrap();
+    let token =
+        h.plane.run(|cx| h.plane.accounts.create_token(cx, &Actor::operator(), "alice", None)).unwrap();
+    h.plane.run(|cx| h.plane.accounts.delete_user(cx, &Actor::operator(), "alice")).unwrap();
     assert!(h.store.get_user(&crate::ids::UserId::new("alice")).unwrap().is_none());
     assert!(h.store.list_api_tokens().unwrap().is_empty());
     assert_eq!(
-        h.plane.authenticate(&bearer(token.secret.expose())).unwrap_err().code,
+        h.plane.run(|cx| h.plane.accounts.authenticate(cx, &bearer(token.secret.expose()))).unwrap_err().code,
         ErrorCode::Unauthenticated
     );
-    assert_eq!(h.plane.delete_user(&Actor::operator(), "alice").unwrap_err().code, ErrorCode::UserNotFound);
+    assert_eq!(
+        h.plane.run(|cx| h.plane.accounts.delete_user(cx, &Actor::operator(), "alice")).unwrap_err().code,
+        ErrorCode::UserNotFound
+    );
 }
 
 #[test]
 fn the_audit_trail_records_mutations_and_denials_without_secrets() {
     let h = harness();
-    let (setup, _) = h.plane.start_onboarding().unwrap().unwrap();
+    let (setup, _) = h.plane.run(|cx| h.plane.accounts.start_onboarding(cx)).unwrap().unwrap();
     h.plane.complete_onboarding(setup.expose(), "admin", PASSWORD, ip(1)).unwrap();
     add_user(&h, "alice", Role::User);
-    let minted = h.plane.create_token(&Actor::operator(), "alice", None).unwrap();
+    let minted =
+        h.plane.run(|cx| h.plane.accounts.create_token(cx, &Actor::operator(), "alice", None)).unwrap();
     let _ = h.plane.login("alice", "wrong password!!", ip(7));
-    let alice = h.plane.authenticate(&bearer(minted.secret.expose())).unwrap().actor;
-    let _ = h.plane.list_users(&alice);
+    let alice =
+        h.plane.run(|cx| h.plane.accounts.authenticate(cx, &bearer(minted.secret.expose()))).unwrap().actor;
+    let _ = h.plane.run(|cx| h.plane.accounts.list_users(cx, &alice));
     let query = AuditQuery::new(None, None, None, None, None).unwrap();
-    let page = h.plane.audit_page(&Actor::operator(), &query).unwrap();
+    let page = h.plane.run(|cx| h.plane.admin.audit_page(cx, &Actor::operator(), &query)).unwrap();
     let actions: Vec<(&str, Outcome)> = page.records.iter().map(|r| (r.action.as_str(), r.outcome)).collect();
     assert_eq!(
         actions,
@@ -278,28 +340,48 @@ fn the_audit_trail_records_mutations_and_denials_without_secrets() {
         assert!(!text.contains(secret), "an audit record holds a secret");
     }
     let denied = AuditQuery::new(None, None, None, Some("denied"), Some(1)).unwrap();
-    let first = h.plane.audit_page(&Actor::operator(), &denied).unwrap();
+    let first = h.plane.run(|cx| h.plane.admin.audit_page(cx, &Actor::operator(), &denied)).unwrap();
     assert_eq!(first.records.len(), 1);
     let cursor = first.next_cursor.expect("a full page has a next cursor");
     let next = AuditQuery::new(Some(&cursor), None, None, Some("denied"), Some(1)).unwrap();
-    assert_eq!(h.plane.audit_page(&Actor::operator(), &next).unwrap().records[0].action, "user.list");
-    assert_eq!(h.plane.audit_page(&alice, &query).unwrap_err().code, ErrorCode::NotOwner);
+    assert_eq!(
+        h.plane.run(|cx| h.plane.admin.audit_page(cx, &Actor::operator(), &next)).unwrap().records[0].action,
+        "user.list"
+    );
+    assert_eq!(
+        h.plane.run(|cx| h.plane.admin.audit_page(cx, &alice, &query)).unwrap_err().code,
+        ErrorCode::NotOwner
+    );
 }
 
 #[test]
 fn an_endpoint_override_must_parse_and_be_covered_before_it_is_stored() {
     let h = harness();
-    let invalid = h.plane.set_endpoint_override(&Actor::operator(), Some("https://x:1")).unwrap_err();
+    let invalid = h
+        .plane
+        .run(|cx| h.plane.admin.set_endpoint_override(cx, &Actor::operator(), Some("https://x:1")))
+        .unwrap_err();
     assert_eq!(invalid.code, ErrorCode::EndpointInvalid);
-    let uncovered =
-        h.plane.set_endpoint_override(&Actor::operator(), Some("far.example.com:7443")).unwrap_err();
+    let uncovered = h
+        .plane
+        .run(|cx| h.plane.admin.set_endpoint_override(cx, &Actor::operator(), Some("far.example.com:7443")))
+        .unwrap_err();
     assert_eq!(uncovered.code, ErrorCode::EndpointNotInCertSan);
-    assert_eq!(h.plane.endpoint_settings(&Actor::operator()).unwrap().override_, None, "nothing was saved");
-    let view = h.plane.set_endpoint_override(&Actor::operator(), Some("127.0.0.1:34567")).unwrap();
+    assert_eq!(
+        h.plane.run(|cx| h.plane.admin.endpoint_settings(cx, &Actor::operator())).unwrap().override_,
+        None,
+        "nothing was saved"
+    );
+    let view = h
+        .plane
+        .run(|cx| h.plane.admin.set_endpoint_override(cx, &Actor::operator(), Some("127.0.0.1:34567")))
+        .unwrap();
     assert_eq!(view.effective.as_deref(), Some("127.0.0.1:34567"));
-    let ticket = h.plane.enroll_client(&Actor::operator(), "edge-01", None).unwrap();
+    let ticket =
+        h.plane.run(|cx| h.plane.clients.enroll_client(cx, &Actor::operator(), "edge-01", None)).unwrap();
     assert!(ticket.uri.render().starts_with("portunus://127.0.0.1:34567/"), "enrollment uses the override");
-    let cleared = h.plane.set_endpoint_override(&Actor::operator(), None).unwrap();
+    let cleared =
+        h.plane.run(|cx| h.plane.admin.set_endpoint_override(cx, &Actor::operator(), None)).unwrap();
     assert_eq!(cleared.effective.as_deref(), Some("127.0.0.1:7443"));
 }
 

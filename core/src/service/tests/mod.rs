@@ -5,60 +5,32 @@ use super::*;
 use crate::capability::Capability;
 use crate::error::ErrorCode;
 use crate::policy::Actor;
-use crate::ports::{ClientCommand, DisconnectReason};
+use crate::ports::{ClientCommand, Clock, DisconnectReason};
 use crate::rule::{ListenSpec, RuleEvent, RuleSpec, RuleState};
 use crate::secret::Secret;
-use crate::test_support::{CountingEntropy, FakeHasher, FakeLink, ManualClock, MemoryStore, block_on};
+use crate::test_support::{FakeSessions, ManualClock, MemoryStore, Plane};
 
 mod accounts;
 mod rbac;
 
 pub(super) struct Harness {
-    pub plane: ControlPlane,
-    pub link: Arc<FakeLink>,
+    pub plane: Plane,
+    pub sessions: Arc<FakeSessions>,
     pub clock: Arc<ManualClock>,
     pub store: Arc<MemoryStore>,
 }
 
-fn ports(h_store: &Arc<MemoryStore>, link: &Arc<FakeLink>, clock: &Arc<ManualClock>) -> Ports {
-    Ports {
-        store: h_store.clone(),
-        link: link.clone(),
-        clock: clock.clone(),
-        entropy: Arc::new(CountingEntropy::default()),
-        hasher: Arc::new(FakeHasher),
-    }
-}
-
-/// A second control plane over the same store, link and clock: a server restart.
-pub(super) fn rebuilt(h: &Harness) -> ControlPlane {
-    ControlPlane::new(
-        ports(&h.store, &h.link, &h.clock),
-        h.plane.settings.clone(),
-        h.plane.identity.clone(),
-        crate::secret::SecretHash::of("operator-secret"),
-    )
-    .unwrap()
+/// A second control plane over the same store, sessions and clock: a server restart.
+pub(super) fn rebuilt(h: &Harness) -> Plane {
+    Plane::new(h.store.clone(), h.sessions.clone(), h.clock.clone())
 }
 
 pub(super) fn harness() -> Harness {
     let store = Arc::new(MemoryStore::default());
-    let link = Arc::new(FakeLink::default());
+    let sessions = Arc::new(FakeSessions::default());
     let clock = Arc::new(ManualClock::at(1_000_000));
-    let settings = ServerSettings::resolve(Default::default()).unwrap();
-    let identity = ServerIdentity {
-        cert_sha256: "ab".repeat(32),
-        sans: vec![San::Ip("127.0.0.1".parse().unwrap())],
-        control_addr: "0.0.0.0:7443".parse().unwrap(),
-    };
-    let plane = ControlPlane::new(
-        ports(&store, &link, &clock),
-        settings,
-        identity,
-        crate::secret::SecretHash::of("operator-secret"),
-    )
-    .unwrap();
-    Harness { plane, link, clock, store }
+    let plane = Plane::new(store.clone(), sessions.clone(), clock.clone());
+    Harness { plane, sessions, clock, store }
 }
 
 pub(super) fn spec(port: i64) -> RuleSpec {
@@ -76,15 +48,16 @@ pub(super) fn spec(port: i64) -> RuleSpec {
 
 /// Enrolls and redeems `name`; returns the client id and token.
 pub(super) fn enrolled(h: &Harness, name: &str) -> (crate::ids::ClientId, Secret) {
-    let ticket = h.plane.enroll_client(&Actor::operator(), name, None).unwrap();
-    let redeemed = h.plane.redeem(&ticket.uri.code).unwrap();
+    let ticket = h.plane.run(|cx| h.plane.clients.enroll_client(cx, &Actor::operator(), name, None)).unwrap();
+    let redeemed = h.plane.run(|cx| h.plane.clients.redeem(cx, &ticket.uri.code)).unwrap();
     (redeemed.client.id, redeemed.token)
 }
 
 #[test]
 fn enrollment_uri_carries_pin_and_loopback_endpoint() {
     let h = harness();
-    let ticket = h.plane.enroll_client(&Actor::operator(), "edge-01", None).unwrap();
+    let ticket =
+        h.plane.run(|cx| h.plane.clients.enroll_client(cx, &Actor::operator(), "edge-01", None)).unwrap();
     let text = ticket.uri.render();
     assert!(
         text.starts_with(&format!("portunus://127.0.0.1:7443/enroll?pin=sha256:{}&code=", "ab".repeat(32))),
@@ -96,24 +69,42 @@ fn enrollment_uri_carries_pin_and_loopback_endpoint() {
 #[test]
 fn codes_are_single_use_and_redeem_issues_a_working_token() {
     let h = harness();
-    let ticket = h.plane.enroll_client(&Actor::operator(), "edge-01", None).unwrap();
-    let redeemed = h.plane.redeem(&ticket.uri.code).unwrap();
-    assert_eq!(h.plane.authenticate_client(redeemed.token.expose()).unwrap().id, redeemed.client.id);
-    assert_eq!(h.plane.redeem(&ticket.uri.code).unwrap_err().code, ErrorCode::EnrollmentConsumed);
-    assert_eq!(h.plane.redeem(&Secret::new("0".repeat(40))).unwrap_err().code, ErrorCode::EnrollmentNotFound);
+    let ticket =
+        h.plane.run(|cx| h.plane.clients.enroll_client(cx, &Actor::operator(), "edge-01", None)).unwrap();
+    let redeemed = h.plane.run(|cx| h.plane.clients.redeem(cx, &ticket.uri.code)).unwrap();
+    assert_eq!(
+        h.plane.clients.authenticate_client(&*h.plane.store, redeemed.token.expose()).unwrap().id,
+        redeemed.client.id
+    );
+    assert_eq!(
+        h.plane.run(|cx| h.plane.clients.redeem(cx, &ticket.uri.code)).unwrap_err().code,
+        ErrorCode::EnrollmentConsumed
+    );
+    assert_eq!(
+        h.plane.run(|cx| h.plane.clients.redeem(cx, &Secret::new("0".repeat(40)))).unwrap_err().code,
+        ErrorCode::EnrollmentNotFound
+    );
 }
 
 #[test]
 fn expired_codes_are_refused_and_stay_unconsumed() {
     let h = harness();
-    let ticket = h.plane.enroll_client(&Actor::operator(), "edge-01", Some(1)).unwrap();
+    let ticket =
+        h.plane.run(|cx| h.plane.clients.enroll_client(cx, &Actor::operator(), "edge-01", Some(1))).unwrap();
     h.clock.advance(Duration::from_millis(999));
-    let still_valid = h.plane.enroll_client(&Actor::operator(), "edge-02", Some(1)).unwrap();
+    let still_valid =
+        h.plane.run(|cx| h.plane.clients.enroll_client(cx, &Actor::operator(), "edge-02", Some(1))).unwrap();
     h.clock.advance(Duration::from_millis(1));
-    assert_eq!(h.plane.redeem(&ticket.uri.code).unwrap_err().code, ErrorCode::EnrollmentExpired);
-    assert!(h.plane.redeem(&still_valid.uri.code).is_ok());
     assert_eq!(
-        h.plane.enroll_client(&Actor::operator(), "edge-03", Some(86_401)).unwrap_err().code,
+        h.plane.run(|cx| h.plane.clients.redeem(cx, &ticket.uri.code)).unwrap_err().code,
+        ErrorCode::EnrollmentExpired
+    );
+    assert!(h.plane.run(|cx| h.plane.clients.redeem(cx, &still_valid.uri.code)).is_ok());
+    assert_eq!(
+        h.plane
+            .run(|cx| h.plane.clients.enroll_client(cx, &Actor::operator(), "edge-03", Some(86_401)))
+            .unwrap_err()
+            .code,
         ErrorCode::OutOfRange
     );
 }
@@ -124,20 +115,32 @@ fn re_enrolling_rotates_the_token_and_drops_the_old_session() {
     let (id, old_token) = enrolled(&h, "edge-01");
     let (same_id, new_token) = enrolled(&h, "edge-01");
     assert_eq!(id, same_id, "re-enrollment keeps the client id");
-    assert_eq!(h.plane.authenticate_client(old_token.expose()).unwrap_err(), AuthFailure::InvalidToken);
-    assert!(h.plane.authenticate_client(new_token.expose()).is_ok());
-    assert_eq!(h.link.disconnects.lock().unwrap().as_slice(), &[(id, DisconnectReason::TokenRotated)]);
+    assert_eq!(
+        h.plane.clients.authenticate_client(&*h.plane.store, old_token.expose()).unwrap_err(),
+        AuthFailure::InvalidToken
+    );
+    assert!(h.plane.clients.authenticate_client(&*h.plane.store, new_token.expose()).is_ok());
+    assert_eq!(h.sessions.disconnects.lock().unwrap().as_slice(), &[(id, DisconnectReason::TokenRotated)]);
 }
 
 #[test]
 fn revoked_tokens_are_told_apart_from_unknown_ones() {
     let h = harness();
     let (id, token) = enrolled(&h, "edge-01");
-    h.plane.revoke(&Actor::operator(), "edge-01").unwrap();
-    assert_eq!(h.plane.authenticate_client(token.expose()).unwrap_err(), AuthFailure::TokenRevoked);
-    assert_eq!(h.plane.authenticate_client("garbage").unwrap_err(), AuthFailure::InvalidToken);
-    assert_eq!(h.plane.authenticate_client(&format!("{id}.00")).unwrap_err(), AuthFailure::InvalidToken);
-    assert_eq!(h.link.disconnects.lock().unwrap().last().unwrap().1, DisconnectReason::TokenRevoked);
+    h.plane.run(|cx| h.plane.clients.revoke(cx, &Actor::operator(), "edge-01")).unwrap();
+    assert_eq!(
+        h.plane.clients.authenticate_client(&*h.plane.store, token.expose()).unwrap_err(),
+        AuthFailure::TokenRevoked
+    );
+    assert_eq!(
+        h.plane.clients.authenticate_client(&*h.plane.store, "garbage").unwrap_err(),
+        AuthFailure::InvalidToken
+    );
+    assert_eq!(
+        h.plane.clients.authenticate_client(&*h.plane.store, &format!("{id}.00")).unwrap_err(),
+        AuthFailure::InvalidToken
+    );
+    assert_eq!(h.sessions.disconnects.lock().unwrap().last().unwrap().1, DisconnectReason::TokenRevoked);
 }
 
 #[test]
@@ -145,8 +148,7 @@ fn push_to_a_disconnected_client_stores_nothing() {
     let h = harness();
     enrolled(&h, "edge-01");
     let err =
-        block_on(h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2)))
-            .unwrap_err();
+        (h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2))).unwrap_err();
     assert_eq!(err.failure.code, ErrorCode::ClientNotConnected);
     assert!(err.rule.is_none());
     assert!(crate::ports::RuleStore::list_rules(&*h.store).unwrap().is_empty());
@@ -156,14 +158,13 @@ fn push_to_a_disconnected_client_stores_nothing() {
 fn push_waits_for_the_clients_outcome() {
     let h = harness();
     let (id, _) = enrolled(&h, "edge-01");
-    h.link.connect(&id, &[Capability::Tcp]);
-    *h.link.outcome.lock().unwrap() = Some(RuleState::Active);
+    h.sessions.connect(&id, &[Capability::Tcp]);
+    *h.sessions.outcome.lock().unwrap() = Some(RuleState::Active);
     let rule =
-        block_on(h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2)))
-            .unwrap();
+        (h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2))).unwrap();
     assert_eq!(rule.state, RuleState::Active);
     assert_eq!(rule.owner.as_str(), "_operator");
-    let sent = h.link.sent.lock().unwrap();
+    let sent = h.sessions.sent.lock().unwrap();
     assert!(matches!(&sent[0], (c, ClientCommand::Upsert { rule: r, .. }) if *c == id && *r == rule.id));
 }
 
@@ -171,62 +172,65 @@ fn push_waits_for_the_clients_outcome() {
 fn no_answer_is_ack_timeout_with_the_rule_left_pending() {
     let h = harness();
     let (id, _) = enrolled(&h, "edge-01");
-    h.link.connect(&id, &[Capability::Tcp]);
+    h.sessions.connect(&id, &[Capability::Tcp]);
     let err =
-        block_on(h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2)))
-            .unwrap_err();
+        (h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2))).unwrap_err();
     assert_eq!(err.failure.code, ErrorCode::AckTimeout);
     let rule = err.rule.unwrap();
-    assert_eq!(h.plane.get_rule(&Actor::operator(), rule.id).unwrap().rule.state, RuleState::Pending);
+    assert_eq!(
+        h.plane.run(|cx| h.plane.rules.get_rule(cx, &Actor::operator(), rule.id)).unwrap().rule.state,
+        RuleState::Pending
+    );
 }
 
 #[test]
 fn a_port_reserved_by_a_failed_rule_fails_the_next_push_with_port_in_use() {
     let h = harness();
     let (id, _) = enrolled(&h, "edge-01");
-    h.link.connect(&id, &[Capability::Tcp, Capability::Udp]);
+    h.sessions.connect(&id, &[Capability::Tcp, Capability::Udp]);
     let failed =
         RuleState::Failed { code: ErrorCode::PortInUse, message: "port 18080 already in use".into() };
-    *h.link.outcome.lock().unwrap() = Some(failed);
+    *h.sessions.outcome.lock().unwrap() = Some(failed);
     let first =
-        block_on(h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2)))
-            .unwrap_err();
+        (h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2))).unwrap_err();
     let first_id = first.rule.unwrap().id;
     // The client reports the failure; the store records it.
     let state = h
         .plane
-        .rule_outcome(&id, first_id, RuleEvent::Failed { code: ErrorCode::PortInUse, message: "x".into() })
+        .run(|cx| {
+            h.plane.clients.rule_outcome(
+                cx,
+                &id,
+                first_id,
+                RuleEvent::Failed { code: ErrorCode::PortInUse, message: "x".into() },
+            )
+        })
         .unwrap();
     assert!(matches!(state, Some(RuleState::Failed { .. })));
-    *h.link.outcome.lock().unwrap() = Some(RuleState::Active);
+    *h.sessions.outcome.lock().unwrap() = Some(RuleState::Active);
     let second =
-        block_on(h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2)))
-            .unwrap_err();
+        (h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2))).unwrap_err();
     assert_eq!(second.failure.code, ErrorCode::PortInUse);
     assert!(second.failure.message.contains(&format!("rule {first_id}")), "{}", second.failure);
     // UDP on the same number is a different reservation.
     let mut udp = spec(18080);
     udp.protocol = crate::rule::Protocol::Udp;
-    assert!(block_on(h.plane.push_rule(&Actor::operator(), "edge-01", &udp, Duration::from_secs(2))).is_ok());
+    assert!((h.plane.push_rule(&Actor::operator(), "edge-01", &udp, Duration::from_secs(2))).is_ok());
     // Removing the failed rule frees the port.
-    h.plane.remove_rule(&Actor::operator(), first_id).unwrap();
+    h.plane.run(|cx| h.plane.rules.remove_rule(cx, &Actor::operator(), first_id)).unwrap();
     let second_id = second.rule.unwrap().id;
-    h.plane.remove_rule(&Actor::operator(), second_id).unwrap();
-    assert!(
-        block_on(h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2)))
-            .is_ok()
-    );
+    h.plane.run(|cx| h.plane.rules.remove_rule(cx, &Actor::operator(), second_id)).unwrap();
+    assert!((h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2))).is_ok());
 }
 
 #[test]
 fn capability_gate_runs_before_anything_is_stored() {
     let h = harness();
     let (id, _) = enrolled(&h, "edge-01");
-    h.link.connect(&id, &[Capability::Tcp]);
+    h.sessions.connect(&id, &[Capability::Tcp]);
     let mut udp = spec(5353);
     udp.protocol = crate::rule::Protocol::Udp;
-    let err =
-        block_on(h.plane.push_rule(&Actor::operator(), "edge-01", &udp, Duration::from_secs(2))).unwrap_err();
+    let err = (h.plane.push_rule(&Actor::operator(), "edge-01", &udp, Duration::from_secs(2))).unwrap_err();
     assert_eq!(err.failure.code, ErrorCode::UnsupportedProtocol);
     assert!(crate::ports::RuleStore::list_rules(&*h.store).unwrap().is_empty());
 }
@@ -235,23 +239,29 @@ fn capability_gate_runs_before_anything_is_stored() {
 fn replay_sends_pending_and_active_rules_but_never_failed_ones() {
     let h = harness();
     let (id, _) = enrolled(&h, "edge-01");
-    h.link.connect(&id, &[Capability::Tcp]);
+    h.sessions.connect(&id, &[Capability::Tcp]);
     let mut ids = Vec::new();
     for (port, outcome) in [(1, RuleState::Active), (2, RuleState::Pending), (3, RuleState::Active)] {
-        *h.link.outcome.lock().unwrap() = (outcome != RuleState::Pending).then_some(outcome.clone());
-        let pushed =
-            block_on(h.plane.push_rule(&Actor::operator(), "edge-01", &spec(port), Duration::from_secs(1)));
+        *h.sessions.outcome.lock().unwrap() = (outcome != RuleState::Pending).then_some(outcome.clone());
+        let pushed = h.plane.push_rule(&Actor::operator(), "edge-01", &spec(port), Duration::from_secs(1));
         let rule_id = pushed.map(|r| r.id).unwrap_or_else(|e| e.rule.unwrap().id);
         let event = if outcome == RuleState::Active { Some(RuleEvent::Activated) } else { None };
         if let Some(event) = event {
-            h.plane.rule_outcome(&id, rule_id, event).unwrap();
+            h.plane.run(|cx| h.plane.clients.rule_outcome(cx, &id, rule_id, event)).unwrap();
         }
         ids.push(rule_id);
     }
     h.plane
-        .rule_outcome(&id, ids[2], RuleEvent::Failed { code: ErrorCode::PortInUse, message: "taken".into() })
+        .run(|cx| {
+            h.plane.clients.rule_outcome(
+                cx,
+                &id,
+                ids[2],
+                RuleEvent::Failed { code: ErrorCode::PortInUse, message: "taken".into() },
+            )
+        })
         .unwrap();
-    let plan = h.plane.session_opened(&id, "1.0").unwrap();
+    let plan = h.plane.run(|cx| h.plane.clients.session_opened(cx, &id, "1.0")).unwrap();
     let replayed: Vec<_> = plan.rules.iter().map(|(r, _)| *r).collect();
     assert_eq!(replayed, vec![ids[0], ids[1]]);
 }
@@ -261,23 +271,28 @@ fn outcomes_from_the_wrong_client_are_ignored() {
     let h = harness();
     let (a, _) = enrolled(&h, "edge-a");
     let (b, _) = enrolled(&h, "edge-b");
-    h.link.connect(&a, &[Capability::Tcp]);
-    let rule = block_on(h.plane.push_rule(&Actor::operator(), "edge-a", &spec(1), Duration::from_secs(1)))
+    h.sessions.connect(&a, &[Capability::Tcp]);
+    let rule = (h.plane.push_rule(&Actor::operator(), "edge-a", &spec(1), Duration::from_secs(1)))
         .unwrap_err()
         .rule
         .unwrap();
-    assert_eq!(h.plane.rule_outcome(&b, rule.id, RuleEvent::Activated).unwrap(), None);
-    assert_eq!(h.plane.get_rule(&Actor::operator(), rule.id).unwrap().rule.state, RuleState::Pending);
+    assert_eq!(
+        h.plane.run(|cx| h.plane.clients.rule_outcome(cx, &b, rule.id, RuleEvent::Activated)).unwrap(),
+        None
+    );
+    assert_eq!(
+        h.plane.run(|cx| h.plane.rules.get_rule(cx, &Actor::operator(), rule.id)).unwrap().rule.state,
+        RuleState::Pending
+    );
 }
 
 #[test]
 fn stats_survive_flush_and_reload() {
     let h = harness();
     let (id, _) = enrolled(&h, "edge-01");
-    h.link.connect(&id, &[Capability::Tcp]);
-    *h.link.outcome.lock().unwrap() = Some(RuleState::Active);
-    let rule =
-        block_on(h.plane.push_rule(&Actor::operator(), "edge-01", &spec(1), Duration::from_secs(1))).unwrap();
+    h.sessions.connect(&id, &[Capability::Tcp]);
+    *h.sessions.outcome.lock().unwrap() = Some(RuleState::Active);
+    let rule = (h.plane.push_rule(&Actor::operator(), "edge-01", &spec(1), Duration::from_secs(1))).unwrap();
     let report = crate::stats::RuleReport {
         instance: 5,
         totals: crate::stats::Counters { bytes_in: 42, bytes_out: 7, ..Default::default() },
@@ -285,13 +300,7 @@ fn stats_survive_flush_and_reload() {
     };
     h.plane.record_stats(&id, vec![(rule.id, report)]).unwrap();
     assert_eq!(h.plane.flush_stats().unwrap(), 1);
-    let reloaded = ControlPlane::new(
-        ports(&h.store, &h.link, &h.clock),
-        h.plane.settings.clone(),
-        h.plane.identity.clone(),
-        crate::secret::SecretHash::of("operator-secret"),
-    )
-    .unwrap();
+    let reloaded = rebuilt(&h);
     assert_eq!(reloaded.rule_stats(&Actor::operator(), rule.id).unwrap().totals.bytes_in, 42);
 }
 
@@ -300,7 +309,10 @@ fn client_names_are_validated() {
     let h = harness();
     for bad in ["", "Edge", "cl_0123", "-x", "a b"] {
         assert_eq!(
-            h.plane.enroll_client(&Actor::operator(), bad, None).unwrap_err().code,
+            h.plane
+                .run(|cx| h.plane.clients.enroll_client(cx, &Actor::operator(), bad, None))
+                .unwrap_err()
+                .code,
             ErrorCode::InvalidName,
             "{bad}"
         );
@@ -315,10 +327,16 @@ fn the_operator_token_is_the_operator_principal() {
         route: "GET /v1/clients",
         ..Default::default()
     };
-    assert_eq!(h.plane.authenticate(&bearer("operator-secret")).unwrap().actor, Actor::operator());
-    assert_eq!(h.plane.authenticate(&bearer("")).unwrap_err().code, ErrorCode::Unauthenticated);
     assert_eq!(
-        h.plane.authenticate(&bearer("operator-secreT")).unwrap_err().code,
+        h.plane.run(|cx| h.plane.accounts.authenticate(cx, &bearer("operator-secret"))).unwrap().actor,
+        Actor::operator()
+    );
+    assert_eq!(
+        h.plane.run(|cx| h.plane.accounts.authenticate(cx, &bearer(""))).unwrap_err().code,
+        ErrorCode::Unauthenticated
+    );
+    assert_eq!(
+        h.plane.run(|cx| h.plane.accounts.authenticate(cx, &bearer("operator-secreT"))).unwrap_err().code,
         ErrorCode::Unauthenticated
     );
 }

@@ -10,7 +10,6 @@ use crate::policy::{Actor, Credential, Role};
 use crate::ports::{ClientCommand, RuleStore};
 use crate::rule::{Protocol, RuleState};
 use crate::service::{NewGrant, NewUser, RuleFilter};
-use crate::test_support::block_on;
 
 fn user(h: &super::Harness, id: &str) -> Actor {
     let new = NewUser { id: id.into(), role: Role::User, password: None };
@@ -25,7 +24,7 @@ fn grant(h: &super::Harness, user: &str, client: &str, ports: &str, protocols: &
         ports: ports.into(),
         protocols: protocols.to_vec(),
     };
-    h.plane.create_grant(&Actor::operator(), &new).unwrap().id.to_string()
+    h.plane.run(|cx| h.plane.accounts.create_grant(cx, &Actor::operator(), &new)).unwrap().id.to_string()
 }
 
 #[test]
@@ -33,8 +32,8 @@ fn users_push_only_inside_one_grant_and_see_only_their_rules() {
     let h = harness();
     let (edge, _) = enrolled(&h, "edge-01");
     enrolled(&h, "edge-02");
-    h.link.connect(&edge, &[Capability::Tcp, Capability::Udp, Capability::PortRange]);
-    *h.link.outcome.lock().unwrap() = Some(RuleState::Active);
+    h.sessions.connect(&edge, &[Capability::Tcp, Capability::Udp, Capability::PortRange]);
+    *h.sessions.outcome.lock().unwrap() = Some(RuleState::Active);
     let alice = user(&h, "alice");
     let bob = user(&h, "bob");
     grant(&h, "alice", "edge-01", "20000-20099", &[Protocol::Tcp]);
@@ -44,7 +43,7 @@ fn users_push_only_inside_one_grant_and_see_only_their_rules() {
         let mut s = spec(0);
         s.listen_port = crate::rule::ListenSpec::Text(port.into());
         s.protocol = protocol;
-        block_on(h.plane.push_rule(actor, client, &s, Duration::from_secs(1))).map_err(|e| e.failure.code)
+        (h.plane.push_rule(actor, client, &s, Duration::from_secs(1))).map_err(|e| e.failure.code)
     };
     let code = |r: Result<crate::rule::Rule, ErrorCode>| r.map(|_| ());
     assert_eq!(code(push(&alice, "edge-02", "20000", Protocol::Tcp)), Err(ErrorCode::ClientNotGranted));
@@ -55,70 +54,104 @@ fn users_push_only_inside_one_grant_and_see_only_their_rules() {
     let bobs = push(&bob, "edge-01", "30000", Protocol::Udp).unwrap();
     assert!(h.store.list_rules().unwrap().len() == 2, "denied pushes store nothing");
 
-    let listed: Vec<_> =
-        h.plane.list_rules(&alice, &RuleFilter::default()).unwrap().into_iter().map(|v| v.rule.id).collect();
+    let listed: Vec<_> = h
+        .plane
+        .run(|cx| h.plane.rules.list_rules(cx, &alice, &RuleFilter::default()))
+        .unwrap()
+        .into_iter()
+        .map(|v| v.rule.id)
+        .collect();
     assert_eq!(listed, vec![mine.id]);
     let others = RuleFilter { owner: Some("bob".into()), ..Default::default() };
-    assert_eq!(h.plane.list_rules(&alice, &others).unwrap_err().code, ErrorCode::NotOwner);
+    assert_eq!(
+        h.plane.run(|cx| h.plane.rules.list_rules(cx, &alice, &others)).unwrap_err().code,
+        ErrorCode::NotOwner
+    );
     let udp_only = RuleFilter { protocol: Some(Protocol::Udp), ..Default::default() };
-    assert_eq!(h.plane.list_rules(&Actor::operator(), &udp_only).unwrap().len(), 1);
-    assert_eq!(h.plane.get_rule(&alice, bobs.id).unwrap_err().code, ErrorCode::NotOwner);
-    assert_eq!(h.plane.remove_rule(&alice, bobs.id).unwrap_err().code, ErrorCode::NotOwner);
+    assert_eq!(
+        h.plane.run(|cx| h.plane.rules.list_rules(cx, &Actor::operator(), &udp_only)).unwrap().len(),
+        1
+    );
+    assert_eq!(
+        h.plane.run(|cx| h.plane.rules.get_rule(cx, &alice, bobs.id)).unwrap_err().code,
+        ErrorCode::NotOwner
+    );
+    assert_eq!(
+        h.plane.run(|cx| h.plane.rules.remove_rule(cx, &alice, bobs.id)).unwrap_err().code,
+        ErrorCode::NotOwner
+    );
     assert_eq!(h.plane.rule_stats(&alice, bobs.id).unwrap_err().code, ErrorCode::NotOwner);
     assert!(h.plane.rule_stats(&alice, mine.id).is_ok());
 
     // Clients: alice sees the one her grant names; bob's wildcard shows both.
     let names = |actor: &Actor| -> Vec<String> {
-        h.plane.list_clients(actor).unwrap().into_iter().map(|v| v.client.name.to_string()).collect()
+        h.plane
+            .run(|cx| h.plane.clients.list_clients(cx, actor))
+            .unwrap()
+            .into_iter()
+            .map(|v| v.client.name.to_string())
+            .collect()
     };
     assert_eq!(names(&alice), vec!["edge-01"]);
     assert_eq!(names(&bob), vec!["edge-01", "edge-02"]);
-    assert_eq!(h.plane.get_client(&alice, "edge-02").unwrap_err().code, ErrorCode::ClientNotGranted);
-    assert_eq!(h.plane.enroll_client(&alice, "edge-03", None).unwrap_err().code, ErrorCode::NotOwner);
+    assert_eq!(
+        h.plane.run(|cx| h.plane.clients.get_client(cx, &alice, "edge-02")).unwrap_err().code,
+        ErrorCode::ClientNotGranted
+    );
+    assert_eq!(
+        h.plane.run(|cx| h.plane.clients.enroll_client(cx, &alice, "edge-03", None)).unwrap_err().code,
+        ErrorCode::NotOwner
+    );
 }
 
 #[test]
 fn revoking_a_grant_removes_the_rules_no_remaining_grant_covers_on_the_client_too() {
     let h = harness();
     let (edge, _) = enrolled(&h, "edge-01");
-    h.link.connect(&edge, &[Capability::Tcp]);
-    *h.link.outcome.lock().unwrap() = Some(RuleState::Active);
+    h.sessions.connect(&edge, &[Capability::Tcp]);
+    *h.sessions.outcome.lock().unwrap() = Some(RuleState::Active);
     let alice = user(&h, "alice");
     let narrow = grant(&h, "alice", "edge-01", "20000-20009", &[Protocol::Tcp]);
     let wide = grant(&h, "alice", "*", "20000-20999", &[Protocol::Tcp]);
-    let a = block_on(h.plane.push_rule(&alice, "edge-01", &spec(20005), Duration::from_secs(1))).unwrap();
-    let b = block_on(h.plane.push_rule(&alice, "edge-01", &spec(20500), Duration::from_secs(1))).unwrap();
+    let a = (h.plane.push_rule(&alice, "edge-01", &spec(20005), Duration::from_secs(1))).unwrap();
+    let b = (h.plane.push_rule(&alice, "edge-01", &spec(20500), Duration::from_secs(1))).unwrap();
 
-    let (_, removed) = h.plane.delete_grant(&Actor::operator(), &narrow).unwrap();
+    let (_, removed) =
+        h.plane.run(|cx| h.plane.accounts.delete_grant(cx, &Actor::operator(), &narrow)).unwrap();
     assert!(removed.is_empty(), "the wide grant still covers both rules");
-    let (_, removed) = h.plane.delete_grant(&Actor::operator(), &wide).unwrap();
+    let (_, removed) =
+        h.plane.run(|cx| h.plane.accounts.delete_grant(cx, &Actor::operator(), &wide)).unwrap();
     let mut ids: Vec<_> = removed.iter().map(|r| r.id).collect();
     ids.sort();
     assert_eq!(ids, vec![a.id, b.id]);
     assert!(h.store.list_rules().unwrap().is_empty());
-    let sent = h.link.sent.lock().unwrap();
+    let sent = h.sessions.sent.lock().unwrap();
     assert!(sent.iter().any(|(_, c)| *c == ClientCommand::Remove { rule: a.id }));
     assert!(sent.iter().any(|(_, c)| *c == ClientCommand::Remove { rule: b.id }));
     drop(sent);
-    assert_eq!(h.plane.delete_grant(&Actor::operator(), &wide).unwrap_err().code, ErrorCode::GrantNotFound);
+    assert_eq!(
+        h.plane.run(|cx| h.plane.accounts.delete_grant(cx, &Actor::operator(), &wide)).unwrap_err().code,
+        ErrorCode::GrantNotFound
+    );
 }
 
 #[test]
 fn deleting_a_user_removes_their_rules_and_grants() {
     let h = harness();
     let (edge, _) = enrolled(&h, "edge-01");
-    h.link.connect(&edge, &[Capability::Tcp]);
-    *h.link.outcome.lock().unwrap() = Some(RuleState::Active);
+    h.sessions.connect(&edge, &[Capability::Tcp]);
+    *h.sessions.outcome.lock().unwrap() = Some(RuleState::Active);
     let alice = user(&h, "alice");
     grant(&h, "alice", "edge-01", "20000", &[Protocol::Tcp]);
-    let rule = block_on(h.plane.push_rule(&alice, "edge-01", &spec(20000), Duration::from_secs(1))).unwrap();
-    let kept =
-        block_on(h.plane.push_rule(&Actor::operator(), "edge-01", &spec(1), Duration::from_secs(1))).unwrap();
-    h.plane.delete_user(&Actor::operator(), "alice").unwrap();
+    let rule = (h.plane.push_rule(&alice, "edge-01", &spec(20000), Duration::from_secs(1))).unwrap();
+    let kept = (h.plane.push_rule(&Actor::operator(), "edge-01", &spec(1), Duration::from_secs(1))).unwrap();
+    h.plane.run(|cx| h.plane.accounts.delete_user(cx, &Actor::operator(), "alice")).unwrap();
     let left: Vec<_> = h.store.list_rules().unwrap().into_iter().map(|r| r.id).collect();
     assert_eq!(left, vec![kept.id]);
-    assert!(h.link.sent.lock().unwrap().iter().any(|(_, c)| *c == ClientCommand::Remove { rule: rule.id }));
-    assert!(h.plane.list_grants(&Actor::operator(), None).unwrap().is_empty());
+    assert!(
+        h.sessions.sent.lock().unwrap().iter().any(|(_, c)| *c == ClientCommand::Remove { rule: rule.id })
+    );
+    assert!(h.plane.run(|cx| h.plane.accounts.list_grants(cx, &Actor::operator(), None)).unwrap().is_empty());
 }
 
 #[test]
@@ -126,22 +159,32 @@ fn clients_rename_by_id_and_only_revoked_ones_can_be_deleted() {
     let h = harness();
     let (edge, _) = enrolled(&h, "edge-01");
     enrolled(&h, "edge-02");
-    let renamed = h.plane.rename_client(&Actor::operator(), edge.as_str(), "edge-renamed").unwrap();
+    let renamed = h
+        .plane
+        .run(|cx| h.plane.clients.rename_client(cx, &Actor::operator(), edge.as_str(), "edge-renamed"))
+        .unwrap();
     assert_eq!((renamed.id.clone(), renamed.name.as_str()), (edge.clone(), "edge-renamed"));
-    let taken = h.plane.rename_client(&Actor::operator(), edge.as_str(), "edge-02").unwrap_err();
+    let taken = h
+        .plane
+        .run(|cx| h.plane.clients.rename_client(cx, &Actor::operator(), edge.as_str(), "edge-02"))
+        .unwrap_err();
     assert_eq!(taken.code, ErrorCode::ClientNameTaken);
-    let live = h.plane.delete_client(&Actor::operator(), "edge-renamed").unwrap_err();
+    let live =
+        h.plane.run(|cx| h.plane.clients.delete_client(cx, &Actor::operator(), "edge-renamed")).unwrap_err();
     assert_eq!(live.code, ErrorCode::ClientNotRevoked);
-    h.plane.revoke(&Actor::operator(), edge.as_str()).unwrap();
-    let ticket = h.plane.reenroll_client(&Actor::operator(), edge.as_str(), None).unwrap();
+    h.plane.run(|cx| h.plane.clients.revoke(cx, &Actor::operator(), edge.as_str())).unwrap();
+    let ticket = h
+        .plane
+        .run(|cx| h.plane.clients.reenroll_client(cx, &Actor::operator(), edge.as_str(), None))
+        .unwrap();
     assert_eq!(ticket.client.id, edge);
-    h.plane.delete_client(&Actor::operator(), edge.as_str()).unwrap();
+    h.plane.run(|cx| h.plane.clients.delete_client(cx, &Actor::operator(), edge.as_str())).unwrap();
     assert_eq!(
-        h.plane.get_client(&Actor::operator(), edge.as_str()).unwrap_err().code,
+        h.plane.run(|cx| h.plane.clients.get_client(cx, &Actor::operator(), edge.as_str())).unwrap_err().code,
         ErrorCode::ClientNotFound
     );
     assert_eq!(
-        h.plane.redeem(&ticket.uri.code).unwrap_err().code,
+        h.plane.run(|cx| h.plane.clients.redeem(cx, &ticket.uri.code)).unwrap_err().code,
         ErrorCode::FailedPrecondition,
         "an enrollment of a deleted client cannot be redeemed"
     );

@@ -1,0 +1,815 @@
+//! `portunus-loadtest`: starts one real `portunus-server` on loopback, enrolls N clients and
+//! runs them as simulated edge clients in this process, then measures connect time, server
+//! memory and CPU, push latency and throughput, listing latency and a reconnect storm.
+//! `cargo xtask loadtest --clients N` builds it in release mode and runs it.
+//!
+//! Invariants: every address it talks to is loopback; every phase has a deadline; the only
+//! process it signals is the server it started, by PID.
+#![forbid(unsafe_code)]
+#![allow(clippy::print_stdout)]
+
+mod api;
+mod procfs;
+mod server;
+mod sim;
+mod stats;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use portunus_control::ClientInfo;
+use portunus_core::capability::Capability;
+use portunus_core::enroll::{Bundle, EnrollUri};
+use serde::Serialize;
+
+use crate::api::{Api, CallError};
+use crate::server::Server;
+use crate::sim::Fleet;
+use crate::stats::{Summary, Tally, ms};
+
+/// Operator tasks of the concurrent push phase.
+const CONCURRENT_OPERATORS: usize = 32;
+/// The concurrent push phase stops after this many pushes …
+const CONCURRENT_MAX_PUSHES: usize = 2_000;
+/// … or after this long, whichever comes first.
+const CONCURRENT_WINDOW: Duration = Duration::from_secs(20);
+/// Listings are timed once at least this many rules exist.
+const LIST_MIN_RULES: usize = 1_000;
+/// Timed requests per listing.
+const LIST_REQUESTS: usize = 200;
+/// Concurrent enroll-and-redeem tasks.
+const ENROLL_WORKERS: usize = 16;
+
+/// Load test of the control plane: one real server, N simulated clients.
+#[derive(Debug, Parser)]
+#[command(name = "portunus-loadtest", version, about)]
+struct Args {
+    /// Simulated clients.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=5_000))]
+    clients: u32,
+    /// Seconds of each idle CPU measurement.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    idle_secs: u64,
+    /// Sequential pushes timed for the latency percentiles.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pushes: u32,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The portunus-server binary [default: beside this binary].
+    #[arg(long)]
+    server_bin: Option<PathBuf>,
+    /// Where to create the server's temporary data dir (not tmpfs) [default: the system temp dir].
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Keep the data dir and server log (kept anyway when the run fails).
+    #[arg(long)]
+    keep_data: bool,
+}
+
+/// Everything measured; `None` where a phase did not get that far.
+#[derive(Debug, Default, Serialize)]
+struct Report {
+    clients: u32,
+    idle_secs: u64,
+    pushes: u32,
+    nofile_soft_limit: u64,
+    data_dir: String,
+    server_start_ms: Option<f64>,
+    enroll_redeem_ms: Option<f64>,
+    connect_all_ms: Option<f64>,
+    connected_seen_by_server: Option<usize>,
+    rss_idle_kib: Option<u64>,
+    threads_idle: Option<u64>,
+    rss_connected_kib: Option<u64>,
+    threads_connected: Option<u64>,
+    rss_per_client_kib: Option<f64>,
+    threads_per_client: Option<f64>,
+    cpu_idle_no_rules_ms_per_min: Option<f64>,
+    cpu_idle_rules_ms_per_min: Option<f64>,
+    rules_during_cpu_idle: Option<usize>,
+    push_sequential: Option<Summary>,
+    push_concurrent: Option<Throughput>,
+    rules_total: Option<usize>,
+    rss_with_rules_kib: Option<u64>,
+    threads_with_rules: Option<u64>,
+    list_clients: Option<Summary>,
+    list_rules: Option<Summary>,
+    storm: Option<Storm>,
+    rule_acks_sent: u64,
+    stats_reports_sent: u64,
+    client_connect_failures: u64,
+    client_streams_ended: u64,
+    phases: Vec<PhaseTally>,
+    server_log_problems: BTreeMap<String, u64>,
+    failures: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct PhaseTally {
+    phase: String,
+    #[serde(flatten)]
+    tally: Tally,
+    deadline_missed: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Throughput {
+    operators: usize,
+    pushes_ok: u64,
+    elapsed_ms: f64,
+    pushes_per_sec: f64,
+    latency: Summary,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Storm {
+    rules_replayed: usize,
+    rule_set_mismatches_before: usize,
+    sigterm_to_exit_ms: Option<f64>,
+    restart_to_ready_ms: Option<f64>,
+    ready_to_all_replayed_ms: Option<f64>,
+    sigterm_to_all_replayed_ms: Option<f64>,
+    clients_replayed: usize,
+    connected_seen_by_server: Option<usize>,
+}
+
+impl Report {
+    fn phase(&mut self, phase: &str, tally: Tally, deadline_missed: bool) {
+        self.phases.push(PhaseTally { phase: phase.to_owned(), tally, deadline_missed });
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let nofile = match raise_nofile_limit() {
+        Ok(limit) => limit,
+        Err(err) => {
+            eprintln!("portunus-loadtest: cannot raise RLIMIT_NOFILE: {err}");
+            0
+        }
+    };
+    portunus_control::install_default_provider();
+    let work_dir = args.work_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let data = match std::fs::create_dir_all(&work_dir)
+        .and_then(|()| tempfile::Builder::new().prefix("portunus-loadtest-").tempdir_in(&work_dir))
+    {
+        Ok(dir) => dir,
+        Err(err) => {
+            eprintln!("portunus-loadtest: cannot create a data dir in {}: {err}", work_dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut report = Report {
+        clients: args.clients,
+        idle_secs: args.idle_secs,
+        pushes: args.pushes,
+        nofile_soft_limit: nofile,
+        data_dir: data.path().join("srv").display().to_string(),
+        ..Report::default()
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("portunus-loadtest: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(err) = runtime.block_on(run(&args, &data.path().join("srv"), &mut report)) {
+        report.failures.push(format!("{err:#}"));
+    }
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    report.server_log_problems = server::log_problems(&data.path().join("srv"));
+    print!("{}", markdown(&report));
+    if let Some(out) = &args.out {
+        let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+        if let Err(err) = std::fs::write(out, json + "\n") {
+            eprintln!("portunus-loadtest: cannot write {}: {err}", out.display());
+            report.failures.push(format!("cannot write {}", out.display()));
+        }
+    }
+    if args.keep_data || !report.failures.is_empty() {
+        let kept = data.keep();
+        println!("\ndata dir and server log kept in {}", kept.join("srv").display());
+    }
+    if report.failures.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// Raises the soft descriptor limit to the hard one (the server child inherits it); returns
+/// the new soft limit.
+fn raise_nofile_limit() -> nix::Result<u64> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard)?;
+    }
+    Ok(hard.max(soft))
+}
+
+fn server_bin(args: &Args) -> Result<PathBuf> {
+    if let Some(bin) = &args.server_bin {
+        return Ok(bin.clone());
+    }
+    let me = std::env::current_exe().context("cannot find this binary")?;
+    Ok(me.with_file_name("portunus-server"))
+}
+
+/// Polls `done` every 10 ms until it holds or `deadline` passes.
+async fn wait_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Runs `job(i)` for `i` in `0..total` on `workers` tasks; no new job starts after
+/// `deadline`. Returns whether every job ran.
+async fn for_each_concurrent<F, Fut>(workers: usize, total: usize, deadline: Instant, job: F) -> bool
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let job = Arc::new(job);
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..workers.min(total.max(1)) {
+        let next = next.clone();
+        let job = job.clone();
+        tasks.spawn(async move {
+            while Instant::now() < deadline {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= total {
+                    break;
+                }
+                job(i).await;
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    next.load(Ordering::Relaxed) >= total
+}
+
+fn count_call(tally: &Mutex<Tally>, result: Result<(), CallError>) {
+    let mut tally = tally.lock().unwrap_or_else(|p| p.into_inner());
+    match result {
+        Ok(()) => tally.ok(),
+        Err(CallError::Timeout(kind)) => tally.timeout(&kind),
+        Err(CallError::Failed(kind)) => tally.error(&kind),
+    }
+}
+
+fn take<T: Default>(shared: &Arc<Mutex<T>>) -> T {
+    std::mem::take(&mut *shared.lock().unwrap_or_else(|p| p.into_inner()))
+}
+
+fn ensure_running(server: &mut Server, phase: &str) -> Result<()> {
+    if !server.running() {
+        bail!("portunus-server is no longer running (before {phase})");
+    }
+    Ok(())
+}
+
+/// CPU the server used over `secs` of idling, scaled to ms per minute, and the sample taken
+/// at the end of the window.
+async fn idle_cpu(server: &Server, secs: u64) -> Result<(f64, procfs::Sample)> {
+    let before = procfs::sample(server.pid())?;
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let after = procfs::sample(server.pid())?;
+    Ok((ms(after.cpu_since(&before)) * 60.0 / secs as f64, after))
+}
+
+/// Pushes `count` rules with `workers` operator tasks, rule `i` to `clients[pick(i)]`.
+/// Returns the tally, the latencies of the successful pushes, and whether the deadline cut
+/// the phase short.
+async fn push_many(
+    api: &Api,
+    fleet: &Fleet,
+    count: usize,
+    workers: usize,
+    deadline: Instant,
+    pick: impl Fn(usize) -> usize + Send + Sync + 'static,
+) -> (Tally, Vec<Duration>, bool) {
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let latencies = Arc::new(Mutex::new(Vec::with_capacity(count)));
+    let clients = fleet.clients.clone();
+    let all_ran = for_each_concurrent(workers, count, deadline, {
+        let (api, tally, latencies) = (api.clone(), tally.clone(), latencies.clone());
+        move |i| {
+            let client = clients[pick(i) % clients.len()].clone();
+            let (api, tally, latencies) = (api.clone(), tally.clone(), latencies.clone());
+            async move {
+                let started = Instant::now();
+                let result = api.push_rule(&client.bundle.client_name, client.take_port()).await;
+                if result.is_ok() {
+                    latencies.lock().unwrap_or_else(|p| p.into_inner()).push(started.elapsed());
+                }
+                count_call(&tally, result.map(|_| ()));
+            }
+        }
+    })
+    .await;
+    (take(&tally), take(&latencies), !all_ran)
+}
+
+async fn run(args: &Args, data_dir: &Path, report: &mut Report) -> Result<()> {
+    let n = usize::try_from(args.clients)?;
+    let bin = server_bin(args)?;
+    if !bin.exists() {
+        bail!("{} not found (build it, or pass --server-bin)", bin.display());
+    }
+    if report.nofile_soft_limit < 2 * n as u64 + 256 {
+        eprintln!(
+            "portunus-loadtest: warning: RLIMIT_NOFILE is {}, {n} clients need about {}",
+            report.nofile_soft_limit,
+            2 * n + 256
+        );
+    }
+
+    // 1. The server, idle with no clients.
+    let started = Instant::now();
+    let mut server = Server::start(&bin, data_dir, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    report.server_start_ms = Some(ms(started.elapsed()));
+    let token = server.operator_token()?;
+    let mut api = Api::new(server.api_base(), token.clone())?;
+    eprintln!("server pid {} control {} api {}", server.pid(), server.addrs.control, server.api_base());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let idle = procfs::sample(server.pid())?;
+    report.rss_idle_kib = Some(idle.rss_kib);
+    report.threads_idle = Some(idle.threads);
+
+    // 2. Enroll N clients over HTTP and redeem each code over gRPC.
+    eprintln!("enrolling {n} clients");
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(30) + Duration::from_millis(50) * args.clients;
+    let bundles: Arc<Mutex<Vec<Option<Bundle>>>> = Arc::new(Mutex::new(vec![None; n]));
+    let enroll_tally = Arc::new(Mutex::new(Tally::default()));
+    let redeem_tally = Arc::new(Mutex::new(Tally::default()));
+    let all_ran = for_each_concurrent(ENROLL_WORKERS, n, deadline, {
+        let (api, bundles, enroll_tally, redeem_tally) =
+            (api.clone(), bundles.clone(), enroll_tally.clone(), redeem_tally.clone());
+        move |i| {
+            let (api, bundles, enroll_tally, redeem_tally) =
+                (api.clone(), bundles.clone(), enroll_tally.clone(), redeem_tally.clone());
+            async move {
+                let uri = match api.enroll(&format!("lt-{i:05}")).await {
+                    Ok(uri) => uri,
+                    Err(err) => return count_call(&enroll_tally, Err(err)),
+                };
+                count_call(&enroll_tally, Ok(()));
+                let redeemed = redeem(&uri).await;
+                let mut tally = redeem_tally.lock().unwrap_or_else(|p| p.into_inner());
+                match redeemed {
+                    Ok(bundle) => {
+                        tally.ok();
+                        bundles.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(bundle);
+                    }
+                    Err(CallError::Timeout(kind)) => tally.timeout(&kind),
+                    Err(CallError::Failed(kind)) => tally.error(&kind),
+                }
+            }
+        }
+    })
+    .await;
+    report.enroll_redeem_ms = Some(ms(started.elapsed()));
+    let (enrolled, redeemed) = (take(&enroll_tally), take(&redeem_tally));
+    let bundles: Vec<Bundle> = take(&bundles).into_iter().flatten().collect();
+    let enroll_failed = enrolled.errors + enrolled.timeouts > 0;
+    let redeem_failed = redeemed.errors + redeemed.timeouts > 0;
+    report.phase("enroll (POST /v1/clients)", enrolled, !all_ran);
+    report.phase("redeem (Enrollment.Redeem)", redeemed, !all_ran);
+    if bundles.len() != n || enroll_failed || redeem_failed || !all_ran {
+        bail!("enrollment: only {} of {n} clients enrolled and redeemed", bundles.len());
+    }
+
+    // 3. Connect all N at once; each is ready when Welcome and the replay arrived.
+    eprintln!("connecting {n} clients");
+    let started = Instant::now();
+    let fleet = Fleet::start(bundles);
+    let deadline = started + Duration::from_secs(30) + Duration::from_millis(30) * args.clients;
+    let all = wait_until(deadline, || fleet.ready() == n).await;
+    let result = phase_after_connect(args, &mut server, &mut api, &fleet, started, all, report).await;
+    let counters = &fleet.counters;
+    report.rule_acks_sent = counters.acks.load(Ordering::Relaxed);
+    report.stats_reports_sent = counters.reports.load(Ordering::Relaxed);
+    for client in &fleet.clients {
+        let (connect, ended, _) = client.failures();
+        report.client_connect_failures += connect;
+        report.client_streams_ended += ended;
+    }
+    fleet.shutdown().await;
+    let stopped = server.stop().await;
+    result?;
+    stopped.context("final stop")?;
+    Ok(())
+}
+
+/// Redeems an enrollment URI with the real client's function, loopback only.
+async fn redeem(uri: &str) -> Result<Bundle, CallError> {
+    let uri = EnrollUri::parse(uri).map_err(|f| CallError::Failed(f.code.as_str().to_owned()))?;
+    let loopback = uri.endpoint.parse::<SocketAddr>().is_ok_and(|a| a.ip().is_loopback());
+    if !loopback {
+        return Err(CallError::Failed(format!("endpoint {} is not loopback", uri.endpoint)));
+    }
+    let info = ClientInfo {
+        version: sim::VERSION.to_owned(),
+        git_revision: "loadtest".to_owned(),
+        capabilities: Capability::ALL.to_vec(),
+    };
+    match tokio::time::timeout(Duration::from_secs(30), portunus_control::redeem(&uri, &info)).await {
+        Ok(Ok(bundle)) => Ok(bundle),
+        Ok(Err(failure)) => Err(CallError::Failed(failure.code.as_str().to_owned())),
+        Err(_) => Err(CallError::Timeout("redeem timeout".into())),
+    }
+}
+
+/// Everything from "all connected" on; the caller stops the fleet and the server afterwards.
+async fn phase_after_connect(
+    args: &Args,
+    server: &mut Server,
+    api: &mut Api,
+    fleet: &Fleet,
+    connect_started: Instant,
+    all_connected: bool,
+    report: &mut Report,
+) -> Result<()> {
+    let n = fleet.clients.len();
+    if !all_connected {
+        let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+        for client in fleet.clients.iter().filter(|c| !c.is_ready()) {
+            let why = client.failures().2.unwrap_or_else(|| "still connecting".into());
+            *reasons.entry(why).or_default() += 1;
+        }
+        bail!("only {} of {n} clients connected in time; not connected: {reasons:?}", fleet.ready());
+    }
+    let last_ready = fleet.clients.iter().filter_map(|c| c.ready_info()).map(|(at, _, _)| at).max();
+    report.connect_all_ms = last_ready.map(|at| ms(at.duration_since(connect_started)));
+    report.connected_seen_by_server = connected_seen(api).await;
+
+    // 4. CPU while idle with N clients and no rules; then memory and threads (sampled after
+    // the idle window, so short-lived blocking-pool threads from the connect burst are gone
+    // when the window is longer than their 10 s keep-alive).
+    eprintln!("idle CPU, no rules ({} s)", args.idle_secs);
+    ensure_running(server, "the idle CPU sample")?;
+    let (cpu, connected) = idle_cpu(server, args.idle_secs).await?;
+    report.cpu_idle_no_rules_ms_per_min = Some(cpu);
+    report.rss_connected_kib = Some(connected.rss_kib);
+    report.threads_connected = Some(connected.threads);
+    if let (Some(idle_rss), Some(idle_threads)) = (report.rss_idle_kib, report.threads_idle) {
+        report.rss_per_client_kib = Some((connected.rss_kib as f64 - idle_rss as f64) / n as f64);
+        report.threads_per_client = Some((connected.threads as f64 - idle_threads as f64) / n as f64);
+    }
+
+    // 6. Sequential push latency, to distinct clients.
+    let pushes = usize::try_from(args.pushes)?;
+    eprintln!("{pushes} sequential pushes");
+    ensure_running(server, "sequential pushes")?;
+    let deadline = Instant::now() + Duration::from_secs(60) + Duration::from_millis(100) * args.pushes;
+    let (tally, latencies, cut) = push_many(api, fleet, pushes, 1, deadline, |i| i).await;
+    let sequential_bad = tally.errors + tally.timeouts > 0 || cut;
+    report.push_sequential = Some(Summary::of(&latencies));
+    report.phase("push, sequential", tally, cut);
+    if sequential_bad {
+        report.failures.push("sequential pushes: timeouts, errors or deadline".into());
+    }
+
+    // 7. One rule on every client that has none yet.
+    let bare: Vec<usize> = (0..n).filter(|&i| fleet.clients[i].rule_count() == 0).collect();
+    if !bare.is_empty() {
+        eprintln!("one rule on each of {} more clients", bare.len());
+        let deadline =
+            Instant::now() + Duration::from_secs(30) + Duration::from_millis(50) * bare.len() as u32;
+        let count = bare.len();
+        let (tally, _, cut) =
+            push_many(api, fleet, count, CONCURRENT_OPERATORS, deadline, move |i| bare[i]).await;
+        if tally.errors + tally.timeouts > 0 || cut {
+            report.failures.push("filling one rule per client: timeouts, errors or deadline".into());
+        }
+        report.phase("push, one rule per client", tally, cut);
+    }
+
+    // 8. CPU while idle with a rule on every client.
+    eprintln!("idle CPU, rules on every client ({} s)", args.idle_secs);
+    ensure_running(server, "the idle CPU sample")?;
+    report.rules_during_cpu_idle = Some(fleet.clients.iter().map(|c| c.rule_count()).sum());
+    report.cpu_idle_rules_ms_per_min = Some(idle_cpu(server, args.idle_secs).await?.0);
+
+    // 9. Push throughput from concurrent operators.
+    eprintln!("concurrent pushes ({CONCURRENT_OPERATORS} operators)");
+    ensure_running(server, "concurrent pushes")?;
+    let started = Instant::now();
+    let (tally, latencies, _) = push_many(
+        api,
+        fleet,
+        CONCURRENT_MAX_PUSHES,
+        CONCURRENT_OPERATORS,
+        started + CONCURRENT_WINDOW,
+        |i| i,
+    )
+    .await;
+    let elapsed = started.elapsed();
+    if tally.errors > 0 {
+        report.failures.push("concurrent pushes: errors other than timeouts".into());
+    }
+    report.push_concurrent = Some(Throughput {
+        operators: CONCURRENT_OPERATORS,
+        pushes_ok: tally.ok,
+        elapsed_ms: ms(elapsed),
+        pushes_per_sec: tally.ok as f64 / elapsed.as_secs_f64(),
+        latency: Summary::of(&latencies),
+    });
+    report.phase("push, concurrent", tally, false);
+
+    // 10. At least LIST_MIN_RULES rules, spread over the clients.
+    let existing = api.rules().await.map_err(|e| anyhow::anyhow!("GET /v1/rules: {e:?}"))?.len();
+    if existing < LIST_MIN_RULES {
+        let missing = LIST_MIN_RULES - existing;
+        eprintln!("{missing} more rules to reach {LIST_MIN_RULES}");
+        let deadline = Instant::now() + Duration::from_secs(60) + Duration::from_millis(50) * missing as u32;
+        let offset = existing;
+        let (tally, _, cut) =
+            push_many(api, fleet, missing, CONCURRENT_OPERATORS, deadline, move |i| i + offset).await;
+        if tally.errors + tally.timeouts > 0 || cut {
+            report
+                .failures
+                .push(format!("pushing up to {LIST_MIN_RULES} rules: timeouts, errors or deadline"));
+        }
+        report.phase("push, top-up", tally, cut);
+    }
+    let rules = api.rules().await.map_err(|e| anyhow::anyhow!("GET /v1/rules: {e:?}"))?;
+    report.rules_total = Some(rules.len());
+
+    // 11. Listing latency.
+    eprintln!("listing latency ({LIST_REQUESTS} requests each)");
+    for (path, slot) in [("/v1/clients", 0), ("/v1/rules", 1)] {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut tally = Tally::default();
+        let mut latencies = Vec::with_capacity(LIST_REQUESTS);
+        let mut cut = false;
+        for _ in 0..LIST_REQUESTS {
+            if Instant::now() >= deadline {
+                cut = true;
+                break;
+            }
+            let started = Instant::now();
+            let result = api.get_raw(path).await;
+            if result.is_ok() {
+                latencies.push(started.elapsed());
+            }
+            match result {
+                Ok(_) => tally.ok(),
+                Err(CallError::Timeout(kind)) => tally.timeout(&kind),
+                Err(CallError::Failed(kind)) => tally.error(&kind),
+            }
+        }
+        if tally.errors + tally.timeouts > 0 || cut {
+            report.failures.push(format!("GET {path}: timeouts, errors or deadline"));
+        }
+        let summary = Some(Summary::of(&latencies));
+        if slot == 0 {
+            report.list_clients = summary
+        } else {
+            report.list_rules = summary
+        }
+        report.phase(&format!("GET {path}"), tally, cut);
+    }
+    let with_rules = procfs::sample(server.pid())?;
+    report.rss_with_rules_kib = Some(with_rules.rss_kib);
+    report.threads_with_rules = Some(with_rules.threads);
+
+    // 12. Reconnect storm: SIGTERM, restart on the same control port, full replay to all.
+    storm(server, api, fleet, &rules, report).await
+}
+
+/// `GET /v1/clients`, counting the connected ones.
+async fn connected_seen(api: &Api) -> Option<usize> {
+    api.clients().await.ok().map(|list| list.iter().filter(|c| c.connected).count())
+}
+
+async fn storm(
+    server: &mut Server,
+    api: &mut Api,
+    fleet: &Fleet,
+    rules: &[api::ListedRule],
+    report: &mut Report,
+) -> Result<()> {
+    let n = fleet.clients.len();
+    let mut expected: HashMap<&str, usize> = HashMap::new();
+    for rule in rules.iter().filter(|r| r.state != "removed") {
+        *expected.entry(rule.client_id.as_str()).or_default() += 1;
+    }
+    let want = |client: &sim::SimClient| expected.get(client.bundle.client_id.as_str()).copied().unwrap_or(0);
+    let mut storm = Storm {
+        rules_replayed: expected.values().sum(),
+        rule_set_mismatches_before: fleet.clients.iter().filter(|c| c.rule_count() != want(c)).count(),
+        ..Storm::default()
+    };
+    if storm.rule_set_mismatches_before > 0 {
+        report.failures.push(format!(
+            "{} clients hold a rule set that differs from the server's list",
+            storm.rule_set_mismatches_before
+        ));
+    }
+    eprintln!("reconnect storm: SIGTERM to pid {}", server.pid());
+    let control = server.addrs.control;
+    let sigterm = Instant::now();
+    match server.stop().await {
+        Ok(took) => storm.sigterm_to_exit_ms = Some(ms(took)),
+        Err(err) => report.failures.push(format!("reconnect storm: {err:#}")),
+    }
+    let epoch = fleet.next_epoch();
+    let spawned = Instant::now();
+    let (bin, dir) = (server.bin.clone(), server.data_dir.clone());
+    let restarted = Server::start(&bin, &dir, control).await;
+    let restarted = match restarted {
+        Ok(s) => s,
+        Err(err) => {
+            report.storm = Some(storm);
+            return Err(err.context(format!("restarting on {control}")));
+        }
+    };
+    *server = restarted;
+    let ready = Instant::now();
+    storm.restart_to_ready_ms = Some(ms(ready.duration_since(spawned)));
+    *api = Api::new(server.api_base(), server.operator_token()?)?;
+    eprintln!("server pid {} back on {control}; waiting for {n} replays", server.pid());
+    let deadline = ready + Duration::from_secs(30) + Duration::from_millis(30) * n as u32;
+    let replayed =
+        |c: &sim::SimClient| c.ready_info().is_some_and(|(_, e, got)| e == epoch && got == want(c));
+    let all = wait_until(deadline, || fleet.clients.iter().all(|c| replayed(c))).await;
+    storm.clients_replayed = fleet.clients.iter().filter(|c| replayed(c)).count();
+    let mut tally = Tally::default();
+    for client in &fleet.clients {
+        match client.ready_info() {
+            Some((_, e, got)) if e == epoch && got == want(client) => tally.ok(),
+            Some((_, e, _)) if e == epoch => tally.error("replay size differs"),
+            _ => tally.timeout("not reconnected"),
+        }
+    }
+    if all {
+        let last = fleet.clients.iter().filter_map(|c| c.ready_info()).map(|(at, _, _)| at).max();
+        if let Some(last) = last {
+            storm.ready_to_all_replayed_ms = Some(ms(last.saturating_duration_since(ready)));
+            storm.sigterm_to_all_replayed_ms = Some(ms(last.duration_since(sigterm)));
+        }
+    } else {
+        report
+            .failures
+            .push(format!("reconnect storm: {} of {n} clients replayed in time", storm.clients_replayed));
+    }
+    report.phase("reconnect storm", tally, !all);
+    storm.connected_seen_by_server = connected_seen(api).await;
+    report.storm = Some(storm);
+    Ok(())
+}
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| if v >= 100.0 { format!("{v:.0} ms") } else { format!("{v:.1} ms") })
+}
+
+fn fmt_summary(s: &Option<Summary>, with_p90: bool) -> String {
+    let Some(s) = s else { return "-".into() };
+    let f = |v: Option<f64>| v.map_or_else(|| "-".into(), |v| format!("{v:.1}"));
+    if with_p90 {
+        format!("{} / {} / {} ms (max {}, n={})", f(s.p50_ms), f(s.p90_ms), f(s.p99_ms), f(s.max_ms), s.count)
+    } else {
+        format!("{} / {} ms (max {}, n={})", f(s.p50_ms), f(s.p99_ms), f(s.max_ms), s.count)
+    }
+}
+
+fn fmt_mem(kib: Option<u64>, threads: Option<u64>) -> String {
+    match (kib, threads) {
+        (Some(kib), Some(t)) => format!("{:.1} MiB, {t} threads", kib as f64 / 1024.0),
+        _ => "-".into(),
+    }
+}
+
+fn markdown(r: &Report) -> String {
+    let n = r.clients;
+    let mut rows: Vec<(String, String)> = vec![
+        (
+            "clients / idle window / sequential pushes".into(),
+            format!("{n} / {} s / {}", r.idle_secs, r.pushes),
+        ),
+        ("server start → ready".into(), fmt_ms(r.server_start_ms)),
+        (format!("enroll + redeem {n} clients (16 at a time)"), fmt_ms(r.enroll_redeem_ms)),
+        (format!("connect all {n} (Welcome + replay)"), fmt_ms(r.connect_all_ms)),
+        (
+            "connected, as the server lists them".into(),
+            r.connected_seen_by_server.map_or("-".into(), |c| format!("{c} of {n}")),
+        ),
+        ("server RSS idle, 0 clients".into(), fmt_mem(r.rss_idle_kib, r.threads_idle)),
+        (
+            format!("server RSS, {n} clients, no rules (end of idle window)"),
+            fmt_mem(r.rss_connected_kib, r.threads_connected),
+        ),
+        (
+            "per connected client".into(),
+            match (r.rss_per_client_kib, r.threads_per_client) {
+                (Some(kib), Some(t)) => format!("{kib:.1} KiB RSS, {t:.3} threads"),
+                _ => "-".into(),
+            },
+        ),
+        (format!("server CPU idle, {n} clients, no rules"), fmt_rate(r.cpu_idle_no_rules_ms_per_min)),
+        (
+            format!(
+                "server CPU idle, {n} clients, {} rules (≥ 1 each)",
+                r.rules_during_cpu_idle.map_or("-".into(), |c| c.to_string())
+            ),
+            fmt_rate(r.cpu_idle_rules_ms_per_min),
+        ),
+        ("push latency, sequential, p50 / p90 / p99".into(), fmt_summary(&r.push_sequential, true)),
+    ];
+    if let Some(t) = &r.push_concurrent {
+        rows.push((
+            format!("push throughput, {} concurrent operators", t.operators),
+            format!(
+                "{:.1} pushes/s ({} in {:.1} s); p50 / p99 {}",
+                t.pushes_per_sec,
+                t.pushes_ok,
+                t.elapsed_ms / 1000.0,
+                fmt_summary(&Some(t.latency.clone()), false)
+            ),
+        ));
+    }
+    let rules = r.rules_total.map_or("-".into(), |c| c.to_string());
+    rows.push((format!("GET /v1/clients p50 / p99 ({n} clients)"), fmt_summary(&r.list_clients, false)));
+    rows.push((format!("GET /v1/rules p50 / p99 ({rules} rules)"), fmt_summary(&r.list_rules, false)));
+    rows.push((
+        format!("server RSS with {rules} rules"),
+        fmt_mem(r.rss_with_rules_kib, r.threads_with_rules),
+    ));
+    if let Some(s) = &r.storm {
+        rows.push(("storm: SIGTERM → server exited".into(), fmt_ms(s.sigterm_to_exit_ms)));
+        rows.push(("storm: restart → ready (same control port)".into(), fmt_ms(s.restart_to_ready_ms)));
+        rows.push((
+            format!("storm: ready → all {n} reconnected + replayed ({} rules)", s.rules_replayed),
+            fmt_ms(s.ready_to_all_replayed_ms),
+        ));
+        rows.push(("storm: SIGTERM → all replayed".into(), fmt_ms(s.sigterm_to_all_replayed_ms)));
+        rows.push((
+            "storm: clients replayed / connected per server".into(),
+            format!(
+                "{} / {}",
+                s.clients_replayed,
+                s.connected_seen_by_server.map_or("-".into(), |c| c.to_string())
+            ),
+        ));
+    }
+    rows.push((
+        "RuleStatus acks sent / stats reports sent".into(),
+        format!("{} / {}", r.rule_acks_sent, r.stats_reports_sent),
+    ));
+    rows.push((
+        "client connect failures / streams ended".into(),
+        format!("{} / {}", r.client_connect_failures, r.client_streams_ended),
+    ));
+
+    let mut out = format!("\n## portunus-loadtest, {n} clients\n\n| measure | value |\n| --- | --- |\n");
+    for (k, v) in rows {
+        out.push_str(&format!("| {k} | {v} |\n"));
+    }
+    out.push_str("\n| phase | ok | timeouts | errors | deadline missed | detail |\n| --- | --: | --: | --: | --- | --- |\n");
+    for p in &r.phases {
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            p.phase,
+            p.tally.ok,
+            p.tally.timeouts,
+            p.tally.errors,
+            if p.deadline_missed { "yes" } else { "no" },
+            p.tally.kinds_text()
+        ));
+    }
+    if !r.server_log_problems.is_empty() {
+        out.push_str("\nserver log, warn/error events: ");
+        let items: Vec<String> = r.server_log_problems.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
+        out.push_str(&items.join(", "));
+        out.push('\n');
+    }
+    if r.failures.is_empty() {
+        out.push_str("\nresult: ok\n");
+    } else {
+        out.push_str("\nresult: FAILED\n");
+        for f in &r.failures {
+            out.push_str(&format!("- {f}\n"));
+        }
+    }
+    out
+}
+
+fn fmt_rate(v: Option<f64>) -> String {
+    v.map_or_else(|| "-".into(), |v| format!("{v:.0} ms CPU per minute ({:.2} % of a core)", v / 600.0))
+}
