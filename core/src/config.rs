@@ -166,6 +166,68 @@ pub struct ServerSettings {
     pub range_rule_max_ports: u32,
     /// What clients run with.
     pub data_plane: DataPlaneSettings,
+    /// Timeouts, caps and keepalives of the control plane itself.
+    pub control: ControlPolicy,
+}
+
+/// The control plane's own timing and size policy, shared by the server and the client.
+///
+/// The transport's keepalive is TCP's (handled by the kernel, so an idle stream costs no
+/// process wake-ups); HTTP/2 pings are not used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlPolicy {
+    /// How long `push-rule` waits for the client's activation outcome when not told.
+    pub default_ack_timeout: Duration,
+    /// How long a new stream may take to send its Hello.
+    pub hello_timeout: Duration,
+    /// How long a TLS handshake (either side) may take.
+    pub tls_handshake_timeout: Duration,
+    /// How long a client's TCP connect to the server may take.
+    pub connect_timeout: Duration,
+    /// Idle time before the first TCP keepalive probe on a control connection.
+    pub keepalive_idle: Duration,
+    /// Time between TCP keepalive probes.
+    pub keepalive_interval: Duration,
+    /// Unanswered probes before the connection is dropped.
+    pub keepalive_probes: u32,
+    /// Reconnect backoff of a client: first window and cap (full windows are jittered).
+    pub reconnect_backoff: (Duration, Duration),
+    /// Backoff and attempts of a client's redeem.
+    pub redeem_backoff: (Duration, Duration),
+    /// Redeem attempts before giving up.
+    pub redeem_attempts: u32,
+    /// Largest control-stream message either side decodes.
+    pub max_message_bytes: usize,
+    /// Largest operator API request body.
+    pub max_body_bytes: usize,
+    /// How often changed traffic totals are persisted.
+    pub stats_flush_interval: Duration,
+    /// Shortest stats interval a client accepts from Welcome.
+    pub min_stats_interval: Duration,
+    /// How long shutdown waits for listeners and streams to finish.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ControlPolicy {
+    fn default() -> Self {
+        ControlPolicy {
+            default_ack_timeout: Duration::from_secs(2),
+            hello_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            keepalive_idle: Duration::from_secs(30),
+            keepalive_interval: Duration::from_secs(10),
+            keepalive_probes: 3,
+            reconnect_backoff: (Duration::from_millis(250), Duration::from_secs(30)),
+            redeem_backoff: (Duration::from_millis(200), Duration::from_secs(3)),
+            redeem_attempts: 5,
+            max_message_bytes: 4 * 1024 * 1024,
+            max_body_bytes: 64 * 1024,
+            stats_flush_interval: Duration::from_secs(10),
+            min_stats_interval: Duration::from_millis(100),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
 }
 
 impl ServerSettings {
@@ -196,6 +258,7 @@ impl ServerSettings {
                 tcp_keepalive: Duration::from_secs(TCP_KEEPALIVE.get(layer.tcp_keepalive_secs)?),
                 stats_interval: Duration::from_secs(STATS_INTERVAL.get(layer.stats_interval_secs)?),
             },
+            control: ControlPolicy::default(),
         })
     }
 

@@ -146,6 +146,55 @@ impl RuleTotals {
 /// The latest totals of every rule, keyed by id.
 pub type StatsBook = BTreeMap<RuleId, RuleTotals>;
 
+/// The client side of traffic reporting: only what changed since the last report goes out.
+///
+/// Reports are cumulative, so leaving an unchanged rule out loses nothing; an idle client
+/// sends nothing at all. After a reconnect ([`ReportGate::reset`]) everything is sent once,
+/// since the server marks a disconnected client's live counters gone.
+#[derive(Debug, Default)]
+pub struct ReportGate {
+    sent: BTreeMap<RuleId, RuleReport>,
+}
+
+impl ReportGate {
+    /// The reports of `current` that differ from what was last sent (a rule never reported
+    /// counts as changed only once it has counted something). Forgets rules no longer bound.
+    pub fn changed(&mut self, current: Vec<(RuleId, RuleReport)>) -> Vec<(RuleId, RuleReport)> {
+        let live: std::collections::BTreeSet<RuleId> = current.iter().map(|(id, _)| *id).collect();
+        self.sent.retain(|id, _| live.contains(id));
+        let mut out = Vec::new();
+        for (id, report) in current {
+            let unchanged = match self.sent.get(&id) {
+                Some(previous) => previous == &report,
+                None => report.is_idle(),
+            };
+            if !unchanged {
+                self.sent.insert(id, report.clone());
+                out.push((id, report));
+            }
+        }
+        out
+    }
+
+    /// A new stream: the next call sends every rule that has counted anything.
+    pub fn reset(&mut self) {
+        self.sent.clear();
+    }
+}
+
+impl RuleReport {
+    /// True when nothing was ever counted (no traffic, no failures) and no target is
+    /// marked failed.
+    pub fn is_idle(&self) -> bool {
+        self.totals == Counters::default()
+            && self.per_port.values().all(|c| *c == Counters::default())
+            && self
+                .per_target
+                .iter()
+                .all(|t| t.counters == Counters::default() && t.health == TargetHealth::Healthy)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +206,22 @@ mod tests {
             totals: Counters { bytes_in: bytes, connections_active: active, ..Default::default() },
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_gate_sends_only_changes_and_everything_after_a_reset() {
+        let id = RuleId::new(1);
+        let idle = RuleId::new(2);
+        let mut gate = ReportGate::default();
+        assert!(gate.changed(vec![(idle, RuleReport::default())]).is_empty(), "an idle rule is not reported");
+        assert_eq!(gate.changed(vec![(id, report(1, 10, 1)), (idle, RuleReport::default())]).len(), 1);
+        assert!(gate.changed(vec![(id, report(1, 10, 1))]).is_empty(), "unchanged");
+        assert_eq!(gate.changed(vec![(id, report(1, 11, 1))]), vec![(id, report(1, 11, 1))]);
+        gate.reset();
+        assert_eq!(gate.changed(vec![(id, report(1, 11, 1))]).len(), 1, "a new stream hears everything once");
+        // A rule that went away and came back is reported again.
+        assert!(gate.changed(vec![]).is_empty());
+        assert_eq!(gate.changed(vec![(id, report(1, 11, 1))]).len(), 1);
     }
 
     #[test]

@@ -730,7 +730,7 @@ impl Plane {
             (true, Some(state)) => crate::service::PushOutcome::Reported(state),
             (true, None) => crate::service::PushOutcome::TimedOut,
         };
-        self.run(|cx| self.rules.complete_push(cx, actor, begun, outcome, ack_timeout))
+        self.run(|cx| self.rules.complete_push(cx, actor, begun, outcome, ack_timeout)).map(|view| view.rule)
     }
 
     /// Login, both halves.

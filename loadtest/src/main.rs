@@ -342,8 +342,7 @@ async fn run(args: &Args, data_dir: &Path, report: &mut Report) -> Result<()> {
     let started = Instant::now();
     let mut server = Server::start(&bin, data_dir, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     report.server_start_ms = Some(ms(started.elapsed()));
-    let token = server.operator_token()?;
-    let mut api = Api::new(server.api_base(), token.clone())?;
+    let mut api = Api::new(server.api_base(), server.operator_token()?)?;
     eprintln!("server pid {} control {} api {}", server.pid(), server.addrs.control, server.api_base());
     tokio::time::sleep(Duration::from_secs(1)).await;
     let idle = procfs::sample(server.pid())?;
@@ -428,7 +427,12 @@ async fn redeem(uri: &str) -> Result<Bundle, CallError> {
         git_revision: "loadtest".to_owned(),
         capabilities: Capability::ALL.to_vec(),
     };
-    match tokio::time::timeout(Duration::from_secs(30), portunus_control::redeem(&uri, &info)).await {
+    match tokio::time::timeout(
+        Duration::from_secs(30),
+        portunus_control::redeem(&uri, &info, &portunus_core::config::ControlPolicy::default()),
+    )
+    .await
+    {
         Ok(Ok(bundle)) => Ok(bundle),
         Ok(Err(failure)) => Err(CallError::Failed(failure.code.as_str().to_owned())),
         Err(_) => Err(CallError::Timeout("redeem timeout".into())),

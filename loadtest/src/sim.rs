@@ -1,9 +1,11 @@
 //! Simulated edge clients: each one its own pinned TLS connection and `Control.Channel`
 //! stream with its own token, speaking the real protocol (Hello; RuleStatus ACTIVE for every
-//! upserted rule; traffic reports only when counters changed), binding and forwarding
-//! nothing, and reconnecting with full-jitter exponential backoff.
+//! upserted rule; traffic reports through core's `ReportGate`, so only counters that changed
+//! are sent), binding and forwarding nothing, and reconnecting with full-jitter exponential
+//! backoff. Transport settings follow the real client (`ControlPolicy`: TCP keepalive, no
+//! HTTP/2 pings, the same connect timeout and message size limit).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,17 +14,16 @@ use std::time::{Duration, Instant};
 use hyper_util::rt::TokioIo;
 use portunus_control::tls::{PinnedVerifier, pinned_client_config};
 use portunus_core::capability::Capability;
+use portunus_core::config::ControlPolicy;
 use portunus_core::enroll::Bundle;
+use portunus_core::ids::RuleId;
+use portunus_core::stats::{ReportGate, RuleReport};
 use portunus_proto::v1 as pb;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tonic::transport::{Channel, Endpoint};
 
-use crate::stats::changed_counters;
-
-/// TCP connect plus TLS handshake, as the real client.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// From opening the stream until Welcome and the full replay arrived.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// Reconnect backoff: full jitter over `[0, min(CAP, BASE·2ⁿ)]`.
@@ -178,10 +179,12 @@ async fn futures_join(tasks: Vec<tokio::task::JoinHandle<()>>) {
 }
 
 async fn client_loop(client: Arc<SimClient>, counters: Arc<FleetCounters>, mut stop: watch::Receiver<bool>) {
+    let policy = ControlPolicy::default();
     let mut backoff = Backoff { attempt: 0 };
+    let mut gate = ReportGate::default();
     loop {
         let result = tokio::select! {
-            result = session(&client, &counters, &mut backoff) => result,
+            result = session(&client, &counters, &policy, &mut backoff, &mut gate) => result,
             _ = stop.wait_for(|s| *s) => return,
         };
         if client.ready.swap(false, Ordering::AcqRel) {
@@ -208,28 +211,32 @@ async fn client_loop(client: Arc<SimClient>, counters: Arc<FleetCounters>, mut s
     }
 }
 
-/// Opens a pinned TLS connection of its own to `endpoint` (loopback only).
-async fn open_channel(endpoint: &str, pin: &str) -> Result<Channel, String> {
+/// Opens a pinned TLS connection of its own to `endpoint` (loopback only), with the real
+/// client's connect timeout and TCP keepalive.
+async fn open_channel(endpoint: &str, pin: &str, policy: &ControlPolicy) -> Result<Channel, String> {
     let addr: SocketAddr = endpoint.parse().map_err(|_| format!("endpoint {endpoint} is not IP:PORT"))?;
     if !addr.ip().is_loopback() {
         return Err(format!("endpoint {endpoint} is not loopback"));
     }
     let config = pinned_client_config(PinnedVerifier::new(pin)).map_err(|f| f.message)?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connect_timeout = policy.connect_timeout;
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(policy.keepalive_idle)
+        .with_interval(policy.keepalive_interval)
+        .with_retries(policy.keepalive_probes);
     let channel = Endpoint::from_shared(format!("http://{endpoint}"))
         .map_err(|e| e.to_string())?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true);
+        .connect_timeout(connect_timeout);
     channel
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let connector = connector.clone();
+            let (connector, keepalive) = (connector.clone(), keepalive.clone());
             async move {
-                let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
                     .await
                     .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
                 tcp.set_nodelay(true)?;
+                socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
                 let tls = connector.connect(ServerName::IpAddress(addr.ip().into()), tcp).await?;
                 Ok::<_, std::io::Error>(TokioIo::new(tls))
             }
@@ -257,10 +264,13 @@ fn client_msg(msg: pb::client_message::Msg) -> pb::ClientMessage {
 async fn session(
     client: &SimClient,
     counters: &FleetCounters,
+    policy: &ControlPolicy,
     backoff: &mut Backoff,
+    gate: &mut ReportGate,
 ) -> Result<String, String> {
     let bundle = &client.bundle;
-    let channel = open_channel(&bundle.server_endpoint, &bundle.server_cert_sha256).await?;
+    gate.reset();
+    let channel = open_channel(&bundle.server_endpoint, &bundle.server_cert_sha256, policy).await?;
     let (tx, rx) = mpsc::channel::<pb::ClientMessage>(256);
     let hello = pb::Hello {
         version: VERSION.to_owned(),
@@ -273,19 +283,18 @@ async fn session(
     let bearer = format!("Bearer {}", bundle.token).parse().map_err(|_| "token is not ASCII".to_owned())?;
     request.metadata_mut().insert("authorization", bearer);
     let opened = Instant::now();
-    let mut inbound = tokio::time::timeout(
-        WELCOME_TIMEOUT,
-        pb::control_client::ControlClient::new(channel).channel(request),
-    )
-    .await
-    .map_err(|_| "no answer to the stream request".to_owned())?
-    .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
-    .into_inner();
+    let mut control = pb::control_client::ControlClient::new(channel)
+        .max_decoding_message_size(policy.max_message_bytes)
+        .max_encoding_message_size(policy.max_message_bytes);
+    let mut inbound = tokio::time::timeout(WELCOME_TIMEOUT, control.channel(request))
+        .await
+        .map_err(|_| "no answer to the stream request".to_owned())?
+        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .into_inner();
 
     let mut welcomed = false;
     let mut ready = false;
     let mut stats_every = tokio::time::interval(Duration::from_secs(2));
-    let mut last_sent: HashMap<u64, pb::RuleCounters> = HashMap::new();
     let welcome_deadline = tokio::time::sleep(WELCOME_TIMEOUT.saturating_sub(opened.elapsed()));
     tokio::pin!(welcome_deadline);
     loop {
@@ -300,8 +309,9 @@ async fn session(
                     Some(pb::server_message::Msg::Welcome(welcome)) => {
                         welcomed = true;
                         backoff.attempt = 0;
-                        let every_ms = welcome.settings.map_or(2000, |s| s.stats_interval_ms).max(100);
-                        stats_every = tokio::time::interval(Duration::from_millis(u64::from(every_ms)));
+                        let every_ms = welcome.settings.map_or(2000, |s| s.stats_interval_ms);
+                        let every = Duration::from_millis(u64::from(every_ms)).max(policy.min_stats_interval);
+                        stats_every = tokio::time::interval(every);
                         stats_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     }
                     Some(pb::server_message::Msg::RuleUpdate(update)) => {
@@ -334,22 +344,18 @@ async fn session(
                 }
             }
             _ = stats_every.tick(), if welcomed => {
-                // Nothing is forwarded, so every rule's counters stay zero: under the
-                // changed-only policy there is nothing to send.
-                let current: Vec<pb::RuleCounters> = client
+                // Nothing is forwarded, so every rule's report stays idle and the gate (the
+                // real client's) lets nothing through.
+                let current: Vec<(RuleId, RuleReport)> = client
                     .rules
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .iter()
-                    .map(|&rule_id| pb::RuleCounters {
-                        rule_id,
-                        instance: 1,
-                        totals: Some(pb::Counters::default()),
-                        ..Default::default()
-                    })
+                    .map(|&id| (RuleId::new(id), RuleReport { instance: 1, ..RuleReport::default() }))
                     .collect();
-                let rules = changed_counters(&current, &mut last_sent);
-                if !rules.is_empty() {
+                let changed = gate.changed(current);
+                if !changed.is_empty() {
+                    let rules = changed.iter().map(|(id, r)| portunus_control::convert::report_to_wire(*id, r)).collect();
                     let report = pb::StatsReport { rules };
                     if tx.send(client_msg(pb::client_message::Msg::Stats(report))).await.is_err() {
                         return Ok("outbound stream closed".into());

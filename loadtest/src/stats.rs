@@ -1,10 +1,8 @@
-//! Pure helpers: latency percentiles, per-phase outcome tallies, and the simulated client's
-//! traffic-report filter.
+//! Pure helpers: latency percentiles and per-phase outcome tallies.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use portunus_proto::v1 as pb;
 use serde::Serialize;
 
 /// The nearest-rank percentile `p` (0 < p ≤ 100) of `sorted` (ascending); `None` when empty.
@@ -92,34 +90,6 @@ impl Tally {
     }
 }
 
-/// The real client's reporting policy: a rule's counters are sent only when they changed
-/// since the last report that carried them; a rule never reported counts as all-zero, so a
-/// rule that moved no traffic is never sent. Updates `last` to what is returned and forgets
-/// rules that are gone.
-pub fn changed_counters(
-    current: &[pb::RuleCounters],
-    last: &mut HashMap<u64, pb::RuleCounters>,
-) -> Vec<pb::RuleCounters> {
-    let zero = pb::Counters::default();
-    last.retain(|id, _| current.iter().any(|c| c.rule_id == *id));
-    let mut changed = Vec::new();
-    for counters in current {
-        let unchanged = match last.get(&counters.rule_id) {
-            Some(previous) => previous == counters,
-            None => {
-                counters.totals.as_ref().is_none_or(|t| *t == zero)
-                    && counters.per_port.iter().all(|p| p.counters.as_ref().is_none_or(|c| *c == zero))
-                    && counters.per_target.iter().all(|t| t.counters.as_ref().is_none_or(|c| *c == zero))
-            }
-        };
-        if !unchanged {
-            last.insert(counters.rule_id, counters.clone());
-            changed.push(counters.clone());
-        }
-    }
-    changed
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,31 +119,6 @@ mod tests {
         let s = Summary::of(&[Duration::from_millis(9), Duration::from_millis(1), Duration::from_millis(5)]);
         assert_eq!((s.count, s.p50_ms, s.max_ms), (3, Some(5.0), Some(9.0)));
         assert_eq!(Summary::of(&[]).p99_ms, None);
-    }
-
-    fn rule(id: u64, bytes_in: u64) -> pb::RuleCounters {
-        pb::RuleCounters {
-            rule_id: id,
-            instance: 1,
-            totals: Some(pb::Counters { bytes_in, ..Default::default() }),
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn reports_only_counters_that_changed() {
-        let mut last = HashMap::new();
-        // Idle rules: nothing to send, ever.
-        assert!(changed_counters(&[rule(1, 0), rule(2, 0)], &mut last).is_empty());
-        assert!(changed_counters(&[rule(1, 0), rule(2, 0)], &mut last).is_empty());
-        // Traffic on rule 2: only rule 2, once.
-        assert_eq!(changed_counters(&[rule(1, 0), rule(2, 10)], &mut last), vec![rule(2, 10)]);
-        assert!(changed_counters(&[rule(1, 0), rule(2, 10)], &mut last).is_empty());
-        assert_eq!(changed_counters(&[rule(1, 0), rule(2, 25)], &mut last), vec![rule(2, 25)]);
-        // A removed rule is forgotten; if it comes back with traffic it is sent again.
-        assert!(changed_counters(&[rule(1, 0)], &mut last).is_empty());
-        assert!(last.is_empty());
-        assert_eq!(changed_counters(&[rule(2, 25)], &mut last), vec![rule(2, 25)]);
     }
 
     #[test]

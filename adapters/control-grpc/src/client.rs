@@ -14,10 +14,12 @@ use hyper_util::rt::TokioIo;
 use portunus_core::agent::{Agent, AgentCommand, Outcome, ServerMsg};
 use portunus_core::backoff::Backoff;
 use portunus_core::capability::Capability;
+use portunus_core::config::ControlPolicy;
 use portunus_core::enroll::{Bundle, EnrollUri};
 use portunus_core::error::{ErrorCode, Failure};
 use portunus_core::ids::ClientId;
 use portunus_core::ports::RuleRuntime;
+use portunus_core::stats::ReportGate;
 use portunus_proto::v1 as pb;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
@@ -27,9 +29,6 @@ use tonic::transport::{Channel, Endpoint};
 use crate::convert;
 use crate::server::REASON_KEY;
 use crate::tls::{PinnedVerifier, pinned_client_config};
-
-/// How long a TCP connect plus TLS handshake may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the client says about itself in Hello.
 #[derive(Debug, Clone)]
@@ -51,7 +50,9 @@ enum ConnectError {
 }
 
 /// Opens a pinned TLS channel to `endpoint`. The token is not involved yet.
-async fn connect(endpoint: &str, pin: &str) -> Result<Channel, ConnectError> {
+async fn connect(endpoint: &str, pin: &str, policy: &ControlPolicy) -> Result<Channel, ConnectError> {
+    let connect_timeout = policy.connect_timeout;
+    let policy = *policy;
     let verifier = PinnedVerifier::new(pin);
     let config = pinned_client_config(verifier.clone()).map_err(ConnectError::Fatal)?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
@@ -61,10 +62,8 @@ async fn connect(endpoint: &str, pin: &str) -> Result<Channel, ConnectError> {
         .map_err(|e| {
             ConnectError::Fatal(Failure::new(ErrorCode::InvalidBundle, format!("bad endpoint: {e}")))
         })?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true);
+        .connect_timeout(connect_timeout);
+    // No HTTP/2 pings: the transport's keepalive is TCP's, handled by the kernel.
     let attempt = channel_endpoint
         .connect_with_connector(tower::service_fn(move |_uri: tonic::transport::Uri| {
             let connector = connector.clone();
@@ -73,10 +72,11 @@ async fn connect(endpoint: &str, pin: &str) -> Result<Channel, ConnectError> {
                 let addr: SocketAddr = tokio::net::lookup_host(&target).await?.next().ok_or_else(|| {
                     std::io::Error::new(std::io::ErrorKind::NotFound, "endpoint did not resolve")
                 })?;
-                let tcp = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr))
+                let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
                     .await
                     .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
                 tcp.set_nodelay(true)?;
+                crate::server::set_keepalive(&tcp, &policy)?;
                 let host = target.rsplit_once(':').map_or(target.as_str(), |(h, _)| h).to_owned();
                 let name = ServerName::try_from(host).unwrap_or_else(|_| {
                     ServerName::try_from("portunus.invalid").expect("literal is a valid name")
@@ -115,11 +115,11 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 /// Redeems `uri`'s code and returns the bundle to write. Transient network failures are
 /// retried a few times; a refused code is returned at once (the server keeps it valid when
 /// the refusal was a precondition, so the same command can be run again later).
-pub async fn redeem(uri: &EnrollUri, info: &ClientInfo) -> Result<Bundle, Failure> {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(3));
+pub async fn redeem(uri: &EnrollUri, info: &ClientInfo, policy: &ControlPolicy) -> Result<Bundle, Failure> {
+    let mut backoff = Backoff::new(policy.redeem_backoff.0, policy.redeem_backoff.1);
     let mut last = String::new();
-    for _ in 0..5 {
-        match connect(&uri.endpoint, &uri.pin_sha256).await {
+    for _ in 0..policy.redeem_attempts {
+        match connect(&uri.endpoint, &uri.pin_sha256, policy).await {
             Ok(channel) => {
                 let mut client = pb::enrollment_client::EnrollmentClient::new(channel);
                 let request =
@@ -173,15 +173,18 @@ pub async fn run(
     bundle: &Bundle,
     info: &ClientInfo,
     runtime: Arc<dyn RuleRuntime>,
+    policy: &ControlPolicy,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), Failure> {
     let mut agent = Agent::default();
-    let mut backoff = Backoff::default();
+    let mut backoff = Backoff::new(policy.reconnect_backoff.0, policy.reconnect_backoff.1);
+    let mut gate = ReportGate::default();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let attempt = async {
-            let channel = connect(&bundle.server_endpoint, &bundle.server_cert_sha256).await?;
-            session(channel, bundle, info, &*runtime, &mut agent, &mut backoff).await
+            let channel = connect(&bundle.server_endpoint, &bundle.server_cert_sha256, policy).await?;
+            let mut link = Link { agent: &mut agent, backoff: &mut backoff, gate: &mut gate };
+            session(channel, bundle, info, &*runtime, policy, &mut link).await
         };
         let result = tokio::select! {
             () = &mut shutdown => return Ok(()),
@@ -207,14 +210,23 @@ pub async fn run(
 }
 
 /// One stream's life. Returns why it ended when it ends for a retryable reason.
+/// What a client's successive streams share.
+struct Link<'a> {
+    agent: &'a mut Agent,
+    backoff: &'a mut Backoff,
+    gate: &'a mut ReportGate,
+}
+
 async fn session(
     channel: Channel,
     bundle: &Bundle,
     info: &ClientInfo,
     runtime: &dyn RuleRuntime,
-    agent: &mut Agent,
-    backoff: &mut Backoff,
+    policy: &ControlPolicy,
+    link: &mut Link<'_>,
 ) -> Result<String, ConnectError> {
+    let Link { agent, backoff, gate } = link;
+    gate.reset();
     let (tx, rx) = mpsc::channel::<pb::ClientMessage>(256);
     let hello = pb::Hello {
         version: info.version.clone(),
@@ -230,12 +242,15 @@ async fn session(
         ConnectError::Fatal(Failure::new(ErrorCode::InvalidBundle, "token has invalid characters"))
     })?;
     request.metadata_mut().insert("authorization", value);
-    let mut client = pb::control_client::ControlClient::new(channel);
+    let mut client = pb::control_client::ControlClient::new(channel)
+        .max_decoding_message_size(policy.max_message_bytes)
+        .max_encoding_message_size(policy.max_message_bytes);
     let mut inbound = match client.channel(request).await {
         Ok(resp) => resp.into_inner(),
         Err(status) => return Err(classify_status(&status)),
     };
-    let mut stats_every = tokio::time::interval(runtime_settings_interval(None));
+    let min = policy.min_stats_interval;
+    let mut stats_every = tokio::time::interval(stats_interval(None, min));
     stats_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -253,7 +268,7 @@ async fn session(
                         backoff.reset();
                         let settings = welcome.settings.as_ref().map(convert::settings_from_wire).unwrap_or_default();
                         runtime.apply_settings(settings);
-                        stats_every = tokio::time::interval(runtime_settings_interval(Some(settings.stats_interval)));
+                        stats_every = tokio::time::interval(stats_interval(Some(settings.stats_interval), min));
                         stats_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                         tracing::info!(
                             event = "control.connected",
@@ -270,8 +285,13 @@ async fn session(
                 }
             }
             _ = stats_every.tick() => {
+                // Only what changed: an idle client sends nothing and costs the server nothing.
+                let changed = gate.changed(runtime.report());
+                if changed.is_empty() {
+                    continue;
+                }
                 let report = pb::StatsReport {
-                    rules: runtime.report().iter().map(|(id, r)| convert::report_to_wire(*id, r)).collect(),
+                    rules: changed.iter().map(|(id, r)| convert::report_to_wire(*id, r)).collect(),
                 };
                 if tx.send(pb::ClientMessage { msg: Some(pb::client_message::Msg::Stats(report)) }).await.is_err() {
                     return Ok("outbound stream closed".into());
@@ -281,8 +301,8 @@ async fn session(
     }
 }
 
-fn runtime_settings_interval(interval: Option<Duration>) -> Duration {
-    interval.unwrap_or(Duration::from_secs(2)).max(Duration::from_millis(100))
+fn stats_interval(interval: Option<Duration>, min: Duration) -> Duration {
+    interval.unwrap_or(Duration::from_secs(2)).max(min)
 }
 
 fn classify_status(status: &tonic::Status) -> ConnectError {

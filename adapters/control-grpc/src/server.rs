@@ -13,6 +13,7 @@ use futures::StreamExt;
 use pb::control_server::{Control, ControlServer};
 use pb::enrollment_server::{Enrollment, EnrollmentServer};
 use portunus_core::capability;
+use portunus_core::config::ControlPolicy;
 use portunus_core::error::{ErrorCode, Failure};
 use portunus_core::ports::{ClientCommand, SessionInfo};
 use portunus_core::rule::RuleEvent;
@@ -29,9 +30,6 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::convert;
 use crate::tls::TlsIdentity;
 
-/// How long a new stream may take to send its Hello.
-const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Metadata key carrying the stable reason of an authentication failure.
 pub const REASON_KEY: &str = "portunus-reason";
 
@@ -47,13 +45,26 @@ pub struct ServerInfo {
 pub struct ControlService {
     runtime: Runtime,
     info: ServerInfo,
+    policy: ControlPolicy,
 }
 
 impl ControlService {
     /// Wires the services to the control runtime.
     pub fn new(runtime: Runtime, info: ServerInfo) -> Self {
-        ControlService { runtime, info }
+        let policy = runtime.settings().control;
+        ControlService { runtime, info, policy }
     }
+}
+
+/// TCP keepalive on a control connection: the kernel probes an idle peer, so an idle
+/// stream costs the process nothing, and a dead one is dropped after
+/// `idle + interval × probes`.
+pub(crate) fn set_keepalive(tcp: &tokio::net::TcpStream, policy: &ControlPolicy) -> std::io::Result<()> {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(policy.keepalive_idle)
+        .with_interval(policy.keepalive_interval)
+        .with_retries(policy.keepalive_probes);
+    socket2::SockRef::from(tcp).set_tcp_keepalive(&keepalive)
 }
 
 /// The wire form of what the runtime queues on a stream.
@@ -149,7 +160,7 @@ impl Control for ControlService {
             }
         };
         let mut inbound = request.into_inner();
-        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+        let hello = match tokio::time::timeout(self.policy.hello_timeout, inbound.message()).await {
             Ok(Ok(Some(pb::ClientMessage { msg: Some(pb::client_message::Msg::Hello(hello)) }))) => hello,
             _ => return Err(Status::invalid_argument("the first message must be Hello")),
         };
@@ -291,6 +302,7 @@ pub async fn serve(
     service: ControlService,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), Failure> {
+    let policy = service.policy;
     let tls = Arc::new(crate::tls::server_config(identity)?);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let (conn_tx, conn_rx) = mpsc::channel(64);
@@ -306,10 +318,13 @@ pub async fn serve(
                 }
             };
             let _ = tcp.set_nodelay(true);
+            if let Err(err) = set_keepalive(&tcp, &policy) {
+                tracing::debug!(error = %err, "could not set TCP keepalive on a control connection");
+            }
             let acceptor = acceptor.clone();
             let conn_tx = conn_tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                match tokio::time::timeout(policy.tls_handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
                         let _ = conn_tx.send(Ok::<_, std::io::Error>(tls)).await;
                     }
@@ -319,11 +334,16 @@ pub async fn serve(
             });
         }
     });
+    let max = policy.max_message_bytes;
+    // No HTTP/2 pings: the transport's keepalive is TCP's (see `set_keepalive`).
     let result = tonic::transport::Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
-        .add_service(ControlServer::new(service.clone()))
-        .add_service(EnrollmentServer::new(service))
+        .http2_keepalive_interval(None)
+        .add_service(
+            ControlServer::new(service.clone()).max_decoding_message_size(max).max_encoding_message_size(max),
+        )
+        .add_service(
+            EnrollmentServer::new(service).max_decoding_message_size(max).max_encoding_message_size(max),
+        )
         .serve_with_incoming_shutdown(tokio_stream::wrappers::ReceiverStream::new(conn_rx), shutdown)
         .await
         .map_err(|e| Failure::new(ErrorCode::IoError, format!("control listener: {e}")));

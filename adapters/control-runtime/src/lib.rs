@@ -18,7 +18,6 @@
 
 #![forbid(unsafe_code)]
 
-mod clock;
 mod sessions;
 mod writer;
 
@@ -49,8 +48,9 @@ use portunus_core::service::{
 use portunus_core::settings::Onboarding;
 use portunus_core::stats::{RuleReport, StatsBook};
 
-pub use clock::SystemClock;
+pub use portunus_telemetry::clock::SystemClock;
 pub use sessions::{EndReason, Outbound, Registration, SessionRegistry};
+use tracing::Instrument;
 use writer::{Completion, Job, Writer};
 
 /// The adapters behind core's ports, as the server wires them.
@@ -317,45 +317,61 @@ impl Runtime {
     }
 
     /// Pushes a rule and waits up to `ack_timeout` for the client's outcome.
+    ///
+    /// The steps, each a debug-level span under `control.push`: `begin` (decided and
+    /// committed by the writer, `store.commit`), the command queued on the stream, `link.ack`
+    /// (the wait), `complete` (only an undelivered command commits anything).
     pub async fn push_rule(
         &self,
         actor: &Actor,
         client_ref: &str,
         spec: &RuleSpec,
         ack_timeout: Duration,
-    ) -> Result<Rule, PushFailure> {
+    ) -> Result<RuleView, PushFailure> {
         let started = Instant::now();
-        let span = tracing::debug_span!("control.push", client = client_ref);
-        let _entered = span.enter();
-        drop(_entered);
+        let span = tracing::debug_span!("control.push", client = client_ref, rule = tracing::field::Empty);
+        let result = self.push_steps(actor, client_ref, spec, ack_timeout).instrument(span).await;
+        self.observe(Stage::Push, started);
+        result
+    }
+
+    async fn push_steps(
+        &self,
+        actor: &Actor,
+        client_ref: &str,
+        spec: &RuleSpec,
+        ack_timeout: Duration,
+    ) -> Result<RuleView, PushFailure> {
         let (a, c, sp) = (actor.clone(), client_ref.to_owned(), spec.clone());
         let begun =
             self.mutate_async(move |s, cx| s.rules.begin_push(cx, &a, &c, &sp, ack_timeout)).await??;
         let rule = begun.rule.id;
+        tracing::Span::current().record("rule", rule.get());
         let waiter = self.inner.sessions.wait_outcome(rule);
-        let sent_at = Instant::now();
-        let outcome = if !self.inner.sessions.send(&begun.rule.client, begun.command.clone()) {
-            PushOutcome::NotDelivered
-        } else {
-            match tokio::time::timeout(ack_timeout, waiter).await {
+        let outcome = if self.inner.sessions.send(&begun.rule.client, begun.command.clone()) {
+            let sent_at = Instant::now();
+            let waited = tokio::time::timeout(ack_timeout, waiter)
+                .instrument(tracing::debug_span!("link.ack", rule = rule.get()))
+                .await;
+            match waited {
                 Ok(Ok(state)) => {
                     self.observe(Stage::Ack, sent_at);
                     PushOutcome::Reported(state)
                 }
                 _ => PushOutcome::TimedOut,
             }
+        } else {
+            PushOutcome::NotDelivered
         };
         self.inner.sessions.forget_waiters(rule);
-        let result = if outcome == PushOutcome::NotDelivered {
+        if outcome == PushOutcome::NotDelivered {
             let a = actor.clone();
             self.mutate_async(move |s, cx| s.rules.complete_push(cx, &a, begun, outcome, ack_timeout)).await?
         } else {
             // Only an undelivered push writes anything; the others just shape the answer.
             let mut cx = Cx::new(&*self.inner.store, &self.inner.sessions as &dyn Sessions, self.now());
             self.inner.services.rules.complete_push(&mut cx, actor, begun, outcome, ack_timeout)
-        };
-        self.observe(Stage::Push, started);
-        result
+        }
     }
 
     /// Removes a rule (blocking).

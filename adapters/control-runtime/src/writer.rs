@@ -55,6 +55,8 @@ fn run(store: &dyn Store, observer: Option<&dyn LatencyObserver>, queue: &mpsc::
             }
         }
         let started = Instant::now();
+        let span = tracing::debug_span!("store.commit", mutations = group.len());
+        let _entered = span.enter();
         let mut completions: Vec<Completion> = Vec::with_capacity(group.len());
         let mut pending = Some(group);
         let committed = store.transact(&mut |tx| {
@@ -70,6 +72,7 @@ fn run(store: &dyn Store, observer: Option<&dyn LatencyObserver>, queue: &mpsc::
             tracing::error!(event = "store.error", error = %err, "a write transaction failed; nothing of it was written");
             Failure::from(err)
         });
+        drop(_entered);
         for completion in completions {
             completion(result.clone());
         }

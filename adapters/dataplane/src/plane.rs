@@ -43,24 +43,34 @@ const CUT_GRACE: Duration = Duration::from_secs(2);
 pub struct DataPlaneOptions {
     /// Use the `splice(2)` fast path for rules that allow it (Linux only).
     pub splice: bool,
+    /// Group UDP datagrams into GSO sends where the kernel takes them.
+    pub udp_gso: bool,
     /// Test hook: injects a fast-path refusal. Leave `None`.
     #[doc(hidden)]
     pub splice_fault: Option<SpliceFault>,
 }
 
 impl DataPlaneOptions {
-    /// The fast path on Linux unless `PORTUNUS_DISABLE_SPLICE=1` (a triage switch that is
-    /// deliberately absent from `--help`).
-    pub fn from_env() -> Self {
-        let disabled = std::env::var_os("PORTUNUS_DISABLE_SPLICE").is_some_and(|v| v == "1");
-        DataPlaneOptions { splice: cfg!(target_os = "linux") && !disabled, splice_fault: None }
+    /// The defaults with the triage switches applied (the apps read them from
+    /// `PORTUNUS_DISABLE_SPLICE` and `PORTUNUS_DISABLE_UDP_GSO`).
+    pub fn with_switches(disable_splice: bool, disable_udp_gso: bool) -> Self {
+        let defaults = DataPlaneOptions::default();
+        DataPlaneOptions {
+            splice: defaults.splice && !disable_splice,
+            udp_gso: defaults.udp_gso && !disable_udp_gso,
+            ..defaults
+        }
     }
 }
 
 impl Default for DataPlaneOptions {
-    /// The fast path wherever it exists, regardless of the environment.
+    /// The fast paths wherever they exist.
     fn default() -> Self {
-        DataPlaneOptions { splice: cfg!(target_os = "linux"), splice_fault: None }
+        DataPlaneOptions {
+            splice: cfg!(target_os = "linux"),
+            udp_gso: cfg!(target_os = "linux"),
+            splice_fault: None,
+        }
     }
 }
 
@@ -144,6 +154,9 @@ impl DataPlane {
     }
 
     fn build(options: DataPlaneOptions, resolver: ResolverSlot) -> Arc<DataPlane> {
+        if !options.udp_gso {
+            crate::sys::batch::disable_gso();
+        }
         Arc::new(DataPlane {
             options,
             runtime: Handle::current(),

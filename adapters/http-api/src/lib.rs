@@ -28,9 +28,6 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-/// Largest request body the API reads.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
 /// Shared state of the handlers.
 #[derive(Clone)]
 pub struct AppState {
@@ -127,7 +124,7 @@ pub fn api_router(state: AppState) -> Router {
         .route("/openapi.json", get(move || std::future::ready(axum::Json(doc.clone()))))
         .fallback(error::not_found)
         .layer(axum::middleware::map_response(error::method_not_allowed))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(state.runtime.settings().control.max_body_bytes))
         .with_state(state)
 }
 

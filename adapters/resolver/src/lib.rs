@@ -4,7 +4,8 @@
 //!
 //! Invariants: hickory's own cache is off, so `portunus_core::dns_cache` alone decides what is
 //! served and for how long; the system resolver configuration (`/etc/resolv.conf`) is used
-//! unless the undocumented test switch `PORTUNUS_DNS_SERVER=ip:port` names one server.
+//! unless the caller names one server (the apps' undocumented test switch
+//! `PORTUNUS_DNS_SERVER=ip:port`).
 #![forbid(unsafe_code)]
 
 #[cfg(feature = "test-server")]
@@ -57,17 +58,11 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl HickoryResolver {
-    /// A resolver using `PORTUNUS_DNS_SERVER` when set, else the system configuration.
+    /// A resolver asking `server` when given, else using the system configuration.
     /// Must be called inside a tokio runtime.
-    pub fn from_env() -> Result<Arc<Self>, ResolveFailure> {
-        let server = std::env::var("PORTUNUS_DNS_SERVER").ok().filter(|s| !s.is_empty());
+    pub fn configured(server: Option<SocketAddr>) -> Result<Arc<Self>, ResolveFailure> {
         match server {
-            Some(text) => {
-                let addr: SocketAddr = text.parse().map_err(|_| ResolveFailure {
-                    reason: format!("PORTUNUS_DNS_SERVER={text:?} is not ip:port"),
-                })?;
-                Self::with_server(addr)
-            }
+            Some(addr) => Self::with_server(addr),
             None => Self::system(),
         }
     }
@@ -211,19 +206,20 @@ fn reason_of(err: &hickory_resolver::net::NetError) -> String {
 /// A resolver built on first use: processes whose rules name no host never pay for one
 /// (about 0.7 MiB of RSS).
 pub struct LazyResolver {
+    server: Option<SocketAddr>,
     cell: std::sync::OnceLock<Result<Arc<HickoryResolver>, ResolveFailure>>,
 }
 
 impl LazyResolver {
-    /// A resolver that will be configured by [`HickoryResolver::from_env`] when first asked.
-    pub fn from_env() -> Arc<Self> {
-        Arc::new(LazyResolver { cell: std::sync::OnceLock::new() })
+    /// A resolver that will be built by [`HickoryResolver::configured`] when first asked.
+    pub fn new(server: Option<SocketAddr>) -> Arc<Self> {
+        Arc::new(LazyResolver { server, cell: std::sync::OnceLock::new() })
     }
 
     fn get(&self) -> Result<&Arc<HickoryResolver>, ResolveFailure> {
         self.cell
             .get_or_init(|| {
-                let built = HickoryResolver::from_env();
+                let built = HickoryResolver::configured(self.server);
                 if let Err(failure) = &built {
                     tracing::warn!(event = "dns.resolver_unavailable", reason = %failure.reason);
                 }

@@ -6,6 +6,7 @@
 //! labels are exactly the documented ones.
 #![forbid(unsafe_code)]
 
+pub mod clock;
 pub mod log;
 pub mod metrics;
 

@@ -7,11 +7,13 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use portunus_core::ids::Timestamp;
+use portunus_core::ports::Clock;
 use serde_json::{Map, Value};
 use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
+use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -36,20 +38,18 @@ impl std::str::FromStr for LogFormat {
     }
 }
 
-/// The filter directive from the environment.
-fn filter_from_env() -> EnvFilter {
-    let directive = std::env::var("PORTUNUS_LOG")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("RUST_LOG").ok().filter(|s| !s.is_empty()))
-        .unwrap_or_else(|| "info".to_owned());
-    EnvFilter::try_new(&directive).unwrap_or_else(|_| EnvFilter::new("info"))
+/// The filter for `directive` (`info` when absent or malformed).
+fn filter_of(directive: Option<&str>) -> EnvFilter {
+    let directive = directive.filter(|s| !s.is_empty()).unwrap_or("info");
+    EnvFilter::try_new(directive).unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
-/// Installs the event log as the global subscriber. Call once, first thing in `main`.
-pub fn init(format: LogFormat) {
-    let _ =
-        tracing_subscriber::registry().with(EventLayer { format }.with_filter(filter_from_env())).try_init();
+/// Installs the event log as the global subscriber, filtered by `directive` (the apps pass
+/// `PORTUNUS_LOG`, else `RUST_LOG`; `info` when absent). Call once, first thing in `main`.
+pub fn init(format: LogFormat, directive: Option<&str>) {
+    let _ = tracing_subscriber::registry()
+        .with(EventLayer { format }.with_filter(filter_of(directive)))
+        .try_init();
 }
 
 /// The layer; public so tests can capture events with the same formatting.
@@ -58,11 +58,55 @@ pub struct EventLayer {
     pub format: LogFormat,
 }
 
-impl<S: Subscriber> Layer<S> for EventLayer {
+/// What a span remembers until it closes.
+struct SpanTiming {
+    opened: std::time::Instant,
+    fields: FieldCollector,
+}
+
+impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for EventLayer {
     fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         let line = format_event(event, self.format);
         let _ = std::io::stderr().write_all(line.as_bytes());
     }
+
+    // Spans that pass the filter (the push path's are at debug level: `control.push`,
+    // `store.commit`, `link.ack`) are written as one `span.closed` line each, with their
+    // fields and duration, so a log pipeline can export them.
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let mut fields = FieldCollector::default();
+        attrs.record(&mut fields);
+        span.extensions_mut().insert(SpanTiming { opened: std::time::Instant::now(), fields });
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        if let Some(timing) = span.extensions_mut().get_mut::<SpanTiming>() {
+            values.record(&mut timing.fields);
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let Some(timing) = span.extensions_mut().remove::<SpanTiming>() else { return };
+        let parent = span.parent().map(|p| p.name());
+        let line = format_span(span.name(), parent, timing, self.format);
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }
+}
+
+/// Formats a closed span as a `span.closed` line.
+fn format_span(name: &str, parent: Option<&str>, timing: SpanTiming, format: LogFormat) -> String {
+    let micros = u64::try_from(timing.opened.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let mut fields = timing.fields;
+    fields.values.insert(0, ("duration_us".into(), Value::from(micros)));
+    fields.values.insert(0, ("span".into(), Value::String(name.to_owned())));
+    if let Some(parent) = parent {
+        fields.values.insert(1, ("parent".into(), Value::String(parent.to_owned())));
+    }
+    fields.event = Some("span.closed".into());
+    render(fields, "debug", format)
 }
 
 /// Formats one event as a full line (with the trailing newline).
@@ -70,14 +114,15 @@ pub fn format_event(event: &Event<'_>, format: LogFormat) -> String {
     let mut fields = FieldCollector::default();
     event.record(&mut fields);
     let meta = event.metadata();
-    let ts = Timestamp::from_millis(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-    )
-    .to_rfc3339();
-    let level = level_name(*meta.level());
-    let event_name = fields.event.take().unwrap_or_else(|| meta.target().replace("::", "."));
+    if fields.event.is_none() {
+        fields.event = Some(meta.target().replace("::", "."));
+    }
+    render(fields, level_name(*meta.level()), format)
+}
+
+fn render(mut fields: FieldCollector, level: &str, format: LogFormat) -> String {
+    let ts = crate::clock::SystemClock.now().to_rfc3339();
+    let event_name = fields.event.take().unwrap_or_default();
     match format {
         LogFormat::Json => {
             let mut object = Map::with_capacity(fields.values.len() + 4);

@@ -11,6 +11,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use portunus_control::ClientInfo;
 use portunus_core::capability::Capability;
+use portunus_core::config::ControlPolicy;
 use portunus_core::enroll::EnrollUri;
 use portunus_core::error::{ErrorCode, Failure};
 use portunus_dataplane::{DataPlane, DataPlaneOptions};
@@ -68,7 +69,7 @@ const CAPABILITIES: &[Capability] = &[
 
 fn main() {
     let cli = Cli::parse();
-    portunus_telemetry::log::init(cli.log_format);
+    portunus_telemetry::log::init(cli.log_format, log_directive().as_deref());
     portunus_control::install_default_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
     let result = match runtime {
@@ -92,7 +93,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     };
     if let Some(Command::Enroll { uri }) = cli.command {
         let uri = EnrollUri::parse(&uri)?;
-        let bundle = portunus_control::redeem(&uri, &info).await?;
+        let bundle = portunus_control::redeem(&uri, &info, &ControlPolicy::default()).await?;
         bundle::write(&bundle_path, &bundle)?;
         tracing::info!(event = "client.enrolled", client = %bundle.client_name, client_id = %bundle.client_id,
             bundle = %bundle_path.display());
@@ -105,11 +106,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
     // Built on the first DNS-name target; if it cannot be, those connections fail one by one
     // (`rule.dns_failed`) while IP targets keep working.
-    let plane =
-        DataPlane::with_resolver(DataPlaneOptions::from_env(), portunus_resolver::LazyResolver::from_env());
+    let (options, dns_server) = data_plane_switches()?;
+    let plane = DataPlane::with_resolver(options, portunus_resolver::LazyResolver::new(dns_server));
     tracing::info!(event = "client.started", client = %bundle.client_name, client_id = %bundle.client_id,
         server = %bundle.server_endpoint, version = %version());
-    let result = portunus_control::run(&bundle, &info, plane.clone(), shutdown_signal()).await;
+    let policy = ControlPolicy::default();
+    let result = portunus_control::run(&bundle, &info, plane.clone(), &policy, shutdown_signal()).await;
     let drain = if result.is_ok() {
         Duration::from_secs_f64(cli.drain_timeout.clamp(0.0, 86_400.0))
     } else {
@@ -140,4 +142,25 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
     }
     tracing::info!(event = "client.stopping");
+}
+
+/// The log filter: `PORTUNUS_LOG`, else `RUST_LOG`.
+fn log_directive() -> Option<String> {
+    ["PORTUNUS_LOG", "RUST_LOG"].into_iter().find_map(|key| std::env::var(key).ok().filter(|v| !v.is_empty()))
+}
+
+/// The triage and test switches, deliberately absent from `--help`: `PORTUNUS_DISABLE_SPLICE=1`
+/// forces the userspace copy, `PORTUNUS_DISABLE_UDP_GSO=1` sends datagrams one by one, and
+/// `PORTUNUS_DNS_SERVER=ip:port` asks one DNS server instead of the system configuration.
+fn data_plane_switches() -> Result<(DataPlaneOptions, Option<std::net::SocketAddr>), Failure> {
+    let on = |key: &str| std::env::var_os(key).is_some_and(|v| v == "1");
+    let options =
+        DataPlaneOptions::with_switches(on("PORTUNUS_DISABLE_SPLICE"), on("PORTUNUS_DISABLE_UDP_GSO"));
+    let dns_server = match std::env::var("PORTUNUS_DNS_SERVER") {
+        Ok(text) if !text.is_empty() => Some(text.parse().map_err(|_| {
+            Failure::new(ErrorCode::InvalidConfig, format!("PORTUNUS_DNS_SERVER={text:?} is not ip:port"))
+        })?),
+        _ => None,
+    };
+    Ok((options, dns_server))
 }

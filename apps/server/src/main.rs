@@ -16,7 +16,7 @@ use portunus_core::error::Failure;
 
 fn main() {
     let cli = cli::Cli::parse();
-    portunus_telemetry::log::init(cli.log_format);
+    portunus_telemetry::log::init(cli.log_format, log_directive().as_deref());
     portunus_control::install_default_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -43,4 +43,9 @@ fn main() {
 fn exit_with(failure: &Failure) -> ! {
     eprintln!("{}: {}", failure.code, failure.message);
     std::process::exit(i32::from(failure.code.exit_status()));
+}
+
+/// The log filter: `PORTUNUS_LOG`, else `RUST_LOG`.
+fn log_directive() -> Option<String> {
+    ["PORTUNUS_LOG", "RUST_LOG"].into_iter().find_map(|key| std::env::var(key).ok().filter(|v| !v.is_empty()))
 }

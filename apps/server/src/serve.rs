@@ -2,7 +2,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use portunus_control::{ControlService, ServerInfo};
 use portunus_core::config::{ServerSettings, SettingsLayer};
@@ -112,7 +111,7 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
             .with_graceful_shutdown(stopped())
             .into_future(),
     );
-    let flusher = runtime.spawn_flusher(Duration::from_secs(10));
+    let flusher = runtime.spawn_flusher(settings.control.stats_flush_interval);
     datadir::write_addrs(dir, &addrs)?;
     tracing::info!(
         event = "server.started",
@@ -128,7 +127,7 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
     tracing::info!(event = "server.stopping");
     runtime.sessions().close_all();
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+    let _ = tokio::time::timeout(settings.control.shutdown_grace, async {
         let _ = control.await;
         let _ = api.await;
         let _ = metrics.await;

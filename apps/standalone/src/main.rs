@@ -43,7 +43,7 @@ fn parse_log_format(s: &str) -> Result<LogFormat, String> {
 
 fn main() {
     let cli = Cli::parse();
-    portunus_telemetry::log::init(cli.log_format);
+    portunus_telemetry::log::init(cli.log_format, log_directive().as_deref());
     let result = std::fs::read_to_string(&cli.config)
         .map_err(|e| {
             Failure::new(ErrorCode::InvalidConfig, format!("cannot read {}: {e}", cli.config.display()))
@@ -81,8 +81,8 @@ async fn run(config: StandaloneConfig, drain: Duration) -> Result<(), Failure> {
     }
     // Built on the first DNS-name target; if it cannot be, those connections fail one by one
     // (`rule.dns_failed`) while IP targets keep working.
-    let plane =
-        DataPlane::with_resolver(DataPlaneOptions::from_env(), portunus_resolver::LazyResolver::from_env());
+    let (options, dns_server) = data_plane_switches()?;
+    let plane = DataPlane::with_resolver(options, portunus_resolver::LazyResolver::new(dns_server));
     plane.apply_settings(config.settings);
     for (id, name, def) in config.rules {
         let listen = def.listen;
@@ -109,4 +109,25 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+/// The log filter: `PORTUNUS_LOG`, else `RUST_LOG`.
+fn log_directive() -> Option<String> {
+    ["PORTUNUS_LOG", "RUST_LOG"].into_iter().find_map(|key| std::env::var(key).ok().filter(|v| !v.is_empty()))
+}
+
+/// The triage and test switches, deliberately absent from `--help`: `PORTUNUS_DISABLE_SPLICE=1`
+/// forces the userspace copy, `PORTUNUS_DISABLE_UDP_GSO=1` sends datagrams one by one, and
+/// `PORTUNUS_DNS_SERVER=ip:port` asks one DNS server instead of the system configuration.
+fn data_plane_switches() -> Result<(DataPlaneOptions, Option<std::net::SocketAddr>), Failure> {
+    let on = |key: &str| std::env::var_os(key).is_some_and(|v| v == "1");
+    let options =
+        DataPlaneOptions::with_switches(on("PORTUNUS_DISABLE_SPLICE"), on("PORTUNUS_DISABLE_UDP_GSO"));
+    let dns_server = match std::env::var("PORTUNUS_DNS_SERVER") {
+        Ok(text) if !text.is_empty() => Some(text.parse().map_err(|_| {
+            Failure::new(ErrorCode::InvalidConfig, format!("PORTUNUS_DNS_SERVER={text:?} is not ip:port"))
+        })?),
+        _ => None,
+    };
+    Ok((options, dns_server))
 }

@@ -231,10 +231,12 @@ impl RuleService {
         begun: Begun,
         outcome: PushOutcome,
         ack_timeout: Duration,
-    ) -> Result<Rule, PushFailure> {
+    ) -> Result<RuleView, PushFailure> {
         let Begun { rule, client_name, .. } = begun;
         match outcome {
-            PushOutcome::Reported(RuleState::Active) => Ok(Rule { state: RuleState::Active, ..rule }),
+            PushOutcome::Reported(RuleState::Active) => {
+                Ok(RuleView { rule: Rule { state: RuleState::Active, ..rule }, client_name })
+            }
             PushOutcome::Reported(RuleState::Failed { code, message }) => Err(PushFailure {
                 failure: Failure::new(code, message.clone()),
                 rule: Some(Box::new(Rule { state: RuleState::Failed { code, message }, ..rule })),

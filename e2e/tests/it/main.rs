@@ -10,6 +10,7 @@
 mod harness;
 
 mod accounts;
+mod audit_durability;
 mod config;
 mod enrollment;
 mod forwarding;

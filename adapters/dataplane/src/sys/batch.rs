@@ -9,7 +9,7 @@
 //! datagrams. Only datagrams that fit a 1,500-byte path are grouped; the first refusal
 //! (a kernel without GSO, a device without checksum offload, a smaller path MTU) turns
 //! grouping off for the process and the run is sent again datagram by datagram.
-//! `PORTUNUS_DISABLE_UDP_GSO=1` turns it off from the start (a triage switch, like
+//! `DataPlaneOptions::udp_gso = false` (the apps' `PORTUNUS_DISABLE_UDP_GSO=1`) turns it off from the start (a triage switch, like
 //! `PORTUNUS_DISABLE_SPLICE`).
 //!
 //! Invariants: a [`Batch`] is scratch space, owned by one thread ([`with_batch`]) and borrowed
@@ -61,6 +61,12 @@ thread_local! {
 /// Runs `f` with this thread's batch (created on first use). `f` must not wait: the batch is
 /// lent for synchronous work only. A nested call (which the data plane never makes) gets a
 /// fresh batch rather than a panic.
+/// Turns UDP GSO grouping off for the rest of the process.
+pub(crate) fn disable_gso() {
+    #[cfg(target_os = "linux")]
+    linux::GSO_REFUSED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 pub(crate) fn with_batch<R>(f: impl FnOnce(&mut Batch) -> R) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut slot) => f(slot.get_or_insert_with(Batch::new)),
@@ -178,13 +184,10 @@ mod linux {
     /// Set once the kernel refused a GSO message; grouping stays off for the process.
     pub(super) static GSO_REFUSED: AtomicBool = AtomicBool::new(false);
 
-    /// Whether runs may be grouped: not after a refusal, nor when the environment says no
-    /// (read once).
+    /// Whether runs may be grouped: not after a refusal, nor once the plane was built with
+    /// GSO off (both set [`GSO_REFUSED`]).
     fn grouping_allowed() -> bool {
-        static DISABLED_BY_ENV: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-        let disabled = *DISABLED_BY_ENV
-            .get_or_init(|| std::env::var_os("PORTUNUS_DISABLE_UDP_GSO").is_some_and(|v| v == "1"));
-        !disabled && !GSO_REFUSED.load(Relaxed)
+        !GSO_REFUSED.load(Relaxed)
     }
 
     /// A control message carrying the segment size of a GSO message; `repr(C)` lays `seg`

@@ -30,7 +30,7 @@ pub enum Path {
 }
 
 pub fn options(path: Path) -> DataPlaneOptions {
-    DataPlaneOptions { splice: path == Path::Splice, splice_fault: None }
+    DataPlaneOptions { splice: path == Path::Splice, ..DataPlaneOptions::default() }
 }
 
 pub fn plane(path: Path) -> Arc<DataPlane> {
@@ -38,7 +38,11 @@ pub fn plane(path: Path) -> Arc<DataPlane> {
 }
 
 pub fn plane_with_fault(fault: SpliceFault) -> Arc<DataPlane> {
-    DataPlane::new(DataPlaneOptions { splice: true, splice_fault: Some(fault) })
+    DataPlane::new(DataPlaneOptions {
+        splice: true,
+        splice_fault: Some(fault),
+        ..DataPlaneOptions::default()
+    })
 }
 
 /// A rule id no other test in this binary uses, so captured events can be told apart.

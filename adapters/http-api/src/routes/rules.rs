@@ -15,9 +15,6 @@ use crate::AppState;
 use crate::dto::{PushRuleRequest, RuleDto, RuleFilter, RuleStatsDto, StatsQuery};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 
-/// Default activation wait.
-pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(2);
-
 /// Pushes a rule and waits for the client's outcome.
 #[utoipa::path(post, path = "/v1/rules", tag = "rules", request_body = PushRuleRequest,
     responses((status = 201, description = "the client activated the rule", body = RuleDto),
@@ -30,12 +27,13 @@ pub async fn push_rule(
     Extension(actor): Extension<Actor>,
     ApiJson(body): ApiJson<PushRuleRequest>,
 ) -> Result<(StatusCode, Json<RuleDto>), ApiError> {
-    let timeout = body.ack_timeout_ms.map_or(DEFAULT_ACK_TIMEOUT, Duration::from_millis);
+    let timeout = body
+        .ack_timeout_ms
+        .map_or(state.runtime.settings().control.default_ack_timeout, Duration::from_millis);
     let result = state.runtime.push_rule(&actor, &body.client, &body.rule, timeout).await;
     match result {
-        Ok(rule) => {
-            tracing::info!(event = "rule.pushed", rule = %rule.id, client = %body.client, owner = %rule.owner);
-            let view = blocking(move || state.runtime.get_rule(&actor, rule.id)).await?;
+        Ok(view) => {
+            tracing::info!(event = "rule.pushed", rule = %view.rule.id, client = %body.client, owner = %view.rule.owner);
             Ok((StatusCode::CREATED, Json(view.into())))
         }
         Err(push) => {

@@ -1,4 +1,5 @@
-//! The real clock: the one place the server reads wall-clock time.
+//! The real clock: the one place any Portunus binary reads wall-clock time. The control
+//! runtime hands it to core's use cases; the event log stamps its lines with it.
 
 use portunus_core::ids::Timestamp;
 use portunus_core::ports::Clock;
