@@ -5,7 +5,12 @@
 //! - every source module starts with a `//!` comment;
 //! - `unsafe` appears only under `adapters/dataplane/src/sys/`;
 //! - the error-code table in `docs/troubleshooting.md` is exactly `ErrorCode::ALL`, with the
-//!   same exit and HTTP statuses.
+//!   same exit and HTTP statuses;
+//! - protobuf types stay in the gRPC adapter, and only its `convert` module builds or takes
+//!   apart messages;
+//! - wall-clock time is read only by the clock adapter (`adapters/telemetry/src/clock.rs`);
+//! - no exit status is written as a literal outside the error-code table;
+//! - every error status the OpenAPI document lists is the HTTP status of some error code.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -51,6 +56,10 @@ pub fn run(root: &Path) -> Result<()> {
     check_module_docs(root, &mut problems);
     check_unsafe(root, &mut problems);
     check_error_codes(root, &mut problems);
+    check_protobuf_confinement(root, &mut problems);
+    check_clock_reads(root, &mut problems);
+    check_exit_literals(root, &mut problems);
+    check_openapi_statuses(root, &mut problems);
     if problems.is_empty() {
         Ok(())
     } else {
@@ -192,6 +201,141 @@ fn check_error_codes(root: &Path, problems: &mut Vec<String>) {
     }
 }
 
+/// Production sources (no tests) of the crates that ship.
+fn shipped_sources(root: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for dir in ["core/src", "adapters", "apps"] {
+        for file in rust_files(&root.join(dir)) {
+            let rel_path = rel(root, &file);
+            let is_test = rel_path.contains("/tests/")
+                || rel_path.contains("/examples/")
+                || rel_path.contains("test_support")
+                || file.file_name().is_some_and(|n| n == "tests.rs" || n == "test_server.rs");
+            if !is_test {
+                out.push((rel_path, std::fs::read_to_string(&file).unwrap_or_default()));
+            }
+        }
+    }
+    out
+}
+
+/// The code of each line (comments and string contents removed), numbered from 1.
+fn code_lines(text: &str) -> impl Iterator<Item = (usize, String)> + '_ {
+    text.lines()
+        .enumerate()
+        .map(|(n, line)| (n + 1, strip_strings(line.split("//").next().unwrap_or_default())))
+}
+
+/// tonic's generated service and client modules: naming them is wiring, not message handling.
+const PB_GLUE: &[&str] = &["control_server", "enrollment_server", "control_client", "enrollment_client"];
+
+fn check_protobuf_confinement(root: &Path, problems: &mut Vec<String>) {
+    for (path, text) in shipped_sources(root) {
+        let in_grpc = path.starts_with("adapters/control-grpc/src/");
+        for (n, code) in code_lines(&text) {
+            if !in_grpc && code.contains("portunus_proto") {
+                problems.push(format!("{path}:{n}: protobuf types outside adapters/control-grpc"));
+            }
+            if !in_grpc || path.ends_with("/convert.rs") {
+                continue;
+            }
+            for item in pb_handling(&code) {
+                problems.push(format!(
+                    "{path}:{n}: `pb::{item}` built or taken apart outside convert.rs (move it into convert)"
+                ));
+            }
+        }
+    }
+}
+
+/// The `pb::` paths on a line of code that build a message (a struct literal) or reach into
+/// a message's module (`pb::client_message::Msg`), rather than name a type or tonic's glue.
+fn pb_handling(code: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut rest = code;
+    while let Some(at) = rest.find("pb::") {
+        let after = &rest[at + 4..];
+        let path_len =
+            after.find(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')).unwrap_or(after.len());
+        let (item, tail) = after.split_at(path_len);
+        let module = item.split("::").find(|seg| seg.starts_with(|c: char| c.is_ascii_lowercase()));
+        let is_type = item
+            .rsplit("::")
+            .find(|seg| !seg.is_empty())
+            .is_some_and(|seg| seg.starts_with(|c: char| c.is_ascii_uppercase()));
+        let builds = is_type && tail.trim_start().starts_with('{');
+        if builds || module.is_some_and(|m| !PB_GLUE.contains(&m)) {
+            found.push(item.to_owned());
+        }
+        rest = tail;
+    }
+    found
+}
+
+/// True when the line passes a literal to `exit(` or `ExitCode::from(`.
+fn exits_with_literal(code: &str) -> bool {
+    ["exit(", "ExitCode::from("].iter().any(|needle| {
+        code.match_indices(needle).any(|(at, _)| {
+            code[at + needle.len()..].trim_start().starts_with(|c: char| c.is_ascii_digit() || c == '-')
+        })
+    })
+}
+
+fn check_clock_reads(root: &Path, problems: &mut Vec<String>) {
+    for (path, text) in shipped_sources(root) {
+        if path == "adapters/telemetry/src/clock.rs" {
+            continue;
+        }
+        for (n, code) in code_lines(&text) {
+            if code.contains("SystemTime::now") {
+                problems.push(format!(
+                    "{path}:{n}: wall-clock read outside the clock adapter (use the Clock port)"
+                ));
+            }
+        }
+    }
+}
+
+fn check_exit_literals(root: &Path, problems: &mut Vec<String>) {
+    for (path, text) in shipped_sources(root) {
+        for (n, code) in code_lines(&text) {
+            if exits_with_literal(&code) {
+                problems.push(format!(
+                    "{path}:{n}: exit status literal; take it from the error-code table (`code.exit_status()`)"
+                ));
+            }
+        }
+    }
+}
+
+fn check_openapi_statuses(root: &Path, problems: &mut Vec<String>) {
+    let Ok(text) = std::fs::read_to_string(root.join("openapi/portunus.openapi.json")) else {
+        problems.push("openapi/portunus.openapi.json is missing".into());
+        return;
+    };
+    let Ok(doc) = serde_json::from_str::<serde_json::Value>(&text) else {
+        problems.push("openapi/portunus.openapi.json is not JSON".into());
+        return;
+    };
+    let table: std::collections::BTreeSet<u16> =
+        portunus_core::ErrorCode::ALL.iter().map(|c| c.http_status()).collect();
+    let paths = doc["paths"].as_object().cloned().unwrap_or_default();
+    for (route, ops) in paths {
+        for (method, op) in ops.as_object().cloned().unwrap_or_default() {
+            for status in
+                op["responses"].as_object().map(|r| r.keys().cloned().collect::<Vec<_>>()).unwrap_or_default()
+            {
+                let Ok(code) = status.parse::<u16>() else { continue };
+                if code >= 400 && !table.contains(&code) {
+                    problems.push(format!(
+                        "openapi: {method} {route} documents {code}, which no error code answers"
+                    ));
+                }
+            }
+        }
+    }
+}
+
 /// `line` with the contents of string literals blanked, so text about `unsafe` is not code.
 fn strip_strings(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
@@ -218,6 +362,26 @@ mod tests {
     #[test]
     fn repository_is_tidy() {
         super::run(&crate::project_root()).unwrap();
+    }
+
+    #[test]
+    fn protobuf_handling_is_told_apart_from_naming_types() {
+        assert!(
+            super::pb_handling("fn f(m: pb::ClientMessage) -> Result<pb::ServerMessage, Status>").is_empty()
+        );
+        assert!(super::pb_handling("use pb::control_server::{Control, ControlServer};").is_empty());
+        assert_eq!(super::pb_handling("let h = pb::Hello { version };"), ["Hello"]);
+        assert_eq!(
+            super::pb_handling("Some(pb::client_message::Msg::Stats(r)) => {}"),
+            ["client_message::Msg::Stats"]
+        );
+    }
+
+    #[test]
+    fn exit_literals_are_found() {
+        assert!(super::exits_with_literal("std::process::exit(2);"));
+        assert!(super::exits_with_literal("return ExitCode::from( 75);"));
+        assert!(!super::exits_with_literal("std::process::exit(i32::from(code.exit_status()));"));
     }
 
     #[test]

@@ -11,13 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use portunus_core::agent::{Agent, AgentCommand, Outcome, ServerMsg};
+use portunus_core::agent::{Agent, AgentCommand};
 use portunus_core::backoff::Backoff;
 use portunus_core::capability::Capability;
 use portunus_core::config::ControlPolicy;
 use portunus_core::enroll::{Bundle, EnrollUri};
 use portunus_core::error::{ErrorCode, Failure};
-use portunus_core::ids::ClientId;
 use portunus_core::ports::RuleRuntime;
 use portunus_core::stats::ReportGate;
 use portunus_proto::v1 as pb;
@@ -26,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::convert;
+use crate::convert::{self, ServerEvent};
 use crate::server::REASON_KEY;
 use crate::tls::{PinnedVerifier, pinned_client_config};
 
@@ -122,22 +121,9 @@ pub async fn redeem(uri: &EnrollUri, info: &ClientInfo, policy: &ControlPolicy) 
         match connect(&uri.endpoint, &uri.pin_sha256, policy).await {
             Ok(channel) => {
                 let mut client = pb::enrollment_client::EnrollmentClient::new(channel);
-                let request =
-                    pb::RedeemRequest { code: uri.code.expose().to_owned(), version: info.version.clone() };
+                let request = convert::redeem_request(uri.code.expose(), &info.version);
                 return match client.redeem(request).await {
-                    Ok(resp) => {
-                        let resp = resp.into_inner();
-                        let client_id = ClientId::parse(&resp.client_id).ok_or_else(|| {
-                            Failure::new(ErrorCode::InvalidRequest, "server sent a malformed client id")
-                        })?;
-                        Ok(Bundle {
-                            server_endpoint: resp.server_endpoint,
-                            server_cert_sha256: uri.pin_sha256.clone(),
-                            client_id,
-                            client_name: resp.client_name,
-                            token: resp.token,
-                        })
-                    }
+                    Ok(resp) => convert::bundle_from_wire(resp.into_inner(), &uri.pin_sha256),
                     Err(status) => Err(failure_of_status(&status)),
                 };
             }
@@ -228,14 +214,8 @@ async fn session(
     let Link { agent, backoff, gate } = link;
     gate.reset();
     let (tx, rx) = mpsc::channel::<pb::ClientMessage>(256);
-    let hello = pb::Hello {
-        version: info.version.clone(),
-        protocol_version: portunus_core::PROTOCOL_VERSION,
-        capabilities: info.capabilities.iter().map(|c| c.as_str().to_owned()).collect(),
-        git_revision: info.git_revision.clone(),
-    };
     // The channel is fresh, so the first message always fits.
-    let _ = tx.try_send(pb::ClientMessage { msg: Some(pb::client_message::Msg::Hello(hello)) });
+    let _ = tx.try_send(convert::hello(&info.version, &info.git_revision, &info.capabilities));
     let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
     let bearer = format!("Bearer {}", bundle.token);
     let value = bearer.parse().map_err(|_| {
@@ -263,25 +243,26 @@ async fn session(
                         ConnectError::Transient(why) => Ok(why),
                     },
                 };
-                match msg.msg {
-                    Some(pb::server_message::Msg::Welcome(welcome)) => {
+                match convert::server_event(msg) {
+                    ServerEvent::Welcome { client_name, server_version, settings } => {
                         backoff.reset();
-                        let settings = welcome.settings.as_ref().map(convert::settings_from_wire).unwrap_or_default();
                         runtime.apply_settings(settings);
                         stats_every = tokio::time::interval(stats_interval(Some(settings.stats_interval), min));
                         stats_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                         tracing::info!(
                             event = "control.connected",
                             endpoint = %bundle.server_endpoint,
-                            client = %welcome.client_name,
-                            server_version = %welcome.server_version,
+                            client = %client_name,
+                            server_version = %server_version,
                         );
                     }
-                    Some(pb::server_message::Msg::RuleUpdate(update)) => {
-                        apply_update(agent, update);
+                    ServerEvent::Rules(msgs) => {
+                        for msg in msgs {
+                            agent.handle(msg);
+                        }
                         drive(agent, runtime, &tx).await;
                     }
-                    None => {}
+                    ServerEvent::Ignored => {}
                 }
             }
             _ = stats_every.tick() => {
@@ -290,10 +271,7 @@ async fn session(
                 if changed.is_empty() {
                     continue;
                 }
-                let report = pb::StatsReport {
-                    rules: changed.iter().map(|(id, r)| convert::report_to_wire(*id, r)).collect(),
-                };
-                if tx.send(pb::ClientMessage { msg: Some(pb::client_message::Msg::Stats(report)) }).await.is_err() {
+                if tx.send(convert::stats_message(&changed)).await.is_err() {
                     return Ok("outbound stream closed".into());
                 }
             }
@@ -318,28 +296,6 @@ fn classify_status(status: &tonic::Status) -> ConnectError {
     ConnectError::Transient(format!("{}: {}", status.code(), status.message()))
 }
 
-fn apply_update(agent: &mut Agent, update: pb::RuleUpdate) {
-    let mut decoded = Vec::with_capacity(update.upsert.len());
-    for wire in &update.upsert {
-        match convert::rule_from_wire(wire) {
-            Ok(pair) => decoded.push(pair),
-            Err(failure) => {
-                tracing::error!(event = "control.bad_rule", rule = wire.rule_id, error = %failure)
-            }
-        }
-    }
-    if update.full_sync {
-        agent.handle(ServerMsg::Sync(decoded));
-    } else {
-        for (id, def) in decoded {
-            agent.handle(ServerMsg::Upsert(id, def));
-        }
-    }
-    for id in update.remove {
-        agent.handle(ServerMsg::Remove(portunus_core::ids::RuleId::new(id)));
-    }
-}
-
 /// Executes the agent's commands until it has none left.
 async fn drive(agent: &mut Agent, runtime: &dyn RuleRuntime, tx: &mpsc::Sender<pb::ClientMessage>) {
     while let Some(command) = agent.poll_command() {
@@ -359,24 +315,8 @@ async fn drive(agent: &mut Agent, runtime: &dyn RuleRuntime, tx: &mpsc::Sender<p
                 tracing::info!(event = "rule.unbound", rule = %id);
             }
             AgentCommand::Report(id, outcome) => {
-                let status = match outcome {
-                    Outcome::Active => pb::RuleStatus {
-                        rule_id: id.get(),
-                        state: pb::rule_status::State::Active as i32,
-                        code: String::new(),
-                        message: String::new(),
-                    },
-                    Outcome::Failed(f) => pb::RuleStatus {
-                        rule_id: id.get(),
-                        state: pb::rule_status::State::Failed as i32,
-                        code: f.code.as_str().to_owned(),
-                        message: f.message,
-                    },
-                };
                 // A closed stream loses the report; the next full sync restates it.
-                let _ = tx
-                    .send(pb::ClientMessage { msg: Some(pb::client_message::Msg::RuleStatus(status)) })
-                    .await;
+                let _ = tx.send(convert::outcome_message(id, outcome)).await;
             }
         }
     }

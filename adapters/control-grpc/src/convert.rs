@@ -1,4 +1,5 @@
-//! Protobuf ↔ core conversions, in one place.
+//! Protobuf ↔ core conversions, in one place: the only module that builds or takes apart
+//! protobuf messages (`cargo xtask tidy` checks it).
 //!
 //! Invariant: decoding never panics and never trusts the peer: a rule definition from the wire
 //! goes through the same grammar and checks as an operator's input.
@@ -7,12 +8,20 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use portunus_core::agent::{Outcome, ServerMsg};
+use portunus_core::capability::Capability;
 use portunus_core::config::DataPlaneSettings;
+use portunus_core::enroll::Bundle;
 use portunus_core::error::{ErrorCode, Failure};
-use portunus_core::ids::RuleId;
-use portunus_core::rule::{Host, ListenSpec, Protocol, ProxyVersion, RuleDef, RuleLimits, RuleSpec};
+use portunus_core::ids::{ClientId, RuleId};
+use portunus_core::ports::ClientCommand;
+use portunus_core::rule::{
+    Host, ListenSpec, Protocol, ProxyVersion, RuleDef, RuleEvent, RuleLimits, RuleSpec,
+};
+use portunus_core::service::Redeemed;
 use portunus_core::stats::{Counters, RuleReport, TargetCounters, TargetHealth};
 use portunus_proto::v1 as pb;
+use portunus_runtime::{EndReason, Outbound};
 
 /// Core rule → wire.
 pub fn rule_to_wire(id: RuleId, def: &RuleDef) -> pb::RuleDefinition {
@@ -292,5 +301,217 @@ mod tests {
         let s = DataPlaneSettings { udp_flow_idle: Duration::from_secs(31), ..Default::default() };
         assert_eq!(settings_from_wire(&settings_to_wire(&s)), s);
         assert_eq!(settings_from_wire(&pb::DataPlaneSettings::default()), DataPlaneSettings::default());
+    }
+}
+
+// ----- whole messages: the stream adapters build and take apart messages only here -------
+
+/// What a client's message means to the server.
+#[derive(Debug)]
+pub enum ClientEvent {
+    /// The first message: version and capability names.
+    Hello {
+        /// Version string.
+        version: String,
+        /// Capability names as announced.
+        capabilities: Vec<String>,
+    },
+    /// A rule's activation outcome.
+    Outcome(RuleId, RuleEvent),
+    /// Cumulative traffic of some rules.
+    Stats(Vec<(RuleId, RuleReport)>),
+    /// Nothing the server acts on.
+    Ignored,
+}
+
+/// Decodes a client message. An unknown outcome state is ignored; an unknown error code
+/// becomes `internal`; messages are bounded (512 characters).
+pub fn client_event(msg: pb::ClientMessage) -> ClientEvent {
+    match msg.msg {
+        Some(pb::client_message::Msg::Hello(hello)) => {
+            ClientEvent::Hello { version: hello.version, capabilities: hello.capabilities }
+        }
+        Some(pb::client_message::Msg::RuleStatus(status)) => {
+            let rule = RuleId::new(status.rule_id);
+            match pb::rule_status::State::try_from(status.state) {
+                Ok(pb::rule_status::State::Active) => ClientEvent::Outcome(rule, RuleEvent::Activated),
+                Ok(pb::rule_status::State::Failed) => ClientEvent::Outcome(
+                    rule,
+                    RuleEvent::Failed {
+                        code: ErrorCode::parse(&status.code).unwrap_or(ErrorCode::Internal),
+                        message: status.message.chars().take(512).collect(),
+                    },
+                ),
+                _ => ClientEvent::Ignored,
+            }
+        }
+        Some(pb::client_message::Msg::Stats(report)) => {
+            ClientEvent::Stats(report.rules.iter().map(report_from_wire).collect())
+        }
+        None => ClientEvent::Ignored,
+    }
+}
+
+/// The messages for one item a stream carries: a plan becomes Welcome and the full rule set;
+/// an end becomes the status that closes the stream.
+pub fn outbound_to_wire(
+    item: Outbound,
+    server_version: &str,
+) -> Vec<Result<pb::ServerMessage, tonic::Status>> {
+    let update = |update: pb::RuleUpdate| {
+        Ok(pb::ServerMessage { msg: Some(pb::server_message::Msg::RuleUpdate(update)) })
+    };
+    match item {
+        Outbound::Plan(plan) => {
+            let welcome = pb::Welcome {
+                client_id: plan.client.id.to_string(),
+                client_name: plan.client.name.to_string(),
+                settings: Some(settings_to_wire(&plan.settings)),
+                server_version: server_version.to_owned(),
+                protocol_version: portunus_core::PROTOCOL_VERSION,
+            };
+            let replay = pb::RuleUpdate {
+                full_sync: true,
+                upsert: plan.rules.iter().map(|(id, def)| rule_to_wire(*id, def)).collect(),
+                remove: vec![],
+            };
+            vec![
+                Ok(pb::ServerMessage { msg: Some(pb::server_message::Msg::Welcome(welcome)) }),
+                update(replay),
+            ]
+        }
+        Outbound::Command(ClientCommand::Upsert { rule, def }) => {
+            vec![update(pb::RuleUpdate {
+                full_sync: false,
+                upsert: vec![rule_to_wire(rule, &def)],
+                remove: vec![],
+            })]
+        }
+        Outbound::Command(ClientCommand::Remove { rule }) => {
+            vec![update(pb::RuleUpdate { full_sync: false, upsert: vec![], remove: vec![rule.get()] })]
+        }
+        Outbound::End(EndReason::Disconnected(reason)) => {
+            vec![Err(tonic::Status::unauthenticated(reason.as_str()))]
+        }
+        Outbound::End(EndReason::Replaced) => {
+            vec![Err(tonic::Status::aborted("replaced by a newer stream of the same client"))]
+        }
+        Outbound::End(EndReason::ShuttingDown) => {
+            vec![Err(tonic::Status::unavailable("server shutting down"))]
+        }
+    }
+}
+
+/// The answer to a successful redeem.
+pub fn redeem_response(redeemed: Redeemed) -> pb::RedeemResponse {
+    pb::RedeemResponse {
+        client_id: redeemed.client.id.to_string(),
+        client_name: redeemed.client.name.to_string(),
+        token: redeemed.token.expose().to_owned(),
+        server_endpoint: redeemed.endpoint,
+    }
+}
+
+/// A redeem request for `code`.
+pub fn redeem_request(code: &str, version: &str) -> pb::RedeemRequest {
+    pb::RedeemRequest { code: code.to_owned(), version: version.to_owned() }
+}
+
+/// The bundle a redeem answer makes, pinned to `pin`.
+pub fn bundle_from_wire(resp: pb::RedeemResponse, pin: &str) -> Result<Bundle, Failure> {
+    let client_id = ClientId::parse(&resp.client_id)
+        .ok_or_else(|| Failure::new(ErrorCode::InvalidRequest, "server sent a malformed client id"))?;
+    Ok(Bundle {
+        server_endpoint: resp.server_endpoint,
+        server_cert_sha256: pin.to_owned(),
+        client_id,
+        client_name: resp.client_name,
+        token: resp.token,
+    })
+}
+
+/// The first message of a client's stream.
+pub fn hello(version: &str, git_revision: &str, capabilities: &[Capability]) -> pb::ClientMessage {
+    let hello = pb::Hello {
+        version: version.to_owned(),
+        protocol_version: portunus_core::PROTOCOL_VERSION,
+        capabilities: capabilities.iter().map(|c| c.as_str().to_owned()).collect(),
+        git_revision: git_revision.to_owned(),
+    };
+    pb::ClientMessage { msg: Some(pb::client_message::Msg::Hello(hello)) }
+}
+
+/// A rule's activation outcome, as the client reports it.
+pub fn outcome_message(id: RuleId, outcome: Outcome) -> pb::ClientMessage {
+    let status = match outcome {
+        Outcome::Active => pb::RuleStatus {
+            rule_id: id.get(),
+            state: pb::rule_status::State::Active as i32,
+            code: String::new(),
+            message: String::new(),
+        },
+        Outcome::Failed(f) => pb::RuleStatus {
+            rule_id: id.get(),
+            state: pb::rule_status::State::Failed as i32,
+            code: f.code.as_str().to_owned(),
+            message: f.message,
+        },
+    };
+    pb::ClientMessage { msg: Some(pb::client_message::Msg::RuleStatus(status)) }
+}
+
+/// A traffic report of some rules.
+pub fn stats_message(reports: &[(RuleId, RuleReport)]) -> pb::ClientMessage {
+    let report = pb::StatsReport { rules: reports.iter().map(|(id, r)| report_to_wire(*id, r)).collect() };
+    pb::ClientMessage { msg: Some(pb::client_message::Msg::Stats(report)) }
+}
+
+/// What a server's message means to the client.
+#[derive(Debug)]
+pub enum ServerEvent {
+    /// The stream is up: who we are and the data-plane settings.
+    Welcome {
+        /// The client's name.
+        client_name: String,
+        /// The server's version.
+        server_version: String,
+        /// Settings for the data plane.
+        settings: DataPlaneSettings,
+    },
+    /// Rule changes for the agent, in order.
+    Rules(Vec<ServerMsg>),
+    /// Nothing to act on.
+    Ignored,
+}
+
+/// Decodes a server message. A rule the client cannot accept is left out (and logged as
+/// `control.bad_rule`); the rest of the update still applies.
+pub fn server_event(msg: pb::ServerMessage) -> ServerEvent {
+    match msg.msg {
+        Some(pb::server_message::Msg::Welcome(welcome)) => ServerEvent::Welcome {
+            settings: welcome.settings.as_ref().map(settings_from_wire).unwrap_or_default(),
+            client_name: welcome.client_name,
+            server_version: welcome.server_version,
+        },
+        Some(pb::server_message::Msg::RuleUpdate(update)) => {
+            let mut decoded = Vec::with_capacity(update.upsert.len());
+            for wire in &update.upsert {
+                match rule_from_wire(wire) {
+                    Ok(pair) => decoded.push(pair),
+                    Err(failure) => {
+                        tracing::error!(event = "control.bad_rule", rule = wire.rule_id, error = %failure)
+                    }
+                }
+            }
+            let mut msgs = Vec::with_capacity(decoded.len() + update.remove.len() + 1);
+            if update.full_sync {
+                msgs.push(ServerMsg::Sync(decoded));
+            } else {
+                msgs.extend(decoded.into_iter().map(|(id, def)| ServerMsg::Upsert(id, def)));
+            }
+            msgs.extend(update.remove.into_iter().map(|id| ServerMsg::Remove(RuleId::new(id))));
+            ServerEvent::Rules(msgs)
+        }
+        None => ServerEvent::Ignored,
     }
 }

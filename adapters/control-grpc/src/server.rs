@@ -15,19 +15,17 @@ use pb::enrollment_server::{Enrollment, EnrollmentServer};
 use portunus_core::capability;
 use portunus_core::config::ControlPolicy;
 use portunus_core::error::{ErrorCode, Failure};
-use portunus_core::ports::{ClientCommand, SessionInfo};
-use portunus_core::rule::RuleEvent;
+use portunus_core::ports::SessionInfo;
 use portunus_core::secret::Secret;
-use portunus_core::service::SessionPlan;
 use portunus_proto::v1 as pb;
-use portunus_runtime::{EndReason, Outbound, Runtime};
+use portunus_runtime::{Outbound, Runtime};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::convert;
+use crate::convert::{self, ClientEvent};
 use crate::tls::TlsIdentity;
 
 /// Metadata key carrying the stable reason of an authentication failure.
@@ -65,52 +63,6 @@ pub(crate) fn set_keepalive(tcp: &tokio::net::TcpStream, policy: &ControlPolicy)
         .with_interval(policy.keepalive_interval)
         .with_retries(policy.keepalive_probes);
     socket2::SockRef::from(tcp).set_tcp_keepalive(&keepalive)
-}
-
-/// The wire form of what the runtime queues on a stream.
-fn to_wire(item: Outbound, info: &ServerInfo) -> Result<pb::ServerMessage, Status> {
-    let msg = match item {
-        Outbound::Plan(plan) => {
-            return Ok(pb::ServerMessage {
-                msg: Some(pb::server_message::Msg::Welcome(welcome(&plan, info))),
-            });
-        }
-        Outbound::Command(ClientCommand::Upsert { rule, def }) => pb::RuleUpdate {
-            full_sync: false,
-            upsert: vec![convert::rule_to_wire(rule, &def)],
-            remove: vec![],
-        },
-        Outbound::Command(ClientCommand::Remove { rule }) => {
-            pb::RuleUpdate { full_sync: false, upsert: vec![], remove: vec![rule.get()] }
-        }
-        Outbound::End(EndReason::Disconnected(reason)) => {
-            return Err(Status::unauthenticated(reason.as_str()));
-        }
-        Outbound::End(EndReason::Replaced) => {
-            return Err(Status::aborted("replaced by a newer stream of the same client"));
-        }
-        Outbound::End(EndReason::ShuttingDown) => return Err(Status::unavailable("server shutting down")),
-    };
-    Ok(pb::ServerMessage { msg: Some(pb::server_message::Msg::RuleUpdate(msg)) })
-}
-
-fn welcome(plan: &SessionPlan, info: &ServerInfo) -> pb::Welcome {
-    pb::Welcome {
-        client_id: plan.client.id.to_string(),
-        client_name: plan.client.name.to_string(),
-        settings: Some(convert::settings_to_wire(&plan.settings)),
-        server_version: info.version.clone(),
-        protocol_version: portunus_core::PROTOCOL_VERSION,
-    }
-}
-
-fn replay(plan: &SessionPlan) -> pb::ServerMessage {
-    let update = pb::RuleUpdate {
-        full_sync: true,
-        upsert: plan.rules.iter().map(|(id, def)| convert::rule_to_wire(*id, def)).collect(),
-        remove: vec![],
-    };
-    pb::ServerMessage { msg: Some(pb::server_message::Msg::RuleUpdate(update)) }
 }
 
 fn status_of(failure: &Failure) -> Status {
@@ -160,13 +112,13 @@ impl Control for ControlService {
             }
         };
         let mut inbound = request.into_inner();
-        let hello = match tokio::time::timeout(self.policy.hello_timeout, inbound.message()).await {
-            Ok(Ok(Some(pb::ClientMessage { msg: Some(pb::client_message::Msg::Hello(hello)) }))) => hello,
+        let first = tokio::time::timeout(self.policy.hello_timeout, inbound.message()).await;
+        let (version, capabilities) = match first.map(|m| m.map(|m| m.map(convert::client_event))) {
+            Ok(Ok(Some(ClientEvent::Hello { version, capabilities }))) => (version, capabilities),
             _ => return Err(Status::invalid_argument("the first message must be Hello")),
         };
-        let caps = capability::parse_set(hello.capabilities.iter().map(String::as_str));
-        let plan =
-            self.runtime.session_opened(&client.id, &hello.version).await.map_err(|f| status_of(&f))?;
+        let caps = capability::parse_set(capabilities.iter().map(String::as_str));
+        let plan = self.runtime.session_opened(&client.id, &version).await.map_err(|f| status_of(&f))?;
         let n_rules = plan.rules.len();
 
         let (tx, rx) = mpsc::unbounded_channel();
@@ -174,7 +126,7 @@ impl Control for ControlService {
         let _ = tx.send(Outbound::Plan(Box::new(plan)));
         let info = SessionInfo {
             capabilities: caps.clone(),
-            version: hello.version.clone(),
+            version: version.clone(),
             connected_at: self.runtime.now(),
         };
         let registration = self.runtime.sessions().register(&client.id, client.name.as_str(), info, tx);
@@ -183,7 +135,7 @@ impl Control for ControlService {
             event = "client.connected",
             client = %client.name,
             client_id = %client.id,
-            version = %hello.version,
+            version = %version,
             capabilities = %cap_names.join(","),
             rules_replayed = n_rules,
             remote = %remote,
@@ -213,15 +165,10 @@ impl Control for ControlService {
                 tracing::warn!(event = "store.error", error = %err, "could not record a disconnect");
             }
         });
-        let info = self.info.clone();
+        let server_version = self.info.version.clone();
         // The plan becomes two messages on the wire: Welcome, then the full rule set.
-        let outbound = UnboundedReceiverStream::new(rx).flat_map(move |item| {
-            let items: Vec<Result<pb::ServerMessage, Status>> = match item {
-                Outbound::Plan(plan) => vec![to_wire(Outbound::Plan(plan.clone()), &info), Ok(replay(&plan))],
-                other => vec![to_wire(other, &info)],
-            };
-            futures::stream::iter(items)
-        });
+        let outbound = UnboundedReceiverStream::new(rx)
+            .flat_map(move |item| futures::stream::iter(convert::outbound_to_wire(item, &server_version)));
         Ok(Response::new(Box::pin(outbound)))
     }
 }
@@ -231,35 +178,23 @@ async fn handle_client_message(
     client: &portunus_core::ids::ClientId,
     msg: pb::ClientMessage,
 ) {
-    match msg.msg {
-        Some(pb::client_message::Msg::RuleStatus(status)) => {
-            let rule = portunus_core::ids::RuleId::new(status.rule_id);
-            let event = match pb::rule_status::State::try_from(status.state) {
-                Ok(pb::rule_status::State::Active) => RuleEvent::Activated,
-                Ok(pb::rule_status::State::Failed) => RuleEvent::Failed {
-                    code: ErrorCode::parse(&status.code).unwrap_or(ErrorCode::Internal),
-                    message: status.message.chars().take(512).collect(),
-                },
-                _ => return,
-            };
-            match runtime.rule_outcome(client, rule, event).await {
-                Ok(Some(portunus_core::rule::RuleState::Failed { code, message })) => {
-                    tracing::warn!(event = "rule.failed", rule = %rule, code = %code, message = %message);
-                }
-                Ok(Some(_)) => tracing::info!(event = "rule.activated", rule = %rule),
-                Ok(None) => {}
-                Err(err) => {
-                    tracing::error!(event = "store.error", error = %err, "could not record a rule outcome")
-                }
+    match convert::client_event(msg) {
+        ClientEvent::Outcome(rule, event) => match runtime.rule_outcome(client, rule, event).await {
+            Ok(Some(portunus_core::rule::RuleState::Failed { code, message })) => {
+                tracing::warn!(event = "rule.failed", rule = %rule, code = %code, message = %message);
             }
-        }
-        Some(pb::client_message::Msg::Stats(report)) => {
-            let reports = report.rules.iter().map(convert::report_from_wire).collect();
+            Ok(Some(_)) => tracing::info!(event = "rule.activated", rule = %rule),
+            Ok(None) => {}
+            Err(err) => {
+                tracing::error!(event = "store.error", error = %err, "could not record a rule outcome")
+            }
+        },
+        ClientEvent::Stats(reports) => {
             if let Err(err) = runtime.record_stats(client, reports).await {
                 tracing::warn!(event = "store.error", error = %err, "could not record stats");
             }
         }
-        Some(pb::client_message::Msg::Hello(_)) | None => {}
+        ClientEvent::Hello { .. } | ClientEvent::Ignored => {}
     }
 }
 
@@ -279,12 +214,7 @@ impl Enrollment for ControlService {
                     client_id = %redeemed.client.id,
                     remote = %remote,
                 );
-                Ok(Response::new(pb::RedeemResponse {
-                    client_id: redeemed.client.id.to_string(),
-                    client_name: redeemed.client.name.to_string(),
-                    token: redeemed.token.expose().to_owned(),
-                    server_endpoint: redeemed.endpoint,
-                }))
+                Ok(Response::new(convert::redeem_response(redeemed)))
             }
             Err(failure) => {
                 tracing::warn!(event = "enroll.redeem_failed", code = %failure.code, remote = %remote);

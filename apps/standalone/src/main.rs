@@ -56,7 +56,7 @@ fn main() {
     let result = match (result, cli.check) {
         (Err(failure), _) => {
             eprintln!("{}: {}", failure.code, failure.message);
-            std::process::exit(2);
+            std::process::exit(i32::from(ErrorCode::InvalidConfig.exit_status()));
         }
         (Ok(config), true) => {
             eprintln!("{}: {} rule(s) OK", cli.config.display(), config.rules.len());
