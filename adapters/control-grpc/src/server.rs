@@ -16,9 +16,10 @@ use portunus_core::capability;
 use portunus_core::config::ControlPolicy;
 use portunus_core::error::{ErrorCode, Failure};
 use portunus_core::ports::SessionInfo;
+use portunus_core::ports::Sessions;
 use portunus_core::secret::Secret;
 use portunus_proto::v1 as pb;
-use portunus_runtime::{Outbound, Runtime};
+use portunus_runtime::Runtime;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
@@ -118,18 +119,21 @@ impl Control for ControlService {
             _ => return Err(Status::invalid_argument("the first message must be Hello")),
         };
         let caps = capability::parse_set(capabilities.iter().map(String::as_str));
-        let plan = self.runtime.session_opened(&client.id, &version).await.map_err(|f| status_of(&f))?;
-        let n_rules = plan.rules.len();
-
         let (tx, rx) = mpsc::unbounded_channel();
-        // Queued before the stream is registered: the replay precedes any push.
-        let _ = tx.send(Outbound::Plan(Box::new(plan)));
         let info = SessionInfo {
             capabilities: caps.clone(),
             version: version.clone(),
             connected_at: self.runtime.now(),
         };
-        let registration = self.runtime.sessions().register(&client.id, client.name.as_str(), info, tx);
+        // The runtime queues the plan and registers the stream in commit order: the replay
+        // precedes any later push, and a revoke since the handshake refuses the stream.
+        let (registration, n_rules) = match self.runtime.open_session(&token, &version, info, tx).await {
+            Ok(opened) => opened,
+            Err(failure) => {
+                tracing::warn!(event = "auth.failure", reason = %failure.code, remote = %remote, kind = "client_token");
+                return Err(status_of(&failure));
+            }
+        };
         let cap_names: Vec<&str> = caps.iter().map(|c| c.as_str()).collect();
         tracing::info!(
             event = "client.connected",
@@ -161,7 +165,10 @@ impl Control for ControlService {
             {
                 tracing::info!(event = "client.disconnected", client = %client.name, client_id = %client.id, reason);
             }
-            if let Err(err) = runtime.session_closed(&client.id).await {
+            // A stream replaced by a newer one leaves the newer one's live counters alone.
+            if runtime.sessions().session(&client.id).is_none()
+                && let Err(err) = runtime.session_closed(&client.id).await
+            {
                 tracing::warn!(event = "store.error", error = %err, "could not record a disconnect");
             }
         });

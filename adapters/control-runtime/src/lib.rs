@@ -35,7 +35,8 @@ use portunus_core::grant::Grant;
 use portunus_core::ids::{ClientId, RuleId, SessionId, Timestamp};
 use portunus_core::policy::Actor;
 use portunus_core::ports::{
-    Clock, Entropy, LatencyObserver, PasswordHasher, Sessions, Stage, Store, StoreError, StoreTx, Write,
+    Clock, Entropy, LatencyObserver, PasswordHasher, SessionInfo, Sessions, Stage, Store, StoreError,
+    StoreTx, Write,
 };
 use portunus_core::rule::{Rule, RuleEvent, RuleSpec, RuleState};
 use portunus_core::secret::{Secret, SecretHash};
@@ -85,7 +86,8 @@ struct StatsState {
     dirty: BTreeSet<RuleId>,
 }
 
-struct Inner {
+/// The runtime's shared state.
+pub struct Inner {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     observer: Option<Arc<dyn LatencyObserver>>,
@@ -156,17 +158,22 @@ impl Runtime {
     }
 
     fn stats(&self) -> MutexGuard<'_, StatsState> {
-        self.inner.stats.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.stats()
     }
 
     // ----- the two ways to run a use case -------------------------------------------------
 
-    /// Queues `f` on the writer: it runs inside a write transaction, its staged writes are
-    /// applied there, and `reply` gets its answer (and effects) once the commit returned.
-    fn submit<T, F>(&self, f: F, reply: impl FnOnce(Result<(T, Vec<Effect>), Failure>) + Send + 'static)
+    /// Queues `f` on the writer: it runs inside a write transaction and its staged writes are
+    /// applied there. Once the commit returned, still on the writer thread and so in commit
+    /// order, its effects are performed on the live streams, then `after` runs (a push
+    /// queues its command there, a new stream registers there), and `reply` gets both
+    /// answers. A failed commit performs nothing.
+    fn submit<T, P, F, A>(&self, f: F, after: A, reply: impl FnOnce(Result<(T, P), Failure>) + Send + 'static)
     where
         T: Send + 'static,
+        P: Send + 'static,
         F: FnOnce(&Services, &mut Cx<'_, dyn StoreTx + '_>) -> T + Send + 'static,
+        A: FnOnce(&Inner, &T) -> P + Send + 'static,
     {
         let inner = self.inner.clone();
         let job: Job = Box::new(move |tx: &dyn StoreTx| -> Result<Completion, StoreError> {
@@ -174,7 +181,13 @@ impl Runtime {
             let answer = f(&inner.services, &mut cx);
             let Staged { writes, effects } = cx.finish();
             tx.apply(writes)?;
-            Ok(Box::new(move |committed: Result<(), Failure>| reply(committed.map(|()| (answer, effects)))))
+            Ok(Box::new(move |committed: Result<(), Failure>| {
+                reply(committed.map(|()| {
+                    inner.perform(effects);
+                    let extra = after(&inner, &answer);
+                    (answer, extra)
+                }))
+            }))
         });
         if let Err(failure) = self.inner.writer.submit(job) {
             tracing::error!(event = "store.error", error = %failure.message);
@@ -188,27 +201,39 @@ impl Runtime {
         F: FnOnce(&Services, &mut Cx<'_, dyn StoreTx + '_>) -> T + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.submit(f, move |result| {
-            let _ = tx.send(result);
-        });
-        let (answer, effects) = rx.recv().map_err(|_| writer_gone())??;
-        self.perform(effects);
-        Ok(answer)
+        self.submit(
+            f,
+            |_, _| (),
+            move |result| {
+                let _ = tx.send(result);
+            },
+        );
+        Ok(rx.recv().map_err(|_| writer_gone())??.0)
     }
 
-    /// Runs a mutation from async code: waits for the commit without blocking a worker.
+    /// Runs a mutation from async code, then `after` in commit order; waits for both
+    /// without blocking a worker.
+    async fn mutate_then<T, P, F, A>(&self, f: F, after: A) -> Result<(T, P), Failure>
+    where
+        T: Send + 'static,
+        P: Send + 'static,
+        F: FnOnce(&Services, &mut Cx<'_, dyn StoreTx + '_>) -> T + Send + 'static,
+        A: FnOnce(&Inner, &T) -> P + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(f, after, move |result| {
+            let _ = tx.send(result);
+        });
+        rx.await.map_err(|_| writer_gone())?
+    }
+
+    /// [`Runtime::mutate_then`] with nothing to do after.
     async fn mutate_async<T, F>(&self, f: F) -> Result<T, Failure>
     where
         T: Send + 'static,
         F: FnOnce(&Services, &mut Cx<'_, dyn StoreTx + '_>) -> T + Send + 'static,
     {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(f, move |result| {
-            let _ = tx.send(result);
-        });
-        let (answer, effects) = rx.await.map_err(|_| writer_gone())??;
-        self.perform(effects);
-        Ok(answer)
+        Ok(self.mutate_then(f, |_, _| ()).await?.0)
     }
 
     /// Runs a read on the calling thread against committed state. A read that staged
@@ -226,16 +251,23 @@ impl Runtime {
         }
         Ok(answer)
     }
+}
 
-    /// Performs effects of a committed batch on the live streams.
+impl Inner {
+    fn stats(&self) -> MutexGuard<'_, StatsState> {
+        self.stats.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Performs the effects of a committed batch on the live streams (on the writer thread,
+    /// so in commit order).
     fn perform(&self, effects: Vec<Effect>) {
         for effect in effects {
             match effect {
                 Effect::Send { client, command } => {
                     // A client without a stream gets the full rule set when it reconnects.
-                    let _ = self.inner.sessions.send(&client, command);
+                    let _ = self.sessions.send(&client, command);
                 }
-                Effect::Disconnect { client, reason } => self.inner.sessions.disconnect(&client, reason),
+                Effect::Disconnect { client, reason } => self.sessions.disconnect(&client, reason),
                 Effect::ForgetRules(rules) => {
                     let mut stats = self.stats();
                     for rule in rules {
@@ -361,6 +393,7 @@ impl Runtime {
                 _ => PushOutcome::TimedOut,
             }
         } else {
+            drop(waiter);
             PushOutcome::NotDelivered
         };
         self.inner.sessions.forget_waiters(rule);
@@ -580,10 +613,31 @@ impl Runtime {
         self.inner.services.clients.authenticate_client(&*self.inner.store, token)
     }
 
-    /// Records a connect and returns the plan to queue before registering the stream.
-    pub async fn session_opened(&self, client: &ClientId, version: &str) -> Result<SessionPlan, Failure> {
-        let (client, version) = (client.clone(), version.to_owned());
-        self.mutate_async(move |s, cx| s.clients.session_opened(cx, &client, &version)).await?
+    /// Opens a client's stream: checks its token again (a revoke or rotation since the
+    /// handshake refuses it), records the connect, queues the plan on `tx` and registers the
+    /// stream, the last two in commit order, so every later mutation's commands reach this
+    /// stream and every earlier one is in its plan. Returns the registration and the number
+    /// of rules replayed.
+    pub async fn open_session(
+        &self,
+        token: &str,
+        version: &str,
+        info: SessionInfo,
+        tx: tokio::sync::mpsc::UnboundedSender<Outbound>,
+    ) -> Result<(Registration, usize), Failure> {
+        let (token, version) = (token.to_owned(), version.to_owned());
+        let register = move |inner: &Inner, plan: &Result<SessionPlan, Failure>| {
+            plan.as_ref().ok().map(|plan| {
+                let _ = tx.send(Outbound::Plan(Box::new(plan.clone())));
+                inner.sessions.register(&plan.client.id, plan.client.name.as_str(), info, tx)
+            })
+        };
+        let (plan, registration) =
+            self.mutate_then(move |s, cx| s.clients.session_opened(cx, &token, &version), register).await?;
+        let n_rules = plan?.rules.len();
+        let registration =
+            registration.ok_or_else(|| Failure::new(ErrorCode::Internal, "stream not registered"))?;
+        Ok((registration, n_rules))
     }
 
     /// Applies a client's activation report and wakes the push waiting for it.

@@ -97,18 +97,20 @@ impl ClientService {
         Ok(client)
     }
 
-    /// Records a connect and returns what to send. Called after authentication and before
-    /// the session is registered, so the replay comes before any push.
+    /// Records a connect and returns what to send: the client's token is checked again
+    /// against the state this runs in (a revoke or a rotation since the handshake refuses the
+    /// stream). The caller registers the stream in the same commit order, so the replay
+    /// comes before any later push.
     pub fn session_opened<S: ClientStore + RuleStore + ?Sized>(
         &self,
         cx: &mut Cx<'_, S>,
-        client: &ClientId,
+        token: &str,
         version: &str,
     ) -> Result<SessionPlan, crate::Failure> {
-        let mut record = cx
-            .store
-            .get_client(client)?
-            .ok_or_else(|| crate::Failure::new(ErrorCode::ClientNotFound, "client vanished"))?;
+        let mut record = self
+            .authenticate_client(cx.store, token)
+            .map_err(|refused| crate::Failure::new(refused.code(), refused.reason()))?;
+        let client = &record.id.clone();
         record.last_seen_at = Some(cx.now);
         record.version = Some(version.chars().take(64).collect());
         let rules = cx

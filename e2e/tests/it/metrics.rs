@@ -42,4 +42,20 @@ fn metrics_endpoints_answer_and_export_the_contract_series_after_traffic() {
     assert!(sample(&body, &format!("portunus_rule_connections_active{labels}")).is_some(), "{body}");
     assert!(!body.contains("otel_scope"), "exporter-added scope labels:\n{body}");
     assert!(!body.contains("target_info"), "exporter-added target_info:\n{body}");
+    // The control plane's own latencies: the push above was answered, acknowledged and
+    // committed at least once each.
+    for histogram in [
+        "portunus_control_push_duration_seconds",
+        "portunus_control_ack_duration_seconds",
+        "portunus_store_commit_duration_seconds",
+    ] {
+        assert!(
+            sample(&body, &format!("{histogram}_count")).is_some_and(|n| n >= 1.0),
+            "{histogram} has no observation:\n{body}"
+        );
+        assert!(
+            body.contains(&format!("{histogram}_bucket{{le=\"0.001\"}}")),
+            "{histogram} buckets:\n{body}"
+        );
+    }
 }

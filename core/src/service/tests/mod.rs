@@ -238,7 +238,7 @@ fn capability_gate_runs_before_anything_is_stored() {
 #[test]
 fn replay_sends_pending_and_active_rules_but_never_failed_ones() {
     let h = harness();
-    let (id, _) = enrolled(&h, "edge-01");
+    let (id, token) = enrolled(&h, "edge-01");
     h.sessions.connect(&id, &[Capability::Tcp]);
     let mut ids = Vec::new();
     for (port, outcome) in [(1, RuleState::Active), (2, RuleState::Pending), (3, RuleState::Active)] {
@@ -261,9 +261,13 @@ fn replay_sends_pending_and_active_rules_but_never_failed_ones() {
             )
         })
         .unwrap();
-    let plan = h.plane.run(|cx| h.plane.clients.session_opened(cx, &id, "1.0")).unwrap();
+    let plan = h.plane.run(|cx| h.plane.clients.session_opened(cx, token.expose(), "1.0")).unwrap();
     let replayed: Vec<_> = plan.rules.iter().map(|(r, _)| *r).collect();
     assert_eq!(replayed, vec![ids[0], ids[1]]);
+    // A stream whose client was revoked since its handshake is refused at the same step.
+    h.plane.run(|cx| h.plane.clients.revoke(cx, &Actor::operator(), "edge-01")).unwrap();
+    let refused = h.plane.run(|cx| h.plane.clients.session_opened(cx, token.expose(), "1.0")).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::TokenRevoked);
 }
 
 #[test]
