@@ -396,6 +396,8 @@ pub fn store_contract(make: &dyn Fn() -> Box<dyn Store>) {
     rule_ids_increase_and_are_never_reused(&*make());
     rename_moves_the_name_index(&*make());
     delete_rule_removes_its_totals_and_is_idempotent(&*make());
+    a_clients_rules_and_counts_follow_puts_moves_and_deletes(&*make());
+    a_transaction_reads_its_own_writes_and_a_failed_one_writes_nothing(&*make());
     a_name_held_by_another_client_refuses_the_whole_batch(&*make());
     listings_are_ordered(&*make());
     delete_client_frees_its_name(&*make());
@@ -588,6 +590,55 @@ fn delete_rule_removes_its_totals_and_is_idempotent(store: &dyn Store) {
     store.commit(vec![Write::DeleteRule(rule.id)]).unwrap();
     assert_eq!(store.get_rule(rule.id).unwrap(), None);
     assert!(store.list_totals().unwrap().is_empty());
+    assert!(store.rules_for_client(&client.id).unwrap().is_empty(), "the per-client view forgets it");
+    assert_eq!(store.rule_counts().unwrap().get(&client.id), None);
+}
+
+fn a_clients_rules_and_counts_follow_puts_moves_and_deletes(store: &dyn Store) {
+    let a = sample_client(10, "edge-a");
+    let b = sample_client(11, "edge-b");
+    let r1 = sample_rule(store.next_rule_id().unwrap(), &a.id, 1);
+    let r2 = sample_rule(store.next_rule_id().unwrap(), &a.id, 2);
+    let r3 = sample_rule(store.next_rule_id().unwrap(), &b.id, 1);
+    store
+        .commit(vec![Write::PutRule(r1.clone()), Write::PutRule(r2.clone()), Write::PutRule(r3.clone())])
+        .unwrap();
+    assert_eq!(store.rules_for_client(&a.id).unwrap(), vec![r1.clone(), r2.clone()]);
+    let counts = store.rule_counts().unwrap();
+    assert_eq!((counts.get(&a.id), counts.get(&b.id)), (Some(&2), Some(&1)));
+    // Rewriting a rule keeps one entry; a rule given to another client moves.
+    let moved = Rule { client: b.id.clone(), ..r2.clone() };
+    store.commit(vec![Write::PutRule(r1.clone()), Write::PutRule(moved.clone())]).unwrap();
+    assert_eq!(store.rules_for_client(&a.id).unwrap(), vec![r1.clone()]);
+    assert_eq!(store.rules_for_client(&b.id).unwrap(), vec![moved, r3]);
+    store.commit(vec![Write::DeleteRule(r1.id)]).unwrap();
+    assert_eq!(store.rule_counts().unwrap().get(&a.id), None);
+}
+
+fn a_transaction_reads_its_own_writes_and_a_failed_one_writes_nothing(store: &dyn Store) {
+    let client = sample_client(12, "edge-tx");
+    store
+        .transact(&mut |tx| {
+            tx.apply(vec![Write::PutClient(client.clone())])?;
+            assert_eq!(
+                tx.client_by_name(&client.name)?,
+                Some(client.clone()),
+                "a transaction sees its writes"
+            );
+            let rule = sample_rule(tx.next_rule_id()?, &client.id, 5);
+            tx.apply(vec![Write::PutRule(rule)])?;
+            assert_eq!(tx.rules_for_client(&client.id)?.len(), 1);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(store.rules_for_client(&client.id).unwrap().len(), 1);
+    let doomed = sample_client(13, "edge-doomed");
+    let refused = store.transact(&mut |tx| {
+        tx.apply(vec![Write::PutClient(doomed.clone())])?;
+        Err(StoreError::Corrupted { detail: "the work failed".into() })
+    });
+    assert!(refused.is_err());
+    assert_eq!(store.get_client(&doomed.id).unwrap(), None, "nothing of a failed transaction is written");
 }
 
 fn a_name_held_by_another_client_refuses_the_whole_batch(store: &dyn Store) {

@@ -5,12 +5,15 @@
 //! version; a version newer than this binary's is reported, never rewritten.
 
 use portunus_core::ports::StoreError;
-use redb::{ReadTransaction, ReadableTable, TableDefinition, TableError, TableHandle, WriteTransaction};
+use redb::{
+    MultimapTableDefinition, ReadTransaction, ReadableTable, TableDefinition, TableError, TableHandle,
+    WriteTransaction,
+};
 
 use crate::error::store_err;
 
 /// The schema version this binary writes and reads.
-pub const SCHEMA_VERSION: u64 = 2;
+pub const SCHEMA_VERSION: u64 = 3;
 
 /// Store-wide counters: [`SCHEMA_VERSION_KEY`] and [`NEXT_RULE_ID_KEY`].
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -20,6 +23,10 @@ pub(crate) const CLIENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("c
 pub(crate) const CLIENT_NAMES: TableDefinition<&str, &str> = TableDefinition::new("client_names");
 /// Rule id → JSON `Rule`.
 pub(crate) const RULES: TableDefinition<u64, &[u8]> = TableDefinition::new("rules");
+/// Client id → ids of its rules: the index behind a client's rules and the per-client
+/// counts, so neither decodes every rule. (Version 3.)
+pub(crate) const CLIENT_RULES: MultimapTableDefinition<&str, u64> =
+    MultimapTableDefinition::new("client_rules");
 /// Enrollment code hash (lowercase hex) → JSON `Enrollment`.
 pub(crate) const ENROLLMENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("enrollments");
 /// Rule id → JSON `RuleTotals`.
@@ -52,7 +59,7 @@ type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[i]` moves a file from version `i + 1` to `i + 2`. To change the layout, append a
 /// step here and bump [`SCHEMA_VERSION`]; released steps are never edited.
-const MIGRATIONS: &[Migration] = &[v1_to_v2];
+const MIGRATIONS: &[Migration] = &[v1_to_v2, v2_to_v3];
 
 /// Version 2 adds users, grants, credentials, throttles, settings and the audit trail. A
 /// version 1 file has none of them; they start empty, so onboarding is open on an upgraded
@@ -65,6 +72,19 @@ fn v1_to_v2(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(THROTTLES).map_err(store_err)?;
     tx.open_table(SETTINGS).map_err(store_err)?;
     tx.open_table(AUDIT).map_err(store_err)?;
+    Ok(())
+}
+
+/// Version 3 indexes rules by client: the index is built from the rules already stored.
+fn v2_to_v3(tx: &WriteTransaction) -> Result<(), StoreError> {
+    let rules = tx.open_table(RULES).map_err(store_err)?;
+    let mut index = tx.open_multimap_table(CLIENT_RULES).map_err(store_err)?;
+    for row in rules.iter().map_err(store_err)? {
+        let (key, value) = row.map_err(store_err)?;
+        let rule: portunus_core::rule::Rule =
+            crate::error::decode(RULES.name(), &key.value(), value.value())?;
+        index.insert(rule.client.as_str(), rule.id.get()).map_err(store_err)?;
+    }
     Ok(())
 }
 
@@ -155,5 +175,6 @@ fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(RULES).map_err(store_err)?;
     tx.open_table(ENROLLMENTS).map_err(store_err)?;
     tx.open_table(TOTALS).map_err(store_err)?;
+    tx.open_multimap_table(CLIENT_RULES).map_err(store_err)?;
     v1_to_v2(tx)
 }

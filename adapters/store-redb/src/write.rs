@@ -16,12 +16,12 @@ use portunus_core::secret::SecretHash;
 use portunus_core::settings::RuntimeSettings;
 use portunus_core::stats::RuleTotals;
 use portunus_core::throttle::Throttle;
-use redb::{ReadableTable, Table, TableHandle, WriteTransaction};
+use redb::{MultimapTable, ReadableTable, Table, TableHandle, WriteTransaction};
 
 use crate::error::{decode, encode, store_err};
 use crate::schema::{
-    API_TOKENS, AUDIT, CLIENT_NAMES, CLIENTS, ENROLLMENTS, GRANTS, META, NEXT_RULE_ID_KEY, RULES,
-    RUNTIME_SETTINGS_KEY, SESSIONS, SETTINGS, THROTTLES, TOTALS, USERS,
+    API_TOKENS, AUDIT, CLIENT_NAMES, CLIENT_RULES, CLIENTS, ENROLLMENTS, GRANTS, META, NEXT_RULE_ID_KEY,
+    RULES, RUNTIME_SETTINGS_KEY, SESSIONS, SETTINGS, THROTTLES, TOTALS, USERS,
 };
 use crate::source::View;
 use crate::store::RedbStore;
@@ -136,6 +136,7 @@ struct Batch<'txn> {
     clients: Table<'txn, &'static str, &'static [u8]>,
     names: Table<'txn, &'static str, &'static str>,
     rules: Table<'txn, u64, &'static [u8]>,
+    client_rules: MultimapTable<'txn, &'static str, u64>,
     enrollments: Table<'txn, &'static str, &'static [u8]>,
     totals: Table<'txn, u64, &'static [u8]>,
     users: Table<'txn, &'static str, &'static [u8]>,
@@ -153,6 +154,7 @@ impl<'txn> Batch<'txn> {
             clients: tx.open_table(CLIENTS).map_err(store_err)?,
             names: tx.open_table(CLIENT_NAMES).map_err(store_err)?,
             rules: tx.open_table(RULES).map_err(store_err)?,
+            client_rules: tx.open_multimap_table(CLIENT_RULES).map_err(store_err)?,
             enrollments: tx.open_table(ENROLLMENTS).map_err(store_err)?,
             totals: tx.open_table(TOTALS).map_err(store_err)?,
             users: tx.open_table(USERS).map_err(store_err)?,
@@ -169,11 +171,27 @@ impl<'txn> Batch<'txn> {
         match write {
             Write::PutClient(client) => self.put_client(&client),
             Write::PutRule(rule) => {
-                self.rules.insert(rule.id.get(), encode(&rule)?.as_slice()).map_err(store_err)?;
+                let previous =
+                    self.rules.insert(rule.id.get(), encode(&rule)?.as_slice()).map_err(store_err)?;
+                let moved = match previous {
+                    Some(row) => Some(decode::<Rule>(RULES.name(), &rule.id.get(), row.value())?.client),
+                    None => None,
+                };
+                if let Some(old) = moved.filter(|old| old != &rule.client) {
+                    self.client_rules.remove(old.as_str(), rule.id.get()).map_err(store_err)?;
+                }
+                self.client_rules.insert(rule.client.as_str(), rule.id.get()).map_err(store_err)?;
                 Ok(())
             }
             Write::DeleteRule(id) => {
-                self.rules.remove(id.get()).map_err(store_err)?;
+                let removed = self.rules.remove(id.get()).map_err(store_err)?;
+                let client = match removed {
+                    Some(row) => Some(decode::<Rule>(RULES.name(), &id.get(), row.value())?.client),
+                    None => None,
+                };
+                if let Some(client) = client {
+                    self.client_rules.remove(client.as_str(), id.get()).map_err(store_err)?;
+                }
                 self.totals.remove(id.get()).map_err(store_err)?;
                 Ok(())
             }

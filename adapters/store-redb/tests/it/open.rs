@@ -130,8 +130,11 @@ fn a_version_1_file_is_migrated_forward_and_keeps_its_data() {
 
     let store = RedbStore::open(&path).unwrap();
     assert_eq!(store.get_client(&edge.id).unwrap(), Some(edge.clone()));
-    assert_eq!(store.client_by_name(&edge.name).unwrap(), Some(edge));
-    assert_eq!(store.list_rules().unwrap(), vec![kept]);
+    assert_eq!(store.client_by_name(&edge.name).unwrap(), Some(edge.clone()));
+    assert_eq!(store.list_rules().unwrap(), vec![kept.clone()]);
+    // Version 3's index is built from the rules the file already had.
+    assert_eq!(store.rules_for_client(&edge.id).unwrap(), vec![kept]);
+    assert_eq!(store.rule_counts().unwrap().get(&edge.id), Some(&1));
     assert!(store.list_users().unwrap().is_empty());
     assert!(
         !store.runtime_settings().unwrap().onboarding.is_complete(),
