@@ -41,7 +41,7 @@ use portunus_core::ports::{
 use portunus_core::rule::{Rule, RuleEvent, RuleSpec, RuleState};
 use portunus_core::secret::{Secret, SecretHash};
 use portunus_core::service::{
-    AccountService, AdminService, AuditPage, AuthFailure, Authenticated, ClientService, ClientView,
+    AccountService, AdminService, AuditPage, AuthFailure, Authenticated, Begun, ClientService, ClientView,
     Credentials, Cx, Effect, EndpointView, EnrollTicket, LoginOutcome, MetricsSnapshot, MintedToken,
     NewGrant, NewUser, PushFailure, PushOutcome, Redeemed, RuleFilter, RuleService, RuleStatsView, RuleView,
     ServerIdentity, SessionPlan, Staged,
@@ -93,6 +93,8 @@ pub struct Inner {
     observer: Option<Arc<dyn LatencyObserver>>,
     services: Services,
     sessions: SessionRegistry,
+    /// Streams opened by a mutation of the transaction in progress, until it commits.
+    opening: Mutex<std::collections::HashMap<ClientId, SessionInfo>>,
     writer: Writer,
     stats: Mutex<StatsState>,
 }
@@ -130,6 +132,7 @@ impl Runtime {
                 observer: ports.observer,
                 services,
                 sessions: SessionRegistry::default(),
+                opening: Mutex::new(std::collections::HashMap::new()),
                 writer,
                 stats: Mutex::new(StatsState { book, dirty: BTreeSet::new() }),
             }),
@@ -177,11 +180,16 @@ impl Runtime {
     {
         let inner = self.inner.clone();
         let job: Job = Box::new(move |tx: &dyn StoreTx| -> Result<Completion, StoreError> {
-            let mut cx = Cx::new(tx, &inner.sessions as &dyn Sessions, inner.clock.now());
+            let view = GroupSessions(&inner);
+            let mut cx = Cx::new(tx, &view as &dyn Sessions, inner.clock.now());
             let answer = f(&inner.services, &mut cx);
             let Staged { writes, effects } = cx.finish();
             tx.apply(writes)?;
             Ok(Box::new(move |committed: Result<(), Failure>| {
+                if committed.is_err() {
+                    // The whole transaction failed: no stream it opened will be registered.
+                    inner.opening.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                }
                 reply(committed.map(|()| {
                     inner.perform(effects);
                     let extra = after(&inner, &answer);
@@ -253,6 +261,17 @@ impl Runtime {
     }
 }
 
+/// The sessions as a mutation in the writer sees them: the registered streams, plus those
+/// opened by earlier mutations of the same transaction (registered once it commits).
+struct GroupSessions<'a>(&'a Inner);
+
+impl Sessions for GroupSessions<'_> {
+    fn session(&self, client: &ClientId) -> Option<SessionInfo> {
+        let opening = self.0.opening.lock().unwrap_or_else(|p| p.into_inner()).get(client).cloned();
+        opening.or_else(|| self.0.sessions.session(client))
+    }
+}
+
 impl Inner {
     fn stats(&self) -> MutexGuard<'_, StatsState> {
         self.stats.lock().unwrap_or_else(|p| p.into_inner())
@@ -273,6 +292,8 @@ impl Inner {
                     for rule in rules {
                         stats.book.remove(&rule);
                         stats.dirty.remove(&rule);
+                        // A push still waiting on a deleted rule learns so now.
+                        self.sessions.publish_outcome(rule, &RuleState::Removed);
                     }
                 }
             }
@@ -375,13 +396,24 @@ impl Runtime {
         ack_timeout: Duration,
     ) -> Result<RuleView, PushFailure> {
         let (a, c, sp) = (actor.clone(), client_ref.to_owned(), spec.clone());
-        let begun =
-            self.mutate_async(move |s, cx| s.rules.begin_push(cx, &a, &c, &sp, ack_timeout)).await??;
+        // The command is queued right after the commit, in commit order, with its waiter
+        // registered first: a later removal can never overtake it, and an answer that comes
+        // at once is not missed.
+        let queue = |inner: &Inner, begun: &Result<Begun, PushFailure>| {
+            begun.as_ref().ok().map(|begun| {
+                let waiter = inner.sessions.wait_outcome(begun.rule.id);
+                let sent = inner.sessions.send(&begun.rule.client, begun.command.clone());
+                (waiter, sent, Instant::now())
+            })
+        };
+        let (begun, queued) =
+            self.mutate_then(move |s, cx| s.rules.begin_push(cx, &a, &c, &sp, ack_timeout), queue).await?;
+        let begun = begun?;
+        let (waiter, sent, sent_at) =
+            queued.ok_or_else(|| Failure::new(ErrorCode::Internal, "a begun push was not queued"))?;
         let rule = begun.rule.id;
         tracing::Span::current().record("rule", rule.get());
-        let waiter = self.inner.sessions.wait_outcome(rule);
-        let outcome = if self.inner.sessions.send(&begun.rule.client, begun.command.clone()) {
-            let sent_at = Instant::now();
+        let outcome = if sent {
             let waited = tokio::time::timeout(ack_timeout, waiter)
                 .instrument(tracing::debug_span!("link.ack", rule = rule.get()))
                 .await;
@@ -626,14 +658,28 @@ impl Runtime {
         tx: tokio::sync::mpsc::UnboundedSender<Outbound>,
     ) -> Result<(Registration, usize), Failure> {
         let (token, version) = (token.to_owned(), version.to_owned());
+        let announced = info.clone();
+        let inner = self.inner.clone();
+        let open = move |s: &Services, cx: &mut Cx<'_, dyn StoreTx + '_>| {
+            let plan = s.clients.session_opened(cx, &token, &version);
+            if let Ok(plan) = &plan {
+                // Later mutations of this transaction see the stream as connected.
+                inner
+                    .opening
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(plan.client.id.clone(), announced);
+            }
+            plan
+        };
         let register = move |inner: &Inner, plan: &Result<SessionPlan, Failure>| {
             plan.as_ref().ok().map(|plan| {
+                inner.opening.lock().unwrap_or_else(|p| p.into_inner()).remove(&plan.client.id);
                 let _ = tx.send(Outbound::Plan(Box::new(plan.clone())));
                 inner.sessions.register(&plan.client.id, plan.client.name.as_str(), info, tx)
             })
         };
-        let (plan, registration) =
-            self.mutate_then(move |s, cx| s.clients.session_opened(cx, &token, &version), register).await?;
+        let (plan, registration) = self.mutate_then(open, register).await?;
         let n_rules = plan?.rules.len();
         let registration =
             registration.ok_or_else(|| Failure::new(ErrorCode::Internal, "stream not registered"))?;

@@ -241,6 +241,13 @@ impl RuleService {
                 failure: Failure::new(code, message.clone()),
                 rule: Some(Box::new(Rule { state: RuleState::Failed { code, message }, ..rule })),
             }),
+            PushOutcome::Reported(RuleState::Removed) => Err(PushFailure {
+                failure: Failure::new(
+                    ErrorCode::RuleNotFound,
+                    format!("rule {} was removed before client {client_name} answered", rule.id),
+                ),
+                rule: None,
+            }),
             PushOutcome::Reported(other) => Err(PushFailure {
                 failure: Failure::new(ErrorCode::Internal, format!("unexpected outcome {}", other.name())),
                 rule: Some(Box::new(rule)),
