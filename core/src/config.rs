@@ -204,8 +204,13 @@ pub struct ControlPolicy {
     pub stats_flush_interval: Duration,
     /// Shortest stats interval a client accepts from Welcome.
     pub min_stats_interval: Duration,
-    /// How long shutdown waits for listeners and streams to finish.
+    /// How long shutdown waits for the operator API's requests to finish.
     pub shutdown_grace: Duration,
+    /// How long shutdown waits for control connections to close after every stream was
+    /// told to end, before it drops them.
+    pub control_drain: Duration,
+    /// Pending connections each listener queues (a fleet reconnecting at once).
+    pub listen_backlog: u32,
 }
 
 impl Default for ControlPolicy {
@@ -226,6 +231,8 @@ impl Default for ControlPolicy {
             stats_flush_interval: Duration::from_secs(10),
             min_stats_interval: Duration::from_millis(100),
             shutdown_grace: Duration::from_secs(10),
+            control_drain: Duration::from_millis(500),
+            listen_backlog: 4096,
         }
     }
 }

@@ -86,6 +86,7 @@ struct Report {
     server_start_ms: Option<f64>,
     enroll_redeem_ms: Option<f64>,
     connect_all_ms: Option<f64>,
+    listen_overflows_during_connect: Option<u64>,
     connected_seen_by_server: Option<usize>,
     rss_idle_kib: Option<u64>,
     threads_idle: Option<u64>,
@@ -108,8 +109,11 @@ struct Report {
     stats_reports_sent: u64,
     client_connect_failures: u64,
     client_streams_ended: u64,
+    client_failures_until_all_connected: Option<(u64, u64)>,
+    client_failures_before_storm: Option<(u64, u64)>,
+    client_failure_reasons: BTreeMap<String, u64>,
     phases: Vec<PhaseTally>,
-    server_log_problems: BTreeMap<String, u64>,
+    server_log_problems: BTreeMap<String, (u64, String)>,
     failures: Vec<String>,
 }
 
@@ -132,7 +136,9 @@ struct Throughput {
 
 #[derive(Debug, Default, Serialize)]
 struct Storm {
+    server_cpu_until_storm_ms: Option<f64>,
     rules_replayed: usize,
+    listen_overflows: Option<u64>,
     rule_set_mismatches_before: usize,
     sigterm_to_exit_ms: Option<f64>,
     restart_to_ready_ms: Option<f64>,
@@ -395,19 +401,20 @@ async fn run(args: &Args, data_dir: &Path, report: &mut Report) -> Result<()> {
 
     // 3. Connect all N at once; each is ready when Welcome and the replay arrived.
     eprintln!("connecting {n} clients");
+    let overflows = procfs::listen_overflows();
     let started = Instant::now();
     let fleet = Fleet::start(bundles);
     let deadline = started + Duration::from_secs(30) + Duration::from_millis(30) * args.clients;
     let all = wait_until(deadline, || fleet.ready() == n).await;
+    report.listen_overflows_during_connect =
+        overflows.zip(procfs::listen_overflows()).map(|(a, b)| b.saturating_sub(a));
     let result = phase_after_connect(args, &mut server, &mut api, &fleet, started, all, report).await;
     let counters = &fleet.counters;
     report.rule_acks_sent = counters.acks.load(Ordering::Relaxed);
     report.stats_reports_sent = counters.reports.load(Ordering::Relaxed);
-    for client in &fleet.clients {
-        let (connect, ended, _) = client.failures();
-        report.client_connect_failures += connect;
-        report.client_streams_ended += ended;
-    }
+    (report.client_connect_failures, report.client_streams_ended) = fleet.failure_counts();
+    report.client_failure_reasons =
+        std::mem::take(&mut *counters.reasons.lock().unwrap_or_else(|p| p.into_inner()));
     fleet.shutdown().await;
     let stopped = server.stop().await;
     result?;
@@ -460,6 +467,7 @@ async fn phase_after_connect(
     }
     let last_ready = fleet.clients.iter().filter_map(|c| c.ready_info()).map(|(at, _, _)| at).max();
     report.connect_all_ms = last_ready.map(|at| ms(at.duration_since(connect_started)));
+    report.client_failures_until_all_connected = Some(fleet.failure_counts());
     report.connected_seen_by_server = connected_seen(api).await;
 
     // 4. CPU while idle with N clients and no rules; then memory and threads (sampled after
@@ -510,33 +518,7 @@ async fn phase_after_connect(
     report.rules_during_cpu_idle = Some(fleet.clients.iter().map(|c| c.rule_count()).sum());
     report.cpu_idle_rules_ms_per_min = Some(idle_cpu(server, args.idle_secs).await?.0);
 
-    // 9. Push throughput from concurrent operators.
-    eprintln!("concurrent pushes ({CONCURRENT_OPERATORS} operators)");
-    ensure_running(server, "concurrent pushes")?;
-    let started = Instant::now();
-    let (tally, latencies, _) = push_many(
-        api,
-        fleet,
-        CONCURRENT_MAX_PUSHES,
-        CONCURRENT_OPERATORS,
-        started + CONCURRENT_WINDOW,
-        |i| i,
-    )
-    .await;
-    let elapsed = started.elapsed();
-    if tally.errors > 0 {
-        report.failures.push("concurrent pushes: errors other than timeouts".into());
-    }
-    report.push_concurrent = Some(Throughput {
-        operators: CONCURRENT_OPERATORS,
-        pushes_ok: tally.ok,
-        elapsed_ms: ms(elapsed),
-        pushes_per_sec: tally.ok as f64 / elapsed.as_secs_f64(),
-        latency: Summary::of(&latencies),
-    });
-    report.phase("push, concurrent", tally, false);
-
-    // 10. At least LIST_MIN_RULES rules, spread over the clients.
+    // 9. At least LIST_MIN_RULES rules, spread over the clients.
     let existing = api.rules().await.map_err(|e| anyhow::anyhow!("GET /v1/rules: {e:?}"))?.len();
     if existing < LIST_MIN_RULES {
         let missing = LIST_MIN_RULES - existing;
@@ -555,7 +537,7 @@ async fn phase_after_connect(
     let rules = api.rules().await.map_err(|e| anyhow::anyhow!("GET /v1/rules: {e:?}"))?;
     report.rules_total = Some(rules.len());
 
-    // 11. Listing latency.
+    // 10. Listing latency, at about LIST_MIN_RULES rules.
     eprintln!("listing latency ({LIST_REQUESTS} requests each)");
     for (path, slot) in [("/v1/clients", 0), ("/v1/rules", 1)] {
         let deadline = Instant::now() + Duration::from_secs(120);
@@ -589,6 +571,32 @@ async fn phase_after_connect(
         }
         report.phase(&format!("GET {path}"), tally, cut);
     }
+    // 11. Push throughput (after the listings, which the goal states at 1,000 rules) from concurrent operators.
+    eprintln!("concurrent pushes ({CONCURRENT_OPERATORS} operators)");
+    ensure_running(server, "concurrent pushes")?;
+    let started = Instant::now();
+    let (tally, latencies, _) = push_many(
+        api,
+        fleet,
+        CONCURRENT_MAX_PUSHES,
+        CONCURRENT_OPERATORS,
+        started + CONCURRENT_WINDOW,
+        |i| i,
+    )
+    .await;
+    let elapsed = started.elapsed();
+    if tally.errors > 0 {
+        report.failures.push("concurrent pushes: errors other than timeouts".into());
+    }
+    report.push_concurrent = Some(Throughput {
+        operators: CONCURRENT_OPERATORS,
+        pushes_ok: tally.ok,
+        elapsed_ms: ms(elapsed),
+        pushes_per_sec: tally.ok as f64 / elapsed.as_secs_f64(),
+        latency: Summary::of(&latencies),
+    });
+    report.phase("push, concurrent", tally, false);
+
     let with_rules = procfs::sample(server.pid())?;
     report.rss_with_rules_kib = Some(with_rules.rss_kib);
     report.threads_with_rules = Some(with_rules.threads);
@@ -626,8 +634,12 @@ async fn storm(
             storm.rule_set_mismatches_before
         ));
     }
+    report.client_failures_before_storm = Some(fleet.failure_counts());
+    storm.server_cpu_until_storm_ms =
+        procfs::sample(server.pid()).ok().map(|s| ms(s.cpu_since(&procfs::Sample { cpu_ticks: 0, ..s })));
     eprintln!("reconnect storm: SIGTERM to pid {}", server.pid());
     let control = server.addrs.control;
+    let overflows = procfs::listen_overflows();
     let sigterm = Instant::now();
     match server.stop().await {
         Ok(took) => storm.sigterm_to_exit_ms = Some(ms(took)),
@@ -654,6 +666,7 @@ async fn storm(
         |c: &sim::SimClient| c.ready_info().is_some_and(|(_, e, got)| e == epoch && got == want(c));
     let all = wait_until(deadline, || fleet.clients.iter().all(|c| replayed(c))).await;
     storm.clients_replayed = fleet.clients.iter().filter(|c| replayed(c)).count();
+    storm.listen_overflows = overflows.zip(procfs::listen_overflows()).map(|(a, b)| b.saturating_sub(a));
     let mut tally = Tally::default();
     for client in &fleet.clients {
         match client.ready_info() {
@@ -711,6 +724,10 @@ fn markdown(r: &Report) -> String {
         (format!("enroll + redeem {n} clients (16 at a time)"), fmt_ms(r.enroll_redeem_ms)),
         (format!("connect all {n} (Welcome + replay)"), fmt_ms(r.connect_all_ms)),
         (
+            "SYNs dropped on full accept queues meanwhile (host ListenOverflows)".into(),
+            r.listen_overflows_during_connect.map_or("-".into(), |c| c.to_string()),
+        ),
+        (
             "connected, as the server lists them".into(),
             r.connected_seen_by_server.map_or("-".into(), |c| format!("{c} of {n}")),
         ),
@@ -756,6 +773,7 @@ fn markdown(r: &Report) -> String {
         fmt_mem(r.rss_with_rules_kib, r.threads_with_rules),
     ));
     if let Some(s) = &r.storm {
+        rows.push(("server CPU used from start until the storm".into(), fmt_ms(s.server_cpu_until_storm_ms)));
         rows.push(("storm: SIGTERM → server exited".into(), fmt_ms(s.sigterm_to_exit_ms)));
         rows.push(("storm: restart → ready (same control port)".into(), fmt_ms(s.restart_to_ready_ms)));
         rows.push((
@@ -763,6 +781,10 @@ fn markdown(r: &Report) -> String {
             fmt_ms(s.ready_to_all_replayed_ms),
         ));
         rows.push(("storm: SIGTERM → all replayed".into(), fmt_ms(s.sigterm_to_all_replayed_ms)));
+        rows.push((
+            "storm: SYNs dropped on full accept queues (host ListenOverflows)".into(),
+            s.listen_overflows.map_or("-".into(), |c| c.to_string()),
+        ));
         rows.push((
             "storm: clients replayed / connected per server".into(),
             format!(
@@ -776,9 +798,15 @@ fn markdown(r: &Report) -> String {
         "RuleStatus acks sent / stats reports sent".into(),
         format!("{} / {}", r.rule_acks_sent, r.stats_reports_sent),
     ));
+    let pair = |p: Option<(u64, u64)>| p.map_or("-".into(), |(c, e)| format!("{c} / {e}"));
     rows.push((
-        "client connect failures / streams ended".into(),
-        format!("{} / {}", r.client_connect_failures, r.client_streams_ended),
+        "client connect failures / streams ended: until all connected; before storm; total".into(),
+        format!(
+            "{}; {}; {}",
+            pair(r.client_failures_until_all_connected),
+            pair(r.client_failures_before_storm),
+            pair(Some((r.client_connect_failures, r.client_streams_ended)))
+        ),
     ));
 
     let mut out = format!("\n## portunus-loadtest, {n} clients\n\n| measure | value |\n| --- | --- |\n");
@@ -797,11 +825,17 @@ fn markdown(r: &Report) -> String {
             p.tally.kinds_text()
         ));
     }
+    if !r.client_failure_reasons.is_empty() {
+        out.push_str("\nsimulated clients, why attempts failed or streams ended:\n");
+        for (reason, count) in &r.client_failure_reasons {
+            out.push_str(&format!("- ×{count}: {reason}\n"));
+        }
+    }
     if !r.server_log_problems.is_empty() {
-        out.push_str("\nserver log, warn/error events: ");
-        let items: Vec<String> = r.server_log_problems.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
-        out.push_str(&items.join(", "));
-        out.push('\n');
+        out.push_str("\nserver log, warn/error events (count, first line):\n");
+        for (kind, (count, first)) in &r.server_log_problems {
+            out.push_str(&format!("- {kind} ×{count}: `{first}`\n"));
+        }
     }
     if r.failures.is_empty() {
         out.push_str("\nresult: ok\n");

@@ -64,6 +64,31 @@ pub fn parse_stat_cpu(text: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// The host's `TcpExt: ListenOverflows` counter (SYNs dropped because a listener's accept
+/// queue was full). System-wide: other processes' listeners count too.
+pub fn listen_overflows() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    parse_netstat(&text, "TcpExt", "ListenOverflows")
+}
+
+/// One counter from the text of `/proc/net/netstat`: lines come in pairs, `Group: names…`
+/// then `Group: values…`.
+pub fn parse_netstat(text: &str, group: &str, name: &str) -> Option<u64> {
+    let prefix = format!("{group}:");
+    let mut lines = text.lines().filter(|l| l.starts_with(&prefix));
+    while let (Some(names), Some(values)) = (lines.next(), lines.next()) {
+        let names = names[prefix.len()..].split_whitespace();
+        let mut values = values[prefix.len()..].split_whitespace();
+        for field in names {
+            let value = values.next()?;
+            if field == name {
+                return value.parse().ok();
+            }
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +107,17 @@ mod tests {
         let text = "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 900 0 0 0 1234 567 0 0 20 0 9 0 100 0 0\n";
         assert_eq!(parse_stat_cpu(text), Some(1234 + 567));
         assert_eq!(parse_stat_cpu("4242 (x) S 1 2"), None);
+    }
+
+    #[test]
+    fn reads_a_netstat_counter() {
+        let text = "TcpExt: SyncookiesSent ListenOverflows ListenDrops\nTcpExt: 0 17 19\n\
+                    IpExt: InNoRoutes ListenOverflows\nIpExt: 1 99\n";
+        assert_eq!(parse_netstat(text, "TcpExt", "ListenOverflows"), Some(17));
+        assert_eq!(parse_netstat(text, "TcpExt", "ListenDrops"), Some(19));
+        assert_eq!(parse_netstat(text, "IpExt", "ListenOverflows"), Some(99));
+        assert_eq!(parse_netstat(text, "TcpExt", "Missing"), None);
+        assert_eq!(parse_netstat("TcpExt: A B\n", "TcpExt", "A"), None, "no value line");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The `portunus-server serve` child: start on loopback, wait for readiness, stop by PID.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -184,22 +185,27 @@ pub fn log_path(data_dir: &Path) -> PathBuf {
     data_dir.join("server.log")
 }
 
-/// Counts the warn and error events in the server's JSON log, by `level event`.
-pub fn log_problems(data_dir: &Path) -> std::collections::BTreeMap<String, u64> {
-    let mut counts = std::collections::BTreeMap::new();
-    let Ok(text) = std::fs::read_to_string(log_path(data_dir)) else { return counts };
+/// The warn and error events in the server's JSON log: count by `level event`, and the first
+/// such line of each kind (shortened).
+pub fn log_problems(data_dir: &Path) -> BTreeMap<String, (u64, String)> {
+    let mut found: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    let Ok(text) = std::fs::read_to_string(log_path(data_dir)) else { return found };
     for line in text.lines() {
-        let Ok(value) = serde_json::from_str::<serde_json::Value>(line) else {
-            if !line.trim().is_empty() && !line.starts_with("Portunus onboarding setup token") {
-                *counts.entry("unparsed line".to_owned()).or_default() += 1;
+        let kind = match serde_json::from_str::<serde_json::Value>(line) {
+            Ok(value) => {
+                let level = value.get("level").and_then(|v| v.as_str()).unwrap_or("?");
+                if level != "warn" && level != "error" {
+                    continue;
+                }
+                format!("{level} {}", value.get("event").and_then(|v| v.as_str()).unwrap_or("?"))
             }
-            continue;
+            Err(_) if line.trim().is_empty() || line.starts_with("Portunus onboarding setup token") => {
+                continue;
+            }
+            Err(_) => "unparsed line".to_owned(),
         };
-        let level = value.get("level").and_then(|v| v.as_str()).unwrap_or("?");
-        if level == "warn" || level == "error" {
-            let event = value.get("event").and_then(|v| v.as_str()).unwrap_or("?");
-            *counts.entry(format!("{level} {event}")).or_default() += 1;
-        }
+        let entry = found.entry(kind).or_insert_with(|| (0, line.chars().take(300).collect()));
+        entry.0 += 1;
     }
-    counts
+    found
 }

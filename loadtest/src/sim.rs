@@ -5,7 +5,7 @@
 //! backoff. Transport settings follow the real client (`ControlPolicy`: TCP keepalive, no
 //! HTTP/2 pings, the same connect timeout and message size limit).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -130,6 +130,8 @@ pub struct FleetCounters {
     pub ready: AtomicUsize,
     /// The current epoch (bumped by the coordinator before a server restart).
     pub epoch: AtomicU64,
+    /// Why connection attempts failed or streams ended, counted by reason.
+    pub reasons: Mutex<BTreeMap<String, u64>>,
 }
 
 /// All simulated clients and their tasks.
@@ -158,6 +160,11 @@ impl Fleet {
     /// Streams currently ready.
     pub fn ready(&self) -> usize {
         self.counters.ready.load(Ordering::Acquire)
+    }
+
+    /// `(failed connection attempts, streams that ended)` over all clients so far.
+    pub fn failure_counts(&self) -> (u64, u64) {
+        self.clients.iter().map(|c| c.failures()).fold((0, 0), |(a, b), (c, e, _)| (a + c, b + e))
     }
 
     /// Starts a new epoch: streams that become ready from now on carry it.
@@ -192,16 +199,19 @@ async fn client_loop(client: Arc<SimClient>, counters: Arc<FleetCounters>, mut s
         }
         {
             let mut failures = client.failures.lock().unwrap_or_else(|p| p.into_inner());
-            match result {
+            let reason = match result {
                 Ok(why) => {
                     failures.ended += 1;
-                    failures.last = Some(why);
+                    format!("stream ended: {why}")
                 }
                 Err(why) => {
                     failures.connect += 1;
-                    failures.last = Some(why);
+                    format!("connect failed: {why}")
                 }
-            }
+            };
+            let short: String = reason.chars().take(160).collect();
+            *counters.reasons.lock().unwrap_or_else(|p| p.into_inner()).entry(short).or_default() += 1;
+            failures.last = Some(reason);
         }
         let delay = backoff.next_delay(rand::random::<f64>());
         tokio::select! {

@@ -75,3 +75,23 @@ pub fn run(root: &Path, opts: &Options) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options> {
+        Options::parse(&args.iter().map(|a| (*a).to_owned()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn flags_are_checked_and_forwarded() {
+        let opts = parse(&["--clients", "50", "--idle-secs", "5", "--out", "x.json"]).expect("valid");
+        assert_eq!(opts.forward, ["--clients", "50", "--idle-secs", "5", "--out", "x.json"]);
+        assert!(parse(&["--idle-secs", "5"]).is_err(), "--clients is required");
+        assert!(parse(&["--clients", "0"]).is_err());
+        assert!(parse(&["--clients", "ten"]).is_err());
+        assert!(parse(&["--clients", "5", "--bogus"]).is_err());
+        assert!(parse(&["--clients"]).is_err());
+    }
+}

@@ -243,10 +243,21 @@ pub async fn serve(
     let tls = Arc::new(crate::tls::server_config(identity)?);
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let (conn_tx, conn_rx) = mpsc::channel(64);
+    // Shutdown stops the accept loop at once, so clients do not reconnect into a server
+    // that is draining; tonic then ends its connections.
+    let (stopping_tx, mut stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping_tx.send(true);
+    };
     // TLS handshakes run off the accept loop so one slow peer cannot stall the others.
     let accept_task = tokio::spawn(async move {
         loop {
-            let (tcp, _) = match listener.accept().await {
+            let accepted = tokio::select! {
+                _ = stopping.wait_for(|stop| *stop) => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (tcp, _) = match accepted {
                 Ok(pair) => pair,
                 Err(err) => {
                     tracing::warn!(event = "control.accept_failed", error = %err);

@@ -61,6 +61,8 @@ type Waiters = HashMap<RuleId, Vec<oneshot::Sender<RuleState>>>;
 #[derive(Default)]
 pub struct SessionRegistry {
     sessions: Mutex<HashMap<ClientId, Session>>,
+    /// Set by `close_all`: the server is stopping and takes no new stream.
+    closed: std::sync::atomic::AtomicBool,
     waiters: Mutex<Waiters>,
     next_generation: AtomicU64,
 }
@@ -83,10 +85,21 @@ impl SessionRegistry {
     ) -> Registration {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed) + 1;
         let stop = Arc::new(Notify::new());
-        let old = self.lock_sessions().insert(
-            client.clone(),
-            Session { generation, name: name.to_owned(), info, tx, stop: stop.clone() },
-        );
+        let old = {
+            let mut sessions = self.lock_sessions();
+            // Checked under the lock `close_all` drains with, so no stream slips in after it.
+            if self.closed.load(Ordering::SeqCst) {
+                drop(sessions);
+                // The server is stopping: the stream ends right after its plan.
+                let _ = tx.send(Outbound::End(EndReason::ShuttingDown));
+                stop.notify_one();
+                return Registration { generation, stop };
+            }
+            sessions.insert(
+                client.clone(),
+                Session { generation, name: name.to_owned(), info, tx, stop: stop.clone() },
+            )
+        };
         if let Some(old) = old {
             let _ = old.tx.send(Outbound::End(EndReason::Replaced));
             old.stop.notify_one();
@@ -147,9 +160,14 @@ impl SessionRegistry {
         }
     }
 
-    /// Ends every stream (server shutdown): each client reconnects with backoff.
+    /// Ends every stream and takes no new one (server shutdown): each client reconnects with
+    /// backoff to whatever serves next.
     pub fn close_all(&self) {
-        let sessions: Vec<(ClientId, Session)> = self.lock_sessions().drain().collect();
+        let sessions: Vec<(ClientId, Session)> = {
+            let mut locked = self.lock_sessions();
+            self.closed.store(true, Ordering::SeqCst);
+            locked.drain().collect()
+        };
         for (_, session) in sessions {
             let _ = session.tx.send(Outbound::End(EndReason::ShuttingDown));
             session.stop.notify_one();

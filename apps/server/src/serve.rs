@@ -37,9 +37,10 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
     let store = Arc::new(open_store(&dir.join(datadir::STORE_FILE))?);
     let operator_token = datadir::operator_token(dir, settings.operator_token.as_deref())?;
 
-    let control_listener = bind(settings.control_listen, "control_listen").await?;
-    let http_listener = bind(settings.operator_http_listen, "operator_http_listen").await?;
-    let metrics_listener = bind(settings.metrics_listen, "metrics_listen").await?;
+    let backlog = settings.control.listen_backlog;
+    let control_listener = bind(settings.control_listen, "control_listen", backlog).await?;
+    let http_listener = bind(settings.operator_http_listen, "operator_http_listen", backlog).await?;
+    let metrics_listener = bind(settings.metrics_listen, "metrics_listen", backlog).await?;
     let control_addr =
         control_listener.local_addr().map_err(|e| Failure::new(ErrorCode::IoError, e.to_string()))?;
 
@@ -127,8 +128,13 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
     tracing::info!(event = "server.stopping");
     runtime.sessions().close_all();
     let _ = stop_tx.send(true);
+    // Every stream was told to end; connections that clients keep open are not waited on
+    // past the drain (each client reconnects with backoff to whatever serves next).
+    let mut control = control;
+    if tokio::time::timeout(settings.control.control_drain, &mut control).await.is_err() {
+        control.abort();
+    }
     let _ = tokio::time::timeout(settings.control.shutdown_grace, async {
-        let _ = control.await;
         let _ = api.await;
         let _ = metrics.await;
     })
@@ -153,8 +159,17 @@ pub fn open_store(path: &Path) -> Result<RedbStore, Failure> {
     })
 }
 
-async fn bind(addr: std::net::SocketAddr, key: &str) -> Result<TcpListener, Failure> {
-    TcpListener::bind(addr).await.map_err(|err| {
+/// Binds a listener with `backlog` pending connections (a fleet reconnecting at once must
+/// not overflow the kernel's default queue of 128).
+async fn bind(addr: std::net::SocketAddr, key: &str, backlog: u32) -> Result<TcpListener, Failure> {
+    let listen = || {
+        let socket =
+            if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(backlog)
+    };
+    listen().map_err(|err| {
         let code = if err.kind() == std::io::ErrorKind::AddrInUse {
             ErrorCode::PortInUse
         } else {
