@@ -44,6 +44,7 @@ pub mod fsclass;
 pub mod grant;
 pub mod health;
 pub mod ids;
+pub mod memory;
 pub mod policy;
 pub mod ports;
 pub mod proxy_protocol;

@@ -16,9 +16,8 @@ use crate::grant::{Grant, GrantClient};
 use crate::ids::{ClientId, ClientName, GrantId, RuleId, SessionId, Timestamp, TokenId, UserId};
 use crate::policy::Role;
 use crate::ports::{
-    AuditStore, ClientCommand, ClientStore, Clock, CredentialStore, DisconnectReason, EnrollmentStore,
-    Entropy, GrantStore, PasswordHasher, RuleIds, RuleStore, SessionInfo, Sessions, StateStore, Store,
-    StoreError, StoreTx, UserStore, Write,
+    ClientCommand, Clock, DisconnectReason, Entropy, PasswordHasher, SessionInfo, Sessions, Store,
+    StoreError, StoreTx, Write,
 };
 use crate::rule::{ListenSpec, Protocol, Rule, RuleDef, RuleLimits, RuleSpec, RuleState};
 use crate::secret::SecretHash;
@@ -79,224 +78,7 @@ impl PasswordHasher for FakeHasher {
     }
 }
 
-#[derive(Default, Clone)]
-struct MemoryState {
-    clients: BTreeMap<ClientId, Client>,
-    rules: BTreeMap<RuleId, Rule>,
-    enrollments: BTreeMap<String, Enrollment>,
-    totals: BTreeMap<RuleId, RuleTotals>,
-    next_rule: u64,
-    users: BTreeMap<UserId, User>,
-    grants: BTreeMap<GrantId, Grant>,
-    tokens: BTreeMap<TokenId, ApiToken>,
-    sessions: BTreeMap<SessionId, WebSession>,
-    throttles: BTreeMap<String, Throttle>,
-    settings: Option<RuntimeSettings>,
-    audit: BTreeMap<u64, AuditRecord>,
-}
-
-/// A `Store` in memory.
-#[derive(Default)]
-pub struct MemoryStore(Mutex<MemoryState>);
-
-impl MemoryStore {
-    fn state(&self) -> std::sync::MutexGuard<'_, MemoryState> {
-        self.0.lock().expect("memory store lock")
-    }
-}
-
-impl ClientStore for MemoryStore {
-    fn get_client(&self, id: &ClientId) -> Result<Option<Client>, StoreError> {
-        Ok(self.state().clients.get(id).cloned())
-    }
-    fn client_by_name(&self, name: &ClientName) -> Result<Option<Client>, StoreError> {
-        Ok(self.state().clients.values().find(|c| &c.name == name).cloned())
-    }
-    fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
-        let mut all: Vec<Client> = self.state().clients.values().cloned().collect();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(all)
-    }
-}
-
-impl RuleStore for MemoryStore {
-    fn get_rule(&self, id: RuleId) -> Result<Option<Rule>, StoreError> {
-        Ok(self.state().rules.get(&id).cloned())
-    }
-    fn list_rules(&self) -> Result<Vec<Rule>, StoreError> {
-        Ok(self.state().rules.values().cloned().collect())
-    }
-    fn rules_for_client(&self, client: &ClientId) -> Result<Vec<Rule>, StoreError> {
-        Ok(self.state().rules.values().filter(|r| &r.client == client).cloned().collect())
-    }
-    fn list_totals(&self) -> Result<Vec<(RuleId, RuleTotals)>, StoreError> {
-        Ok(self.state().totals.iter().map(|(k, v)| (*k, v.clone())).collect())
-    }
-}
-
-impl EnrollmentStore for MemoryStore {
-    fn get_enrollment(&self, code_hash: &SecretHash) -> Result<Option<Enrollment>, StoreError> {
-        Ok(self.state().enrollments.get(code_hash.as_str()).cloned())
-    }
-}
-
-impl UserStore for MemoryStore {
-    fn get_user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
-        Ok(self.state().users.get(id).cloned())
-    }
-    fn list_users(&self) -> Result<Vec<User>, StoreError> {
-        Ok(self.state().users.values().cloned().collect())
-    }
-}
-
-impl GrantStore for MemoryStore {
-    fn get_grant(&self, id: &GrantId) -> Result<Option<Grant>, StoreError> {
-        Ok(self.state().grants.get(id).cloned())
-    }
-    fn list_grants(&self) -> Result<Vec<Grant>, StoreError> {
-        Ok(self.state().grants.values().cloned().collect())
-    }
-}
-
-impl CredentialStore for MemoryStore {
-    fn get_api_token(&self, id: &TokenId) -> Result<Option<ApiToken>, StoreError> {
-        Ok(self.state().tokens.get(id).cloned())
-    }
-    fn list_api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
-        Ok(self.state().tokens.values().cloned().collect())
-    }
-    fn get_session(&self, id: &SessionId) -> Result<Option<WebSession>, StoreError> {
-        Ok(self.state().sessions.get(id).cloned())
-    }
-    fn list_sessions(&self) -> Result<Vec<WebSession>, StoreError> {
-        Ok(self.state().sessions.values().cloned().collect())
-    }
-}
-
-impl AuditStore for MemoryStore {
-    fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
-        let state = self.state();
-        let after = query.after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
-        Ok(state
-            .audit
-            .range((after, std::ops::Bound::Unbounded))
-            .map(|(_, r)| r)
-            .filter(|r| query.matches(r))
-            .take(query.limit)
-            .cloned()
-            .collect())
-    }
-}
-
-impl StateStore for MemoryStore {
-    fn runtime_settings(&self) -> Result<RuntimeSettings, StoreError> {
-        Ok(self.state().settings.clone().unwrap_or_default())
-    }
-    fn get_throttle(&self, key: &str) -> Result<Option<Throttle>, StoreError> {
-        Ok(self.state().throttles.get(key).cloned())
-    }
-}
-
-impl RuleIds for MemoryStore {
-    fn next_rule_id(&self) -> Result<RuleId, StoreError> {
-        let mut state = self.state();
-        state.next_rule += 1;
-        Ok(RuleId::new(state.next_rule))
-    }
-}
-
-impl Store for MemoryStore {
-    fn transact(
-        &self,
-        work: &mut dyn FnMut(&dyn StoreTx) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        // Transactions are serialised by holding the state for the whole call; the work runs
-        // on a copy that replaces the state only when it succeeds.
-        let mut state = self.state();
-        let tx = MemoryStore(Mutex::new(state.clone()));
-        work(&tx)?;
-        *state = tx.0.into_inner().expect("memory store lock");
-        Ok(())
-    }
-}
-
-impl StoreTx for MemoryStore {
-    fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
-        let mut state = self.state();
-        // Like a real store, refuse the whole batch when a client would take a name that
-        // another client holds.
-        for write in &writes {
-            if let Write::PutClient(c) = write
-                && state.clients.values().any(|other| other.name == c.name && other.id != c.id)
-            {
-                return Err(StoreError::Corrupted {
-                    detail: format!("name {} is held by another client", c.name),
-                });
-            }
-        }
-        for write in writes {
-            match write {
-                Write::PutClient(c) => {
-                    state.clients.insert(c.id.clone(), c);
-                }
-                Write::PutRule(r) => {
-                    state.rules.insert(r.id, r);
-                }
-                Write::DeleteRule(id) => {
-                    state.rules.remove(&id);
-                    state.totals.remove(&id);
-                }
-                Write::PutEnrollment(e) => {
-                    state.enrollments.insert(e.code_hash.as_str().to_owned(), e);
-                }
-                Write::PutTotals(id, t) => {
-                    state.totals.insert(id, t);
-                }
-                Write::DeleteClient(id) => {
-                    state.clients.remove(&id);
-                }
-                Write::PutUser(u) => {
-                    state.users.insert(u.id.clone(), u);
-                }
-                Write::DeleteUser(id) => {
-                    state.users.remove(&id);
-                }
-                Write::PutGrant(g) => {
-                    state.grants.insert(g.id.clone(), g);
-                }
-                Write::DeleteGrant(id) => {
-                    state.grants.remove(&id);
-                }
-                Write::PutApiToken(t) => {
-                    state.tokens.insert(t.id.clone(), t);
-                }
-                Write::DeleteApiToken(id) => {
-                    state.tokens.remove(&id);
-                }
-                Write::PutSession(s) => {
-                    state.sessions.insert(s.id.clone(), s);
-                }
-                Write::DeleteSession(id) => {
-                    state.sessions.remove(&id);
-                }
-                Write::PutThrottle(key, t) => {
-                    state.throttles.insert(key, t);
-                }
-                Write::DeleteThrottle(key) => {
-                    state.throttles.remove(&key);
-                }
-                Write::PutSettings(s) => {
-                    state.settings = Some(s);
-                }
-                Write::AppendAudit(mut record) => {
-                    record.seq = state.audit.keys().next_back().map_or(1, |last| last + 1);
-                    state.audit.insert(record.seq, record);
-                }
-            }
-        }
-        Ok(())
-    }
-}
+pub use crate::memory::MemoryStore;
 
 /// Sessions "connected" by the test, which records every command and disconnect it is
 /// asked to perform and answers pushes with a scripted outcome.
@@ -712,7 +494,7 @@ impl Plane {
             control_addr: "0.0.0.0:7443".parse().expect("addr"),
         };
         let entropy: Arc<dyn Entropy> = Arc::new(CountingEntropy::default());
-        let stats = store.list_totals().expect("totals").into_iter().collect();
+        let stats = crate::ports::RuleStore::list_totals(&*store).expect("totals").into_iter().collect();
         Plane {
             clients: crate::service::ClientService::new(settings.clone(), identity.clone(), entropy.clone()),
             rules: crate::service::RuleService::new(&settings),

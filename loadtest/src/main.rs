@@ -101,6 +101,8 @@ struct Report {
     push_concurrent: Option<Throughput>,
     rules_total: Option<usize>,
     rss_with_rules_kib: Option<u64>,
+    /// Rules when that RSS was sampled (after the concurrent pushes).
+    rules_at_rss: Option<usize>,
     threads_with_rules: Option<u64>,
     list_clients: Option<Summary>,
     list_rules: Option<Summary>,
@@ -596,6 +598,9 @@ async fn phase_after_connect(
         latency: Summary::of(&latencies),
     });
     report.phase("push, concurrent", tally, false);
+    // The storm checks every client's replay against the rules as they are now.
+    let rules = api.rules().await.map_err(|e| anyhow::anyhow!("GET /v1/rules: {e:?}"))?;
+    report.rules_at_rss = Some(rules.len());
 
     let with_rules = procfs::sample(server.pid())?;
     report.rss_with_rules_kib = Some(with_rules.rss_kib);
@@ -769,7 +774,7 @@ fn markdown(r: &Report) -> String {
     rows.push((format!("GET /v1/clients p50 / p99 ({n} clients)"), fmt_summary(&r.list_clients, false)));
     rows.push((format!("GET /v1/rules p50 / p99 ({rules} rules)"), fmt_summary(&r.list_rules, false)));
     rows.push((
-        format!("server RSS with {rules} rules"),
+        format!("server RSS with {} rules", r.rules_at_rss.map_or("-".into(), |c| c.to_string())),
         fmt_mem(r.rss_with_rules_kib, r.threads_with_rules),
     ));
     if let Some(s) = &r.storm {

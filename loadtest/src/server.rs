@@ -65,12 +65,18 @@ impl Server {
             .open(data_dir.join("server.log"))
             .context("cannot open server.log")?;
         let started = Instant::now();
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        // The server's own log filter, e.g. `info,portunus_runtime=debug` for the push path's
+        // spans; otherwise the default, so a stray PORTUNUS_LOG cannot slow the run down.
+        match std::env::var("PORTUNUS_LOADTEST_SERVER_LOG") {
+            Ok(filter) => command.env("PORTUNUS_LOG", filter),
+            Err(_) => command.env_remove("PORTUNUS_LOG"),
+        };
+        let child = command
             .arg("--data-dir")
             .arg(data_dir)
             .args(["serve", "--control-listen", &control.to_string()])
             .args(["--operator-http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-            .env_remove("PORTUNUS_LOG")
             .env_remove("RUST_LOG")
             .env_remove("PORTUNUS_OPERATOR_TOKEN")
             .stdin(Stdio::null())

@@ -18,6 +18,7 @@
 
 #![forbid(unsafe_code)]
 
+mod model;
 mod sessions;
 mod writer;
 
@@ -49,6 +50,7 @@ use portunus_core::service::{
 use portunus_core::settings::Onboarding;
 use portunus_core::stats::{RuleReport, StatsBook};
 
+use model::ReadModel;
 pub use portunus_telemetry::clock::SystemClock;
 pub use sessions::{EndReason, Outbound, Registration, SessionRegistry};
 use tracing::Instrument;
@@ -88,7 +90,8 @@ struct StatsState {
 
 /// The runtime's shared state.
 pub struct Inner {
-    store: Arc<dyn Store>,
+    /// Committed state for reads, kept in commit order by the writer.
+    model: ReadModel,
     clock: Arc<dyn Clock>,
     observer: Option<Arc<dyn LatencyObserver>>,
     services: Services,
@@ -118,6 +121,7 @@ impl Runtime {
         operator_token: SecretHash,
     ) -> Result<Runtime, Failure> {
         let book = ports.store.list_totals()?.into_iter().collect();
+        let model = ReadModel::load(ports.store.clone())?;
         let services = Services {
             clients: ClientService::new(settings.clone(), identity.clone(), ports.entropy.clone()),
             rules: RuleService::new(&settings),
@@ -127,7 +131,7 @@ impl Runtime {
         let writer = Writer::start(ports.store.clone(), ports.observer.clone());
         Ok(Runtime {
             inner: Arc::new(Inner {
-                store: ports.store,
+                model,
                 clock: ports.clock,
                 observer: ports.observer,
                 services,
@@ -184,8 +188,12 @@ impl Runtime {
             let mut cx = Cx::new(tx, &view as &dyn Sessions, inner.clock.now());
             let answer = f(&inner.services, &mut cx);
             let Staged { writes, effects } = cx.finish();
+            let committed_writes = writes.clone();
             tx.apply(writes)?;
             Ok(Box::new(move |committed: Result<(), Failure>| {
+                if committed.is_ok() {
+                    inner.model.committed(committed_writes);
+                }
                 if committed.is_err() {
                     // The whole transaction failed: no stream it opened will be registered.
                     inner.opening.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -247,9 +255,9 @@ impl Runtime {
     /// Runs a read on the calling thread against committed state. A read that staged
     /// something (the audit record of a denial, an expired session's deletion) has it
     /// committed before the answer.
-    fn read<T>(&self, f: impl FnOnce(&Services, &mut Cx<'_, dyn Store>) -> T) -> Result<T, Failure> {
+    fn read<T>(&self, f: impl FnOnce(&Services, &mut Cx<'_, ReadModel>) -> T) -> Result<T, Failure> {
         let inner = &self.inner;
-        let mut cx = Cx::new(&*inner.store, &inner.sessions as &dyn Sessions, inner.clock.now());
+        let mut cx = Cx::new(&inner.model, &inner.sessions as &dyn Sessions, inner.clock.now());
         let answer = f(&inner.services, &mut cx);
         let staged = cx.finish();
         if !staged.is_empty() {
@@ -434,7 +442,7 @@ impl Runtime {
             self.mutate_async(move |s, cx| s.rules.complete_push(cx, &a, begun, outcome, ack_timeout)).await?
         } else {
             // Only an undelivered push writes anything; the others just shape the answer.
-            let mut cx = Cx::new(&*self.inner.store, &self.inner.sessions as &dyn Sessions, self.now());
+            let mut cx = Cx::new(&self.inner.model, &self.inner.sessions as &dyn Sessions, self.now());
             self.inner.services.rules.complete_push(&mut cx, actor, begun, outcome, ack_timeout)
         }
     }
@@ -465,7 +473,7 @@ impl Runtime {
 
     /// Where onboarding stands (blocking).
     pub fn onboarding_status(&self) -> Result<Onboarding, Failure> {
-        self.inner.services.accounts.onboarding_status(&*self.inner.store)
+        self.inner.services.accounts.onboarding_status(&self.inner.model)
     }
 
     /// Issues a new setup token while onboarding is open (blocking; at server start).
@@ -482,7 +490,7 @@ impl Runtime {
         remote: Option<IpAddr>,
     ) -> Result<User, Failure> {
         let prepared = self.inner.services.accounts.prepare_onboarding(
-            &*self.inner.store,
+            &self.inner.model,
             setup_token,
             user_id,
             password,
@@ -501,7 +509,7 @@ impl Runtime {
         remote: Option<IpAddr>,
     ) -> Result<LoginOutcome, Failure> {
         let prepared = self.inner.services.accounts.prepare_login(
-            &*self.inner.store,
+            &self.inner.model,
             user_id,
             password,
             remote,
@@ -519,7 +527,7 @@ impl Runtime {
 
     /// The caller's own account (blocking).
     pub fn whoami(&self, actor: &Actor) -> Result<User, Failure> {
-        self.inner.services.accounts.whoami(&*self.inner.store, actor)
+        self.inner.services.accounts.whoami(&self.inner.model, actor)
     }
 
     /// Changes the caller's password (blocking; hashing runs on this thread).
@@ -531,7 +539,7 @@ impl Runtime {
         session: Option<&SessionId>,
     ) -> Result<(), Failure> {
         let prepared = self.inner.services.accounts.prepare_password_change(
-            &*self.inner.store,
+            &self.inner.model,
             actor,
             current,
             new,
@@ -635,14 +643,14 @@ impl Runtime {
     /// The data behind `/metrics` (blocking).
     pub fn metrics_snapshot(&self) -> Result<MetricsSnapshot, Failure> {
         let totals = |rule: RuleId| self.stats().book.get(&rule).map(|t| t.totals());
-        portunus_core::service::metrics_snapshot(&*self.inner.store, &self.inner.sessions, &totals)
+        portunus_core::service::metrics_snapshot(&self.inner.model, &self.inner.sessions, &totals)
     }
 
     // ----- the server side of control streams ---------------------------------------------
 
     /// Checks a client's bearer token.
     pub fn authenticate_client(&self, token: &str) -> Result<Client, AuthFailure> {
-        self.inner.services.clients.authenticate_client(&*self.inner.store, token)
+        self.inner.services.clients.authenticate_client(&self.inner.model, token)
     }
 
     /// Opens a client's stream: checks its token again (a revoke or rotation since the
@@ -711,7 +719,7 @@ impl Runtime {
         let this = self.clone();
         let client = client.clone();
         blocking(move || {
-            let owned = portunus_core::service::owned_reports(&*this.inner.store, &client, reports)?;
+            let owned = portunus_core::service::owned_reports(&this.inner.model, &client, reports)?;
             let mut stats = this.stats();
             for (rule, report) in owned {
                 stats.book.entry(rule).or_default().record(report);
@@ -727,7 +735,7 @@ impl Runtime {
         let this = self.clone();
         let client = client.clone();
         blocking(move || {
-            let rules = portunus_core::ports::RuleStore::rules_for_client(&*this.inner.store, &client)?;
+            let rules = portunus_core::ports::RuleStore::rules_for_client(&this.inner.model, &client)?;
             let mut stats = this.stats();
             for rule in rules {
                 if let Some(totals) = stats.book.get_mut(&rule.id) {

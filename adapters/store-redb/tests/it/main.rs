@@ -11,3 +11,4 @@ mod crash;
 mod fs;
 mod open;
 mod support;
+mod timing;

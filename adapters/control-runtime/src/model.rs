@@ -1,0 +1,154 @@
+//! The read model: the committed state in memory, so reads decode nothing and take no store
+//! transaction. The writer applies each committed batch to it, in commit order, before the
+//! batch's effects and answers, so a caller that got an answer reads its own write.
+//!
+//! Enrollments, throttles and the audit trail stay in the store (they are read by one key or
+//! one page at a time, and the trail grows without bound); the model answers those reads from
+//! it.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+use portunus_core::account::{ApiToken, User, WebSession};
+use portunus_core::audit::{AuditQuery, AuditRecord};
+use portunus_core::client::{Client, Enrollment};
+use portunus_core::grant::Grant;
+use portunus_core::ids::{ClientId, ClientName, GrantId, RuleId, SessionId, TokenId, UserId};
+use portunus_core::memory::MemoryState;
+use portunus_core::ports::{
+    AuditStore, ClientStore, CredentialStore, EnrollmentStore, GrantStore, RuleStore, StateStore, Store,
+    StoreError, UserStore, Write,
+};
+use portunus_core::rule::Rule;
+use portunus_core::secret::SecretHash;
+use portunus_core::settings::RuntimeSettings;
+use portunus_core::stats::RuleTotals;
+use portunus_core::throttle::Throttle;
+
+/// Committed state for reads.
+pub struct ReadModel {
+    state: RwLock<MemoryState>,
+    durable: Arc<dyn Store>,
+}
+
+impl ReadModel {
+    /// Loads the listable tables of `durable`.
+    pub fn load(durable: Arc<dyn Store>) -> Result<ReadModel, StoreError> {
+        Ok(ReadModel { state: RwLock::new(MemoryState::listed_from(&*durable)?), durable })
+    }
+
+    fn state(&self) -> RwLockReadGuard<'_, MemoryState> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies a committed batch. A batch the model refuses (which the store just accepted)
+    /// means the two disagree: the model is reloaded from the store.
+    pub fn committed(&self, writes: Vec<Write>) {
+        let kept: Vec<Write> = writes.into_iter().filter(is_modelled).collect();
+        if kept.is_empty() {
+            return;
+        }
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        if let Err(err) = state.apply(kept) {
+            tracing::error!(event = "store.read_model_reloaded", error = %err);
+            match MemoryState::listed_from(&*self.durable) {
+                Ok(fresh) => *state = fresh,
+                Err(err) => {
+                    tracing::error!(event = "store.error", error = %err, "could not reload the read model")
+                }
+            }
+        }
+    }
+}
+
+/// Writes of the tables the model holds.
+fn is_modelled(write: &Write) -> bool {
+    !matches!(
+        write,
+        Write::AppendAudit(_) | Write::PutEnrollment(_) | Write::PutThrottle(..) | Write::DeleteThrottle(_)
+    )
+}
+
+impl ClientStore for ReadModel {
+    fn get_client(&self, id: &ClientId) -> Result<Option<Client>, StoreError> {
+        self.state().get_client(id)
+    }
+    fn client_by_name(&self, name: &ClientName) -> Result<Option<Client>, StoreError> {
+        self.state().client_by_name(name)
+    }
+    fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
+        self.state().list_clients()
+    }
+}
+
+impl RuleStore for ReadModel {
+    fn get_rule(&self, id: RuleId) -> Result<Option<Rule>, StoreError> {
+        self.state().get_rule(id)
+    }
+    fn list_rules(&self) -> Result<Vec<Rule>, StoreError> {
+        self.state().list_rules()
+    }
+    fn rules_for_client(&self, client: &ClientId) -> Result<Vec<Rule>, StoreError> {
+        self.state().rules_for_client(client)
+    }
+    fn list_totals(&self) -> Result<Vec<(RuleId, RuleTotals)>, StoreError> {
+        self.state().list_totals()
+    }
+    fn rule_counts(&self) -> Result<BTreeMap<ClientId, usize>, StoreError> {
+        self.state().rule_counts()
+    }
+}
+
+impl EnrollmentStore for ReadModel {
+    fn get_enrollment(&self, code_hash: &SecretHash) -> Result<Option<Enrollment>, StoreError> {
+        self.durable.get_enrollment(code_hash)
+    }
+}
+
+impl UserStore for ReadModel {
+    fn get_user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
+        self.state().get_user(id)
+    }
+    fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        self.state().list_users()
+    }
+}
+
+impl GrantStore for ReadModel {
+    fn get_grant(&self, id: &GrantId) -> Result<Option<Grant>, StoreError> {
+        self.state().get_grant(id)
+    }
+    fn list_grants(&self) -> Result<Vec<Grant>, StoreError> {
+        self.state().list_grants()
+    }
+}
+
+impl CredentialStore for ReadModel {
+    fn get_api_token(&self, id: &TokenId) -> Result<Option<ApiToken>, StoreError> {
+        self.state().get_api_token(id)
+    }
+    fn list_api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        self.state().list_api_tokens()
+    }
+    fn get_session(&self, id: &SessionId) -> Result<Option<WebSession>, StoreError> {
+        self.state().get_session(id)
+    }
+    fn list_sessions(&self) -> Result<Vec<WebSession>, StoreError> {
+        self.state().list_sessions()
+    }
+}
+
+impl AuditStore for ReadModel {
+    fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        self.durable.audit_page(query)
+    }
+}
+
+impl StateStore for ReadModel {
+    fn runtime_settings(&self) -> Result<RuntimeSettings, StoreError> {
+        self.state().runtime_settings()
+    }
+    fn get_throttle(&self, key: &str) -> Result<Option<Throttle>, StoreError> {
+        self.durable.get_throttle(key)
+    }
+}

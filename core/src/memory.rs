@@ -1,0 +1,330 @@
+//! The whole state in memory: [`MemoryState`] (maps of core types that apply write batches
+//! with a durable store's semantics and answer every read port) and [`MemoryStore`], a
+//! [`Store`] on it. The control runtime keeps a `MemoryState` as its read model; tests and
+//! embedders use `MemoryStore`.
+//!
+//! Invariant: both pass the same store contract as the durable adapter (`test_support`).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use crate::account::{ApiToken, User, WebSession};
+use crate::audit::{AuditQuery, AuditRecord};
+use crate::client::{Client, Enrollment};
+use crate::grant::Grant;
+use crate::ids::{ClientId, ClientName, GrantId, RuleId, SessionId, TokenId, UserId};
+use crate::ports::{
+    AuditStore, ClientStore, CredentialStore, EnrollmentStore, GrantStore, Reads, RuleIds, RuleStore,
+    StateStore, Store, StoreError, StoreTx, UserStore, Write,
+};
+use crate::rule::Rule;
+use crate::secret::SecretHash;
+use crate::settings::RuntimeSettings;
+use crate::stats::RuleTotals;
+use crate::throttle::Throttle;
+
+/// The whole state in memory: maps of core types, the same semantics as a durable store.
+#[derive(Debug, Default, Clone)]
+pub struct MemoryState {
+    clients: BTreeMap<ClientId, Client>,
+    rules: BTreeMap<RuleId, Rule>,
+    enrollments: BTreeMap<String, Enrollment>,
+    totals: BTreeMap<RuleId, RuleTotals>,
+    next_rule: u64,
+    users: BTreeMap<UserId, User>,
+    grants: BTreeMap<GrantId, Grant>,
+    tokens: BTreeMap<TokenId, ApiToken>,
+    sessions: BTreeMap<SessionId, WebSession>,
+    throttles: BTreeMap<String, Throttle>,
+    settings: Option<RuntimeSettings>,
+    audit: BTreeMap<u64, AuditRecord>,
+}
+
+/// A `Store` in memory (tests, embedders, and the shape of every other store).
+#[derive(Default)]
+pub struct MemoryStore(Mutex<MemoryState>);
+
+impl MemoryStore {
+    fn state(&self) -> std::sync::MutexGuard<'_, MemoryState> {
+        // A panic cannot leave half a batch applied (batches are checked before they are
+        // applied), so a poisoned lock is safe to keep using.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ClientStore for MemoryState {
+    fn get_client(&self, id: &ClientId) -> Result<Option<Client>, StoreError> {
+        Ok(self.clients.get(id).cloned())
+    }
+    fn client_by_name(&self, name: &ClientName) -> Result<Option<Client>, StoreError> {
+        Ok(self.clients.values().find(|c| &c.name == name).cloned())
+    }
+    fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
+        let mut all: Vec<Client> = self.clients.values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+}
+
+impl RuleStore for MemoryState {
+    fn get_rule(&self, id: RuleId) -> Result<Option<Rule>, StoreError> {
+        Ok(self.rules.get(&id).cloned())
+    }
+    fn list_rules(&self) -> Result<Vec<Rule>, StoreError> {
+        Ok(self.rules.values().cloned().collect())
+    }
+    fn rules_for_client(&self, client: &ClientId) -> Result<Vec<Rule>, StoreError> {
+        Ok(self.rules.values().filter(|r| &r.client == client).cloned().collect())
+    }
+    fn list_totals(&self) -> Result<Vec<(RuleId, RuleTotals)>, StoreError> {
+        Ok(self.totals.iter().map(|(k, v)| (*k, v.clone())).collect())
+    }
+    fn rule_counts(&self) -> Result<BTreeMap<ClientId, usize>, StoreError> {
+        let mut counts = BTreeMap::new();
+        for rule in self.rules.values() {
+            *counts.entry(rule.client.clone()).or_insert(0) += 1;
+        }
+        Ok(counts)
+    }
+}
+
+impl EnrollmentStore for MemoryState {
+    fn get_enrollment(&self, code_hash: &SecretHash) -> Result<Option<Enrollment>, StoreError> {
+        Ok(self.enrollments.get(code_hash.as_str()).cloned())
+    }
+}
+
+impl UserStore for MemoryState {
+    fn get_user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
+        Ok(self.users.get(id).cloned())
+    }
+    fn list_users(&self) -> Result<Vec<User>, StoreError> {
+        Ok(self.users.values().cloned().collect())
+    }
+}
+
+impl GrantStore for MemoryState {
+    fn get_grant(&self, id: &GrantId) -> Result<Option<Grant>, StoreError> {
+        Ok(self.grants.get(id).cloned())
+    }
+    fn list_grants(&self) -> Result<Vec<Grant>, StoreError> {
+        Ok(self.grants.values().cloned().collect())
+    }
+}
+
+impl CredentialStore for MemoryState {
+    fn get_api_token(&self, id: &TokenId) -> Result<Option<ApiToken>, StoreError> {
+        Ok(self.tokens.get(id).cloned())
+    }
+    fn list_api_tokens(&self) -> Result<Vec<ApiToken>, StoreError> {
+        Ok(self.tokens.values().cloned().collect())
+    }
+    fn get_session(&self, id: &SessionId) -> Result<Option<WebSession>, StoreError> {
+        Ok(self.sessions.get(id).cloned())
+    }
+    fn list_sessions(&self) -> Result<Vec<WebSession>, StoreError> {
+        Ok(self.sessions.values().cloned().collect())
+    }
+}
+
+impl AuditStore for MemoryState {
+    fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
+        let state = self;
+        let after = query.after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
+        Ok(state
+            .audit
+            .range((after, std::ops::Bound::Unbounded))
+            .map(|(_, r)| r)
+            .filter(|r| query.matches(r))
+            .take(query.limit)
+            .cloned()
+            .collect())
+    }
+}
+
+impl StateStore for MemoryState {
+    fn runtime_settings(&self) -> Result<RuntimeSettings, StoreError> {
+        Ok(self.settings.clone().unwrap_or_default())
+    }
+    fn get_throttle(&self, key: &str) -> Result<Option<Throttle>, StoreError> {
+        Ok(self.throttles.get(key).cloned())
+    }
+}
+
+impl RuleIds for MemoryStore {
+    fn next_rule_id(&self) -> Result<RuleId, StoreError> {
+        let mut state = self.state();
+        state.next_rule += 1;
+        Ok(RuleId::new(state.next_rule))
+    }
+}
+
+impl Store for MemoryStore {
+    fn transact(
+        &self,
+        work: &mut dyn FnMut(&dyn StoreTx) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        // Transactions are serialised by holding the state for the whole call; the work runs
+        // on a copy that replaces the state only when it succeeds.
+        let mut state = self.state();
+        let tx = MemoryStore(Mutex::new(state.clone()));
+        work(&tx)?;
+        *state = tx.0.into_inner().expect("memory store lock");
+        Ok(())
+    }
+}
+
+impl MemoryState {
+    /// Applies a batch, all or nothing: a client taking a name another client holds refuses
+    /// the whole batch.
+    pub fn apply(&mut self, writes: Vec<Write>) -> Result<(), StoreError> {
+        let state = self;
+        // Like a real store, refuse the whole batch when a client would take a name that
+        // another client holds.
+        for write in &writes {
+            if let Write::PutClient(c) = write
+                && state.clients.values().any(|other| other.name == c.name && other.id != c.id)
+            {
+                return Err(StoreError::Corrupted {
+                    detail: format!("name {} is held by another client", c.name),
+                });
+            }
+        }
+        for write in writes {
+            match write {
+                Write::PutClient(c) => {
+                    state.clients.insert(c.id.clone(), c);
+                }
+                Write::PutRule(r) => {
+                    state.rules.insert(r.id, r);
+                }
+                Write::DeleteRule(id) => {
+                    state.rules.remove(&id);
+                    state.totals.remove(&id);
+                }
+                Write::PutEnrollment(e) => {
+                    state.enrollments.insert(e.code_hash.as_str().to_owned(), e);
+                }
+                Write::PutTotals(id, t) => {
+                    state.totals.insert(id, t);
+                }
+                Write::DeleteClient(id) => {
+                    state.clients.remove(&id);
+                }
+                Write::PutUser(u) => {
+                    state.users.insert(u.id.clone(), u);
+                }
+                Write::DeleteUser(id) => {
+                    state.users.remove(&id);
+                }
+                Write::PutGrant(g) => {
+                    state.grants.insert(g.id.clone(), g);
+                }
+                Write::DeleteGrant(id) => {
+                    state.grants.remove(&id);
+                }
+                Write::PutApiToken(t) => {
+                    state.tokens.insert(t.id.clone(), t);
+                }
+                Write::DeleteApiToken(id) => {
+                    state.tokens.remove(&id);
+                }
+                Write::PutSession(s) => {
+                    state.sessions.insert(s.id.clone(), s);
+                }
+                Write::DeleteSession(id) => {
+                    state.sessions.remove(&id);
+                }
+                Write::PutThrottle(key, t) => {
+                    state.throttles.insert(key, t);
+                }
+                Write::DeleteThrottle(key) => {
+                    state.throttles.remove(&key);
+                }
+                Write::PutSettings(s) => {
+                    state.settings = Some(s);
+                }
+                Write::AppendAudit(mut record) => {
+                    record.seq = state.audit.keys().next_back().map_or(1, |last| last + 1);
+                    state.audit.insert(record.seq, record);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl StoreTx for MemoryStore {
+    fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.state().apply(writes)
+    }
+}
+
+impl MemoryState {
+    /// The state a store holds, for the tables that can be listed: clients, rules and their
+    /// totals, users, grants, API tokens, Web sessions and settings. Enrollments, throttles
+    /// and the audit trail are left out (a cache of the store answers those from it).
+    pub fn listed_from<S: Reads + ?Sized>(store: &S) -> Result<MemoryState, StoreError> {
+        Ok(MemoryState {
+            clients: store.list_clients()?.into_iter().map(|c| (c.id.clone(), c)).collect(),
+            rules: store.list_rules()?.into_iter().map(|r| (r.id, r)).collect(),
+            totals: store.list_totals()?.into_iter().collect(),
+            users: store.list_users()?.into_iter().map(|u| (u.id.clone(), u)).collect(),
+            grants: store.list_grants()?.into_iter().map(|g| (g.id.clone(), g)).collect(),
+            tokens: store.list_api_tokens()?.into_iter().map(|t| (t.id.clone(), t)).collect(),
+            sessions: store.list_sessions()?.into_iter().map(|s| (s.id.clone(), s)).collect(),
+            settings: Some(store.runtime_settings()?),
+            ..MemoryState::default()
+        })
+    }
+}
+
+/// Implements every read port for `MemoryStore` by locking its state.
+macro_rules! delegate_to_state {
+    ($($port:ident { $(fn $name:ident(&self $(, $arg:ident: $argty:ty)*) -> $ret:ty;)* })*) => {
+        $(impl $port for MemoryStore {
+            $(fn $name(&self $(, $arg: $argty)*) -> Result<$ret, StoreError> {
+                self.state().$name($($arg),*)
+            })*
+        })*
+    };
+}
+
+delegate_to_state! {
+    ClientStore {
+        fn get_client(&self, id: &ClientId) -> Option<Client>;
+        fn client_by_name(&self, name: &ClientName) -> Option<Client>;
+        fn list_clients(&self) -> Vec<Client>;
+    }
+    RuleStore {
+        fn get_rule(&self, id: RuleId) -> Option<Rule>;
+        fn list_rules(&self) -> Vec<Rule>;
+        fn rules_for_client(&self, client: &ClientId) -> Vec<Rule>;
+        fn list_totals(&self) -> Vec<(RuleId, RuleTotals)>;
+        fn rule_counts(&self) -> BTreeMap<ClientId, usize>;
+    }
+    EnrollmentStore {
+        fn get_enrollment(&self, code_hash: &SecretHash) -> Option<Enrollment>;
+    }
+    UserStore {
+        fn get_user(&self, id: &UserId) -> Option<User>;
+        fn list_users(&self) -> Vec<User>;
+    }
+    GrantStore {
+        fn get_grant(&self, id: &GrantId) -> Option<Grant>;
+        fn list_grants(&self) -> Vec<Grant>;
+    }
+    CredentialStore {
+        fn get_api_token(&self, id: &TokenId) -> Option<ApiToken>;
+        fn list_api_tokens(&self) -> Vec<ApiToken>;
+        fn get_session(&self, id: &SessionId) -> Option<WebSession>;
+        fn list_sessions(&self) -> Vec<WebSession>;
+    }
+    AuditStore {
+        fn audit_page(&self, query: &AuditQuery) -> Vec<AuditRecord>;
+    }
+    StateStore {
+        fn runtime_settings(&self) -> RuntimeSettings;
+        fn get_throttle(&self, key: &str) -> Option<Throttle>;
+    }
+}
