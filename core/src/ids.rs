@@ -262,13 +262,31 @@ impl Timestamp {
         let secs = self.0 / 1000;
         let (days, rem) = (secs / 86_400, secs % 86_400);
         let (y, m, d) = civil_from_days(days as i64);
-        format!(
-            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
-            rem / 3600,
-            rem % 3600 / 60,
-            rem % 60,
-            self.0 % 1000
-        )
+        if !(0..=9999).contains(&y) {
+            return format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60,
+                self.0 % 1000
+            );
+        }
+        // The common case without the formatting machinery: listings print thousands of these.
+        let mut out = *b"0000-00-00T00:00:00.000Z";
+        let mut put = |at: usize, width: usize, mut value: u64| {
+            for i in (at..at + width).rev() {
+                out[i] = b'0' + (value % 10) as u8;
+                value /= 10;
+            }
+        };
+        put(0, 4, y as u64);
+        put(5, 2, u64::from(m));
+        put(8, 2, u64::from(d));
+        put(11, 2, rem / 3600);
+        put(14, 2, rem % 3600 / 60);
+        put(17, 2, rem % 60);
+        put(20, 3, self.0 % 1000);
+        out.iter().map(|&b| char::from(b)).collect()
     }
     /// Parses RFC 3339 UTC as [`Timestamp::to_rfc3339`] writes it: `YYYY-MM-DDTHH:MM:SS`,
     /// optionally `.f` to `.fff…` (milliseconds kept), then `Z`. Dates before 1970 and other

@@ -27,7 +27,11 @@ use crate::throttle::Throttle;
 #[derive(Debug, Default, Clone)]
 pub struct MemoryState {
     clients: BTreeMap<ClientId, Client>,
+    /// Client names, for lookups by name and listings in name order.
+    names: BTreeMap<ClientName, ClientId>,
     rules: BTreeMap<RuleId, Rule>,
+    /// Each client's rules.
+    by_client: BTreeMap<ClientId, std::collections::BTreeSet<RuleId>>,
     enrollments: BTreeMap<String, Enrollment>,
     totals: BTreeMap<RuleId, RuleTotals>,
     next_rule: u64,
@@ -57,12 +61,13 @@ impl ClientStore for MemoryState {
         Ok(self.clients.get(id).cloned())
     }
     fn client_by_name(&self, name: &ClientName) -> Result<Option<Client>, StoreError> {
-        Ok(self.clients.values().find(|c| &c.name == name).cloned())
+        Ok(self.names.get(name).and_then(|id| self.clients.get(id)).cloned())
     }
     fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
-        let mut all: Vec<Client> = self.clients.values().cloned().collect();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(all)
+        Ok(self.names.values().filter_map(|id| self.clients.get(id)).cloned().collect())
+    }
+    fn client_names(&self) -> Result<BTreeMap<ClientId, String>, StoreError> {
+        Ok(self.names.iter().map(|(name, id)| (id.clone(), name.to_string())).collect())
     }
 }
 
@@ -74,17 +79,14 @@ impl RuleStore for MemoryState {
         Ok(self.rules.values().cloned().collect())
     }
     fn rules_for_client(&self, client: &ClientId) -> Result<Vec<Rule>, StoreError> {
-        Ok(self.rules.values().filter(|r| &r.client == client).cloned().collect())
+        let ids = self.by_client.get(client).into_iter().flatten();
+        Ok(ids.filter_map(|id| self.rules.get(id)).cloned().collect())
     }
     fn list_totals(&self) -> Result<Vec<(RuleId, RuleTotals)>, StoreError> {
         Ok(self.totals.iter().map(|(k, v)| (*k, v.clone())).collect())
     }
     fn rule_counts(&self) -> Result<BTreeMap<ClientId, usize>, StoreError> {
-        let mut counts = BTreeMap::new();
-        for rule in self.rules.values() {
-            *counts.entry(rule.client.clone()).or_insert(0) += 1;
-        }
-        Ok(counts)
+        Ok(self.by_client.iter().map(|(client, ids)| (client.clone(), ids.len())).collect())
     }
 }
 
@@ -183,7 +185,7 @@ impl MemoryState {
         // another client holds.
         for write in &writes {
             if let Write::PutClient(c) = write
-                && state.clients.values().any(|other| other.name == c.name && other.id != c.id)
+                && state.names.get(&c.name).is_some_and(|holder| holder != &c.id)
             {
                 return Err(StoreError::Corrupted {
                     detail: format!("name {} is held by another client", c.name),
@@ -193,13 +195,26 @@ impl MemoryState {
         for write in writes {
             match write {
                 Write::PutClient(c) => {
+                    if let Some(previous) = state.clients.get(&c.id) {
+                        state.names.remove(&previous.name);
+                    }
+                    state.names.insert(c.name.clone(), c.id.clone());
                     state.clients.insert(c.id.clone(), c);
                 }
                 Write::PutRule(r) => {
-                    state.rules.insert(r.id, r);
+                    state.by_client.entry(r.client.clone()).or_default().insert(r.id);
+                    if let Some(previous) = state.rules.insert(r.id, r) {
+                        let moved =
+                            state.rules.get(&previous.id).is_some_and(|now| now.client != previous.client);
+                        if moved {
+                            state.unindex(&previous.client, previous.id);
+                        }
+                    }
                 }
                 Write::DeleteRule(id) => {
-                    state.rules.remove(&id);
+                    if let Some(rule) = state.rules.remove(&id) {
+                        state.unindex(&rule.client, id);
+                    }
                     state.totals.remove(&id);
                 }
                 Write::PutEnrollment(e) => {
@@ -209,7 +224,9 @@ impl MemoryState {
                     state.totals.insert(id, t);
                 }
                 Write::DeleteClient(id) => {
-                    state.clients.remove(&id);
+                    if let Some(client) = state.clients.remove(&id) {
+                        state.names.remove(&client.name);
+                    }
                 }
                 Write::PutUser(u) => {
                     state.users.insert(u.id.clone(), u);
@@ -254,6 +271,18 @@ impl MemoryState {
     }
 }
 
+impl MemoryState {
+    /// Drops `rule` from `client`'s index entry (and the entry once empty).
+    fn unindex(&mut self, client: &ClientId, rule: RuleId) {
+        if let Some(ids) = self.by_client.get_mut(client) {
+            ids.remove(&rule);
+            if ids.is_empty() {
+                self.by_client.remove(client);
+            }
+        }
+    }
+}
+
 impl StoreTx for MemoryStore {
     fn apply(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         self.state().apply(writes)
@@ -265,9 +294,17 @@ impl MemoryState {
     /// totals, users, grants, API tokens, Web sessions and settings. Enrollments, throttles
     /// and the audit trail are left out (a cache of the store answers those from it).
     pub fn listed_from<S: Reads + ?Sized>(store: &S) -> Result<MemoryState, StoreError> {
+        let clients = store.list_clients()?;
+        let rules = store.list_rules()?;
+        let mut by_client: BTreeMap<ClientId, std::collections::BTreeSet<RuleId>> = BTreeMap::new();
+        for rule in &rules {
+            by_client.entry(rule.client.clone()).or_default().insert(rule.id);
+        }
         Ok(MemoryState {
-            clients: store.list_clients()?.into_iter().map(|c| (c.id.clone(), c)).collect(),
-            rules: store.list_rules()?.into_iter().map(|r| (r.id, r)).collect(),
+            names: clients.iter().map(|c| (c.name.clone(), c.id.clone())).collect(),
+            clients: clients.into_iter().map(|c| (c.id.clone(), c)).collect(),
+            rules: rules.into_iter().map(|r| (r.id, r)).collect(),
+            by_client,
             totals: store.list_totals()?.into_iter().collect(),
             users: store.list_users()?.into_iter().map(|u| (u.id.clone(), u)).collect(),
             grants: store.list_grants()?.into_iter().map(|g| (g.id.clone(), g)).collect(),

@@ -105,6 +105,10 @@ pub trait ClientStore {
     fn client_by_name(&self, name: &ClientName) -> Result<Option<Client>, StoreError>;
     /// Every client, ordered by name.
     fn list_clients(&self) -> Result<Vec<Client>, StoreError>;
+    /// Every client's name, by id (for listings that show names beside ids).
+    fn client_names(&self) -> Result<std::collections::BTreeMap<ClientId, String>, StoreError> {
+        Ok(self.list_clients()?.into_iter().map(|c| (c.id, c.name.to_string())).collect())
+    }
 }
 
 /// Reads of rules and their traffic totals.

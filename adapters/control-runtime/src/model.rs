@@ -79,6 +79,9 @@ impl ClientStore for ReadModel {
     fn list_clients(&self) -> Result<Vec<Client>, StoreError> {
         self.state().list_clients()
     }
+    fn client_names(&self) -> Result<BTreeMap<ClientId, String>, StoreError> {
+        self.state().client_names()
+    }
 }
 
 impl RuleStore for ReadModel {

@@ -315,8 +315,7 @@ impl RuleService {
                 Some(reference) => store.rules_for_client(&find_client(store, reference)?.id)?,
                 None => store.list_rules()?,
             };
-            let clients: BTreeMap<ClientId, String> =
-                store.list_clients()?.into_iter().map(|c| (c.id, c.name.to_string())).collect();
+            let clients: BTreeMap<ClientId, String> = store.client_names()?;
             Ok(rules
                 .into_iter()
                 .filter(|rule| authorize(actor, &Action::AccessRule { owner: &rule.owner }).is_ok())
