@@ -49,6 +49,10 @@ pub struct MemoryState {
 pub struct MemoryStore(Mutex<MemoryState>);
 
 impl MemoryStore {
+    fn locked(&self) -> Result<std::sync::MutexGuard<'_, MemoryState>, StoreError> {
+        Ok(self.state())
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, MemoryState> {
         // A panic cannot leave half a batch applied (batches are checked before they are
         // applied), so a poisoned lock is safe to keep using.
@@ -316,52 +320,4 @@ impl MemoryState {
     }
 }
 
-/// Implements every read port for `MemoryStore` by locking its state.
-macro_rules! delegate_to_state {
-    ($($port:ident { $(fn $name:ident(&self $(, $arg:ident: $argty:ty)*) -> $ret:ty;)* })*) => {
-        $(impl $port for MemoryStore {
-            $(fn $name(&self $(, $arg: $argty)*) -> Result<$ret, StoreError> {
-                self.state().$name($($arg),*)
-            })*
-        })*
-    };
-}
-
-delegate_to_state! {
-    ClientStore {
-        fn get_client(&self, id: &ClientId) -> Option<Client>;
-        fn client_by_name(&self, name: &ClientName) -> Option<Client>;
-        fn list_clients(&self) -> Vec<Client>;
-    }
-    RuleStore {
-        fn get_rule(&self, id: RuleId) -> Option<Rule>;
-        fn list_rules(&self) -> Vec<Rule>;
-        fn rules_for_client(&self, client: &ClientId) -> Vec<Rule>;
-        fn list_totals(&self) -> Vec<(RuleId, RuleTotals)>;
-        fn rule_counts(&self) -> BTreeMap<ClientId, usize>;
-    }
-    EnrollmentStore {
-        fn get_enrollment(&self, code_hash: &SecretHash) -> Option<Enrollment>;
-    }
-    UserStore {
-        fn get_user(&self, id: &UserId) -> Option<User>;
-        fn list_users(&self) -> Vec<User>;
-    }
-    GrantStore {
-        fn get_grant(&self, id: &GrantId) -> Option<Grant>;
-        fn list_grants(&self) -> Vec<Grant>;
-    }
-    CredentialStore {
-        fn get_api_token(&self, id: &TokenId) -> Option<ApiToken>;
-        fn list_api_tokens(&self) -> Vec<ApiToken>;
-        fn get_session(&self, id: &SessionId) -> Option<WebSession>;
-        fn list_sessions(&self) -> Vec<WebSession>;
-    }
-    AuditStore {
-        fn audit_page(&self, query: &AuditQuery) -> Vec<AuditRecord>;
-    }
-    StateStore {
-        fn runtime_settings(&self) -> RuntimeSettings;
-        fn get_throttle(&self, key: &str) -> Option<Throttle>;
-    }
-}
+crate::delegate_read_ports!(MemoryStore, MemoryStore::locked);

@@ -399,3 +399,65 @@ pub trait Resolver: Send + Sync {
         prefer_ipv6: bool,
     ) -> BoxFuture<'a, Result<Vec<std::net::IpAddr>, ResolveFailure>>;
 }
+
+/// Implements every read port for `$ty` by calling the same method on what `$view(self)`
+/// returns (`Result<V, StoreError>`, where `V` implements the ports or dereferences to
+/// something that does). One list of the ports' methods for every adapter that forwards reads,
+/// so none forgets a method and silently falls back to a provided default.
+#[macro_export]
+macro_rules! delegate_read_ports {
+    ($ty:ty, $view:expr) => {
+        $crate::delegate_read_ports!(@methods $ty, $view,
+            ClientStore {
+                fn get_client(&self, id: &$crate::ids::ClientId) -> Option<$crate::client::Client>;
+                fn client_by_name(&self, name: &$crate::ids::ClientName) -> Option<$crate::client::Client>;
+                fn list_clients(&self) -> Vec<$crate::client::Client>;
+                fn client_names(&self) -> std::collections::BTreeMap<$crate::ids::ClientId, String>;
+            }
+            RuleStore {
+                fn get_rule(&self, id: $crate::ids::RuleId) -> Option<$crate::rule::Rule>;
+                fn list_rules(&self) -> Vec<$crate::rule::Rule>;
+                fn rules_for_client(&self, client: &$crate::ids::ClientId) -> Vec<$crate::rule::Rule>;
+                fn list_totals(&self) -> Vec<($crate::ids::RuleId, $crate::stats::RuleTotals)>;
+                fn rule_counts(&self) -> std::collections::BTreeMap<$crate::ids::ClientId, usize>;
+            }
+            EnrollmentStore {
+                fn get_enrollment(&self, code_hash: &$crate::secret::SecretHash) -> Option<$crate::client::Enrollment>;
+            }
+            UserStore {
+                fn get_user(&self, id: &$crate::ids::UserId) -> Option<$crate::account::User>;
+                fn list_users(&self) -> Vec<$crate::account::User>;
+            }
+            GrantStore {
+                fn get_grant(&self, id: &$crate::ids::GrantId) -> Option<$crate::grant::Grant>;
+                fn list_grants(&self) -> Vec<$crate::grant::Grant>;
+            }
+            CredentialStore {
+                fn get_api_token(&self, id: &$crate::ids::TokenId) -> Option<$crate::account::ApiToken>;
+                fn list_api_tokens(&self) -> Vec<$crate::account::ApiToken>;
+                fn get_session(&self, id: &$crate::ids::SessionId) -> Option<$crate::account::WebSession>;
+                fn list_sessions(&self) -> Vec<$crate::account::WebSession>;
+            }
+            AuditStore {
+                fn audit_page(&self, query: &$crate::audit::AuditQuery) -> Vec<$crate::audit::AuditRecord>;
+            }
+            StateStore {
+                fn runtime_settings(&self) -> $crate::settings::RuntimeSettings;
+                fn get_throttle(&self, key: &str) -> Option<$crate::throttle::Throttle>;
+            }
+        );
+    };
+    (@methods $ty:ty, $view:expr, $($port:ident { $(fn $name:ident(&self $(, $arg:ident: $argty:ty)*) -> $ret:ty;)* })*) => {
+        $(impl $crate::ports::$port for $ty {
+            $(fn $name(&self $(, $arg: $argty)*) -> Result<$ret, $crate::ports::StoreError> {
+                #[allow(unused_imports)]
+                use $crate::ports::{
+                    AuditStore as _, ClientStore as _, CredentialStore as _, EnrollmentStore as _, GrantStore as _,
+                    RuleStore as _, StateStore as _, UserStore as _,
+                };
+                #[allow(clippy::redundant_closure_call)]
+                ($view)(self)?.$name($($arg),*)
+            })*
+        })*
+    };
+}

@@ -79,17 +79,3 @@ impl Source for WriteTransaction {
 
 /// The read ports over one transaction.
 pub(crate) struct View<T>(pub T);
-
-/// Implements every read port for `$ty` by calling the same method on the view `$view`
-/// returns.
-macro_rules! delegate_reads {
-    ($ty:ty, $view:expr, $($port:ident { $(fn $name:ident(&self $(, $arg:ident: $argty:ty)*) -> $ret:ty;)* })*) => {
-        $(impl portunus_core::ports::$port for $ty {
-            $(fn $name(&self $(, $arg: $argty)*) -> Result<$ret, portunus_core::ports::StoreError> {
-                #[allow(clippy::redundant_closure_call)]
-                ($view)(self)?.$name($($arg),*)
-            })*
-        })*
-    };
-}
-pub(crate) use delegate_reads;

@@ -112,17 +112,6 @@ fn peek_version(path: &Path) -> Result<Option<u64>, StoreError> {
     Ok(version)
 }
 
-use portunus_core::account::{ApiToken, User, WebSession};
-use portunus_core::audit::{AuditQuery, AuditRecord};
-use portunus_core::client::{Client, Enrollment};
-use portunus_core::grant::Grant;
-use portunus_core::ids::{ClientId, ClientName, GrantId, RuleId, SessionId, TokenId, UserId};
-use portunus_core::rule::Rule;
-use portunus_core::secret::SecretHash;
-use portunus_core::settings::RuntimeSettings;
-use portunus_core::stats::RuleTotals;
-use portunus_core::throttle::Throttle;
-
 impl RedbStore {
     /// A read view of the last committed state.
     pub(crate) fn snapshot(&self) -> Result<crate::source::View<redb::ReadTransaction>, StoreError> {
@@ -131,40 +120,4 @@ impl RedbStore {
 }
 
 // Each read of the store runs in its own read transaction: one committed snapshot per call.
-crate::source::delegate_reads! { RedbStore, |store: &RedbStore| store.snapshot(),
-    ClientStore {
-        fn get_client(&self, id: &ClientId) -> Option<Client>;
-        fn client_by_name(&self, name: &ClientName) -> Option<Client>;
-        fn list_clients(&self) -> Vec<Client>;
-    }
-    RuleStore {
-        fn get_rule(&self, id: RuleId) -> Option<Rule>;
-        fn list_rules(&self) -> Vec<Rule>;
-        fn rules_for_client(&self, client: &ClientId) -> Vec<Rule>;
-        fn list_totals(&self) -> Vec<(RuleId, RuleTotals)>;
-    }
-    EnrollmentStore {
-        fn get_enrollment(&self, code_hash: &SecretHash) -> Option<Enrollment>;
-    }
-    UserStore {
-        fn get_user(&self, id: &UserId) -> Option<User>;
-        fn list_users(&self) -> Vec<User>;
-    }
-    GrantStore {
-        fn get_grant(&self, id: &GrantId) -> Option<Grant>;
-        fn list_grants(&self) -> Vec<Grant>;
-    }
-    CredentialStore {
-        fn get_api_token(&self, id: &TokenId) -> Option<ApiToken>;
-        fn list_api_tokens(&self) -> Vec<ApiToken>;
-        fn get_session(&self, id: &SessionId) -> Option<WebSession>;
-        fn list_sessions(&self) -> Vec<WebSession>;
-    }
-    AuditStore {
-        fn audit_page(&self, query: &AuditQuery) -> Vec<AuditRecord>;
-    }
-    StateStore {
-        fn runtime_settings(&self) -> RuntimeSettings;
-        fn get_throttle(&self, key: &str) -> Option<Throttle>;
-    }
-}
+portunus_core::delegate_read_ports!(RedbStore, |store: &RedbStore| store.snapshot());
