@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use portunus_core::ids::RuleId;
-use portunus_core::ports::RuleRuntime;
 use portunus_core::rule::{ListenSpec, RuleLimits, RuleSpec};
+use portunus_dataplane::RuleRuntime;
 use portunus_dataplane::{CopyPath, DataPlane, DataPlaneOptions, TrafficCounters};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portunus_core::ids::RuleId;
-use portunus_core::ports::RuleRuntime;
 use portunus_core::rule::{ListenSpec, Protocol, RuleLimits, RuleSpec};
+use portunus_dataplane::RuleRuntime;
 use portunus_dataplane::{CopyPath, DataPlane, DataPlaneOptions, TrafficCounters};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};

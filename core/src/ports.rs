@@ -1,10 +1,8 @@
 //! Ports: the traits adapters implement so core can run without I/O.
 //!
-//! Store ports are synchronous (the embedded store is); ports that wait on the network
-//! return boxed futures so they stay object-safe (`Arc<dyn ClientLink>`).
-
-use std::future::Future;
-use std::pin::Pin;
+//! Every port here is synchronous: core's use cases never wait. (The client side's two
+//! waiting ports live with their adapters: `portunus_dataplane::RuleRuntime` and
+//! `portunus_resolver::Resolver`.)
 
 use crate::account::{ApiToken, PasswordHash, User, WebSession};
 use crate::audit::{AuditQuery, AuditRecord};
@@ -17,9 +15,6 @@ use crate::secret::SecretHash;
 use crate::settings::RuntimeSettings;
 use crate::stats::RuleTotals;
 use crate::throttle::Throttle;
-
-/// A boxed, sendable future.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Wall-clock time. Tests inject a manual clock.
 pub trait Clock: Send + Sync {
@@ -360,44 +355,6 @@ pub enum Stage {
 pub trait LatencyObserver: Send + Sync {
     /// One measurement of `stage`, in seconds.
     fn observe(&self, stage: Stage, seconds: f64);
-}
-
-/// The client's data plane, seen from the control loop (and the standalone runner).
-///
-/// `bind` is all or nothing: when it fails, no listener of the rule stays bound. `unbind`
-/// stops the listeners and closes the rule's connections; unbinding an unknown rule is a
-/// no-op. Other rules' connections are never touched.
-pub trait RuleRuntime: Send + Sync {
-    /// Settings from Welcome (or the standalone file); applies to rules bound afterwards
-    /// and, where it can, to running ones.
-    fn apply_settings(&self, settings: crate::config::DataPlaneSettings);
-    /// Binds every listen port of `def` and starts forwarding.
-    fn bind(&self, rule: RuleId, def: RuleDef) -> BoxFuture<'_, Result<(), crate::Failure>>;
-    /// Stops a rule.
-    fn unbind(&self, rule: RuleId);
-    /// Cumulative counters of every bound rule since its runtime instance started.
-    fn report(&self) -> Vec<(RuleId, crate::stats::RuleReport)>;
-}
-
-/// Why a DNS-name target did not resolve.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{reason}")]
-pub struct ResolveFailure {
-    /// A short stable-ish reason (`nxdomain`, `no_records`, `timeout`, `io: …`) for events.
-    pub reason: String,
-}
-
-/// Resolves DNS-name targets on the client, per new connection or flow.
-///
-/// Implementations cache answers per [`crate::dns_cache`] and share one query among
-/// concurrent lookups of a name. An empty answer is a failure, never `Ok(vec![])`.
-pub trait Resolver: Send + Sync {
-    /// Addresses of `name`, AAAA first when `prefer_ipv6`.
-    fn resolve<'a>(
-        &'a self,
-        name: &'a str,
-        prefer_ipv6: bool,
-    ) -> BoxFuture<'a, Result<Vec<std::net::IpAddr>, ResolveFailure>>;
 }
 
 /// Implements every read port for `$ty` by calling the same method on what `$view(self)`

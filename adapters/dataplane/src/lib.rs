@@ -5,7 +5,7 @@
 //! moves datagrams in batches (`recvmmsg`/`sendmmsg` on Linux).
 //!
 //! Layout: [`plane`] owns the rule registry and implements
-//! [`portunus_core::ports::RuleRuntime`]; `listen` binds and accepts; `target` picks and
+//! [`RuleRuntime`]; `listen` binds and accepts; `target` picks and
 //! connects targets; `conn` runs one connection; [`mod@relay`] holds the two copy loops;
 //! [`counters`] holds the live atomics; `udp` runs UDP rules (listeners, flows, reaper);
 //! `events` the rate limits and once-flags of log events; `sys` the thin OS wrappers (pipes,
@@ -23,6 +23,7 @@ pub mod counters;
 mod events;
 mod listen;
 pub mod plane;
+pub mod ports;
 pub mod relay;
 mod settings;
 mod sys;
@@ -31,6 +32,7 @@ mod udp;
 
 pub use counters::TrafficCounters;
 pub use plane::{DataPlane, DataPlaneOptions};
+pub use ports::{ResolveFailure, Resolver, RuleRuntime};
 pub use relay::{CopyPath, RelayEnd, RelayError, Side, SpliceFault, relay};
 
 /// Empty pipes waiting in the fast path's pool (0 off Linux). For tests and benches.

@@ -13,9 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use crate::ports::{BoxFuture, Resolver, RuleRuntime};
 use portunus_core::config::DataPlaneSettings;
 use portunus_core::ids::RuleId;
-use portunus_core::ports::{BoxFuture, Resolver, RuleRuntime};
 use portunus_core::rule::{Protocol, RuleDef};
 use portunus_core::stats::RuleReport;
 use portunus_core::{ErrorCode, Failure};

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use crate::ports::{ResolveFailure, Resolver};
 use portunus_core::health::HealthBook;
-use portunus_core::ports::{ResolveFailure, Resolver};
 use portunus_core::rule::{Host, PortRange, RuleDef, Target};
 use portunus_core::stats::{Counters, TargetCounters, TargetHealth};
 use tokio::net::{TcpSocket, TcpStream};

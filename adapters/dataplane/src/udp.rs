@@ -31,10 +31,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::ports::Resolver;
 use portunus_core::Failure;
 use portunus_core::config::DataPlaneSettings;
 use portunus_core::ids::RuleId;
-use portunus_core::ports::Resolver;
 use portunus_core::rule::RuleDef;
 use portunus_core::stats::{Counters, RuleReport};
 use portunus_core::udp::{FlowKey, FlowLimits, FlowTable};

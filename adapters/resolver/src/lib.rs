@@ -22,7 +22,30 @@ use hickory_resolver::config::{LookupIpStrategy, NameServerConfig, ResolverConfi
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::{Resolver as Hickory, TokioResolver};
 use portunus_core::dns_cache::{DnsCache, Lookup, Preference};
-use portunus_core::ports::{BoxFuture, ResolveFailure, Resolver};
+
+/// A boxed, sendable future.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Why a DNS-name target did not resolve.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct ResolveFailure {
+    /// A short stable-ish reason (`nxdomain`, `no_records`, `timeout`, `io: …`) for events.
+    pub reason: String,
+}
+
+/// Resolves DNS-name targets on the client, per new connection or flow.
+///
+/// Implementations cache answers per [`portunus_core::dns_cache`] and share one query among
+/// concurrent lookups of a name. An empty answer is a failure, never `Ok(vec![])`.
+pub trait Resolver: Send + Sync {
+    /// Addresses of `name`, AAAA first when `prefer_ipv6`.
+    fn resolve<'a>(
+        &'a self,
+        name: &'a str,
+        prefer_ipv6: bool,
+    ) -> BoxFuture<'a, Result<Vec<std::net::IpAddr>, ResolveFailure>>;
+}
 
 /// How long one query may take before it counts as failed.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);

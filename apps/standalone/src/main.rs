@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use portunus_core::error::{ErrorCode, Failure};
-use portunus_core::ports::RuleRuntime;
 use portunus_core::standalone::StandaloneConfig;
+use portunus_dataplane::RuleRuntime;
 use portunus_dataplane::{DataPlane, DataPlaneOptions};
 use portunus_telemetry::log::LogFormat;
 

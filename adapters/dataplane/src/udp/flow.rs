@@ -277,7 +277,7 @@ async fn resolve_then_open(
 ) {
     let answer = match io.plan.target(target).map(|t| t.host.clone()) {
         Some(host) => io.plan.addresses(&host).await,
-        None => Err(portunus_core::ports::ResolveFailure { reason: "no_target".into() }),
+        None => Err(crate::ports::ResolveFailure { reason: "no_target".into() }),
     };
     let addrs = match answer {
         Ok(addrs) if !addrs.is_empty() => addrs,

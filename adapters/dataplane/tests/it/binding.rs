@@ -3,8 +3,8 @@
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use portunus_core::ErrorCode;
-use portunus_core::ports::RuleRuntime;
 use portunus_core::rule::PortRange;
+use portunus_dataplane::RuleRuntime;
 use socket2::{Domain, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

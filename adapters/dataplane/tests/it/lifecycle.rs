@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use portunus_core::ports::RuleRuntime;
+use portunus_dataplane::RuleRuntime;
 use portunus_dataplane::SpliceFault;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use portunus_core::ports::RuleRuntime;
+use portunus_dataplane::RuleRuntime;
 use portunus_dataplane::{CopyPath, RelayEnd, TrafficCounters, relay};
 use socket2::SockRef;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use portunus_core::ports::RuleRuntime;
 use portunus_core::proxy_protocol::{self, Addresses};
 use portunus_core::rule::{Host, PortRange, ProxyVersion};
 use portunus_core::stats::TargetHealth;
+use portunus_dataplane::RuleRuntime;
 use portunus_dataplane::{DataPlane, DataPlaneOptions};
 use portunus_resolver::HickoryResolver;
 use portunus_resolver::test_server::DnsTestServer;

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use portunus_core::config::DataPlaneSettings;
 use portunus_core::ids::RuleId;
-use portunus_core::ports::RuleRuntime;
 use portunus_core::rule::{Host, PortRange, Protocol, RuleDef, Target};
 use portunus_core::stats::Counters;
+use portunus_dataplane::RuleRuntime;
 use portunus_dataplane::{DataPlane, DataPlaneOptions, SpliceFault};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};

@@ -1,7 +1,7 @@
 //! Target choice: preference order, failover, and what happens when nothing answers.
 
-use portunus_core::ports::RuleRuntime;
 use portunus_core::rule::{Host, PortRange};
+use portunus_dataplane::RuleRuntime;
 
 use crate::support::*;
 

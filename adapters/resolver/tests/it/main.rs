@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use portunus_core::ports::Resolver;
 use portunus_resolver::HickoryResolver;
+use portunus_resolver::Resolver;
 use portunus_resolver::test_server::DnsTestServer;
 
 struct ManualClock(AtomicU64);
