@@ -175,7 +175,7 @@ impl Store for MemoryStore {
         let mut state = self.state();
         let tx = MemoryStore(Mutex::new(state.clone()));
         work(&tx)?;
-        *state = tx.0.into_inner().expect("memory store lock");
+        *state = tx.0.into_inner().unwrap_or_else(|p| p.into_inner());
         Ok(())
     }
 }

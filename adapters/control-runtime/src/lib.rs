@@ -128,7 +128,7 @@ impl Runtime {
             accounts: AccountService::new(ports.entropy, ports.hasher, operator_token),
             admin: AdminService::new(settings, identity),
         };
-        let writer = Writer::start(ports.store.clone(), ports.observer.clone());
+        let writer = Writer::start(ports.store.clone(), ports.observer.clone())?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 model,

@@ -30,13 +30,18 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer thread over `store`.
-    pub fn start(store: Arc<dyn Store>, observer: Option<Arc<dyn LatencyObserver>>) -> Writer {
+    pub fn start(
+        store: Arc<dyn Store>,
+        observer: Option<Arc<dyn LatencyObserver>>,
+    ) -> Result<Writer, Failure> {
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("portunus-writer".into())
             .spawn(move || run(&*store, observer.as_deref(), &queue))
-            .expect("spawn the store writer thread");
-        Writer { jobs }
+            .map_err(|err| {
+                Failure::new(ErrorCode::Internal, format!("cannot start the store writer thread: {err}"))
+            })?;
+        Ok(Writer { jobs })
     }
 
     /// Queues a job. Fails only when the writer thread is gone.
