@@ -51,8 +51,31 @@ pub struct DataPlaneOptions {
 }
 
 impl DataPlaneOptions {
-    /// The defaults with the triage switches applied (the apps read them from
-    /// `PORTUNUS_DISABLE_SPLICE` and `PORTUNUS_DISABLE_UDP_GSO`).
+    /// The options and the DNS server from the triage and test switches, as the apps read
+    /// them from the environment (deliberately absent from `--help`):
+    /// `PORTUNUS_DISABLE_SPLICE=1` forces the userspace copy, `PORTUNUS_DISABLE_UDP_GSO=1`
+    /// sends datagrams one by one, `PORTUNUS_DNS_SERVER=ip:port` asks one DNS server instead
+    /// of the system configuration (anything else there is `invalid_config`).
+    pub fn from_switches(
+        disable_splice: Option<&std::ffi::OsStr>,
+        disable_udp_gso: Option<&std::ffi::OsStr>,
+        dns_server: Option<&str>,
+    ) -> Result<(Self, Option<std::net::SocketAddr>), portunus_core::Failure> {
+        let on = |value: Option<&std::ffi::OsStr>| value.is_some_and(|v| v == "1");
+        let options = Self::with_switches(on(disable_splice), on(disable_udp_gso));
+        let dns_server = match dns_server.filter(|text| !text.is_empty()) {
+            Some(text) => Some(text.parse().map_err(|_| {
+                portunus_core::Failure::new(
+                    portunus_core::ErrorCode::InvalidConfig,
+                    format!("PORTUNUS_DNS_SERVER={text:?} is not ip:port"),
+                )
+            })?),
+            None => None,
+        };
+        Ok((options, dns_server))
+    }
+
+    /// The defaults with the triage switches applied.
     pub fn with_switches(disable_splice: bool, disable_udp_gso: bool) -> Self {
         let defaults = DataPlaneOptions::default();
         DataPlaneOptions {

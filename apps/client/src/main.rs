@@ -149,18 +149,11 @@ fn log_directive() -> Option<String> {
     ["PORTUNUS_LOG", "RUST_LOG"].into_iter().find_map(|key| std::env::var(key).ok().filter(|v| !v.is_empty()))
 }
 
-/// The triage and test switches, deliberately absent from `--help`: `PORTUNUS_DISABLE_SPLICE=1`
-/// forces the userspace copy, `PORTUNUS_DISABLE_UDP_GSO=1` sends datagrams one by one, and
-/// `PORTUNUS_DNS_SERVER=ip:port` asks one DNS server instead of the system configuration.
+/// The triage and test switches from the environment (see `DataPlaneOptions::from_switches`).
 fn data_plane_switches() -> Result<(DataPlaneOptions, Option<std::net::SocketAddr>), Failure> {
-    let on = |key: &str| std::env::var_os(key).is_some_and(|v| v == "1");
-    let options =
-        DataPlaneOptions::with_switches(on("PORTUNUS_DISABLE_SPLICE"), on("PORTUNUS_DISABLE_UDP_GSO"));
-    let dns_server = match std::env::var("PORTUNUS_DNS_SERVER") {
-        Ok(text) if !text.is_empty() => Some(text.parse().map_err(|_| {
-            Failure::new(ErrorCode::InvalidConfig, format!("PORTUNUS_DNS_SERVER={text:?} is not ip:port"))
-        })?),
-        _ => None,
-    };
-    Ok((options, dns_server))
+    DataPlaneOptions::from_switches(
+        std::env::var_os("PORTUNUS_DISABLE_SPLICE").as_deref(),
+        std::env::var_os("PORTUNUS_DISABLE_UDP_GSO").as_deref(),
+        std::env::var("PORTUNUS_DNS_SERVER").ok().as_deref(),
+    )
 }
