@@ -11,18 +11,14 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
-use portunus_control::tls::{PinnedVerifier, pinned_client_config};
 use portunus_core::capability::Capability;
 use portunus_core::config::ControlPolicy;
 use portunus_core::enroll::Bundle;
 use portunus_core::ids::RuleId;
 use portunus_core::stats::{ReportGate, RuleReport};
 use portunus_proto::v1 as pb;
-use rustls_pki_types::ServerName;
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// From opening the stream until Welcome and the full replay arrived.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
@@ -221,49 +217,14 @@ async fn client_loop(client: Arc<SimClient>, counters: Arc<FleetCounters>, mut s
     }
 }
 
-/// Opens a pinned TLS connection of its own to `endpoint` (loopback only), with the real
-/// client's connect timeout and TCP keepalive.
+/// Opens a pinned TLS connection of its own to `endpoint` (loopback only), the way the real
+/// client does (its connect timeout and TCP keepalive).
 async fn open_channel(endpoint: &str, pin: &str, policy: &ControlPolicy) -> Result<Channel, String> {
     let addr: SocketAddr = endpoint.parse().map_err(|_| format!("endpoint {endpoint} is not IP:PORT"))?;
     if !addr.ip().is_loopback() {
         return Err(format!("endpoint {endpoint} is not loopback"));
     }
-    let config = pinned_client_config(PinnedVerifier::new(pin)).map_err(|f| f.message)?;
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let connect_timeout = policy.connect_timeout;
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(policy.keepalive_idle)
-        .with_interval(policy.keepalive_interval)
-        .with_retries(policy.keepalive_probes);
-    let channel = Endpoint::from_shared(format!("http://{endpoint}"))
-        .map_err(|e| e.to_string())?
-        .connect_timeout(connect_timeout);
-    channel
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let (connector, keepalive) = (connector.clone(), keepalive.clone());
-            async move {
-                let tcp = tokio::time::timeout(connect_timeout, TcpStream::connect(addr))
-                    .await
-                    .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-                tcp.set_nodelay(true)?;
-                socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive)?;
-                let tls = connector.connect(ServerName::IpAddress(addr.ip().into()), tcp).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(tls))
-            }
-        }))
-        .await
-        .map_err(|e| error_chain(&e))
-}
-
-fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    portunus_control::connect_pinned(endpoint, pin, policy).await.map_err(|f| f.message)
 }
 
 fn client_msg(msg: pb::client_message::Msg) -> pb::ClientMessage {

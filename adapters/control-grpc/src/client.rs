@@ -100,6 +100,17 @@ async fn connect(endpoint: &str, pin: &str, policy: &ControlPolicy) -> Result<Ch
     }
 }
 
+/// A pinned TLS channel to `endpoint` with `policy`'s connect timeout and TCP keepalive, as
+/// the client opens its own (for tools that speak the protocol, like the load test). A pin
+/// mismatch is `tls_pin_mismatch`; anything else that stops the connection is
+/// `server_unreachable`.
+pub async fn connect_pinned(endpoint: &str, pin: &str, policy: &ControlPolicy) -> Result<Channel, Failure> {
+    connect(endpoint, pin, policy).await.map_err(|err| match err {
+        ConnectError::Fatal(failure) => failure,
+        ConnectError::Transient(why) => Failure::new(ErrorCode::ServerUnreachable, why),
+    })
+}
+
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();

@@ -11,6 +11,6 @@ pub mod convert;
 pub mod server;
 pub mod tls;
 
-pub use client::{ClientInfo, redeem, run};
+pub use client::{ClientInfo, connect_pinned, redeem, run};
 pub use server::{ControlService, ServerInfo, serve};
 pub use tls::{TlsIdentity, install_default_provider, load_or_generate};

@@ -261,9 +261,7 @@ impl Runtime {
         let answer = f(&inner.services, &mut cx);
         let staged = cx.finish();
         if !staged.is_empty() {
-            self.mutate(move |_, cx| {
-                cx_stage(cx, staged);
-            })?;
+            self.mutate(move |_, cx| cx.restage(staged))?;
         }
         Ok(answer)
     }
@@ -307,11 +305,6 @@ impl Inner {
             }
         }
     }
-}
-
-/// Re-stages what a read staged, inside the writer's transaction.
-fn cx_stage(cx: &mut Cx<'_, dyn StoreTx + '_>, staged: Staged) {
-    cx.restage(staged);
 }
 
 #[cfg(test)]

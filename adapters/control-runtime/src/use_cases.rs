@@ -450,7 +450,7 @@ impl Runtime {
         self.mutate_async(move |_, cx| {
             let writes = portunus_core::service::flush_writes(cx.store, changed)?;
             let n = writes.len();
-            cx_stage(cx, Staged { writes, effects: Vec::new() });
+            cx.restage(Staged { writes, effects: Vec::new() });
             Ok::<usize, Failure>(n)
         })
         .await?

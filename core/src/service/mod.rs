@@ -129,11 +129,6 @@ impl<'a, S: ?Sized> Cx<'a, S> {
         self.effects.extend(staged.effects);
     }
 
-    /// The writes staged so far.
-    pub fn staged_writes(&self) -> &[Write] {
-        &self.writes
-    }
-
     pub(crate) fn stage(&mut self, writes: impl IntoIterator<Item = Write>) {
         self.writes.extend(writes);
     }
