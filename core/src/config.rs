@@ -211,6 +211,13 @@ pub struct ControlPolicy {
     pub control_drain: Duration,
     /// Pending connections each listener queues (a fleet reconnecting at once).
     pub listen_backlog: u32,
+    /// Longest a deferred commit (a client's outcome for a rule) waits for a durable one:
+    /// when no durable commit came along within it, the writer makes one.
+    pub deferred_sync: Duration,
+    /// Threads the server runs blocking use cases on (operator API calls that wait for a
+    /// commit, listings, password hashing); more calls at once queue. Each thread keeps its
+    /// own allocator arena, so a pool sized for bursts costs memory for good.
+    pub blocking_threads: usize,
 }
 
 impl Default for ControlPolicy {
@@ -233,6 +240,8 @@ impl Default for ControlPolicy {
             shutdown_grace: Duration::from_secs(10),
             control_drain: Duration::from_millis(500),
             listen_backlog: 4096,
+            deferred_sync: Duration::from_millis(200),
+            blocking_threads: 8,
         }
     }
 }

@@ -265,6 +265,27 @@ pub trait Store: Reads + RuleIds + Send + Sync {
         work: &mut dyn FnMut(&dyn StoreTx) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
 
+    /// Like [`Store::transact`], except that the commit need not be on stable storage when
+    /// this returns: it is visible to every later read and transaction at once, and becomes
+    /// durable with the next durable commit (or [`Store::sync`]). A crash before that loses
+    /// it whole, never in part, together with every deferred commit after the last durable
+    /// one. Only for state that is reported again after a restart (a client's outcome for a
+    /// rule, which the client reports again when its rules are replayed), never for anything
+    /// an operator was answered for or audited.
+    ///
+    /// The default commits durably, which is always allowed.
+    fn transact_deferred(
+        &self,
+        work: &mut dyn FnMut(&dyn StoreTx) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        self.transact(work)
+    }
+
+    /// Makes every deferred commit durable.
+    fn sync(&self) -> Result<(), StoreError> {
+        self.transact(&mut |_| Ok(()))
+    }
+
     /// Applies `writes` in a transaction of their own.
     fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {
         let mut writes = Some(writes);
@@ -290,8 +311,9 @@ pub enum ClientCommand {
     Upsert {
         /// Rule id.
         rule: RuleId,
-        /// What to bind.
-        def: RuleDef,
+        /// What to bind (boxed: commands wait in per-stream queues, which are sized by
+        /// their largest variant).
+        def: Box<RuleDef>,
     },
     /// Stop a rule and close its connections.
     Remove {

@@ -46,6 +46,8 @@ const CONCURRENT_WINDOW: Duration = Duration::from_secs(20);
 const LIST_MIN_RULES: usize = 1_000;
 /// Timed requests per listing.
 const LIST_REQUESTS: usize = 200;
+/// Listings timed right after a change each.
+const LIST_AFTER_CHANGE: usize = 50;
 /// Concurrent enroll-and-redeem tasks.
 const ENROLL_WORKERS: usize = 16;
 
@@ -460,17 +462,27 @@ async fn phase_after_connect(
     let rules = api.rules().await.map_err(|e| anyhow::anyhow!("GET /v1/rules: {e:?}"))?;
     report.rules_total = Some(rules.len());
 
-    // 10. Listing latency, at about LIST_MIN_RULES rules.
-    eprintln!("listing latency ({LIST_REQUESTS} requests each)");
-    for (path, slot) in [("/v1/clients", 0), ("/v1/rules", 1)] {
+    // 10. Listing latency, at about LIST_MIN_RULES rules: repeated reads of unchanged state,
+    // then reads each right after a change (an enrollment, untimed), which the server cannot
+    // answer from the listing it rendered before.
+    eprintln!(
+        "listing latency ({LIST_REQUESTS} requests each, then {LIST_AFTER_CHANGE} after a change each)"
+    );
+    for (path, slot) in [("/v1/clients", 0), ("/v1/rules", 1), ("/v1/clients", 2), ("/v1/rules", 3)] {
+        let after_change = slot >= 2;
+        let n_requests = if after_change { LIST_AFTER_CHANGE } else { LIST_REQUESTS };
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut tally = Tally::default();
-        let mut latencies = Vec::with_capacity(LIST_REQUESTS);
+        let mut latencies = Vec::with_capacity(n_requests);
         let mut cut = false;
-        for _ in 0..LIST_REQUESTS {
+        for i in 0..n_requests {
             if Instant::now() >= deadline {
                 cut = true;
                 break;
+            }
+            if after_change && let Err(err) = api.enroll(&format!("lt-change-{slot}-{i}")).await {
+                tally.error(&format!("change before the read: {err:?}"));
+                continue;
             }
             let started = Instant::now();
             let result = api.get_raw(path).await;
@@ -487,12 +499,14 @@ async fn phase_after_connect(
             report.failures.push(format!("GET {path}: timeouts, errors or deadline"));
         }
         let summary = Some(Summary::of(&latencies));
-        if slot == 0 {
-            report.list_clients = summary
-        } else {
-            report.list_rules = summary
+        match slot {
+            0 => report.list_clients = summary,
+            1 => report.list_rules = summary,
+            2 => report.list_clients_changed = summary,
+            _ => report.list_rules_changed = summary,
         }
-        report.phase(&format!("GET {path}"), tally, cut);
+        let phase = if after_change { format!("GET {path} after a change") } else { format!("GET {path}") };
+        report.phase(&phase, tally, cut);
     }
     // 11. Push throughput (after the listings, which the goal states at 1,000 rules) from concurrent operators.
     eprintln!("concurrent pushes ({CONCURRENT_OPERATORS} operators)");

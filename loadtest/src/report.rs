@@ -37,6 +37,9 @@ pub(crate) struct Report {
     pub(crate) threads_with_rules: Option<u64>,
     pub(crate) list_clients: Option<Summary>,
     pub(crate) list_rules: Option<Summary>,
+    /// The same listings, each right after a change (an enrollment).
+    pub(crate) list_clients_changed: Option<Summary>,
+    pub(crate) list_rules_changed: Option<Summary>,
     pub(crate) storm: Option<Storm>,
     pub(crate) rule_acks_sent: u64,
     pub(crate) stats_reports_sent: u64,
@@ -163,6 +166,14 @@ pub(crate) fn markdown(r: &Report) -> String {
     let rules = r.rules_total.map_or("-".into(), |c| c.to_string());
     rows.push((format!("GET /v1/clients p50 / p99 ({n} clients)"), fmt_summary(&r.list_clients, false)));
     rows.push((format!("GET /v1/rules p50 / p99 ({rules} rules)"), fmt_summary(&r.list_rules, false)));
+    rows.push((
+        "GET /v1/clients p50 / p99, each right after a change".into(),
+        fmt_summary(&r.list_clients_changed, false),
+    ));
+    rows.push((
+        "GET /v1/rules p50 / p99, each right after a change".into(),
+        fmt_summary(&r.list_rules_changed, false),
+    ));
     rows.push((
         format!("server RSS with {} rules", r.rules_at_rss.map_or("-".into(), |c| c.to_string())),
         fmt_mem(r.rss_with_rules_kib, r.threads_with_rules),

@@ -54,7 +54,7 @@ use model::ReadModel;
 pub use portunus_telemetry::clock::SystemClock;
 pub use sessions::{EndReason, Outbound, Registration, SessionRegistry};
 use tracing::Instrument;
-use writer::{Completion, Job, Writer};
+use writer::{Completion, Durability, Job, Work, Writer};
 
 /// The adapters behind core's ports, as the server wires them.
 pub struct Ports {
@@ -122,13 +122,14 @@ impl Runtime {
     ) -> Result<Runtime, Failure> {
         let book = ports.store.list_totals()?.into_iter().collect();
         let model = ReadModel::load(ports.store.clone())?;
+        let deferred_sync = settings.control.deferred_sync;
         let services = Services {
             clients: ClientService::new(settings.clone(), identity.clone(), ports.entropy.clone()),
             rules: RuleService::new(&settings),
             accounts: AccountService::new(ports.entropy, ports.hasher, operator_token),
             admin: AdminService::new(settings, identity),
         };
-        let writer = Writer::start(ports.store.clone(), ports.observer.clone())?;
+        let writer = Writer::start(ports.store.clone(), ports.observer.clone(), deferred_sync)?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 model,
@@ -153,6 +154,13 @@ impl Runtime {
         &self.inner.sessions
     }
 
+    /// A number that changes whenever anything a listing shows may have changed: a committed
+    /// batch (the read model) or a stream opening or closing. Equal numbers mean equal
+    /// listings, so an adapter may keep a rendered listing until it moves.
+    pub fn generation(&self) -> u64 {
+        self.inner.model.generation().wrapping_add(self.inner.sessions.changes())
+    }
+
     /// The current time from the runtime's clock.
     pub fn now(&self) -> Timestamp {
         self.inner.clock.now()
@@ -175,15 +183,20 @@ impl Runtime {
     /// order, its effects are performed on the live streams, then `after` runs (a push
     /// queues its command there, a new stream registers there), and `reply` gets both
     /// answers. A failed commit performs nothing.
-    fn submit<T, P, F, A>(&self, f: F, after: A, reply: impl FnOnce(Result<(T, P), Failure>) + Send + 'static)
-    where
+    fn submit<T, P, F, A>(
+        &self,
+        durability: Durability,
+        f: F,
+        after: A,
+        reply: impl FnOnce(Result<(T, P), Failure>) + Send + 'static,
+    ) where
         T: Send + 'static,
         P: Send + 'static,
         F: FnOnce(&Services, &mut Cx<'_, dyn StoreTx + '_>) -> T + Send + 'static,
         A: FnOnce(&Inner, &T) -> P + Send + 'static,
     {
         let inner = self.inner.clone();
-        let job: Job = Box::new(move |tx: &dyn StoreTx| -> Result<Completion, StoreError> {
+        let work: Work = Box::new(move |tx: &dyn StoreTx| -> Result<Completion, StoreError> {
             let view = GroupSessions(&inner);
             let mut cx = Cx::new(tx, &view as &dyn Sessions, inner.clock.now());
             let answer = f(&inner.services, &mut cx);
@@ -205,7 +218,7 @@ impl Runtime {
                 }))
             }))
         });
-        if let Err(failure) = self.inner.writer.submit(job) {
+        if let Err(failure) = self.inner.writer.submit(Job { durability, work }) {
             tracing::error!(event = "store.error", error = %failure.message);
         }
     }
@@ -218,6 +231,7 @@ impl Runtime {
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.submit(
+            Durability::Immediate,
             f,
             |_, _| (),
             move |result| {
@@ -236,8 +250,23 @@ impl Runtime {
         F: FnOnce(&Services, &mut Cx<'_, dyn StoreTx + '_>) -> T + Send + 'static,
         A: FnOnce(&Inner, &T) -> P + Send + 'static,
     {
+        self.submit_async(Durability::Immediate, f, after).await
+    }
+
+    async fn submit_async<T, P, F, A>(
+        &self,
+        durability: Durability,
+        f: F,
+        after: A,
+    ) -> Result<(T, P), Failure>
+    where
+        T: Send + 'static,
+        P: Send + 'static,
+        F: FnOnce(&Services, &mut Cx<'_, dyn StoreTx + '_>) -> T + Send + 'static,
+        A: FnOnce(&Inner, &T) -> P + Send + 'static,
+    {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(f, after, move |result| {
+        self.submit(durability, f, after, move |result| {
             let _ = tx.send(result);
         });
         rx.await.map_err(|_| writer_gone())?
@@ -252,6 +281,17 @@ impl Runtime {
         Ok(self.mutate_then(f, |_, _| ()).await?.0)
     }
 
+    /// [`Runtime::mutate_async`] for state a client reports again after a restart: answered
+    /// once committed and visible, durable with the next durable commit (at most the
+    /// policy's `deferred_sync` later).
+    async fn mutate_deferred<T, F>(&self, f: F) -> Result<T, Failure>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Services, &mut Cx<'_, dyn StoreTx + '_>) -> T + Send + 'static,
+    {
+        Ok(self.submit_async(Durability::Deferred, f, |_, _| ()).await?.0)
+    }
+
     /// Runs a read on the calling thread against committed state. A read that staged
     /// something (the audit record of a denial, an expired session's deletion) has it
     /// committed before the answer.
@@ -262,6 +302,24 @@ impl Runtime {
         let staged = cx.finish();
         if !staged.is_empty() {
             self.mutate(move |_, cx| cx.restage(staged))?;
+        }
+        Ok(answer)
+    }
+
+    /// [`Runtime::read`] for async callers: the read runs on the calling task (it touches
+    /// only memory), and whatever it staged is committed without blocking the worker.
+    async fn read_async<T>(
+        &self,
+        f: impl FnOnce(&Services, &mut Cx<'_, ReadModel>) -> T,
+    ) -> Result<T, Failure> {
+        let (answer, staged) = {
+            let inner = &self.inner;
+            let mut cx = Cx::new(&inner.model, &inner.sessions as &dyn Sessions, inner.clock.now());
+            let answer = f(&inner.services, &mut cx);
+            (answer, cx.finish())
+        };
+        if !staged.is_empty() {
+            self.mutate_async(move |_, cx| cx.restage(staged)).await?;
         }
         Ok(answer)
     }

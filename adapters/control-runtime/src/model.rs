@@ -7,6 +7,7 @@
 //! it.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use portunus_core::account::{ApiToken, User, WebSession};
@@ -29,12 +30,23 @@ use portunus_core::throttle::Throttle;
 pub struct ReadModel {
     state: RwLock<MemoryState>,
     durable: Arc<dyn Store>,
+    /// Bumped (under the write lock) by every batch that changed the model.
+    generation: AtomicU64,
 }
 
 impl ReadModel {
     /// Loads the listable tables of `durable`.
     pub fn load(durable: Arc<dyn Store>) -> Result<ReadModel, StoreError> {
-        Ok(ReadModel { state: RwLock::new(MemoryState::listed_from(&*durable)?), durable })
+        Ok(ReadModel {
+            state: RwLock::new(MemoryState::listed_from(&*durable)?),
+            durable,
+            generation: AtomicU64::new(0),
+        })
+    }
+
+    /// A number that changes whenever a committed batch changed the model.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
     }
 
     fn state(&self) -> RwLockReadGuard<'_, MemoryState> {
@@ -49,6 +61,7 @@ impl ReadModel {
             return;
         }
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
         if let Err(err) = state.apply(kept) {
             tracing::error!(event = "store.read_model_reloaded", error = %err);
             match MemoryState::listed_from(&*self.durable) {

@@ -65,6 +65,8 @@ pub struct SessionRegistry {
     closed: std::sync::atomic::AtomicBool,
     waiters: Mutex<Waiters>,
     next_generation: AtomicU64,
+    /// Bumped (under the sessions lock) whenever a session is added or removed.
+    changes: AtomicU64,
 }
 
 impl Sessions for SessionRegistry {
@@ -95,6 +97,7 @@ impl SessionRegistry {
                 stop.notify_one();
                 return Registration { generation, stop };
             }
+            self.changes.fetch_add(1, Ordering::SeqCst);
             sessions.insert(
                 client.clone(),
                 Session { generation, name: name.to_owned(), info, tx, stop: stop.clone() },
@@ -114,6 +117,7 @@ impl SessionRegistry {
         let mut sessions = self.lock_sessions();
         if sessions.get(client).is_some_and(|s| s.generation == generation) {
             sessions.remove(client);
+            self.changes.fetch_add(1, Ordering::SeqCst);
             true
         } else {
             false
@@ -128,6 +132,7 @@ impl SessionRegistry {
     /// Ends the client's stream now, if it has one.
     pub fn disconnect(&self, client: &ClientId, reason: DisconnectReason) {
         let Some(session) = self.lock_sessions().remove(client) else { return };
+        self.changes.fetch_add(1, Ordering::SeqCst);
         let _ = session.tx.send(Outbound::End(EndReason::Disconnected(reason)));
         session.stop.notify_one();
         tracing::info!(event = "client.disconnected", client = %session.name, client_id = %client, reason = reason.as_str());
@@ -166,12 +171,18 @@ impl SessionRegistry {
         let sessions: Vec<(ClientId, Session)> = {
             let mut locked = self.lock_sessions();
             self.closed.store(true, Ordering::SeqCst);
+            self.changes.fetch_add(1, Ordering::SeqCst);
             locked.drain().collect()
         };
         for (_, session) in sessions {
             let _ = session.tx.send(Outbound::End(EndReason::ShuttingDown));
             session.stop.notify_one();
         }
+    }
+
+    /// A number that changes whenever a session is added or removed.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
     }
 
     /// Number of live sessions.

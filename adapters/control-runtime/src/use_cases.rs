@@ -11,6 +11,12 @@ impl Runtime {
         self.read(|s, cx| s.accounts.authenticate(cx, credentials))?
     }
 
+    /// Authenticates an operator request from async code: the same as
+    /// [`Runtime::authenticate`] without blocking the worker.
+    pub async fn authenticate_async(&self, credentials: &Credentials<'_>) -> Result<Authenticated, Failure> {
+        self.read_async(|s, cx| s.accounts.authenticate(cx, credentials)).await?
+    }
+
     /// Issues an enrollment code (blocking).
     pub fn enroll_client(
         &self,
@@ -391,8 +397,11 @@ impl Runtime {
         event: RuleEvent,
     ) -> Result<Option<RuleState>, Failure> {
         let client = client.clone();
+        // Deferred: the push waiting for this answers without a second wait for the disk. A
+        // crash before the next durable commit loses only the outcome; the rule, durable
+        // since its push, is replayed when the client reconnects and the client reports again.
         let state =
-            self.mutate_async(move |s, cx| s.clients.rule_outcome(cx, &client, rule, event)).await??;
+            self.mutate_deferred(move |s, cx| s.clients.rule_outcome(cx, &client, rule, event)).await??;
         if let Some(state) = &state {
             self.inner.sessions.publish_outcome(rule, state);
         }
@@ -454,6 +463,11 @@ impl Runtime {
             Ok::<usize, Failure>(n)
         })
         .await?
+    }
+
+    /// Makes every committed change durable (deferred outcomes included); for shutdown.
+    pub async fn sync(&self) -> Result<(), Failure> {
+        self.mutate_async(|_, _| ()).await
     }
 
     /// Flushes changed totals every `every` until the task is aborted.

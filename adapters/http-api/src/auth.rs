@@ -105,16 +105,16 @@ pub async fn require_actor(State(state): State<AppState>, mut request: Request, 
     let route = format!("{method} {template}");
     let plane = state.runtime.clone();
     let anonymous = presented.bearer.is_none() && presented.cookie.is_none();
-    // The store reads must not stall the async workers.
-    let outcome =
-        tokio::task::spawn_blocking(move || plane.authenticate(&presented.credentials(remote, &route))).await;
+    // Reads only the in-memory read model; a refusal's audit row is committed without
+    // blocking this worker.
+    let outcome = plane.authenticate_async(&presented.credentials(remote, &route)).await;
     match outcome {
-        Ok(Ok(auth)) => {
+        Ok(auth) => {
             request.extensions_mut().insert(auth.actor);
             request.extensions_mut().insert(SessionRef(auth.session));
             next.run(request).await
         }
-        Ok(Err(failure)) => {
+        Err(failure) => {
             let reason = match failure.code {
                 _ if anonymous => "missing_credentials",
                 portunus_core::ErrorCode::Unauthenticated => "invalid_token",
@@ -123,7 +123,5 @@ pub async fn require_actor(State(state): State<AppState>, mut request: Request, 
             tracing::warn!(event = "auth.failure", reason, kind = "operator_api", path = %template);
             ApiError::from(failure).into_response()
         }
-        Err(join) => ApiError::new(portunus_core::ErrorCode::Internal, format!("auth task failed: {join}"))
-            .into_response(),
     }
 }

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod client;
 pub mod dto;
 pub mod error;
+pub mod listing;
 mod openapi_errors;
 pub mod routes;
 
@@ -35,6 +36,15 @@ pub struct AppState {
     pub runtime: Runtime,
     /// The metrics registry.
     pub metrics: Arc<ServerMetrics>,
+    /// Full listings kept between changes.
+    pub listings: Arc<listing::ListingCache>,
+}
+
+impl AppState {
+    /// The handlers' state over `runtime`.
+    pub fn new(runtime: Runtime, metrics: Arc<ServerMetrics>) -> AppState {
+        AppState { runtime, metrics, listings: Arc::default() }
+    }
 }
 
 #[derive(OpenApi)]

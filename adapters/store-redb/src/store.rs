@@ -65,6 +65,13 @@ impl RedbStore {
         begin_durable_write(&self.db)
     }
 
+    /// A write transaction whose commit is durable only with the next durable one.
+    pub(crate) fn begin_deferred_write(&self) -> Result<WriteTransaction, StoreError> {
+        let mut tx = self.db.begin_write().map_err(store_err)?;
+        tx.set_durability(Durability::None).map_err(store_err)?;
+        Ok(tx)
+    }
+
     /// Checks the schema and creates what is missing, in one durable transaction.
     fn prepare(db: Database) -> Result<Self, StoreError> {
         let tx = begin_durable_write(&db)?;

@@ -77,7 +77,7 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
         tracing::warn!(event = "onboarding.setup_token_issued", expires_at = %expires_at.to_rfc3339(),
             "no superadmin yet: POST /v1/auth/onboarding with the setup token printed above");
     }
-    let state = AppState { runtime: runtime.clone(), metrics };
+    let state = AppState::new(runtime.clone(), metrics);
     let addrs = BoundAddrs {
         control: control_addr,
         operator_http: local_addr(&http_listener)?,
@@ -141,6 +141,7 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
     .await;
     flusher.abort();
     let flushed = runtime.flush_stats().await?;
+    runtime.sync().await?;
     datadir::remove_addrs(dir);
     tracing::info!(event = "server.stopped", totals_flushed = flushed);
     Ok(())

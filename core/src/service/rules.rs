@@ -217,7 +217,7 @@ impl RuleService {
                 rule: Some(Box::new(rule)),
             });
         }
-        let command = ClientCommand::Upsert { rule: rule.id, def: rule.def.clone() };
+        let command = ClientCommand::Upsert { rule: rule.id, def: Box::new(rule.def.clone()) };
         Ok(Begun { rule, client_name: client.name.to_string(), command })
     }
 

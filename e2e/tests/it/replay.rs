@@ -156,3 +156,41 @@ fn a_pending_rule_is_replayed_and_activates_when_a_client_reconnects() {
     server.wait_rule_state(rule_id, "active");
     roundtrip(&mut connect(port), b"replayed while pending");
 }
+
+/// Forty rules make a plan larger than the control stream's starting buffers on both sides.
+/// Their outcomes are committed without waiting for the disk (and synced at shutdown): after
+/// a clean restart every rule is still active, and the reconnecting client gets the whole
+/// plan back.
+#[test]
+fn a_clean_restart_keeps_every_outcome_and_a_large_plan_is_replayed_whole() {
+    const N_RULES: usize = 40;
+    let scn = Scenario::new("large_plan_replayed");
+    let (mut server, client) = server_with_edge(&scn, &ClientOpts::default());
+    let backend = Backend::echo();
+    let ports: Vec<u16> = (0..N_RULES).map(|_| free_port()).collect();
+    let ids: Vec<u64> =
+        ports.iter().map(|port| server.push_rule("edge-01", *port, &backend.target())).collect();
+    assert_eq!(client.proc().terminate(), 0, "client exit status on SIGTERM");
+
+    server.restart();
+    let states: Vec<(u64, Option<String>)> = {
+        let rules = server.rules();
+        ids.iter()
+            .map(|id| {
+                let rule = rules.iter().find(|r| r["id"].as_u64() == Some(*id));
+                (*id, rule.and_then(|r| r["state"].as_str().map(str::to_owned)))
+            })
+            .collect()
+    };
+    for (id, state) in &states {
+        assert_eq!(state.as_deref(), Some("active"), "rule {id} after a clean restart");
+    }
+
+    let fresh = Client::start_connected(&scn, client.bundle(), &ClientOpts::default());
+    for id in &ids {
+        fresh.proc().wait_event("rule.bound", &[("rule", &id.to_string())]);
+    }
+    for port in [ports[0], ports[N_RULES - 1]] {
+        roundtrip(&mut connect(port), b"replayed in a large plan");
+    }
+}

@@ -65,13 +65,24 @@ fn fixture() -> Fixture {
 fn fixture_with(hasher: Arc<dyn PasswordHasher>, observer: Option<Arc<dyn LatencyObserver>>) -> Fixture {
     let store = Arc::new(MemoryStore::default());
     let settings = ServerSettings::resolve(Default::default()).expect("default settings");
+    fixture_over(store.clone(), store, settings, hasher, observer)
+}
+
+/// A runtime whose store port is `port` (which may wrap `store`, the state tests read).
+fn fixture_over(
+    store: Arc<MemoryStore>,
+    port: Arc<dyn Store>,
+    settings: ServerSettings,
+    hasher: Arc<dyn PasswordHasher>,
+    observer: Option<Arc<dyn LatencyObserver>>,
+) -> Fixture {
     let identity = ServerIdentity {
         cert_sha256: "ab".repeat(32),
         sans: vec![San::Ip("127.0.0.1".parse().expect("ip"))],
         control_addr: "0.0.0.0:7443".parse().expect("addr"),
     };
     let ports = Ports {
-        store: store.clone(),
+        store: port,
         clock: Arc::new(ManualClock::at(1_000_000)),
         entropy: Arc::new(CountingEntropy::default()),
         hasher,
@@ -425,5 +436,6 @@ fn port_in_use() -> RuleEvent {
 }
 
 mod commit_order;
+mod durability;
 mod pushes;
 mod streams;

@@ -244,3 +244,29 @@ async fn a_receiver_dropped_after_the_send_times_out_and_the_next_stream_replays
     assert!(plan_ids(&again.plan().await).contains(&rule));
     assert_eq!(report(rt, &client.id, rule, RuleEvent::Activated).await, Some(RuleState::Active));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_generation_moves_with_every_change_a_listing_shows() {
+    let f = fixture();
+    let rt = &f.runtime;
+    let g0 = rt.generation();
+    let client = enrolled(rt, CLIENT).await;
+    let g1 = rt.generation();
+    assert!(g1 > g0, "an enrollment moves it");
+    let mut stream = connect(rt, &client).await;
+    stream.plan().await;
+    let g2 = rt.generation();
+    assert!(g2 > g1, "a stream opening moves it");
+    let push = spawn_push(rt, &Actor::operator(), 18080, Duration::from_secs(2));
+    let rule = stream.upsert().await;
+    let g3 = rt.generation();
+    assert!(g3 > g2, "a push's begin moves it");
+    report(rt, &client.id, rule, RuleEvent::Activated).await;
+    finished("the push", push).await.expect("activated");
+    let g4 = rt.generation();
+    assert!(g4 > g3, "a client's outcome moves it");
+    assert_eq!(rt.generation(), g4, "nothing else happened");
+    let Stream { reg, .. } = stream;
+    assert!(rt.sessions().unregister(&client.id, reg.generation));
+    assert!(rt.generation() > g4, "a stream closing moves it");
+}

@@ -3,23 +3,41 @@
 use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Json;
+use axum::response::{Json, Response};
 use portunus_core::policy::Actor;
 
 use super::blocking;
 use crate::AppState;
 use crate::dto::{ClientDto, EnrollRequest, EnrollResponse, ReenrollRequest, RenameClientRequest};
 use crate::error::{ApiError, ApiJson, ApiPath, ErrorBody};
+use crate::listing::{self, Listing};
 
 /// Lists clients with their connection state: all for superadmins, the granted ones for users.
 #[utoipa::path(get, path = "/v1/clients", tag = "clients", responses((status = 200, body = Vec<ClientDto>)))]
 pub async fn list_clients(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
-) -> Result<Json<Vec<ClientDto>>, ApiError> {
-    let views = blocking(move || state.runtime.list_clients(&actor)).await?;
-    Ok(Json(views.into_iter().map(ClientDto::from).collect()))
+) -> Result<Response, ApiError> {
+    let shared = listing::sees_everything(&actor);
+    let generation = state.runtime.generation();
+    if shared && let Some(body) = state.listings.get(Listing::Clients, generation) {
+        return Ok(listing::json(body));
+    }
+    let runtime = state.runtime.clone();
+    let body = blocking(move || {
+        let views = runtime.list_clients(&actor)?;
+        let dtos: Vec<ClientDto> = views.into_iter().map(ClientDto::from).collect();
+        listing::encode(&dtos, CLIENT_JSON_BYTES)
+    })
+    .await?;
+    if shared {
+        state.listings.put(Listing::Clients, generation, body.clone());
+    }
+    Ok(listing::json(body))
 }
+
+/// About what one client takes in a listing (a starting size for the buffer).
+const CLIENT_JSON_BYTES: usize = 240;
 
 /// Issues an enrollment code; creates the client if the name is new.
 #[utoipa::path(post, path = "/v1/clients", tag = "clients", request_body = EnrollRequest,

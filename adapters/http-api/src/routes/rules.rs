@@ -5,7 +5,7 @@ use std::time::Duration;
 use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Json;
+use axum::response::{Json, Response};
 use portunus_core::error::ErrorCode;
 use portunus_core::ids::RuleId;
 use portunus_core::policy::Actor;
@@ -14,6 +14,7 @@ use super::blocking;
 use crate::AppState;
 use crate::dto::{PushRuleRequest, RuleDto, RuleFilter, RuleStatsDto, StatsQuery};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
+use crate::listing::{self, Listing};
 
 /// Pushes a rule and waits for the client's outcome.
 #[utoipa::path(post, path = "/v1/rules", tag = "rules", request_body = PushRuleRequest,
@@ -51,16 +52,37 @@ pub async fn list_rules(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     ApiQuery(filter): ApiQuery<RuleFilter>,
-) -> Result<Json<Vec<RuleDto>>, ApiError> {
+) -> Result<Response, ApiError> {
     let filter = portunus_core::service::RuleFilter {
         client: filter.client,
         owner: filter.owner,
         state: filter.state.map(|s| s.as_str().to_owned()),
         protocol: filter.protocol,
     };
-    let views = blocking(move || state.runtime.list_rules(&actor, &filter)).await?;
-    Ok(Json(views.into_iter().map(RuleDto::from).collect()))
+    let unfiltered = filter.client.is_none()
+        && filter.owner.is_none()
+        && filter.state.is_none()
+        && filter.protocol.is_none();
+    let shared = unfiltered && listing::sees_everything(&actor);
+    let generation = state.runtime.generation();
+    if shared && let Some(body) = state.listings.get(Listing::Rules, generation) {
+        return Ok(listing::json(body));
+    }
+    let runtime = state.runtime.clone();
+    let body = blocking(move || {
+        let views = runtime.list_rules(&actor, &filter)?;
+        let dtos: Vec<RuleDto> = views.into_iter().map(RuleDto::from).collect();
+        listing::encode(&dtos, RULE_JSON_BYTES)
+    })
+    .await?;
+    if shared {
+        state.listings.put(Listing::Rules, generation, body.clone());
+    }
+    Ok(listing::json(body))
 }
+
+/// About what one rule takes in a listing (a starting size for the buffer).
+const RULE_JSON_BYTES: usize = 320;
 
 fn rule_id(raw: &str) -> Result<RuleId, ApiError> {
     raw.parse::<u64>()

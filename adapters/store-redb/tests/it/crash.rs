@@ -241,3 +241,71 @@ fn a_failed_sequence_step_never_reissues_an_acknowledged_id() {
         store.close().unwrap();
     }
 }
+
+/// Like [`run`], but the failing batch is a deferred commit followed by a sync, with the
+/// fault armed `fail_after` mutating calls into the sync (never, for `None`). Returns the
+/// sync's outcome and the number of mutating calls it made.
+fn run_deferred(
+    path: &std::path::Path,
+    history: &History,
+    fail_after: Option<u64>,
+) -> (Result<(), StoreError>, u64) {
+    let store = RedbStore::open(path).unwrap();
+    store.commit(history.closed.clone()).unwrap();
+    store.close().unwrap();
+
+    let plan = FaultPlan::new();
+    let store = RedbStore::with_backend(FaultyBackend::open(path, plan.clone())).unwrap();
+    store.commit(history.acknowledged.clone()).unwrap();
+    while store.next_rule_id().unwrap() < history.last_acknowledged_id {}
+    let mut failing = Some(history.failing.clone());
+    store.transact_deferred(&mut |tx| tx.apply(failing.take().unwrap_or_default())).unwrap();
+    if let Some(n_ok) = fail_after {
+        plan.fail_after(n_ok);
+    }
+    let calls_before = plan.n_calls();
+    let outcome = store.sync();
+    let n_calls = plan.n_calls() - calls_before;
+    drop(store);
+    (outcome, n_calls)
+}
+
+#[test]
+fn a_deferred_commit_is_durable_once_synced_and_never_partial() {
+    let history = history();
+    let (before, after) = expected(&history);
+
+    // Visible at once, to reads and to the next transaction, before any sync.
+    let dir = temp_dir();
+    let store = RedbStore::open(&store_path(&dir)).unwrap();
+    store.commit(history.closed.clone()).unwrap();
+    store.commit(history.acknowledged.clone()).unwrap();
+    let mut failing = Some(history.failing.clone());
+    store.transact_deferred(&mut |tx| tx.apply(failing.take().unwrap_or_default())).unwrap();
+    assert_eq!(Snapshot::of(&store, &NAMES, &CODES), after);
+    drop(store);
+
+    let probe_dir = temp_dir();
+    let (outcome, n_sync_calls) = run_deferred(&store_path(&probe_dir), &history, None);
+    outcome.unwrap();
+    assert!(n_sync_calls >= 1, "the sync made no mutating call");
+
+    let (mut n_applied, mut n_dropped) = (0, 0);
+    for n_ok in 0..=n_sync_calls {
+        let dir = temp_dir();
+        let path = store_path(&dir);
+        let (outcome, _) = run_deferred(&path, &history, Some(n_ok));
+        let store = RedbStore::open(&path).unwrap_or_else(|err| panic!("fault after {n_ok} calls: {err:?}"));
+        let seen = Snapshot::of(&store, &NAMES, &CODES);
+        if outcome.is_ok() {
+            assert_eq!(seen, after, "fault after {n_ok} sync calls: a synced deferred commit was lost");
+            n_applied += 1;
+        } else {
+            assert!(seen == before || seen == after, "fault after {n_ok} sync calls: partly applied");
+            n_dropped += usize::from(seen == before);
+        }
+        assert!(store.next_rule_id().unwrap() > history.last_acknowledged_id, "fault after {n_ok} calls");
+    }
+    assert!(n_applied > 0, "the sweep never let a sync finish");
+    assert!(n_dropped > 0, "no fault point lost the unsynced commit: the sync did not matter");
+}
