@@ -2,8 +2,11 @@
 //! core (see `serve.rs`); `reset-password` and `bootstrap-superadmin` open the store directly
 //! (`offline.rs`); every other subcommand is an operator command that calls the server's HTTP
 //! API (`operator.rs`). Failures end with the exit status of their code.
-#![forbid(unsafe_code)]
+//!
+//! The one `unsafe` call is glibc's `mallopt`, in `alloc::cap_arenas`.
+#![deny(unsafe_code)]
 
+mod alloc;
 mod cli;
 mod datadir;
 mod offline;
@@ -15,10 +18,17 @@ use clap::Parser;
 use portunus_core::error::Failure;
 
 fn main() {
+    let arenas_capped = alloc::cap_arenas();
     let cli = cli::Cli::parse();
     portunus_telemetry::log::init(cli.log_format, log_directive().as_deref());
+    tracing::debug!(arenas_capped, "allocator arenas");
     portunus_control::install_default_provider();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let blocking_threads = portunus_core::config::ControlPolicy::default().blocking_threads;
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(blocking_threads)
+        .build()
+    {
         Ok(rt) => rt,
         Err(err) => {
             exit_with(&Failure::new(portunus_core::ErrorCode::Internal, format!("tokio runtime: {err}")))
