@@ -211,8 +211,9 @@ pub struct ControlPolicy {
     pub control_drain: Duration,
     /// Pending connections each listener queues (a fleet reconnecting at once).
     pub listen_backlog: u32,
-    /// Longest a deferred commit (a client's outcome for a rule) waits for a durable one:
-    /// when no durable commit came along within it, the writer makes one.
+    /// Longest a write-behind write (a client's outcome for a rule, answered before it is on
+    /// disk) waits for a transaction to carry it: when none came along within it, the writer
+    /// commits it on its own.
     pub deferred_sync: Duration,
     /// Threads the server runs blocking use cases on (operator API calls that wait for a
     /// commit, listings, password hashing); more calls at once queue. Each thread keeps its

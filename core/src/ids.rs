@@ -1,4 +1,9 @@
-//! Identifier newtypes. Ids never cross a port as bare integers or strings.
+//! Identifier newtypes, and the rules every name the API accepts follows. Ids never cross
+//! a port as bare integers or strings.
+//!
+//! Invariant: no accepted name holds a character that renders as nothing or reorders the
+//! text around it ([`is_hidden_char`]), so two names that look alike are alike; and an
+//! error message quotes at most [`QUOTE_MAX_CHARS`] characters of what it refuses, escaped.
 
 use std::fmt;
 
@@ -109,7 +114,7 @@ impl UserId {
     /// letter or a digit. Ids starting with `_` are reserved for built-in principals.
     pub fn parse(s: &str) -> Result<Self, crate::Failure> {
         let bad = |why: &str| {
-            Err(crate::Failure::new(crate::ErrorCode::InvalidName, format!("user id {s:?} {why}")))
+            Err(crate::Failure::new(crate::ErrorCode::InvalidName, format!("user id {} {why}", quoted(s))))
         };
         if s.is_empty() || s.len() > 32 {
             return bad("must be 1 to 32 characters long");
@@ -197,7 +202,10 @@ impl ClientName {
     /// Validates a name.
     pub fn parse(s: &str) -> Result<Self, crate::Failure> {
         let bad = |why: &str| {
-            Err(crate::Failure::new(crate::ErrorCode::InvalidName, format!("client name {s:?} {why}")))
+            Err(crate::Failure::new(
+                crate::ErrorCode::InvalidName,
+                format!("client name {} {why}", quoted(s)),
+            ))
         };
         if s.is_empty() || s.len() > 63 {
             return bad("must be 1 to 63 characters long");
@@ -236,6 +244,68 @@ impl fmt::Display for ClientName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
     }
+}
+
+/// Most characters of a refused value that an error message quotes.
+pub const QUOTE_MAX_CHARS: usize = 64;
+
+/// `text` quoted for an error message: its first [`QUOTE_MAX_CHARS`] characters, escaped as
+/// Rust's `Debug` escapes them (controls, bidi and other invisible characters show as
+/// `\u{…}`), and `…` after the closing quote when the text was cut.
+pub fn quoted(text: &str) -> String {
+    match text.char_indices().nth(QUOTE_MAX_CHARS) {
+        Some((cut, _)) => format!("{:?}…", &text[..cut]),
+        None => format!("{text:?}"),
+    }
+}
+
+/// True for characters no name may hold: controls (general category Cc), the line and
+/// paragraph separators, and the invisible format characters (Cf: bidi embeddings,
+/// overrides and isolates, zero-width spaces and joiners, the byte order mark, tags…). They
+/// render as nothing or reorder the text around them, so a name holding one can pass for
+/// another.
+pub fn is_hidden_char(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') || is_format_char(c)
+}
+
+/// Unicode general category Cf (Format), as of Unicode 15.1.
+pub fn is_format_char(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0xAD | 0x600..=0x605
+            | 0x61C
+            | 0x6DD
+            | 0x70F
+            | 0x890..=0x891
+            | 0x8E2
+            | 0x180E
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x2064
+            | 0x2066..=0x206F
+            | 0xFEFF
+            | 0xFFF9..=0xFFFB
+            | 0x110BD
+            | 0x110CD
+            | 0x13430..=0x1343F
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0001
+            | 0xE0020..=0xE007F
+    )
+}
+
+/// Checks a free-text label (a rule's or an API token's name, `what`): 1 to 64 bytes with
+/// no [hidden character](is_hidden_char). Refused with `validation.invalid_name`.
+pub fn check_label(what: &str, text: &str) -> Result<(), crate::Failure> {
+    let why = if text.is_empty() || text.len() > 64 {
+        "must be 1 to 64 bytes long"
+    } else if text.chars().any(is_hidden_char) {
+        "must not contain control, bidi or other invisible format characters"
+    } else {
+        return Ok(());
+    };
+    Err(crate::Failure::new(crate::ErrorCode::InvalidName, format!("{what} {} {why}", quoted(text))))
 }
 
 /// Wall-clock time as milliseconds since the Unix epoch. Core never reads the clock:
@@ -430,6 +500,80 @@ mod tests {
             assert_eq!(UserId::parse(bad).unwrap_err().code, crate::ErrorCode::InvalidName, "{bad}");
         }
         assert!(UserId::operator().is_builtin());
+    }
+
+    /// Every Cf character of [`is_format_char`]'s table, plus a control and the separators.
+    fn hidden_chars() -> Vec<char> {
+        let mut hidden: Vec<char> =
+            (0..=0x10FFFFu32).filter_map(char::from_u32).filter(|c| is_format_char(*c)).collect();
+        hidden.extend(['\u{0}', '\u{1b}', '\u{7f}', '\u{85}', '\u{2028}', '\u{2029}']);
+        hidden
+    }
+
+    /// Refuses `text` in every kind of name: client names, user ids, rule and token names.
+    fn refusals(text: &str) -> Vec<crate::Failure> {
+        vec![
+            ClientName::parse(text).unwrap_err(),
+            UserId::parse(text).unwrap_err(),
+            check_label("rule name", text).unwrap_err(),
+            check_label("token name", text).unwrap_err(),
+        ]
+    }
+
+    #[test]
+    fn the_format_table_holds_the_bidi_controls_and_invisible_characters() {
+        let table = hidden_chars();
+        for c in ('\u{202A}'..='\u{202E}').chain('\u{2066}'..='\u{2069}').chain('\u{200B}'..='\u{200F}') {
+            assert!(is_format_char(c), "{c:?}");
+        }
+        for c in ['\u{FEFF}', '\u{AD}', '\u{2060}', '\u{E0041}', '\u{1343F}'] {
+            assert!(is_format_char(c), "{c:?}");
+        }
+        for c in ['a', ' ', 'é', '–', '\u{3000}', '\u{2070}', '\u{202F}', '\u{200A}', '\u{2065}'] {
+            assert!(!is_hidden_char(c), "{c:?}");
+        }
+        assert_eq!(table.len(), 170 + 6, "Cf holds 170 characters in Unicode 15.1");
+    }
+
+    #[test]
+    fn labels_take_visible_text_and_refuse_hidden_characters() {
+        for good in ["web", "Web – café", "ci token #2", "日本語", &"x".repeat(64)] {
+            assert_eq!(check_label("rule name", good), Ok(()), "{good}");
+        }
+        let refused = check_label("rule name", "admin\u{202E}txt.exe").unwrap_err();
+        assert_eq!(refused.code, crate::ErrorCode::InvalidName);
+        assert!(refused.message.contains(r#""admin\u{202e}txt.exe""#), "{}", refused.message);
+        for bad in ["", &"x".repeat(65), &"é".repeat(33)] {
+            assert_eq!(check_label("token name", bad).unwrap_err().code, crate::ErrorCode::InvalidName);
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_hidden_character_anywhere_is_refused_in_every_name(
+            head in "[a-z][a-z0-9]{0,12}",
+            hidden in proptest::sample::select(hidden_chars()),
+            tail in "[a-z0-9]{0,12}",
+        ) {
+            let text = format!("{head}{hidden}{tail}");
+            for refusal in refusals(&text) {
+                proptest::prop_assert_eq!(refusal.code, crate::ErrorCode::InvalidName);
+                proptest::prop_assert!(!refusal.message.contains(hidden), "{:?}", refusal.message);
+            }
+        }
+
+        #[test]
+        fn a_refusal_quotes_at_most_the_first_64_characters(
+            head in "[a-zé\u{202E}\u{200B} ]{64}",
+            tail in "Z{1,200}",
+        ) {
+            let text = format!("{head}{tail}");
+            for refusal in refusals(&text) {
+                let quote = format!("{head:?}…");
+                proptest::prop_assert!(refusal.message.contains(&quote), "{:?}", refusal.message);
+                proptest::prop_assert!(!refusal.message.contains('Z'), "{:?}", refusal.message);
+            }
+        }
     }
 
     #[test]

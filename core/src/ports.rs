@@ -58,6 +58,13 @@ pub enum StoreError {
     /// Another process holds the store.
     #[error("the store is held by another process")]
     InUse,
+    /// The store file is damaged, truncated or not a Portunus store at all; it was left as it
+    /// was found. (A file a crash left needing repair is not damaged: redb repairs it.)
+    #[error("the store file is damaged or not a Portunus store: {detail}")]
+    Damaged {
+        /// What the check found.
+        detail: String,
+    },
     /// The store was written by a newer schema.
     #[error("store schema version {found} is newer than this binary's {supported}")]
     SchemaTooNew {
@@ -74,6 +81,7 @@ impl StoreError {
         match self {
             StoreError::InUse => crate::ErrorCode::StoreInUse,
             StoreError::SchemaTooNew { .. } => crate::ErrorCode::SchemaVersionTooNew,
+            StoreError::Damaged { .. } => crate::ErrorCode::StoreDamaged,
             StoreError::Unavailable { .. } | StoreError::Corrupted { .. } => crate::ErrorCode::StoreError,
         }
     }
@@ -264,27 +272,6 @@ pub trait Store: Reads + RuleIds + Send + Sync {
         &self,
         work: &mut dyn FnMut(&dyn StoreTx) -> Result<(), StoreError>,
     ) -> Result<(), StoreError>;
-
-    /// Like [`Store::transact`], except that the commit need not be on stable storage when
-    /// this returns: it is visible to every later read and transaction at once, and becomes
-    /// durable with the next durable commit (or [`Store::sync`]). A crash before that loses
-    /// it whole, never in part, together with every deferred commit after the last durable
-    /// one. Only for state that is reported again after a restart (a client's outcome for a
-    /// rule, which the client reports again when its rules are replayed), never for anything
-    /// an operator was answered for or audited.
-    ///
-    /// The default commits durably, which is always allowed.
-    fn transact_deferred(
-        &self,
-        work: &mut dyn FnMut(&dyn StoreTx) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        self.transact(work)
-    }
-
-    /// Makes every deferred commit durable.
-    fn sync(&self) -> Result<(), StoreError> {
-        self.transact(&mut |_| Ok(()))
-    }
 
     /// Applies `writes` in a transaction of their own.
     fn commit(&self, writes: Vec<Write>) -> Result<(), StoreError> {

@@ -178,18 +178,21 @@ pub async fn run(
     let mut gate = ReportGate::default();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let attempt = async {
-            let channel = connect(&bundle.server_endpoint, &bundle.server_cert_sha256, policy).await?;
-            let mut link = Link { agent: &mut agent, backoff: &mut backoff, gate: &mut gate };
-            session(channel, bundle, info, &*runtime, policy, &mut link).await
-        };
-        let result = tokio::select! {
+        let connected = tokio::select! {
             () = &mut shutdown => return Ok(()),
-            result = attempt => result,
+            connected = connect(&bundle.server_endpoint, &bundle.server_cert_sha256, policy) => connected,
+        };
+        let result = match connected {
+            Ok(channel) => {
+                let mut link = Link { agent: &mut agent, backoff: &mut backoff, gate: &mut gate };
+                session(channel, bundle, info, &*runtime, policy, &mut link, shutdown.as_mut()).await
+            }
+            Err(err) => Err(err),
         };
         let why = match result {
+            Ok(Ended::Stopped) => return Ok(()),
             Err(ConnectError::Fatal(failure)) => return Err(failure),
-            Err(ConnectError::Transient(why)) | Ok(why) => why,
+            Err(ConnectError::Transient(why)) | Ok(Ended::Dropped(why)) => why,
         };
         let delay = backoff.next_delay(rand::random());
         tracing::warn!(
@@ -206,7 +209,14 @@ pub async fn run(
     }
 }
 
-/// One stream's life. Returns why it ended when it ends for a retryable reason.
+/// How a stream ended without a fatal error.
+enum Ended {
+    /// The client is stopping: it closed its side and the server saw a normal end.
+    Stopped,
+    /// It ended for a retryable reason.
+    Dropped(String),
+}
+
 /// What a client's successive streams share.
 struct Link<'a> {
     agent: &'a mut Agent,
@@ -214,6 +224,7 @@ struct Link<'a> {
     gate: &'a mut ReportGate,
 }
 
+/// One stream's life, until it ends or `shutdown` resolves.
 async fn session(
     channel: Channel,
     bundle: &Bundle,
@@ -221,7 +232,8 @@ async fn session(
     runtime: &dyn RuleRuntime,
     policy: &ControlPolicy,
     link: &mut Link<'_>,
-) -> Result<String, ConnectError> {
+    mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> Result<Ended, ConnectError> {
     let Link { agent, backoff, gate } = link;
     gate.reset();
     let (tx, rx) = mpsc::channel::<pb::ClientMessage>(256);
@@ -236,7 +248,11 @@ async fn session(
     let mut client = pb::control_client::ControlClient::new(channel)
         .max_decoding_message_size(policy.max_message_bytes)
         .max_encoding_message_size(policy.max_message_bytes);
-    let mut inbound = match client.channel(request).await {
+    let opened = tokio::select! {
+        () = &mut shutdown => return Ok(Ended::Stopped),
+        opened = client.channel(request) => opened,
+    };
+    let mut inbound = match opened {
         Ok(resp) => resp.into_inner(),
         Err(status) => return Err(classify_status(&status)),
     };
@@ -245,13 +261,23 @@ async fn session(
     stats_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            () = &mut shutdown => {
+                // Close this side (END_STREAM), so the server logs a normal disconnect, and
+                // give it the drain time to end its side; the connection goes either way.
+                drop(tx);
+                let _ = tokio::time::timeout(policy.control_drain, async {
+                    while let Ok(Some(_)) = inbound.message().await {}
+                })
+                .await;
+                return Ok(Ended::Stopped);
+            }
             msg = inbound.message() => {
                 let msg = match msg {
                     Ok(Some(msg)) => msg,
-                    Ok(None) => return Ok("stream closed by server".into()),
+                    Ok(None) => return Ok(Ended::Dropped("stream closed by server".into())),
                     Err(status) => return match classify_status(&status) {
                         ConnectError::Fatal(f) => Err(ConnectError::Fatal(f)),
-                        ConnectError::Transient(why) => Ok(why),
+                        ConnectError::Transient(why) => Ok(Ended::Dropped(why)),
                     },
                 };
                 match convert::server_event(msg) {
@@ -283,7 +309,7 @@ async fn session(
                     continue;
                 }
                 if tx.send(convert::stats_message(&changed)).await.is_err() {
-                    return Ok("outbound stream closed".into());
+                    return Ok(Ended::Dropped("outbound stream closed".into()));
                 }
             }
         }

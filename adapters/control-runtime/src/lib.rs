@@ -37,7 +37,8 @@ use portunus_core::grant::Grant;
 use portunus_core::ids::{ClientId, RuleId, SessionId, Timestamp};
 use portunus_core::policy::Actor;
 use portunus_core::ports::{
-    Clock, Entropy, LatencyObserver, PasswordHasher, SessionInfo, Sessions, Stage, Store, StoreError, StoreTx,
+    Clock, Entropy, LatencyObserver, PasswordHasher, SessionInfo, Sessions, Stage, Store, StoreError,
+    StoreTx, Write,
 };
 use portunus_core::rule::{Rule, RuleEvent, RuleSpec, RuleState};
 use portunus_core::secret::{Secret, SecretHash};
@@ -54,7 +55,7 @@ use model::ReadModel;
 pub use portunus_telemetry::clock::SystemClock;
 pub use sessions::{EndReason, Outbound, Registration, SessionRegistry};
 use tracing::Instrument;
-use writer::{Completion, Durability, Job, Work, Writer};
+use writer::{Completion, Work, Writer};
 
 /// The adapters behind core's ports, as the server wires them.
 pub struct Ports {
@@ -183,20 +184,15 @@ impl Runtime {
     /// order, its effects are performed on the live streams, then `after` runs (a push
     /// queues its command there, a new stream registers there), and `reply` gets both
     /// answers. A failed commit performs nothing.
-    fn submit<T, P, F, A>(
-        &self,
-        durability: Durability,
-        f: F,
-        after: A,
-        reply: impl FnOnce(Result<(T, P), Failure>) + Send + 'static,
-    ) where
+    fn submit<T, P, F, A>(&self, f: F, after: A, reply: impl FnOnce(Result<(T, P), Failure>) + Send + 'static)
+    where
         T: Send + 'static,
         P: Send + 'static,
         F: FnOnce(&Services, &mut Cx<'_, dyn StoreTx + '_>) -> T + Send + 'static,
         A: FnOnce(&Inner, &T) -> P + Send + 'static,
     {
         let inner = self.inner.clone();
-        let work: Work = Box::new(move |tx: &dyn StoreTx| -> Result<Completion, StoreError> {
+        let job = move |tx: &dyn StoreTx| -> Result<Completion, StoreError> {
             let view = GroupSessions(&inner);
             let mut cx = Cx::new(tx, &view as &dyn Sessions, inner.clock.now());
             let answer = f(&inner.services, &mut cx);
@@ -216,11 +212,38 @@ impl Runtime {
                     let extra = after(&inner, &answer);
                     (answer, extra)
                 }))
-            }))
-        });
-        if let Err(failure) = self.inner.writer.submit(Job { durability, work }) {
+            }) as Completion)
+        };
+        if let Err(failure) = self.inner.writer.submit(Work::Tx(Box::new(job))) {
             tracing::error!(event = "store.error", error = %failure.message);
         }
+    }
+
+    /// Runs `f` on the writer, in queue order, against the committed state (the read model)
+    /// and answers at once: its writes update the read model now and reach the store with the
+    /// next transaction, at most the policy's `deferred_sync` later. Only for state a client
+    /// reports again after a restart (see `writer`).
+    async fn write_behind<T, F>(&self, f: F) -> Result<T, Failure>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Services, &mut Cx<'_, ReadModel>) -> T + Send + 'static,
+    {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let inner = self.inner.clone();
+        let job = move || -> (Vec<Write>, Completion) {
+            let mut cx = Cx::new(&inner.model, &inner.sessions as &dyn Sessions, inner.clock.now());
+            let answer = f(&inner.services, &mut cx);
+            let Staged { writes, effects } = cx.finish();
+            let kept = writes.clone();
+            let completion: Completion = Box::new(move |_| {
+                inner.model.committed(writes);
+                inner.perform(effects);
+                let _ = tx.send(answer);
+            });
+            (kept, completion)
+        };
+        self.inner.writer.submit(Work::Behind(Box::new(job)))?;
+        rx.await.map_err(|_| writer_gone())
     }
 
     /// Runs a mutation and blocks until it committed (call from a blocking thread).
@@ -231,7 +254,6 @@ impl Runtime {
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.submit(
-            Durability::Immediate,
             f,
             |_, _| (),
             move |result| {
@@ -250,23 +272,8 @@ impl Runtime {
         F: FnOnce(&Services, &mut Cx<'_, dyn StoreTx + '_>) -> T + Send + 'static,
         A: FnOnce(&Inner, &T) -> P + Send + 'static,
     {
-        self.submit_async(Durability::Immediate, f, after).await
-    }
-
-    async fn submit_async<T, P, F, A>(
-        &self,
-        durability: Durability,
-        f: F,
-        after: A,
-    ) -> Result<(T, P), Failure>
-    where
-        T: Send + 'static,
-        P: Send + 'static,
-        F: FnOnce(&Services, &mut Cx<'_, dyn StoreTx + '_>) -> T + Send + 'static,
-        A: FnOnce(&Inner, &T) -> P + Send + 'static,
-    {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(durability, f, after, move |result| {
+        self.submit(f, after, move |result| {
             let _ = tx.send(result);
         });
         rx.await.map_err(|_| writer_gone())?
@@ -279,17 +286,6 @@ impl Runtime {
         F: FnOnce(&Services, &mut Cx<'_, dyn StoreTx + '_>) -> T + Send + 'static,
     {
         Ok(self.mutate_then(f, |_, _| ()).await?.0)
-    }
-
-    /// [`Runtime::mutate_async`] for state a client reports again after a restart: answered
-    /// once committed and visible, durable with the next durable commit (at most the
-    /// policy's `deferred_sync` later).
-    async fn mutate_deferred<T, F>(&self, f: F) -> Result<T, Failure>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Services, &mut Cx<'_, dyn StoreTx + '_>) -> T + Send + 'static,
-    {
-        Ok(self.submit_async(Durability::Deferred, f, |_, _| ()).await?.0)
     }
 
     /// Runs a read on the calling thread against committed state. A read that staged

@@ -313,6 +313,11 @@ impl Runtime {
 
     // ----- administration -----------------------------------------------------------------
 
+    /// Checks (and audits) that `actor` may take a backup of the store (blocking).
+    pub fn authorize_backup(&self, actor: &Actor) -> Result<(), Failure> {
+        self.read(|s, cx| s.admin.authorize_backup(cx, actor))?
+    }
+
     /// The advertised-endpoint settings (blocking).
     pub fn endpoint_settings(&self, actor: &Actor) -> Result<EndpointView, Failure> {
         self.read(|s, cx| s.admin.endpoint_settings(cx, actor))?
@@ -397,11 +402,11 @@ impl Runtime {
         event: RuleEvent,
     ) -> Result<Option<RuleState>, Failure> {
         let client = client.clone();
-        // Deferred: the push waiting for this answers without a second wait for the disk. A
-        // crash before the next durable commit loses only the outcome; the rule, durable
-        // since its push, is replayed when the client reconnects and the client reports again.
+        // Write-behind: the push waiting for this answers without a second wait for the disk.
+        // A crash before the next commit loses only the outcome; the rule, durable since its
+        // push, is replayed when the client reconnects and the client reports again.
         let state =
-            self.mutate_deferred(move |s, cx| s.clients.rule_outcome(cx, &client, rule, event)).await??;
+            self.write_behind(move |s, cx| s.clients.rule_outcome(cx, &client, rule, event)).await??;
         if let Some(state) = &state {
             self.inner.sessions.publish_outcome(rule, state);
         }
@@ -465,7 +470,7 @@ impl Runtime {
         .await?
     }
 
-    /// Makes every committed change durable (deferred outcomes included); for shutdown.
+    /// Makes every change durable (write-behind outcomes included); for shutdown.
     pub async fn sync(&self) -> Result<(), Failure> {
         self.mutate_async(|_, _| ()).await
     }

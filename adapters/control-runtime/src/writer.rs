@@ -3,44 +3,39 @@
 //!
 //! Invariants: mutations run one after another inside the transaction, so each sees the
 //! writes of those before it (checks and the writes they guard never race); several queued
-//! mutations share one commit, and each is answered only after that commit returned;
+//! mutations share one durable commit, and each is answered only after that commit returned;
 //! when a transaction fails, every mutation in it is answered with the failure and none of
 //! their effects happen. No tokio worker ever waits on a commit.
 //!
-//! A commit is durable when any mutation in it asks to be ([`Durability::Immediate`]); a
-//! group of only deferred mutations (a client's outcome for a rule) commits without waiting
-//! for the disk, and the writer makes a durable commit at the latest `deferred_sync` later,
-//! or before stopping.
+//! Write-behind: a client's outcome for a rule is state the client reports again when its
+//! rules are replayed, so it does not wait for the disk. Its job ([`Work::Behind`]) decides
+//! against the committed state (the read model, current because every earlier job's
+//! completion has run), and the writer keeps its writes and applies them first in the next
+//! transaction; when none comes along within `deferred_sync`, or at shutdown, the writer
+//! commits them on their own. A crash before that loses only such outcomes.
 
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use portunus_core::error::{ErrorCode, Failure};
-use portunus_core::ports::{LatencyObserver, Stage, Store, StoreError, StoreTx};
+use portunus_core::ports::{LatencyObserver, Stage, Store, StoreError, StoreTx, Write};
 
 /// Called with the commit's result once the transaction that ran the job has ended.
 pub type Completion = Box<dyn FnOnce(Result<(), Failure>) + Send>;
 
-/// A mutation: runs inside the write transaction, applies its writes, returns how to answer.
-pub type Work = Box<dyn FnOnce(&dyn StoreTx) -> Result<Completion, StoreError> + Send>;
+/// Runs inside the write transaction, applies its writes, returns how to answer.
+pub type TxJob = Box<dyn FnOnce(&dyn StoreTx) -> Result<Completion, StoreError> + Send>;
 
-/// When a mutation's commit must be on stable storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Durability {
-    /// Before the mutation is answered.
-    Immediate,
-    /// With the next durable commit, at most `deferred_sync` later: only for state a client
-    /// reports again after a restart.
-    Deferred,
-}
+/// Decides against committed state; returns its writes and how to answer.
+pub type BehindJob = Box<dyn FnOnce() -> (Vec<Write>, Completion) + Send>;
 
-/// A queued mutation.
-pub struct Job {
-    /// How durable its commit must be before it is answered.
-    pub durability: Durability,
-    /// What it does.
-    pub work: Work,
+/// A mutation.
+pub enum Work {
+    /// Answered once its transaction is durable.
+    Tx(TxJob),
+    /// Answered at once; the writer keeps its writes for the next transaction.
+    Behind(BehindJob),
 }
 
 /// Most mutations one transaction carries.
@@ -48,21 +43,25 @@ const MAX_GROUP: usize = 256;
 
 /// The handle to the writer thread.
 pub struct Writer {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Work>,
 }
 
 impl Writer {
-    /// Starts the writer thread over `store`; deferred commits are made durable at most
+    /// Starts the writer thread over `store`; kept write-behind writes are committed at most
     /// `deferred_sync` after the first of them.
     pub fn start(
         store: Arc<dyn Store>,
         observer: Option<Arc<dyn LatencyObserver>>,
         deferred_sync: Duration,
     ) -> Result<Writer, Failure> {
-        let (jobs, queue) = mpsc::channel::<Job>();
+        let (jobs, queue) = mpsc::channel::<Work>();
         std::thread::Builder::new()
             .name("portunus-writer".into())
-            .spawn(move || run(&*store, observer.as_deref(), &queue, deferred_sync))
+            .spawn(move || {
+                let mut state =
+                    State { store: &*store, observer: observer.as_deref(), behind: Behind::default() };
+                state.run(&queue, deferred_sync);
+            })
             .map_err(|err| {
                 Failure::new(ErrorCode::Internal, format!("cannot start the store writer thread: {err}"))
             })?;
@@ -70,68 +69,103 @@ impl Writer {
     }
 
     /// Queues a job. Fails only when the writer thread is gone.
-    pub fn submit(&self, job: Job) -> Result<(), Failure> {
-        self.jobs.send(job).map_err(|_| Failure::new(ErrorCode::StoreError, "the store writer stopped"))
+    pub fn submit(&self, work: Work) -> Result<(), Failure> {
+        self.jobs.send(work).map_err(|_| Failure::new(ErrorCode::StoreError, "the store writer stopped"))
     }
 }
 
-fn run(
-    store: &dyn Store,
-    observer: Option<&dyn LatencyObserver>,
-    queue: &mpsc::Receiver<Job>,
-    deferred_sync: Duration,
-) {
-    // When the oldest commit not yet durable was made.
-    let mut unsynced_since: Option<Instant> = None;
-    loop {
-        let first = match unsynced_since {
-            None => match queue.recv() {
-                Ok(job) => job,
-                Err(mpsc::RecvError) => return,
-            },
-            Some(since) => match queue.recv_timeout(deferred_sync.saturating_sub(since.elapsed())) {
-                Ok(job) => job,
-                Err(idle) => {
-                    sync(store, observer);
-                    unsynced_since = None;
-                    if idle == mpsc::RecvTimeoutError::Disconnected {
-                        return;
+/// Write-behind writes not yet in any transaction, and since when.
+#[derive(Default)]
+struct Behind {
+    writes: Vec<Write>,
+    since: Option<Instant>,
+}
+
+struct State<'a> {
+    store: &'a dyn Store,
+    observer: Option<&'a dyn LatencyObserver>,
+    behind: Behind,
+}
+
+impl State<'_> {
+    fn run(&mut self, queue: &mpsc::Receiver<Work>, deferred_sync: Duration) {
+        loop {
+            let first = match self.behind.since {
+                None => match queue.recv() {
+                    Ok(work) => work,
+                    Err(mpsc::RecvError) => return,
+                },
+                Some(since) => match queue.recv_timeout(deferred_sync.saturating_sub(since.elapsed())) {
+                    Ok(work) => work,
+                    Err(idle) => {
+                        self.commit(Vec::new());
+                        if idle == mpsc::RecvTimeoutError::Disconnected {
+                            return;
+                        }
+                        continue;
                     }
-                    continue;
+                },
+            };
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP {
+                match queue.try_recv() {
+                    Ok(work) => group.push(work),
+                    Err(_) => break,
                 }
-            },
-        };
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match queue.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
+            }
+            // In queue order: each run of transactional jobs commits together; a write-behind
+            // job runs once everything queued before it has committed and completed, so the
+            // committed state it reads includes them.
+            let mut txs = Vec::new();
+            for work in group {
+                match work {
+                    Work::Tx(job) => txs.push(job),
+                    Work::Behind(job) => {
+                        if !txs.is_empty() {
+                            self.commit(std::mem::take(&mut txs));
+                        }
+                        let (writes, completion) = job();
+                        if !writes.is_empty() {
+                            self.behind.writes.extend(writes);
+                            self.behind.since.get_or_insert_with(Instant::now);
+                        }
+                        completion(Ok(()));
+                    }
+                }
+            }
+            if !txs.is_empty() {
+                self.commit(txs);
             }
         }
-        let durable = group.iter().any(|job| job.durability == Durability::Immediate)
-            || unsynced_since.is_some_and(|since| since.elapsed() >= deferred_sync);
+    }
+
+    /// Commits `jobs` (possibly none) in one durable transaction that first applies the kept
+    /// write-behind writes, then answers every job in order.
+    fn commit(&mut self, jobs: Vec<TxJob>) {
         let started = Instant::now();
-        let span = tracing::debug_span!("store.commit", mutations = group.len(), durable);
+        let behind = std::mem::take(&mut self.behind.writes);
+        let n_behind = behind.len();
+        let span = tracing::debug_span!("store.commit", mutations = jobs.len(), behind = n_behind);
         let _entered = span.enter();
-        let mut completions: Vec<Completion> = Vec::with_capacity(group.len());
-        let mut pending = Some(group);
-        let mut work = |tx: &dyn StoreTx| {
+        let mut completions: Vec<Completion> = Vec::with_capacity(jobs.len());
+        let (mut pending, mut behind) = (Some(jobs), Some(behind));
+        let committed = self.store.transact(&mut |tx| {
+            tx.apply(behind.take().unwrap_or_default())?;
             for job in pending.take().unwrap_or_default() {
-                completions.push((job.work)(tx)?);
+                completions.push(job(tx)?);
             }
             Ok(())
-        };
-        let committed = if durable { store.transact(&mut work) } else { store.transact_deferred(&mut work) };
-        if durable && let Some(observer) = observer {
+        });
+        if let Some(observer) = self.observer {
             observer.observe(Stage::Commit, started.elapsed().as_secs_f64());
         }
-        match (&committed, durable) {
-            (Ok(()), true) => unsynced_since = None,
-            (Ok(()), false) => unsynced_since = unsynced_since.or(Some(started)),
-            (Err(_), _) => {}
-        }
+        // Committed, or dropped with the failed transaction: they are not offered again (a
+        // write the store refuses would fail every later transaction); the outcomes they held
+        // are reported again when the client's rules are replayed.
+        self.behind.since = None;
         let result = committed.map_err(|err| {
-            tracing::error!(event = "store.error", error = %err, "a write transaction failed; nothing of it was written");
+            tracing::error!(event = "store.error", error = %err, behind_dropped = n_behind,
+                "a write transaction failed; nothing of it was written");
             Failure::from(err)
         });
         drop(_entered);
@@ -140,22 +174,5 @@ fn run(
         }
         // Jobs that never ran (the transaction failed before them) drop their reply channels,
         // which their callers see as a store failure.
-    }
-}
-
-/// Makes the deferred commits durable. A failure is an event: the next durable commit (every
-/// operator's mutation is one) carries them, or they are reported again after a restart.
-fn sync(store: &dyn Store, observer: Option<&dyn LatencyObserver>) {
-    let started = Instant::now();
-    let _entered = tracing::debug_span!("store.sync").entered();
-    match store.sync() {
-        Ok(()) => {
-            if let Some(observer) = observer {
-                observer.observe(Stage::Commit, started.elapsed().as_secs_f64());
-            }
-        }
-        Err(err) => {
-            tracing::error!(event = "store.error", error = %err, "could not make deferred commits durable")
-        }
     }
 }

@@ -57,17 +57,9 @@ impl ApiClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(|e| {
-            Failure::new(
-                ErrorCode::ServerUnreachable,
-                format!("cannot reach the server API at {}: {e}", self.base),
-            )
-        })?;
+        let response = request.send().await.map_err(|e| self.unreachable(e))?;
         let status = response.status();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| Failure::new(ErrorCode::ServerUnreachable, format!("reading the response: {e}")))?;
+        let bytes = response.bytes().await.map_err(reading_failed)?;
         if status.is_success() {
             if bytes.is_empty() {
                 return Ok(None);
@@ -76,18 +68,40 @@ impl ApiClient {
                 Failure::new(ErrorCode::Internal, format!("unexpected response body: {e}")).into()
             });
         }
-        match serde_json::from_slice::<ErrorBody>(&bytes) {
-            Ok(body) => Err(CallError {
-                failure: Failure::new(
-                    ErrorCode::parse(&body.error.code).unwrap_or(ErrorCode::Internal),
-                    body.error.message,
-                ),
-                rule_id: body.error.rule_id,
-            }),
-            Err(_) => {
-                Err(Failure::new(ErrorCode::Internal, format!("HTTP {status} without an error body")).into())
-            }
+        Err(error_of(status, &bytes))
+    }
+
+    fn unreachable(&self, err: reqwest::Error) -> Failure {
+        Failure::new(
+            ErrorCode::ServerUnreachable,
+            format!("cannot reach the server API at {}: {err}", self.base),
+        )
+    }
+
+    /// `GET /v1/admin/backup`: writes the copy of the store to `sink` as it arrives and
+    /// returns its length. A body cut short is an error, never a shorter backup.
+    pub async fn backup(&self, sink: &mut (dyn std::io::Write + Send)) -> Result<u64, CallError> {
+        let url = format!("{}/v1/admin/backup", self.base);
+        let mut response =
+            self.http.get(&url).bearer_auth(&self.token).send().await.map_err(|e| self.unreachable(e))?;
+        let status = response.status();
+        if !status.is_success() {
+            let bytes = response.bytes().await.map_err(reading_failed)?;
+            return Err(error_of(status, &bytes));
         }
+        let expected = response.content_length();
+        let mut n_bytes = 0u64;
+        while let Some(chunk) = response.chunk().await.map_err(reading_failed)? {
+            sink.write_all(&chunk)
+                .map_err(|e| Failure::new(ErrorCode::IoError, format!("writing the backup: {e}")))?;
+            n_bytes += chunk.len() as u64;
+        }
+        if expected.is_some_and(|expected| expected != n_bytes) {
+            return Err(
+                reading_failed(format!("the backup ended after {n_bytes} of {expected:?} bytes")).into()
+            );
+        }
+        Ok(n_bytes)
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, CallError> {
@@ -194,6 +208,24 @@ impl ApiClient {
         per_target: bool,
     ) -> Result<RuleStatsDto, CallError> {
         self.get(&format!("/v1/rules/{id}/stats?per_port={per_port}&per_target={per_target}")).await
+    }
+}
+
+fn reading_failed(err: impl std::fmt::Display) -> Failure {
+    Failure::new(ErrorCode::ServerUnreachable, format!("reading the response: {err}"))
+}
+
+/// The failure an unsuccessful answer carries in its error body.
+fn error_of(status: reqwest::StatusCode, bytes: &[u8]) -> CallError {
+    match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(body) => CallError {
+            failure: Failure::new(
+                ErrorCode::parse(&body.error.code).unwrap_or(ErrorCode::Internal),
+                body.error.message,
+            ),
+            rule_id: body.error.rule_id,
+        },
+        Err(_) => Failure::new(ErrorCode::Internal, format!("HTTP {status} without an error body")).into(),
     }
 }
 

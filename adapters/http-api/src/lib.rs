@@ -38,12 +38,20 @@ pub struct AppState {
     pub metrics: Arc<ServerMetrics>,
     /// Full listings kept between changes.
     pub listings: Arc<listing::ListingCache>,
+    /// Where `GET /v1/admin/backup` gets its copies; `None` answers `internal`.
+    pub backup: Option<Arc<dyn routes::admin::StoreBackup>>,
 }
 
 impl AppState {
     /// The handlers' state over `runtime`.
     pub fn new(runtime: Runtime, metrics: Arc<ServerMetrics>) -> AppState {
-        AppState { runtime, metrics, listings: Arc::default() }
+        AppState { runtime, metrics, listings: Arc::default(), backup: None }
+    }
+
+    /// The same state, with backups made by `backup`.
+    pub fn with_backup(mut self, backup: Arc<dyn routes::admin::StoreBackup>) -> AppState {
+        self.backup = Some(backup);
+        self
     }
 }
 
@@ -61,6 +69,7 @@ impl AppState {
         (name = "grants", description = "Edge capacity handed to users"),
         (name = "clients", description = "Edge clients and enrollment"), (name = "rules", description = "Forwarding rules"),
         (name = "settings", description = "Runtime settings"), (name = "audit", description = "The audit trail"),
+        (name = "admin", description = "Backups of the store"),
         (name = "system", description = "Metrics"))
 )]
 struct ApiDoc;
@@ -111,6 +120,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::rules::rule_stats))
         .routes(routes!(routes::admin::get_advertised_endpoint, routes::admin::set_advertised_endpoint))
         .routes(routes!(routes::admin::list_audit))
+        .routes(routes!(routes::admin::backup))
         .routes(routes!(routes::system::api_metrics))
 }
 

@@ -18,6 +18,38 @@ pub(crate) fn store_err(err: impl Into<redb::Error>) -> StoreError {
     }
 }
 
+/// Reclassifies an error met while checking a file before it is opened for writing: whatever
+/// says the bytes are not an intact Portunus store (a checksum or structure redb rejects, a
+/// wrong magic number, a file shorter than its header says, tables of the wrong types, a record
+/// that does not decode) becomes `Damaged`. A lock held elsewhere, a newer schema and I/O
+/// failures of the disk itself keep their own variants.
+pub(crate) fn as_damage(err: StoreError) -> StoreError {
+    match err {
+        StoreError::Corrupted { detail } => StoreError::Damaged { detail },
+        StoreError::Unavailable { source } => match source.downcast::<redb::Error>() {
+            Ok(redb_err) if is_damage(&redb_err) => StoreError::Damaged { detail: redb_err.to_string() },
+            Ok(redb_err) => StoreError::Unavailable { source: redb_err },
+            Err(source) => StoreError::Unavailable { source },
+        },
+        other => other,
+    }
+}
+
+fn is_damage(err: &redb::Error) -> bool {
+    match err {
+        redb::Error::Io(io) => {
+            matches!(io.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof)
+        }
+        redb::Error::Corrupted(_)
+        | redb::Error::UpgradeRequired(_)
+        | redb::Error::TableTypeMismatch { .. }
+        | redb::Error::TableIsMultimap(_)
+        | redb::Error::TableIsNotMultimap(_)
+        | redb::Error::TypeDefinitionChanged { .. } => true,
+        _ => false,
+    }
+}
+
 /// A record whose bytes do not decode, named by table and key.
 pub(crate) fn corrupted(table: &str, key: &dyn std::fmt::Display, why: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupted { detail: format!("{table}[{key}]: {why}") }

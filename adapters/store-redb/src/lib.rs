@@ -6,8 +6,8 @@
 //!
 //! Invariants: a batch is applied in one durable write transaction, so a reader or a restart
 //! sees all of it or none of it; every table exists once `open` returns, so read transactions
-//! never meet a missing table; a file written by a newer schema is refused before anything is
-//! written to it.
+//! never meet a missing table; a file written by a newer schema, and one that is damaged or
+//! not a Portunus store, is refused before anything is written to it.
 //!
 //! Layout (all values are JSON of the core type unless noted):
 //!
@@ -29,10 +29,12 @@
 #![forbid(unsafe_code)]
 
 mod accounts;
+mod backup;
 mod error;
 mod fs;
 mod read;
 mod schema;
+mod scratch;
 mod source;
 mod store;
 mod write;

@@ -5,10 +5,7 @@
 //! version; a version newer than this binary's is reported, never rewritten.
 
 use portunus_core::ports::StoreError;
-use redb::{
-    MultimapTableDefinition, ReadTransaction, ReadableTable, TableDefinition, TableError, TableHandle,
-    WriteTransaction,
-};
+use redb::{MultimapTableDefinition, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
 use crate::error::store_err;
 
@@ -95,27 +92,19 @@ pub(crate) fn too_new(found: u64) -> StoreError {
     StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION }
 }
 
-/// The version a read transaction sees; `None` for a file nothing was written to yet.
-pub(crate) fn recorded_version(tx: &ReadTransaction) -> Result<Option<u64>, StoreError> {
-    let meta = match tx.open_table(META) {
-        Ok(meta) => meta,
-        Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-        Err(err) => return Err(store_err(err)),
-    };
-    let version = meta.get(SCHEMA_VERSION_KEY).map_err(store_err)?.map(|guard| guard.value());
-    version.map(Some).ok_or_else(missing_version)
-}
-
 /// Checks the file's version in `tx` and brings it to [`SCHEMA_VERSION`]: a fresh file gets
 /// every table and the counters, an older one runs the migrations it lacks. Every table exists
 /// afterwards. A newer file yields `SchemaTooNew`; the caller must then drop `tx` uncommitted.
-pub(crate) fn prepare(tx: &WriteTransaction) -> Result<(), StoreError> {
-    match written_version(tx)? {
+/// Returns the version the file had before (`None` for a fresh one).
+pub(crate) fn prepare(tx: &WriteTransaction) -> Result<Option<u64>, StoreError> {
+    let found = written_version(tx)?;
+    match found {
         None => initialize(tx)?,
         Some(found) if found > SCHEMA_VERSION => return Err(too_new(found)),
         Some(found) => migrate(tx, found)?,
     }
-    create_tables(tx)
+    create_tables(tx)?;
+    Ok(found)
 }
 
 /// The version in the file, read inside the write transaction, without creating anything.

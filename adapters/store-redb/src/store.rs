@@ -1,20 +1,25 @@
-//! Opening and closing the store: the file lock, the schema check and the redb settings.
+//! Opening and closing the store: the file lock, the checks before a write, the schema check
+//! and the redb settings.
 //!
-//! Invariant: a `RedbStore` only exists for a file at [`SCHEMA_VERSION`] whose tables all
-//! exist. A cleanly closed file of a newer schema is refused before redb is asked to open it
-//! for writing, so the refusal leaves its bytes as they were; one that a crash left needing
-//! repair is repaired first and refused after, still without a write of ours.
+//! Invariants: a `RedbStore` only exists for a file at [`SCHEMA_VERSION`](crate::SCHEMA_VERSION)
+//! whose tables all exist. A fresh store is made only where no file exists. An existing file is
+//! first opened through a scratch backend that keeps every write in memory, where redb's crash
+//! repair, its integrity check and the schema check all run; only a file that passes them is
+//! opened for writing. So a damaged, truncated, empty or foreign file, and one of a newer
+//! schema, is refused with its bytes as they were, while one that a crash merely left needing
+//! repair is repaired.
 
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use portunus_core::ports::StoreError;
-use redb::backends::InMemoryBackend;
-use redb::{
-    Builder, Database, DatabaseError, Durability, ReadableDatabase, StorageBackend, WriteTransaction,
-};
+use redb::backends::{FileBackend, InMemoryBackend};
+use redb::{Builder, Database, Durability, ReadableDatabase, StorageBackend, WriteTransaction};
 
-use crate::error::store_err;
-use crate::schema::{self, SCHEMA_VERSION};
+use crate::error::{as_damage, store_err};
+use crate::schema;
+use crate::scratch::ScratchBackend;
 
 /// The server's state in one redb file (or in memory, for tests).
 ///
@@ -26,20 +31,43 @@ pub struct RedbStore {
 }
 
 impl RedbStore {
-    /// Opens the store at `path`, creating the file if it does not exist.
+    /// Opens the store at `path`, creating it (mode 0600) only if no file exists there.
     ///
     /// Fails with `InUse` while another handle (in this or another process) has the file open,
-    /// with `SchemaTooNew` (leaving the file untouched) when a newer binary wrote it, and with
-    /// `Corrupted` when redb's integrity check or the schema record finds damage. A file left
-    /// by a crash is repaired to its last committed transaction.
+    /// with `SchemaTooNew` when a newer binary wrote it, and with `Damaged` when the file is
+    /// empty, truncated, fails redb's integrity check or is not a Portunus store; each refusal
+    /// leaves the file's bytes as they were. A file left by a crash is repaired to its last
+    /// committed transaction and migrated forward.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        if let Some(found) = peek_version(path)?
-            && found > SCHEMA_VERSION
-        {
-            return Err(schema::too_new(found));
+        if let Some(store) = Self::create_new(path)? {
+            return Ok(store);
         }
-        let db = builder().create(path).map_err(store_err)?;
+        check_file(path)?;
+        let db = builder().open(path).map_err(store_err)?;
         Self::prepare(db)
+    }
+
+    /// Checks, without writing a byte to it, that the file at `path` is a Portunus store this
+    /// binary can open: what [`RedbStore::open`] checks before it writes. Returns the schema
+    /// version recorded in the file (the one before any migration `open` would run).
+    ///
+    /// Fails as `open` does; a missing file is an `Unavailable` I/O error, and a redb file
+    /// that Portunus never wrote to (no tables at all) is `Damaged`.
+    pub fn check(path: &Path) -> Result<u64, StoreError> {
+        check_file(path)?
+            .ok_or_else(|| StoreError::Damaged { detail: "the file holds no Portunus tables".into() })
+    }
+
+    /// Makes a fresh store at `path` if, and only if, nothing exists there; `None` otherwise.
+    fn create_new(path: &Path) -> Result<Option<Self>, StoreError> {
+        let file = match OpenOptions::new().read(true).write(true).create_new(true).mode(0o600).open(path) {
+            Ok(file) => file,
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => return Ok(None),
+            Err(err) => return Err(StoreError::Unavailable { source: Box::new(err) }),
+        };
+        let backend = FileBackend::new(file).map_err(store_err)?;
+        let db = builder().create_with_backend(backend).map_err(store_err)?;
+        Self::prepare(db).map(Some)
     }
 
     /// A fresh, empty store in memory. Nothing outlives the value.
@@ -63,13 +91,6 @@ impl RedbStore {
     /// A write transaction whose commit returns only once it is on stable storage.
     pub(crate) fn begin_durable_write(&self) -> Result<WriteTransaction, StoreError> {
         begin_durable_write(&self.db)
-    }
-
-    /// A write transaction whose commit is durable only with the next durable one.
-    pub(crate) fn begin_deferred_write(&self) -> Result<WriteTransaction, StoreError> {
-        let mut tx = self.db.begin_write().map_err(store_err)?;
-        tx.set_durability(Durability::None).map_err(store_err)?;
-        Ok(tx)
     }
 
     /// Checks the schema and creates what is missing, in one durable transaction.
@@ -99,24 +120,37 @@ fn builder() -> Builder {
     builder
 }
 
-/// The schema version of an existing file, read through a read-only handle that writes
-/// nothing. `None` when there is no file yet, or when only a writer can open it (a crash left
-/// it needing repair; the version is then checked after the repair).
-fn peek_version(path: &Path) -> Result<Option<u64>, StoreError> {
-    let has_content = std::fs::metadata(path).is_ok_and(|meta| meta.len() > 0);
-    if !has_content {
-        return Ok(None);
+/// Runs every check [`RedbStore::open`] makes before it writes, against a scratch view of the
+/// file that keeps redb's writes in memory: crash repair, the integrity check of every page,
+/// and the schema check with any migrations. Returns the recorded schema version (`None` for a
+/// redb file nothing was committed to by Portunus).
+fn check_file(path: &Path) -> Result<Option<u64>, StoreError> {
+    let meta = std::fs::metadata(path).map_err(|err| StoreError::Unavailable { source: Box::new(err) })?;
+    if !meta.is_file() {
+        return Err(StoreError::Damaged { detail: format!("{} is not a regular file", path.display()) });
     }
-    let db = match Builder::new().open_read_only(path) {
-        Ok(db) => db,
-        Err(DatabaseError::RepairAborted) => return Ok(None),
-        Err(err) => return Err(store_err(err)),
+    if meta.len() == 0 {
+        // redb would initialise an empty file as a new database; an existing empty store is a
+        // lost one, never a fresh install.
+        return Err(StoreError::Damaged { detail: "the file is empty (0 bytes)".into() });
+    }
+    let backend =
+        ScratchBackend::open(path).map_err(|err| StoreError::Unavailable { source: Box::new(err) })?;
+    let dry_run = move || -> Result<Option<u64>, StoreError> {
+        let db = builder().create_with_backend(backend).map_err(store_err)?;
+        let tx = begin_durable_write(&db)?;
+        let found = schema::prepare(&tx)?;
+        // Dropped uncommitted: the scratch writes go nowhere either way.
+        drop(tx);
+        db.close().map_err(store_err)?;
+        Ok(found)
     };
-    let tx = db.begin_read().map_err(store_err)?;
-    let version = schema::recorded_version(&tx)?;
-    drop(tx);
-    db.close().map_err(store_err)?;
-    Ok(version)
+    // redb reads arbitrary bytes here; should a malformed file make it panic rather than
+    // return an error, that too means the file is damaged, and the server must not go on.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(dry_run)) {
+        Ok(result) => result.map_err(as_damage),
+        Err(_) => Err(StoreError::Damaged { detail: "redb could not read the file's structure".into() }),
+    }
 }
 
 impl RedbStore {

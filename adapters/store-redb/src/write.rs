@@ -80,32 +80,11 @@ impl Store for RedbStore {
         &self,
         work: &mut dyn FnMut(&dyn StoreTx) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        run(self.begin_durable_write()?, work)
+        let tx = RedbTx { view: View(self.begin_durable_write()?) };
+        // On error `tx` is dropped uncommitted, which aborts it: nothing of it is written.
+        work(&tx)?;
+        tx.view.0.commit().map_err(store_err)
     }
-
-    fn transact_deferred(
-        &self,
-        work: &mut dyn FnMut(&dyn StoreTx) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        // redb keeps a `None` commit in memory and writes it with the next durable one; a
-        // crash before that reopens at the last durable commit.
-        run(self.begin_deferred_write()?, work)
-    }
-
-    fn sync(&self) -> Result<(), StoreError> {
-        // An empty durable commit writes every deferred one before it.
-        self.begin_durable_write()?.commit().map_err(store_err)
-    }
-}
-
-fn run(
-    tx: WriteTransaction,
-    work: &mut dyn FnMut(&dyn StoreTx) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
-    let tx = RedbTx { view: View(tx) };
-    // On error `tx` is dropped uncommitted, which aborts it: nothing of it is written.
-    work(&tx)?;
-    tx.view.0.commit().map_err(store_err)
 }
 
 /// The tables a batch writes, open in one write transaction.

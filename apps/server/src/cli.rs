@@ -10,8 +10,8 @@ use portunus_telemetry::log::LogFormat;
 const EXIT_STATUSES: &str = "\
 Exit statuses: 0 success; 1 internal or I/O failure; 2 usage or validation; 3 capability gate;
 4 client not connected or not authenticated; 5 port or route conflict; 6 RBAC denial;
-7 activation timeout (rule left pending); 8 not found; 75 store held by another process;
-78 store schema newer than this binary.";
+7 activation timeout (rule left pending); 8 not found; 65 store file damaged (left untouched);
+75 store held by another process; 78 store schema newer than this binary.";
 
 /// The Portunus server.
 #[derive(Debug, Parser)]
@@ -177,6 +177,23 @@ pub enum Command {
     /// Offline (stop `serve` first): create the `_superadmin` account for automation and print
     /// its API token once as `api_token=…`. Closes Web onboarding.
     BootstrapSuperadmin,
+    /// Copy the running server's store, as of one moment, to a new file (mode 0600) while it
+    /// keeps serving; prints the file's path. Needs a superadmin credential.
+    Backup {
+        /// The backup file to create; an existing file is never overwritten.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Offline (stop `serve` first): replace the data dir's store with a backup, migrated to
+    /// this binary's schema. Certificate, key and operator token are not part of a backup.
+    Restore {
+        /// The backup file (from `backup`).
+        #[arg(long = "in", value_name = "PATH")]
+        input: PathBuf,
+        /// Restore into a data dir that is not empty, replacing its store.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 /// A user's role on the command line.

@@ -1,12 +1,14 @@
-//! The data directory: its filesystem check, `server.toml`, `operator.token`, and
-//! `server.addr` (the addresses `serve` actually bound, for operator commands).
+//! The data directory: its filesystem check, the permissions of its secrets, `server.toml`,
+//! `operator.token`, and `server.addr` (the addresses `serve` actually bound, for operator
+//! commands).
 //!
-//! Invariant: secrets are created 0600 before a byte is written; `server.addr` is replaced
-//! atomically so a reader never sees half of it.
+//! Invariant: the directory is created 0700 and secrets are created 0600 before a byte is
+//! written; a secret found readable by group or others is tightened before it is used;
+//! `server.addr` is replaced atomically so a reader never sees half of it.
 
 use std::fs;
 use std::net::SocketAddr;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use portunus_core::config::SettingsLayer;
@@ -46,6 +48,64 @@ pub fn prepare(dir: &Path) -> Result<(), Failure> {
                     dir.display()
                 ),
             ))
+        }
+    }
+}
+
+/// The files of the data dir that hold secrets: the store (hashes, the audit trail), the TLS
+/// private key and the operator token. (`server.toml` joins them when it sets a token.)
+const SECRET_FILES: [&str; 3] = [STORE_FILE, portunus_control::tls::KEY_FILE, TOKEN_FILE];
+
+/// Takes group and other permissions off every secret-bearing file of `dir` that has any,
+/// logging `startup.permissions_tightened` for each. `settings` says whether `server.toml`
+/// sets the operator token, which makes it a secret too. A file that cannot be tightened
+/// (owned by another user) stops the start: the server does not run on an exposed secret.
+pub fn tighten_secrets(dir: &Path, settings: &SettingsLayer) -> Result<(), Failure> {
+    let toml = settings.operator_token.is_some().then_some(SETTINGS_FILE);
+    for name in SECRET_FILES.into_iter().chain(toml) {
+        let path = dir.join(name);
+        let meta = match fs::metadata(&path) {
+            Ok(meta) if meta.is_file() => meta,
+            Ok(_) => continue,
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(io_failure("inspect", &path, err)),
+        };
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 == 0 {
+            continue;
+        }
+        let tightened = mode & !0o077;
+        fs::set_permissions(&path, fs::Permissions::from_mode(tightened))
+            .map_err(|e| io_failure("restrict the permissions of", &path, e))?;
+        tracing::warn!(
+            event = "startup.permissions_tightened",
+            path = %path.display(),
+            from = %format!("{mode:04o}"),
+            to = %format!("{tightened:04o}"),
+            "a secret-bearing file was readable by group or others"
+        );
+    }
+    Ok(())
+}
+
+/// Names of the temporary store copies made in the data dir: `GET /v1/admin/backup`'s and
+/// `restore`'s. Each is removed by the command that made it; a crash can leave one behind.
+pub const BACKUP_COPY_PREFIX: &str = ".backup-";
+/// See [`BACKUP_COPY_PREFIX`].
+pub const RESTORE_COPY_PREFIX: &str = ".restore-";
+/// See [`BACKUP_COPY_PREFIX`].
+pub const COPY_SUFFIX: &str = ".redb.tmp";
+
+/// Removes temporary store copies a crash left in `dir` (best effort: they only take space).
+pub fn remove_stale_copies(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let is_copy = [BACKUP_COPY_PREFIX, RESTORE_COPY_PREFIX].iter().any(|p| name.starts_with(p))
+            && name.ends_with(COPY_SUFFIX);
+        if is_copy && fs::remove_file(entry.path()).is_ok() {
+            tracing::info!(event = "startup.stale_copy_removed", path = %entry.path().display());
         }
     }
 }

@@ -41,6 +41,7 @@ fn main() {
                 offline::reset_password(&cli.data_dir, &user, keep_api_tokens)
             }
             cli::Command::BootstrapSuperadmin => offline::bootstrap_superadmin(&cli.data_dir),
+            cli::Command::Restore { input, force } => offline::restore(&cli.data_dir, &input, force),
             other => operator::run(&cli.data_dir, cli.server.as_deref(), other).await,
         }
     });

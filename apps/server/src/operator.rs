@@ -3,6 +3,7 @@
 //! can remove or inspect it.
 #![allow(clippy::print_stdout)]
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::Duration;
 
@@ -25,13 +26,19 @@ pub async fn run(dir: &Path, server: Option<&str>, command: Command) -> Result<(
     let token = datadir::cli_token(dir)?;
     let timeout = match &command {
         Command::PushRule(args) => Duration::from_millis(args.ack_timeout) + Duration::from_secs(30),
+        // A large store takes a while to copy and move; a stuck server still ends the wait.
+        Command::Backup { .. } => Duration::from_secs(3600),
         _ => Duration::from_secs(30),
     };
     let api = ApiClient::new(&base, &token, timeout)?;
     match command {
-        Command::Serve(_) | Command::ResetPassword { .. } | Command::BootstrapSuperadmin => {
+        Command::Serve(_)
+        | Command::ResetPassword { .. }
+        | Command::BootstrapSuperadmin
+        | Command::Restore { .. } => {
             unreachable!("serve and the offline commands are dispatched in main")
         }
+        Command::Backup { out } => backup(&api, &out).await?,
         Command::EnrollClient { name, expires_in } => {
             let issued = api.enroll(&name, expires_in).await.map_err(plain)?;
             println!("{}", issued.command);
@@ -176,6 +183,38 @@ pub async fn run(dir: &Path, server: Option<&str>, command: Command) -> Result<(
             eprintln!("grant {grant} revoked");
         }
     }
+    Ok(())
+}
+
+/// `backup --out PATH`: the server's copy, written to a new 0600 file that is synced and then
+/// checked as a store before its path is printed. A failed backup leaves no file behind.
+async fn backup(api: &ApiClient, out: &Path) -> Result<(), Failure> {
+    let io_failure = |what: &str, err: std::io::Error| {
+        Failure::new(ErrorCode::IoError, format!("cannot {what} {}: {err}", out.display()))
+    };
+    let mut file =
+        std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(out).map_err(|err| {
+            match err.kind() {
+                std::io::ErrorKind::AlreadyExists => Failure::new(
+                    ErrorCode::InvalidRequest,
+                    format!("{} exists; a backup never overwrites a file", out.display()),
+                ),
+                _ => io_failure("create", err),
+            }
+        })?;
+    let written = async {
+        let n_bytes = api.backup(&mut file).await.map_err(plain)?;
+        file.sync_all().map_err(|err| io_failure("sync", err))?;
+        drop(file);
+        let version = portunus_store_redb::RedbStore::check(out).map_err(Failure::from)?;
+        Ok::<_, Failure>((n_bytes, version))
+    }
+    .await;
+    let (n_bytes, version) = written.inspect_err(|_| {
+        let _ = std::fs::remove_file(out);
+    })?;
+    tracing::info!(event = "backup.written", path = %out.display(), bytes = n_bytes, schema_version = version);
+    println!("{}", out.display());
     Ok(())
 }
 

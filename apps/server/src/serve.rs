@@ -1,6 +1,6 @@
 //! `serve`: the whole wiring of the server on one screen.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use portunus_control::{ControlService, ServerInfo};
@@ -9,6 +9,7 @@ use portunus_core::error::{ErrorCode, Failure};
 use portunus_core::ports::StoreError;
 use portunus_core::service::ServerIdentity;
 use portunus_http::AppState;
+use portunus_http::routes::admin::StoreBackup;
 use portunus_runtime::{Ports, Runtime, SystemClock};
 use portunus_store_redb::RedbStore;
 use portunus_telemetry::metrics::ServerMetrics;
@@ -30,11 +31,16 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
         stats_interval_secs: args.stats_interval_secs,
         ..Default::default()
     };
-    let settings =
-        datadir::settings_file(dir).and_then(|file| ServerSettings::resolve(flags.over(file))).inspect_err(
-            |f| tracing::error!(event = "startup.invalid_config", code = %f.code, message = %f.message),
-        )?;
+    let file = datadir::settings_file(dir).inspect_err(
+        |f| tracing::error!(event = "startup.invalid_config", code = %f.code, message = %f.message),
+    )?;
+    datadir::tighten_secrets(dir, &file)?;
+    let settings = ServerSettings::resolve(flags.over(file)).inspect_err(
+        |f| tracing::error!(event = "startup.invalid_config", code = %f.code, message = %f.message),
+    )?;
     let store = Arc::new(open_store(&dir.join(datadir::STORE_FILE))?);
+    // Only now: holding the store means no other server's backup copy is in flight.
+    datadir::remove_stale_copies(dir);
     let operator_token = datadir::operator_token(dir, settings.operator_token.as_deref())?;
 
     let backlog = settings.control.listen_backlog;
@@ -59,6 +65,7 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
     let identity = ServerIdentity { cert_sha256: tls.sha256.clone(), sans: tls.sans.clone(), control_addr };
     let version = env!("CARGO_PKG_VERSION");
     let metrics = Arc::new(ServerMetrics::new(version));
+    let backup = Arc::new(DataDirBackup { store: store.clone(), dir: dir.to_path_buf() });
     let ports = Ports {
         store,
         clock: Arc::new(SystemClock),
@@ -77,7 +84,7 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
         tracing::warn!(event = "onboarding.setup_token_issued", expires_at = %expires_at.to_rfc3339(),
             "no superadmin yet: POST /v1/auth/onboarding with the setup token printed above");
     }
-    let state = AppState::new(runtime.clone(), metrics);
+    let state = AppState::new(runtime.clone(), metrics).with_backup(backup);
     let addrs = BoundAddrs {
         control: control_addr,
         operator_http: local_addr(&http_listener)?,
@@ -152,12 +159,31 @@ pub fn open_store(path: &Path) -> Result<RedbStore, Failure> {
         let event = match &err {
             StoreError::InUse => "startup.store_in_use",
             StoreError::SchemaTooNew { .. } => "startup.schema_version_too_new",
+            StoreError::Damaged { .. } => "startup.store_damaged",
             _ => "startup.store_error",
         };
         let failure = Failure::from(err);
         tracing::error!(event, path = %path.display(), message = %failure.message);
         failure
     })
+}
+
+/// Copies of the open store for `GET /v1/admin/backup`, made in the data dir, which is as
+/// private as the store itself; the handler deletes each copy once it has opened it.
+struct DataDirBackup {
+    store: Arc<RedbStore>,
+    dir: PathBuf,
+}
+
+impl StoreBackup for DataDirBackup {
+    fn write_copy(&self) -> Result<PathBuf, Failure> {
+        let mut tag = [0u8; 8];
+        rand::fill(&mut tag);
+        let tag: String = tag.iter().map(|b| format!("{b:02x}")).collect();
+        let path = self.dir.join(format!("{}{tag}{}", datadir::BACKUP_COPY_PREFIX, datadir::COPY_SUFFIX));
+        self.store.backup_to(&path)?;
+        Ok(path)
+    }
 }
 
 /// Binds a listener with `backlog` pending connections (a fleet reconnecting at once must

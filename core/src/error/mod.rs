@@ -176,6 +176,8 @@ error_codes! {
     StoreInUse => "store_in_use", exit 75, http 503;
     /// The store was written by a newer Portunus.
     SchemaVersionTooNew => "schema_version_too_new", exit 78, http 500;
+    /// The store file is damaged, truncated or not a Portunus store; it was left untouched.
+    StoreDamaged => "store_damaged", exit 65, http 500;
 }
 
 impl fmt::Display for ErrorCode {

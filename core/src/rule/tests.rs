@@ -210,3 +210,14 @@ proptest! {
         let _ = parse_listen(&text);
     }
 }
+
+#[test]
+fn rule_names_refuse_bidi_and_invisible_characters() {
+    let named = |name: &str| RuleSpec { name: Some(name.to_owned()), ..spec("80", &["127.0.0.1:8080"]) };
+    assert!(named("web – café").validate(RuleLimits::default()).is_ok());
+    for bad in ["web\u{202E}gpj", "\u{2066}web\u{2069}", "w\u{200B}eb", "\u{FEFF}web", "web\u{7}"] {
+        let refused = named(bad).validate(RuleLimits::default()).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidName, "{bad:?}");
+        assert!(refused.message.starts_with("rule name \""), "{}", refused.message);
+    }
+}

@@ -94,10 +94,8 @@ impl RuleSpec {
                 format!("health_check_interval_secs must be 1-3600, got {secs}"),
             ));
         }
-        if let Some(name) = &self.name
-            && (name.is_empty() || name.len() > 64 || name.chars().any(char::is_control))
-        {
-            return Err(Failure::new(ErrorCode::InvalidName, "a rule name is 1 to 64 printable characters"));
+        if let Some(name) = &self.name {
+            crate::ids::check_label("rule name", name)?;
         }
         Ok(RuleDef {
             name: self.name.clone(),

@@ -14,7 +14,7 @@ use crate::account::{
     ApiToken, PasswordHash, SESSION_TTL, User, WebSession, check_password_strength, credential_text,
 };
 use crate::error::{ErrorCode, Failure};
-use crate::ids::{SessionId, Timestamp, TokenId, UserId};
+use crate::ids::{SessionId, Timestamp, TokenId, UserId, quoted};
 use crate::policy::{Action, Actor, Role, authorize};
 use crate::ports::{
     CredentialStore, Entropy, GrantStore, PasswordHasher, RuleStore, StateStore, UserStore, Write,
@@ -64,7 +64,7 @@ fn wrong_login() -> Failure {
 }
 
 fn user_not_found(id: &str) -> Failure {
-    Failure::new(ErrorCode::UserNotFound, format!("no user {id:?}"))
+    Failure::new(ErrorCode::UserNotFound, format!("no user {}", quoted(id)))
 }
 
 /// Throttle keys of one attempt: per subject and per remote address. The subject is keyed by
@@ -543,13 +543,8 @@ impl AccountService {
         let result = (|| {
             let user_id = UserId::new(user);
             authorize(actor, &Action::AccessAccount(&user_id))?;
-            if let Some(name) = name
-                && (name.is_empty() || name.len() > 64 || name.chars().any(char::is_control))
-            {
-                return Err(Failure::new(
-                    ErrorCode::InvalidName,
-                    "a token name has 1 to 64 printable characters",
-                ));
+            if let Some(name) = name {
+                crate::ids::check_label("token name", name)?;
             }
             require_user(cx.store, &user_id)?;
             let id = TokenId::from_random(self.random_bytes());
@@ -588,7 +583,10 @@ impl AccountService {
                 .flatten()
                 .filter(|t| t.user == user_id)
                 .ok_or_else(|| {
-                    Failure::new(ErrorCode::TokenNotFound, format!("user {user} has no token {token:?}"))
+                    Failure::new(
+                        ErrorCode::TokenNotFound,
+                        format!("user {user} has no token {}", quoted(token)),
+                    )
                 })?;
             cx.stage([Write::DeleteApiToken(found.id)]);
             Ok(())

@@ -79,6 +79,13 @@ impl AdminService {
         AdminService { settings, identity }
     }
 
+    /// May `actor` take a backup of the whole store (superadmins only)? Audited either way:
+    /// a backup carries every secret hash the server keeps.
+    pub fn authorize_backup<S: ?Sized>(&self, cx: &mut Cx<'_, S>, actor: &Actor) -> Result<(), Failure> {
+        let result = authorize(actor, &Action::Administer).map_err(Failure::from);
+        cx.audited(actor, "store.backup", None, result)
+    }
+
     /// The advertised-endpoint settings (superadmins only).
     pub fn endpoint_settings<S: StateStore + ?Sized>(
         &self,

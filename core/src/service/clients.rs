@@ -46,7 +46,8 @@ pub struct ClientView {
     pub client: Client,
     /// The live session, if connected.
     pub session: Option<SessionInfo>,
-    /// How many rules it carries.
+    /// How many of its rules the caller may see (every rule for a superadmin, their own for a
+    /// user).
     pub n_rules: usize,
 }
 
@@ -293,7 +294,8 @@ impl ClientService {
     }
 
     /// The clients `actor` may see, with their connection state: every client for
-    /// superadmins, the clients a grant names for users.
+    /// superadmins, the clients a grant names for users. A user's `n_rules` counts only
+    /// their own rules.
     pub fn list_clients<S: ClientStore + RuleStore + GrantStore + ?Sized>(
         &self,
         cx: &mut Cx<'_, S>,
@@ -303,24 +305,25 @@ impl ClientService {
         let result = (|| {
             authorize(actor, &Action::List)?;
             let grants = store.list_grants()?;
-            let counts = store.rule_counts()?;
-            Ok(store
-                .list_clients()?
-                .into_iter()
-                .filter(|client| {
-                    authorize(actor, &Action::ReadClient { client: &client.id, grants: &grants }).is_ok()
-                })
-                .map(|client| ClientView {
-                    session: sessions.session(&client.id),
-                    n_rules: counts.get(&client.id).copied().unwrap_or(0),
-                    client,
-                })
-                .collect())
+            // The store's counts are of every owner's rules: only a superadmin sees them.
+            let counts = if actor.is_superadmin() { Some(store.rule_counts()?) } else { None };
+            let mut views = Vec::new();
+            for client in store.list_clients()? {
+                if authorize(actor, &Action::ReadClient { client: &client.id, grants: &grants }).is_err() {
+                    continue;
+                }
+                let n_rules = match &counts {
+                    Some(counts) => counts.get(&client.id).copied().unwrap_or(0),
+                    None => n_rules_seen(store, actor, &client.id)?,
+                };
+                views.push(ClientView { session: sessions.session(&client.id), n_rules, client });
+            }
+            Ok(views)
         })();
         cx.audited_read(actor, "client.list", None, result)
     }
 
-    /// One client with its connection state.
+    /// One client with its connection state; `n_rules` as in [`ClientService::list_clients`].
     pub fn get_client<S: ClientStore + RuleStore + GrantStore + ?Sized>(
         &self,
         cx: &mut Cx<'_, S>,
@@ -335,12 +338,26 @@ impl ClientService {
             authorize(actor, &Action::ReadClient { client: &client.id, grants: &grants })?;
             Ok(ClientView {
                 session: sessions.session(&client.id),
-                n_rules: store.rules_for_client(&client.id)?.len(),
+                n_rules: n_rules_seen(store, actor, &client.id)?,
                 client,
             })
         })();
         cx.audited_read(actor, "client.get", Some(reference), result)
     }
+}
+
+/// How many of `client`'s rules `actor` may see: all of them for a superadmin, their own
+/// for a user, so a count never tells a user about other tenants' rules.
+fn n_rules_seen<S: RuleStore + ?Sized>(
+    store: &S,
+    actor: &Actor,
+    client: &ClientId,
+) -> Result<usize, Failure> {
+    let rules = store.rules_for_client(client)?;
+    Ok(rules
+        .iter()
+        .filter(|rule| authorize(actor, &Action::AccessRule { owner: &rule.owner }).is_ok())
+        .count())
 }
 
 /// Which client an enrollment is for.

@@ -4,7 +4,7 @@
 use super::{AccountService, Cx, find_client};
 use crate::error::{ErrorCode, Failure};
 use crate::grant::{Grant, GrantClient, protocol_set};
-use crate::ids::{GrantId, UserId};
+use crate::ids::{GrantId, UserId, quoted};
 use crate::policy::{Action, Actor, Role, authorize, check_push};
 use crate::ports::{ClientStore, GrantStore, RuleStore, UserStore, Write};
 use crate::rule::{Protocol, Rule, parse_listen};
@@ -23,7 +23,7 @@ pub struct NewGrant {
 }
 
 fn grant_not_found(id: &str) -> Failure {
-    Failure::new(ErrorCode::GrantNotFound, format!("no grant {id:?}"))
+    Failure::new(ErrorCode::GrantNotFound, format!("no grant {}", quoted(id)))
 }
 
 impl AccountService {
@@ -78,10 +78,9 @@ impl AccountService {
             authorize(actor, &Action::Administer)?;
             let ports = parse_listen(&new.ports)?;
             let protocols = protocol_set(new.protocols.clone())?;
-            let user = cx
-                .store
-                .get_user(&UserId::new(new.user.as_str()))?
-                .ok_or_else(|| Failure::new(ErrorCode::UserNotFound, format!("no user {:?}", new.user)))?;
+            let user = cx.store.get_user(&UserId::new(new.user.as_str()))?.ok_or_else(|| {
+                Failure::new(ErrorCode::UserNotFound, format!("no user {}", quoted(&new.user)))
+            })?;
             let client = match new.client.as_str() {
                 "*" => GrantClient::Any,
                 reference => GrantClient::Client(find_client(cx.store, reference)?.id),

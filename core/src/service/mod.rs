@@ -46,7 +46,7 @@ pub use session::{
 use crate::audit::{AuditRecord, is_denial};
 use crate::endpoint::San;
 use crate::error::{ErrorCode, Failure};
-use crate::ids::{ClientId, ClientName, RuleId, Timestamp};
+use crate::ids::{ClientId, ClientName, RuleId, Timestamp, quoted};
 use crate::policy::Actor;
 use crate::ports::{ClientCommand, ClientStore, DisconnectReason, Entropy, Sessions, Write};
 
@@ -210,7 +210,7 @@ pub fn find_client<S: ClientStore + ?Sized>(
             Err(_) => None,
         },
     };
-    found.ok_or_else(|| Failure::new(ErrorCode::ClientNotFound, format!("no client {reference:?}")))
+    found.ok_or_else(|| Failure::new(ErrorCode::ClientNotFound, format!("no client {}", quoted(reference))))
 }
 
 #[cfg(test)]

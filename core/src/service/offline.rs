@@ -7,7 +7,7 @@
 use crate::account::{ApiToken, User, credential_text, temporary_password};
 use crate::audit::AuditRecord;
 use crate::error::{ErrorCode, Failure};
-use crate::ids::{TokenId, UserId};
+use crate::ids::{TokenId, UserId, quoted};
 use crate::policy::Role;
 use crate::ports::{Clock, Entropy, PasswordHasher, Store, Write};
 use crate::secret::Secret;
@@ -54,7 +54,7 @@ pub fn reset_password(
     let mut user = local
         .store
         .get_user(&id)?
-        .ok_or_else(|| Failure::new(ErrorCode::UserNotFound, format!("no user {user_id:?}")))?;
+        .ok_or_else(|| Failure::new(ErrorCode::UserNotFound, format!("no user {}", quoted(user_id))))?;
     let password = temporary_password(&local.random());
     user.password = Some(hasher.hash(password.expose())?);
     user.must_change_password = true;

@@ -128,7 +128,11 @@ impl RuleService {
     ///
     /// Outcomes: `Ok` → the rule is stored Pending, send [`Begun::command`]; a client that is
     /// not connected → `client_not_connected` with nothing stored; a port reserved by
-    /// another rule of the same client → the rule is stored Failed(`port_in_use`).
+    /// another rule of the same client → `port_in_use` with nothing stored. Only the client
+    /// itself fails a stored rule (a bind it could not make, reported through
+    /// [`ClientService::rule_outcome`](super::ClientService::rule_outcome)). The refusal
+    /// names the clashing rule only to an actor who may read it, so a user learns that a
+    /// port is taken but nothing about another owner's rule.
     pub fn begin_push<S: ClientStore + GrantStore + RuleStore + RuleIds + ?Sized>(
         &self,
         cx: &mut Cx<'_, S>,
@@ -185,38 +189,22 @@ impl RuleService {
         let session = cx.sessions.session(&client.id).ok_or_else(|| not_connected(client.name.as_str()))?;
         capability::gate(&def, &session.capabilities)?;
 
-        let clash = cx
-            .store
-            .rules_for_client(&client.id)?
-            .into_iter()
-            .find(|other| other.state.reserves_ports() && other.def.reserves_same_ports_as(&def));
-        let state = match &clash {
-            None => RuleState::Pending,
-            Some(other) => RuleState::Failed {
-                code: ErrorCode::PortInUse,
-                message: format!(
-                    "port {} already in use by rule {}",
-                    first_shared_port(&def, &other.def),
-                    other.id
-                ),
-            },
-        };
+        let rules = cx.store.rules_for_client(&client.id)?;
+        let clash =
+            rules.iter().find(|other| other.state.reserves_ports() && other.def.reserves_same_ports_as(&def));
+        if let Some(other) = clash {
+            return Err(port_taken(actor, &def, other).into());
+        }
         let rule = Rule {
             id: cx.store.next_rule_id()?,
             client: client.id.clone(),
             owner: actor.principal.clone(),
             def,
-            state,
+            state: RuleState::Pending,
             created_at: cx.now,
             updated_at: cx.now,
         };
         cx.stage([Write::PutRule(rule.clone())]);
-        if let RuleState::Failed { code, message } = &rule.state {
-            return Err(PushFailure {
-                failure: Failure::new(*code, message.clone()),
-                rule: Some(Box::new(rule)),
-            });
-        }
         let command = ClientCommand::Upsert { rule: rule.id, def: Box::new(rule.def.clone()) };
         Ok(Begun { rule, client_name: client.name.to_string(), command })
     }
@@ -273,7 +261,8 @@ impl RuleService {
     }
 
     /// Removes a rule: deletes it (and its reservation) and tells the client if it is
-    /// connected; an offline client drops it when it reconnects and resynchronises.
+    /// connected; an offline client drops it when it reconnects and resynchronises. A rule
+    /// of another owner answers `rule_not_found`, exactly as a missing one.
     pub fn remove_rule<S: RuleStore + ?Sized>(
         &self,
         cx: &mut Cx<'_, S>,
@@ -281,8 +270,7 @@ impl RuleService {
         id: RuleId,
     ) -> Result<Rule, Failure> {
         let result = (|| {
-            let rule = require_rule(cx.store, id)?;
-            authorize(actor, &Action::AccessRule { owner: &rule.owner })?;
+            let rule = reachable_rule(cx.store, actor, id)?;
             rule.state
                 .on(RuleEvent::Removed)
                 .map_err(|err| Failure::new(ErrorCode::Internal, err.to_string()))?;
@@ -293,7 +281,7 @@ impl RuleService {
             cx.rules_deleted(std::slice::from_ref(rule));
         }
         let result = result.map(|rule| Rule { state: RuleState::Removed, ..rule });
-        cx.audited(actor, "rule.remove", Some(&id.to_string()), result)
+        cx.audited(actor, "rule.remove", Some(&id.to_string()), result).map_err(|f| hide_foreign(id, f))
     }
 
     /// The rules `actor` may see (every rule for superadmins, their own for users) that
@@ -331,7 +319,8 @@ impl RuleService {
         cx.audited_read(actor, "rule.list", None, result)
     }
 
-    /// One rule.
+    /// One rule. A rule of another owner answers `rule_not_found`, exactly as a missing
+    /// one (the audit trail records the denial).
     pub fn get_rule<S: ClientStore + RuleStore + ?Sized>(
         &self,
         cx: &mut Cx<'_, S>,
@@ -340,15 +329,25 @@ impl RuleService {
     ) -> Result<RuleView, Failure> {
         let store = cx.store;
         let result = (|| {
-            let rule = require_rule(store, id)?;
-            authorize(actor, &Action::AccessRule { owner: &rule.owner })?;
+            let rule = reachable_rule(store, actor, id)?;
             let client_name = store.get_client(&rule.client)?.map(|c| c.name.to_string()).unwrap_or_default();
             Ok(RuleView { rule, client_name })
         })();
-        cx.audited_read(actor, "rule.get", Some(&id.to_string()), result)
+        // A user's miss is audited like their denial, so both take the same path (a commit
+        // included) and only the audit trail, which is the superadmins', tells them apart.
+        let missed = !actor.is_superadmin()
+            && result.as_ref().is_err_and(|f: &Failure| f.code == ErrorCode::RuleNotFound);
+        let target = id.to_string();
+        let result = if missed {
+            cx.audited(actor, "rule.get", Some(&target), result)
+        } else {
+            cx.audited_read(actor, "rule.get", Some(&target), result)
+        };
+        result.map_err(|f| hide_foreign(id, f))
     }
 
-    /// One rule's traffic; `totals` looks up the in-memory traffic book.
+    /// One rule's traffic; `totals` looks up the in-memory traffic book. Refused as
+    /// [`RuleService::get_rule`] refuses.
     pub fn rule_stats<S: ClientStore + RuleStore + ?Sized>(
         &self,
         cx: &mut Cx<'_, S>,
@@ -372,9 +371,42 @@ fn not_connected(client: &str) -> Failure {
 }
 
 pub(super) fn require_rule<S: RuleStore + ?Sized>(store: &S, id: RuleId) -> Result<Rule, Failure> {
-    store.get_rule(id)?.ok_or_else(|| Failure::new(ErrorCode::RuleNotFound, format!("no rule {id}")))
+    store.get_rule(id)?.ok_or_else(|| rule_not_found(id))
+}
+
+fn rule_not_found(id: RuleId) -> Failure {
+    Failure::new(ErrorCode::RuleNotFound, format!("no rule {id}"))
+}
+
+/// Rule `id` if `actor` may act on it. A temporary password is refused before the rule is
+/// looked up, so that refusal says nothing about which ids exist; another owner's rule is
+/// refused with `not_owner`, for the audit trail, and [`hide_foreign`] turns that into
+/// the caller's answer.
+fn reachable_rule<S: RuleStore + ?Sized>(store: &S, actor: &Actor, id: RuleId) -> Result<Rule, Failure> {
+    authorize(actor, &Action::List)?;
+    let rule = require_rule(store, id)?;
+    authorize(actor, &Action::AccessRule { owner: &rule.owner })?;
+    Ok(rule)
+}
+
+/// The caller's answer for a rule of another owner: exactly what a rule that does not exist
+/// gets, so rule ids are no oracle of other tenants' rules.
+fn hide_foreign(id: RuleId, failure: Failure) -> Failure {
+    if failure.code == ErrorCode::NotOwner { rule_not_found(id) } else { failure }
 }
 
 fn first_shared_port(a: &crate::rule::RuleDef, b: &crate::rule::RuleDef) -> u16 {
     a.listen.start().max(b.listen.start())
+}
+
+/// The refusal of a push whose ports `other` already reserves. The clashing rule is named
+/// only when `actor` may read it; to anyone else the port is simply taken.
+fn port_taken(actor: &Actor, def: &crate::rule::RuleDef, other: &Rule) -> Failure {
+    let port = first_shared_port(def, &other.def);
+    let message = if authorize(actor, &Action::AccessRule { owner: &other.owner }).is_ok() {
+        format!("port {port} already in use by rule {}", other.id)
+    } else {
+        format!("port {port} already in use")
+    };
+    Failure::new(ErrorCode::PortInUse, message)
 }

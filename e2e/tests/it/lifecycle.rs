@@ -1,6 +1,7 @@
-//! The rule lifecycle as the CLI shows it: `client_not_connected` stores nothing,
-//! `port_in_use` keeps the port reserved until removal, and an unanswered push stays pending
-//! and activates when the client answers.
+//! The rule lifecycle as the CLI shows it: `client_not_connected` stores nothing, a clash
+//! the server sees is refused with `port_in_use` and stores nothing, a bind the client fails
+//! keeps the port reserved until removal, and an unanswered push stays pending and activates
+//! when the client answers.
 
 use nix::sys::signal::Signal;
 use serde_json::Value;
@@ -53,14 +54,16 @@ fn a_port_held_by_another_process_fails_the_rule_which_keeps_the_port_until_remo
     wait_until("the holder's port to be free", || port_is_free(port).then_some(()));
     let again = server.cli(&["push-rule", "edge-01", &port.to_string(), &backend.target()]);
     assert_eq!(again.code, 5, "push onto a port reserved by a failed rule: {again:?}");
-    assert!(again.stderr.contains(&format!("port_in_use: port {port} already in use")), "{again:?}");
-    let second_failed: u64 = again.stdout.trim().parse().expect("the second failed rule's id is printed");
+    assert!(
+        again.stderr.contains(&format!("port_in_use: port {port} already in use by rule {failed}")),
+        "{again:?}"
+    );
+    assert_eq!(again.stdout, "", "the server saw the clash: nothing was stored");
     assert_eq!(server.rule_state(failed).as_deref(), Some("failed"), "still failed: no automatic retry");
     assert!(port_is_free(port), "nothing bound the port meanwhile");
 
-    // Removing the failed rules releases the reservation.
+    // Removing the failed rule releases the reservation.
     server.cli_ok(&["remove-rule", &failed.to_string()]);
-    server.cli_ok(&["remove-rule", &second_failed.to_string()]);
     let rule_id = server.push_rule("edge-01", port, &backend.target());
     client.proc().wait_event("rule.bound", &[("rule", &rule_id.to_string())]);
     roundtrip(&mut connect(port), b"the port is ours now");
@@ -68,19 +71,30 @@ fn a_port_held_by_another_process_fails_the_rule_which_keeps_the_port_until_remo
 }
 
 #[test]
-fn a_second_rule_on_an_active_rules_port_fails_with_port_in_use() {
+fn a_second_rule_on_an_active_rules_port_is_refused_with_port_in_use_and_not_stored() {
     let scn = Scenario::new("two_rules_one_port");
-    let (server, _client) = server_with_edge(&scn, &ClientOpts::default());
+    let (server, client) = server_with_edge(&scn, &ClientOpts::default());
     let backend = Backend::echo();
     let port = free_port();
     let first = server.push_rule("edge-01", port, &backend.target());
     let pushed = server.cli(&["push-rule", "edge-01", &port.to_string(), &backend.target()]);
-    assert_eq!(pushed.code, 5, "{pushed:?}");
-    assert!(pushed.stderr.contains(&format!("port_in_use: port {port} already in use")), "{pushed:?}");
-    let second: u64 = pushed.stdout.trim().parse().expect("the failed rule's id is printed");
-    assert_eq!(server.rule_state(second).as_deref(), Some("failed"));
+    assert_eq!(pushed.code, 5, "port_in_use exits 5: {pushed:?}");
+    assert!(
+        pushed.stderr.contains(&format!("port_in_use: port {port} already in use by rule {first}")),
+        "{pushed:?}"
+    );
+    assert_eq!(pushed.stdout, "", "nothing was stored, so no id is printed");
+    let ids: Vec<u64> = server.rules().iter().filter_map(|r| r["id"].as_u64()).collect();
+    assert_eq!(ids, [first], "list-rules shows the first rule only");
     assert_eq!(server.rule_state(first).as_deref(), Some("active"), "the first rule is untouched");
     roundtrip(&mut connect(port), b"first rule still forwards");
+
+    // Nothing of the refused push reserves the port once the first rule is gone.
+    server.cli_ok(&["remove-rule", &first.to_string()]);
+    client.proc().wait_event("rule.unbound", &[("rule", &first.to_string())]);
+    let again = server.push_rule("edge-01", port, &backend.target());
+    assert_eq!(server.rule_state(again).as_deref(), Some("active"));
+    roundtrip(&mut connect(port), b"the port is free again");
 }
 
 #[test]

@@ -11,7 +11,9 @@ mod harness;
 
 mod accounts;
 mod audit_durability;
+mod backup;
 mod config;
+mod disconnects;
 mod enrollment;
 mod forwarding;
 mod happy_path;

@@ -46,7 +46,8 @@ impl Who {
 type Row = (&'static str, &'static str, [u16; 8]);
 
 /// The expected status of every route. Users may touch their own account, tokens, grants
-/// (read), rules, and granted clients (read); everything else is the superadmin's.
+/// (read), rules, and granted clients (read); everything else is the superadmin's. Another
+/// user's rule is not found (404), exactly as a rule that does not exist.
 const TABLE: &[Row] = &[
     ("GET", "/v1/auth/onboarding", [200, 200, 200, 200, 200, 200, 200, 200]),
     ("POST", "/v1/auth/onboarding", [409, 409, 409, 409, 409, 409, 409, 409]),
@@ -74,13 +75,14 @@ const TABLE: &[Row] = &[
     ("POST", "/v1/clients/{client}/enrollment", [201, 201, 403, 403, 403, 403, 401, 401]),
     ("GET", "/v1/rules", [200, 200, 200, 403, 200, 403, 401, 401]),
     ("POST", "/v1/rules", [201, 201, 201, 403, 201, 403, 401, 401]),
-    ("GET", "/v1/rules/{id}", [200, 200, 200, 403, 200, 403, 401, 401]),
-    ("DELETE", "/v1/rules/{id}", [204, 204, 204, 403, 204, 403, 401, 401]),
-    ("GET", "/v1/rules/{id}/stats", [200, 200, 200, 403, 200, 403, 401, 401]),
+    ("GET", "/v1/rules/{id}", [200, 200, 200, 404, 200, 404, 401, 401]),
+    ("DELETE", "/v1/rules/{id}", [204, 204, 204, 404, 204, 404, 401, 401]),
+    ("GET", "/v1/rules/{id}/stats", [200, 200, 200, 404, 200, 404, 401, 401]),
     ("GET", "/v1/settings/advertised-endpoint", [200, 200, 403, 403, 403, 403, 401, 401]),
     ("PUT", "/v1/settings/advertised-endpoint", [200, 200, 403, 403, 403, 403, 401, 401]),
     ("GET", "/v1/audit", [200, 200, 403, 403, 403, 403, 401, 401]),
     ("GET", "/v1/metrics", [200, 200, 403, 403, 403, 403, 401, 401]),
+    ("GET", "/v1/admin/backup", [200, 200, 403, 403, 403, 403, 401, 401]),
 ];
 
 /// The fixtures: the server, its API, the operator token, and each user's token and ports.
@@ -304,5 +306,81 @@ fn every_route_answers_each_actor_as_the_rbac_table_says() {
         failures.len(),
         failures.join("\n")
     );
+    w.server.assert_no_secret_leaked();
+}
+
+/// The error body with every occurrence of `id` replaced, for comparing answers that may
+/// differ only in the id the caller sent.
+fn without_id(text: &str, id: &str) -> String {
+    text.replace(id, "{id}")
+}
+
+#[test]
+fn another_tenants_rules_are_no_oracle_on_any_rule_route_in_conflicts_or_in_counts() {
+    let scn = Scenario::new("rbac_no_oracle");
+    let w = setup(&scn);
+    let (alice, bob, root) = (w.auth(Who::Alice), w.auth(Who::Bob), w.auth(Who::Superadmin));
+    let port = free_port();
+    w.grant("alice", port);
+    w.grant("bob", port);
+    let push = |auth: &Auth<'_>, port: u16| {
+        let body = json!({"client": "edge-01", "rule": {"listen_port": port, "target": "127.0.0.1:9"}});
+        w.api.call("POST", "/v1/rules", auth, Some(&body))
+    };
+    let bobs = push(&bob, port);
+    assert_eq!(bobs.status, 201, "{}", bobs.text);
+    let bobs = bobs.body["id"].as_u64().expect("rule id").to_string();
+
+    // (a) A clash with bob's rule tells alice that the port is taken, and nothing else.
+    let clash = push(&alice, port);
+    assert_eq!((clash.status, clash.code()), (409, "port_in_use"), "{}", clash.text);
+    assert_eq!(
+        clash.body,
+        json!({"error": {"code": "port_in_use", "message": format!("port {port} already in use")}})
+    );
+    let own_clash = push(&bob, port);
+    assert_eq!(own_clash.code(), "port_in_use", "{}", own_clash.text);
+    assert!(
+        own_clash.body["error"]["message"].as_str().is_some_and(|m| m.ends_with(&format!("rule {bobs}")))
+    );
+    assert!(own_clash.body["error"].get("rule_id").is_none(), "nothing was stored: {}", own_clash.text);
+
+    // (b) Per-client counts are of the caller's own rules.
+    let alices = w.rule(Who::Alice);
+    let n_rules = |auth: &Auth<'_>| {
+        let listed = w.api.call("GET", "/v1/clients", auth, None);
+        let one = w.api.call("GET", "/v1/clients/edge-01", auth, None);
+        let in_list = listed.body.as_array().expect("array").iter().find(|c| c["name"] == "edge-01").cloned();
+        (in_list.expect("edge-01 listed")["n_rules"].as_u64(), one.body["n_rules"].as_u64())
+    };
+    assert_eq!(n_rules(&alice), (Some(1), Some(1)), "alice sees her one rule");
+    assert_eq!(n_rules(&bob), (Some(1), Some(1)), "bob sees his one rule");
+    assert_eq!(n_rules(&root), (Some(2), Some(2)), "the superadmin sees both");
+
+    // (c) On every rule route, bob's rule answers alice exactly as a rule that does not exist.
+    let missing = "987654321";
+    let rule_routes: Vec<_> =
+        TABLE.iter().filter(|(_, path, _)| path.starts_with("/v1/rules/{id}")).collect();
+    assert_eq!(rule_routes.len(), 3, "get, delete, stats");
+    for (method, template, _) in rule_routes {
+        let foreign = w.api.call(method, &template.replace("{id}", &bobs), &alice, None);
+        let absent = w.api.call(method, &template.replace("{id}", missing), &alice, None);
+        assert_eq!(
+            (foreign.status, foreign.code()),
+            (404, "rule_not_found"),
+            "{method} {template}: {}",
+            foreign.text
+        );
+        assert_eq!(foreign.status, absent.status, "{method} {template}");
+        assert_eq!(
+            without_id(&foreign.text, &bobs),
+            without_id(&absent.text, missing),
+            "{method} {template}"
+        );
+        let mine = w.api.call("GET", &format!("/v1/rules/{alices}"), &alice, None);
+        assert_eq!(mine.status, 200, "alice's own rule is reachable: {}", mine.text);
+    }
+    let kept = w.api.call("GET", &format!("/v1/rules/{bobs}"), &bob, None);
+    assert_eq!(kept.status, 200, "alice's delete did not touch bob's rule: {}", kept.text);
     w.server.assert_no_secret_leaked();
 }

@@ -1,9 +1,10 @@
-//! The store at startup: one server per data dir, no store from a newer schema, and no data
-//! dir on a memory filesystem.
+//! The store at startup: one server per data dir, no store from a newer schema, no damaged
+//! store (left byte for byte as it was), no data dir on a memory filesystem, and no secret
+//! of the data dir readable by group or others.
 
 use std::path::PathBuf;
 
-use crate::harness::{Scenario, Server, ServerOpts};
+use crate::harness::{Scenario, Server, ServerOpts, digest, mode_of};
 
 /// The table and key the store keeps its schema version under.
 const META: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
@@ -35,6 +36,79 @@ fn a_store_written_by_a_newer_schema_exits_78() {
     let newer = Server::spawn_serve(&scn, server.data_dir(), &ServerOpts::default());
     assert_eq!(newer.wait_exit(), 78, "serve on a newer store: {}", newer.log_text());
     newer.wait_event("startup.schema_version_too_new", &[]);
+}
+
+/// Starts `serve` on a data dir whose store is `bytes`: it must exit with `store_damaged`'s
+/// status, log `startup.store_damaged` naming the file, and leave the file as it was.
+fn assert_refused_as_damaged(scn: &Scenario, name: &str, bytes: &[u8]) {
+    let dir = scn.path(name);
+    std::fs::create_dir_all(&dir).expect("data dir");
+    let store = dir.join("portunus.redb");
+    std::fs::write(&store, bytes).expect("write the store file");
+    let before = digest(&std::fs::read(&store).expect("read the store"));
+
+    let serve = Server::spawn_serve(scn, &dir, &ServerOpts::default());
+    let damaged = portunus_core::ErrorCode::StoreDamaged;
+    assert_eq!(serve.wait_exit(), i32::from(damaged.exit_status()), "{name}: {}", serve.log_text());
+    let path = store.to_string_lossy().into_owned();
+    serve.wait_event("startup.store_damaged", &[("path", &path)]);
+    assert!(serve.log_text().contains("store_damaged:"), "{name}: the exit line names the code");
+    assert_eq!(
+        digest(&std::fs::read(&store).expect("read the store")),
+        before,
+        "{name}: the store was modified"
+    );
+    assert!(!dir.join("server.addr").exists(), "{name}: the server went on to bind");
+}
+
+#[test]
+fn an_empty_truncated_or_garbage_store_is_refused_and_left_as_it_was() {
+    let scn = Scenario::new("store_damaged");
+    let mut server = Server::start(&scn, ServerOpts::default());
+    server.enroll("edge-01");
+    assert_eq!(server.stop(), 0);
+    let real =
+        std::fs::read(server.data_dir().join("portunus.redb")).expect("read the stopped server's store");
+    assert!(real.len() > 8192, "a real store spans several pages");
+
+    assert_refused_as_damaged(&scn, "empty", b"");
+    assert_refused_as_damaged(&scn, "truncated", &real[..real.len() / 2]);
+    let garbage: Vec<u8> = (0u32..64 * 1024).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    assert_refused_as_damaged(&scn, "garbage", &garbage);
+}
+
+/// The secret-bearing files `serve` leaves in its data dir.
+const SECRET_FILES: [&str; 3] = ["portunus.redb", "server.key", "operator.token"];
+
+#[test]
+fn secrets_are_private_and_loose_ones_are_tightened_at_start() {
+    use std::os::unix::fs::PermissionsExt;
+    let scn = Scenario::new("permissions_tightened");
+    let mut server = Server::start(&scn, ServerOpts::default());
+    let dir = server.data_dir().to_path_buf();
+    assert_eq!(mode_of(&dir), 0o700, "a data dir serve created");
+    for name in SECRET_FILES {
+        assert_eq!(mode_of(&dir.join(name)), 0o600, "{name} as first written");
+    }
+    assert!(server.proc().events_matching("startup.permissions_tightened", &[]).is_empty());
+    assert_eq!(server.stop(), 0);
+
+    for name in SECRET_FILES {
+        std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o644)).expect("chmod 0644");
+    }
+    server.start_again();
+    for name in SECRET_FILES {
+        let path = dir.join(name).to_string_lossy().into_owned();
+        server.proc().wait_event(
+            "startup.permissions_tightened",
+            &[("path", &path), ("from", "0644"), ("to", "0600")],
+        );
+        assert_eq!(mode_of(&dir.join(name)), 0o600, "{name} after the start");
+    }
+    // The server works on the tightened files, and the next start has nothing to tighten.
+    server.cli_ok(&["list-clients"]);
+    server.restart();
+    assert!(server.proc().events_matching("startup.permissions_tightened", &[]).is_empty());
 }
 
 /// A directory under /dev/shm, removed when dropped.

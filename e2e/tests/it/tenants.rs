@@ -1,7 +1,7 @@
 //! Users and grants through the CLI (the same endpoints the API serves): a user pushes only
 //! inside a grant, sees only their rules, and loses the rules when the grant or the user
-//! goes — on the client too. Plus the audit trail's query and durability, and the
-//! advertised-endpoint setting.
+//! goes — on the client too. Plus the audit trail's query and durability, the
+//! advertised-endpoint setting, and names that could pass for other names.
 
 use serde_json::{Value, json};
 
@@ -63,9 +63,12 @@ fn users_and_grants_through_the_cli_bound_what_a_user_may_push_and_see() {
     assert_eq!(ids, std::slice::from_ref(&rule_id), "alice sees only her rule");
     let by_owner = json_of(&server.cli_ok(&["list-rules", "--owner", "_operator", "--format", "json"]));
     assert_eq!(by_owner.as_array().expect("array").len(), 1);
+    // Another owner's rule is not found, exactly as a rule that does not exist.
     let theirs = server.cli_with_env(&["rule-stats", &operators.to_string()], &as_alice);
-    assert_eq!(theirs.code, 6, "{theirs:?}");
-    assert!(theirs.stderr.contains("not_owner"), "{theirs:?}");
+    let absent = server.cli_with_env(&["rule-stats", "987654321"], &as_alice);
+    assert_eq!((theirs.code, absent.code), (8, 8), "{theirs:?} {absent:?}");
+    assert!(theirs.stderr.contains("rule_not_found"), "{theirs:?}");
+    assert_eq!(theirs.stderr.replace(&operators.to_string(), "ID"), absent.stderr.replace("987654321", "ID"));
     let stats = server.cli_with_env(&["rule-stats", &rule_id, "--format", "json"], &as_alice);
     assert_eq!(stats.code, 0, "{stats:?}");
 
@@ -183,4 +186,40 @@ fn the_advertised_endpoint_override_is_validated_against_the_certificate_and_use
     let cleared = api.call("PUT", path, &op, Some(&json!({"endpoint": null})));
     assert_eq!(cleared.body["override"], Value::Null);
     scn.assert_logs_free_of_secrets();
+}
+
+#[test]
+fn names_with_bidi_or_invisible_characters_are_refused_everywhere_the_api_takes_one() {
+    let scn = Scenario::new("names_hidden_characters");
+    let (server, _client) = server_with_edge(&scn, &ClientOpts::default());
+    let api = server.api();
+    let operator = server.operator_token();
+    let op = Auth::Bearer(&operator);
+    api.create_user(&op, "alice", "user", None);
+    let long = format!("\u{202E}{}", "n".repeat(200));
+    let rule = |name: &str| json!({"client": "edge-01", "rule": {"name": name, "listen_port": free_port(), "target": "127.0.0.1:9"}});
+    let cases: [(&str, &str, Value); 7] = [
+        ("POST", "/v1/clients", json!({"name": "edge\u{202E}10-"})),
+        ("PATCH", "/v1/clients/edge-01", json!({"name": "edge\u{200B}01"})),
+        ("POST", "/v1/users", json!({"id": "bob\u{2066}"})),
+        ("POST", "/v1/users/alice/tokens", json!({"name": "ci\u{FEFF}"})),
+        ("POST", "/v1/rules", rule("web\u{2067}admin\u{2069}")),
+        ("POST", "/v1/rules", rule("\u{200F}web")),
+        ("POST", "/v1/rules", rule(&long)),
+    ];
+    for (method, path, body) in cases {
+        let refused = api.call(method, path, &op, Some(&body));
+        assert_eq!(
+            (refused.status, refused.code()),
+            (400, "validation.invalid_name"),
+            "{method} {path}: {}",
+            refused.text
+        );
+        let message = refused.body["error"]["message"].as_str().expect("message");
+        assert!(message.contains("\\u{"), "the hidden character shows escaped: {message}");
+        assert!(!message.contains(&"n".repeat(65)), "at most 64 characters are quoted: {message}");
+    }
+    assert_eq!(server.clients().len(), 1, "nothing was created");
+    assert!(server.rules().is_empty(), "nothing was stored");
+    assert!(server.client("edge-01").is_some(), "the rename was refused");
 }

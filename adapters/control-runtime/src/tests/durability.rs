@@ -1,6 +1,6 @@
-//! Deferred commits: a client's outcome for a rule is committed without waiting for the disk,
-//! visible at once, and made durable by the next durable commit or by the writer's own sync
-//! at most `deferred_sync` later; a group with any durable mutation in it commits durably.
+//! Write-behind outcomes: a client's outcome for a rule is answered without a commit of its
+//! own, visible at once through the runtime, and reaches the store with the next transaction:
+//! an operator's mutation, or the writer's own commit at most `deferred_sync` later.
 
 use std::sync::Mutex;
 
@@ -8,29 +8,19 @@ use portunus_core::ports::{RuleIds, StoreError, StoreTx};
 
 use super::*;
 
-/// How the writer asked the store to commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Call {
-    Durable,
-    Deferred,
-    Sync,
-}
-
-/// A store port over a `MemoryStore` that records each commit's durability.
+/// A store port over a `MemoryStore` that records how many writes each transaction applied.
 struct Recording {
     inner: Arc<MemoryStore>,
-    calls: Mutex<Vec<Call>>,
+    transactions: Mutex<Vec<usize>>,
 }
 
 impl Recording {
     fn new(inner: Arc<MemoryStore>) -> Arc<Recording> {
-        Arc::new(Recording { inner, calls: Mutex::new(Vec::new()) })
+        Arc::new(Recording { inner, transactions: Mutex::new(Vec::new()) })
     }
-    fn calls(&self) -> Vec<Call> {
-        self.calls.lock().expect("log").clone()
-    }
-    fn log(&self, call: Call) {
-        self.calls.lock().expect("log").push(call);
+    /// Writes applied by each transaction so far, in order.
+    fn transactions(&self) -> Vec<usize> {
+        self.transactions.lock().expect("log").clone()
     }
 }
 
@@ -42,24 +32,42 @@ impl RuleIds for Recording {
     }
 }
 
+/// Counts the writes a transaction applies on their way to the inner one.
+struct Counting<'a> {
+    tx: &'a dyn StoreTx,
+    applied: &'a AtomicUsize,
+}
+
+impl Counting<'_> {
+    fn view(&self) -> Result<&dyn StoreTx, StoreError> {
+        Ok(self.tx)
+    }
+}
+
+portunus_core::delegate_read_ports!(Counting<'_>, Counting::view);
+
+impl RuleIds for Counting<'_> {
+    fn next_rule_id(&self) -> Result<RuleId, StoreError> {
+        self.tx.next_rule_id()
+    }
+}
+
+impl StoreTx for Counting<'_> {
+    fn apply(&self, writes: Vec<portunus_core::ports::Write>) -> Result<(), StoreError> {
+        self.applied.fetch_add(writes.len(), Ordering::SeqCst);
+        self.tx.apply(writes)
+    }
+}
+
 impl Store for Recording {
     fn transact(
         &self,
         work: &mut dyn FnMut(&dyn StoreTx) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        self.log(Call::Durable);
-        self.inner.transact(work)
-    }
-    fn transact_deferred(
-        &self,
-        work: &mut dyn FnMut(&dyn StoreTx) -> Result<(), StoreError>,
-    ) -> Result<(), StoreError> {
-        self.log(Call::Deferred);
-        self.inner.transact(work)
-    }
-    fn sync(&self) -> Result<(), StoreError> {
-        self.log(Call::Sync);
-        Ok(())
+        let applied = AtomicUsize::new(0);
+        let result = self.inner.transact(&mut |tx| work(&Counting { tx, applied: &applied }));
+        self.transactions.lock().expect("log").push(applied.load(Ordering::SeqCst));
+        result
     }
 }
 
@@ -72,8 +80,18 @@ fn recording_fixture(deferred_sync: Duration) -> (Fixture, Arc<Recording>) {
     (f, recording)
 }
 
+/// The rule's state in the store itself.
+fn in_store(store: &MemoryStore, rule: RuleId) -> Option<RuleState> {
+    store.get_rule(rule).expect("store read").map(|r| r.state)
+}
+
+async fn listed_state(rt: &Runtime, rule: RuleId) -> RuleState {
+    let rt = rt.clone();
+    off_thread(move || rt.get_rule(&Actor::operator(), rule)).await.expect("listed").rule.state
+}
+
 #[tokio::test(start_paused = true)]
-async fn an_outcome_commits_deferred_is_visible_at_once_and_is_synced_by_the_writer() {
+async fn an_outcome_is_answered_without_a_commit_and_reaches_the_store_within_the_sync_window() {
     let (f, recording) = recording_fixture(Duration::from_millis(20));
     let rt = &f.runtime;
     let client = enrolled(rt, CLIENT).await;
@@ -81,34 +99,33 @@ async fn an_outcome_commits_deferred_is_visible_at_once_and_is_synced_by_the_wri
     stream.plan().await;
     let push = spawn_push(rt, &Actor::operator(), 18080, Duration::from_secs(2));
     let rule = stream.upsert().await;
-    let before_outcome = recording.calls();
-    assert!(
-        before_outcome.iter().all(|c| *c == Call::Durable),
-        "operator mutations are durable: {before_outcome:?}"
-    );
+    let before_outcome = recording.transactions().len();
 
     assert_eq!(report(rt, &client.id, rule, RuleEvent::Activated).await, Some(RuleState::Active));
     let pushed = finished("the push", push).await.expect("activated");
     assert_eq!(pushed.state, RuleState::Active);
-    // Committed and visible before any sync: the push answered Active from it.
-    assert_eq!(stored_state(&f.store, rule), Some(RuleState::Active));
-    let calls = recording.calls();
-    assert_eq!(calls[before_outcome.len()..], [Call::Deferred], "the outcome is one deferred commit");
+    // Visible through the runtime at once; the store has not seen it yet.
+    assert_eq!(listed_state(rt, rule).await, RuleState::Active);
+    let after_outcome = recording.transactions();
+    if after_outcome.len() == before_outcome {
+        assert_eq!(in_store(&f.store, rule), Some(RuleState::Pending), "not in the store before its commit");
+    }
 
-    // Nothing else comes along, so the writer syncs on its own.
-    let synced = hold_thread_until("the writer's sync", || {
-        let calls = recording.calls();
-        calls[before_outcome.len()..].contains(&Call::Sync).then_some(calls)
+    // Nothing else comes along, so the writer commits it on its own: one transaction, one write.
+    let committed = hold_thread_until("the writer's own commit", || {
+        let all = recording.transactions();
+        (all.len() > before_outcome).then_some(all)
     });
-    assert_eq!(synced[before_outcome.len()..], [Call::Deferred, Call::Sync]);
-    // Once synced, an idle writer does not sync again.
+    assert_eq!(committed[before_outcome..], [1], "the kept outcome, alone");
+    assert_eq!(in_store(&f.store, rule), Some(RuleState::Active));
+    // Nothing kept, nothing more to commit.
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(recording.calls(), synced, "no sync without a deferred commit");
+    assert_eq!(recording.transactions(), committed, "an idle writer commits nothing");
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_group_with_a_durable_mutation_in_it_commits_durably_and_needs_no_sync() {
-    // A sync window far longer than the test: only a durable commit can make the outcome durable.
+async fn a_kept_outcome_rides_with_the_next_operator_mutation() {
+    // A window far longer than the test: only the next transaction can carry the outcome.
     let (f, recording) = recording_fixture(Duration::from_secs(3600));
     let rt = &f.runtime;
     let client = enrolled(rt, CLIENT).await;
@@ -116,20 +133,38 @@ async fn a_group_with_a_durable_mutation_in_it_commits_durably_and_needs_no_sync
     stream.plan().await;
     let push = spawn_push(rt, &Actor::operator(), 18080, Duration::from_secs(2));
     let rule = stream.upsert().await;
+    report(rt, &client.id, rule, RuleEvent::Activated).await;
+    finished("the push", push).await.expect("activated");
+    let before = recording.transactions().len();
+    assert_eq!(in_store(&f.store, rule), Some(RuleState::Pending));
 
-    // The outcome and a durable mutation (the shutdown sync, an empty one) queue up behind
-    // the gate and share the next commit.
+    // The shutdown sync is an empty mutation: its transaction applies the kept outcome.
+    frozen(rt.sync()).await.expect("synced");
+    assert_eq!(recording.transactions()[before..], [1], "one transaction carrying the outcome");
+    assert_eq!(in_store(&f.store, rule), Some(RuleState::Active));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outcome_queued_behind_a_mutation_sees_that_mutation_committed() {
+    let (f, _recording) = recording_fixture(Duration::from_secs(3600));
+    let rt = &f.runtime;
+    let client = enrolled(rt, CLIENT).await;
+    let mut stream = connect(rt, &client).await;
+    stream.plan().await;
+    let push = spawn_push(rt, &Actor::operator(), 18080, Duration::from_secs(2));
+    let rule = stream.upsert().await;
+
+    // Behind the gate: a removal of the rule, then the client's outcome for it. The outcome
+    // must be decided after the removal committed, so it finds no rule and changes nothing.
     let gate = WriterGate::close(rt);
-    let n_before = recording.calls().len();
+    let mut remove =
+        Box::pin(rt.mutate_async(move |s, cx| s.rules.remove_rule(cx, &Actor::operator(), rule)));
+    queue("the removal", &mut remove).await;
     let mut outcome = Box::pin(rt.rule_outcome(&client.id, rule, RuleEvent::Activated));
     queue("the outcome", &mut outcome).await;
-    let mut durable = Box::pin(rt.sync());
-    queue("the durable mutation", &mut durable).await;
     gate.open();
-    assert_eq!(frozen(outcome).await.expect("committed"), Some(RuleState::Active));
-    frozen(durable).await.expect("committed");
-    finished("the push", push).await.expect("activated");
-
-    let calls = recording.calls();
-    assert_eq!(calls[n_before..], [Call::Durable], "one shared durable commit, no deferred one, no sync");
+    frozen(remove).await.expect("committed").expect("removed");
+    assert_eq!(frozen(outcome).await.expect("answered"), None, "the outcome found the rule gone");
+    assert!(finished("the push", push).await.is_err());
+    assert_eq!(in_store(&f.store, rule), None);
 }

@@ -58,6 +58,13 @@ struct Fixture {
     store: Arc<MemoryStore>,
 }
 
+impl Fixture {
+    /// The committed state the runtime reads (outcomes reach `store` later: write-behind).
+    fn committed(&self) -> &crate::model::ReadModel {
+        &self.runtime.inner.model
+    }
+}
+
 fn fixture() -> Fixture {
     fixture_with(Arc::new(FakeHasher), None)
 }
@@ -412,8 +419,9 @@ async fn report(rt: &Runtime, client: &ClientId, rule: RuleId, event: RuleEvent)
     frozen(rt.rule_outcome(client, rule, event)).await.expect("the outcome commits")
 }
 
-fn stored_state(store: &MemoryStore, rule: RuleId) -> Option<RuleState> {
-    store.get_rule(rule).expect("store read").map(|r| r.state)
+/// The rule's state as committed (the read model: what every read and mutation sees).
+fn stored_state(f: &Fixture, rule: RuleId) -> Option<RuleState> {
+    f.committed().get_rule(rule).expect("model read").map(|r| r.state)
 }
 
 fn rule_on_port(store: &MemoryStore, port: u16) -> Option<Rule> {

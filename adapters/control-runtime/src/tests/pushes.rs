@@ -7,8 +7,8 @@ use super::*;
 async fn assert_push_undone(f: &Fixture, rule: RuleId, failure: PushFailure) {
     assert_eq!(failure.failure.code, ErrorCode::ClientNotConnected);
     assert!(failure.rule.is_none(), "an undone push returns no rule");
-    assert_eq!(stored_state(&f.store, rule), None);
-    assert!(f.store.list_rules().expect("store read").is_empty());
+    assert_eq!(stored_state(f, rule), None);
+    assert!(f.committed().list_rules().expect("store read").is_empty());
     let records = audit(&f.runtime).await;
     let tail: Vec<(&str, Option<&str>, Outcome)> = records
         .iter()

@@ -23,12 +23,12 @@ async fn a_reconnecting_client_gets_its_plan_first_with_pending_and_active_rules
     let pending = old.upsert().await;
     let timed_out = push.await.expect("push task").expect_err("no answer");
     assert_eq!(timed_out.failure.code, ErrorCode::AckTimeout);
-    // Failed by the server: the port is reserved by the Active rule.
+    // Refused by the server: the port is reserved by the Active rule, and nothing is stored.
     let clash = finished("the clashing push", spawn_push(rt, &op, 18001, Duration::from_secs(1)))
         .await
         .expect_err("port clash");
     assert_eq!(clash.failure.code, ErrorCode::PortInUse);
-    let failed_by_server = clash.rule.expect("a Failed rule is stored").id;
+    assert!(clash.rule.is_none(), "a refused push stores nothing");
     // Failed by the client.
     let push = spawn_push(rt, &op, 18004, Duration::from_secs(5));
     let failed_by_client = old.upsert().await;
@@ -61,7 +61,7 @@ async fn a_reconnecting_client_gets_its_plan_first_with_pending_and_active_rules
     assert_eq!(plan.client.version.as_deref(), Some("test"));
     let replayed = plan_ids(&plan);
     assert!(replayed.contains(&active) && replayed.contains(&pending), "{replayed:?}");
-    assert!(!replayed.contains(&failed_by_server) && !replayed.contains(&failed_by_client), "{replayed:?}");
+    assert!(!replayed.contains(&failed_by_client), "{replayed:?}");
     let raced = settle("the racing push's rule", || rule_on_port(&f.store, 18005)).await.id;
     assert!(!replayed.contains(&raced), "it began after the plan was read");
     assert_eq!(new.upsert().await, raced, "a push racing the reconnect comes after the plan");
@@ -98,7 +98,8 @@ async fn pushes_queued_after_registration_never_overtake_the_plan() {
     })
     .await;
     assert_eq!(upserts(&on_first).len() + upserts(&on_second).len(), 8, "each push sends once");
-    let stored: BTreeSet<RuleId> = f.store.list_rules().expect("store read").iter().map(|r| r.id).collect();
+    let stored: BTreeSet<RuleId> =
+        f.committed().list_rules().expect("store read").iter().map(|r| r.id).collect();
     assert_eq!(every, stored);
     assert!(replayed.is_subset(&stored));
     let reached: BTreeSet<RuleId> = replayed.iter().copied().chain(upserts(&on_second)).collect();
@@ -145,7 +146,7 @@ async fn an_unanswered_push_times_out_after_exactly_its_ack_timeout_and_activate
     assert_eq!(failure.failure.code, ErrorCode::AckTimeout);
     let returned = failure.rule.expect("the timed-out rule is returned");
     assert_eq!((returned.id, returned.state), (first, RuleState::Pending));
-    assert_eq!(stored_state(&f.store, first), Some(RuleState::Pending));
+    assert_eq!(stored_state(&f, first), Some(RuleState::Pending));
 
     // A second unanswered push, with another timeout.
     let started = Instant::now();
@@ -154,13 +155,13 @@ async fn an_unanswered_push_times_out_after_exactly_its_ack_timeout_and_activate
     let failure = push.await.expect("push task").expect_err("the client never answers");
     assert_eq!(started.elapsed(), Duration::from_millis(1500));
     assert_eq!(failure.failure.code, ErrorCode::AckTimeout);
-    assert_eq!(stored_state(&f.store, second), Some(RuleState::Pending));
+    assert_eq!(stored_state(&f, second), Some(RuleState::Pending));
 
     // Late outcomes find no waiter and are applied all the same.
     assert_eq!(report(rt, &client.id, first, RuleEvent::Activated).await, Some(RuleState::Active));
-    assert_eq!(stored_state(&f.store, first), Some(RuleState::Active));
+    assert_eq!(stored_state(&f, first), Some(RuleState::Active));
     assert!(matches!(report(rt, &client.id, second, port_in_use()).await, Some(RuleState::Failed { .. })));
-    assert!(matches!(stored_state(&f.store, second), Some(RuleState::Failed { .. })));
+    assert!(matches!(stored_state(&f, second), Some(RuleState::Failed { .. })));
     // Repeating an outcome changes nothing and still answers.
     assert_eq!(report(rt, &client.id, first, RuleEvent::Activated).await, Some(RuleState::Active));
 
@@ -190,7 +191,7 @@ async fn an_outcome_for_another_clients_rule_neither_applies_nor_wakes_the_push(
     let failure = push.await.expect("push task").expect_err("no answer from its own client");
     assert_eq!(failure.failure.code, ErrorCode::AckTimeout);
     assert_eq!(started.elapsed(), Duration::from_secs(3));
-    assert_eq!(stored_state(&f.store, rule), Some(RuleState::Pending));
+    assert_eq!(stored_state(&f, rule), Some(RuleState::Pending));
 }
 
 // ----- 3. the stream drops between send and ack -------------------------------------------
@@ -214,12 +215,12 @@ async fn a_stream_lost_after_the_send_leaves_the_rule_pending_and_replays_it() {
     let failure = push.await.expect("push task").expect_err("nobody answers");
     assert_eq!(failure.failure.code, ErrorCode::AckTimeout);
     assert_eq!(started.elapsed(), Duration::from_secs(2));
-    assert_eq!(stored_state(&f.store, rule), Some(RuleState::Pending));
+    assert_eq!(stored_state(&f, rule), Some(RuleState::Pending));
 
     let mut again = connect(rt, &client).await;
     assert!(plan_ids(&again.plan().await).contains(&rule), "the Pending rule is replayed");
     assert_eq!(report(rt, &client.id, rule, RuleEvent::Activated).await, Some(RuleState::Active));
-    assert_eq!(stored_state(&f.store, rule), Some(RuleState::Active));
+    assert_eq!(stored_state(&f, rule), Some(RuleState::Active));
     assert!(again.drain().is_empty());
 }
 
@@ -237,7 +238,7 @@ async fn a_receiver_dropped_after_the_send_times_out_and_the_next_stream_replays
     drop(rx);
     let failure = push.await.expect("push task").expect_err("nobody answers");
     assert_eq!(failure.failure.code, ErrorCode::AckTimeout);
-    assert_eq!(stored_state(&f.store, rule), Some(RuleState::Pending));
+    assert_eq!(stored_state(&f, rule), Some(RuleState::Pending));
 
     let mut again = connect(rt, &client).await;
     assert!(!rt.sessions().unregister(&client.id, reg.generation), "the dead stream was replaced");

@@ -1,12 +1,21 @@
-//! `/v1/settings` and `/v1/audit`.
+//! `/v1/settings`, `/v1/audit` and `/v1/admin/backup`.
+//!
+//! Invariant: a backup is made by the store adapter from one read transaction (see
+//! [`StoreBackup`]), so it is one committed state; the handler only checks the caller, streams
+//! the file and makes sure it does not outlive the request.
+
+use std::path::PathBuf;
 
 use axum::Extension;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::response::Json;
+use axum::http::header;
+use axum::response::{IntoResponse, Json, Response};
 use portunus_core::audit::AuditQuery;
 use portunus_core::error::{ErrorCode, Failure};
 use portunus_core::ids::Timestamp;
 use portunus_core::policy::Actor;
+use tokio::io::AsyncReadExt;
 
 use super::blocking;
 use crate::AppState;
@@ -75,4 +84,72 @@ pub async fn list_audit(
     })
     .await?;
     Ok(Json(page.into()))
+}
+
+/// Makes the copies `GET /v1/admin/backup` serves; the server wires its store in.
+pub trait StoreBackup: Send + Sync + 'static {
+    /// Writes a consistent copy of the whole store, as of one committed state, to a new private
+    /// file (0600, in the data dir) and returns its path. The caller removes the file.
+    fn write_copy(&self) -> Result<PathBuf, Failure>;
+}
+
+/// The body of `GET /v1/admin/backup` in the OpenAPI document: raw bytes, not JSON.
+#[derive(utoipa::ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct StoreFile(pub Vec<u8>);
+
+/// Bytes read from the copy per chunk of the response.
+const BACKUP_CHUNK: usize = 64 * 1024;
+
+/// A consistent copy of the whole store (a redb file) as of one committed state, made while
+/// the server keeps serving: no request waits for it. Superadmins only. Restore it offline with
+/// `portunus-server restore --in FILE`.
+#[utoipa::path(get, path = "/v1/admin/backup", tag = "admin",
+    responses((status = 200, description = "The store file (redb) as of one committed state",
+        content_type = "application/octet-stream", body = StoreFile)))]
+pub async fn backup(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+) -> Result<Response, ApiError> {
+    let (runtime, who) = (state.runtime.clone(), actor.clone());
+    if let Err(failure) = blocking(move || runtime.authorize_backup(&who)).await {
+        tracing::warn!(event = "backup.denied", user = %actor.principal, code = %failure.code);
+        return Err(failure.into());
+    }
+    let source = state.backup.clone().ok_or_else(|| {
+        Failure::new(ErrorCode::Internal, "this server was started without a store to back up")
+    })?;
+    let (file, n_bytes) = blocking(move || {
+        let path = source.write_copy()?;
+        let opened = std::fs::File::open(&path).and_then(|file| Ok((file.metadata()?.len(), file)));
+        // Unlinked at once: the open handle keeps the bytes until the response is sent, and no
+        // copy is left in the data dir whatever happens to the request.
+        let _ = std::fs::remove_file(&path);
+        let (n_bytes, file) = opened.map_err(|err| {
+            Failure::new(ErrorCode::IoError, format!("cannot read the backup {}: {err}", path.display()))
+        })?;
+        Ok((file, n_bytes))
+    })
+    .await?;
+    tracing::info!(event = "backup.served", user = %actor.principal, bytes = n_bytes);
+    let chunks = futures::stream::unfold(Some(tokio::fs::File::from_std(file)), |file| async move {
+        let mut file = file?;
+        let mut buf = vec![0u8; BACKUP_CHUNK];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(Bytes::from(buf)), Some(file)))
+            }
+            // The status line is gone; cutting the body short is how the client learns.
+            Err(err) => Some((Err(err), None)),
+        }
+    });
+    let headers = [
+        (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+        (header::CONTENT_LENGTH, n_bytes.to_string()),
+        (header::CONTENT_DISPOSITION, "attachment; filename=\"portunus-backup.redb\"".to_owned()),
+        (header::CACHE_CONTROL, "no-store".to_owned()),
+    ];
+    Ok((headers, Body::from_stream(chunks)).into_response())
 }

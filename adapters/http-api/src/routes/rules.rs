@@ -20,7 +20,7 @@ use crate::listing::{self, Listing};
 #[utoipa::path(post, path = "/v1/rules", tag = "rules", request_body = PushRuleRequest,
     responses((status = 201, description = "the client activated the rule", body = RuleDto),
         (status = 403, description = "RBAC: client_not_granted, port_outside_grant, protocol_not_granted", body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, description = "client not connected, or port in use (rule_id set)", body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "client not connected, or port in use (rule_id set when the client failed the bind; a clash the server sees stores nothing)", body = ErrorBody),
         (status = 422, description = "capability gate", body = ErrorBody),
         (status = 504, description = "no outcome in time; the rule stays pending (rule_id set)", body = ErrorBody)))]
 pub async fn push_rule(
@@ -81,6 +81,9 @@ pub async fn list_rules(
     Ok(listing::json(body))
 }
 
+/// The 404 of the routes on one rule: another user's rule answers as a missing one.
+const NOT_FOUND: &str = "rule_not_found: no such rule, or it belongs to another user (the two answer alike)";
+
 /// About what one rule takes in a listing (a starting size for the buffer).
 const RULE_JSON_BYTES: usize = 320;
 
@@ -92,7 +95,7 @@ fn rule_id(raw: &str) -> Result<RuleId, ApiError> {
 
 /// One rule.
 #[utoipa::path(get, path = "/v1/rules/{id}", tag = "rules", params(("id" = u64, Path, description = "rule id")),
-    responses((status = 200, body = RuleDto)))]
+    responses((status = 200, body = RuleDto), (status = 404, description = NOT_FOUND, body = ErrorBody)))]
 pub async fn get_rule(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -105,7 +108,7 @@ pub async fn get_rule(
 
 /// Removes a rule; the client stops it now, or when it reconnects.
 #[utoipa::path(delete, path = "/v1/rules/{id}", tag = "rules", params(("id" = u64, Path, description = "rule id")),
-    responses((status = 204, description = "removed")))]
+    responses((status = 204, description = "removed"), (status = 404, description = NOT_FOUND, body = ErrorBody)))]
 pub async fn remove_rule(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -120,7 +123,7 @@ pub async fn remove_rule(
 /// A rule's traffic counters.
 #[utoipa::path(get, path = "/v1/rules/{id}/stats", tag = "rules",
     params(("id" = u64, Path, description = "rule id"), StatsQuery),
-    responses((status = 200, body = RuleStatsDto)))]
+    responses((status = 200, body = RuleStatsDto), (status = 404, description = NOT_FOUND, body = ErrorBody)))]
 pub async fn rule_stats(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,

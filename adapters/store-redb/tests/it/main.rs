@@ -6,8 +6,10 @@
 //! tmpfs), so fsync and file locks behave as they do for the server.
 #![forbid(unsafe_code)]
 
+mod backup;
 mod contract;
 mod crash;
+mod damaged;
 mod fs;
 mod open;
 mod support;

@@ -390,3 +390,31 @@ fn temporary_and_secret_values_never_show_in_debug_output() {
     let secret = Secret::new("super-secret-value-123");
     assert!(!format!("{secret:?}").contains("super"));
 }
+
+#[test]
+fn user_ids_and_token_names_with_hidden_characters_are_refused() {
+    let h = harness();
+    onboard(&h);
+    for id in ["ali\u{202E}ce", "\u{200B}alice", "alice\u{FEFF}"] {
+        let new = NewUser { id: id.into(), role: Role::User, password: None };
+        assert_eq!(h.plane.create_user(&Actor::operator(), &new).unwrap_err().code, ErrorCode::InvalidName);
+    }
+    add_user(&h, "alice", Role::User);
+    for name in ["ci\u{2066}prod\u{2069}", "c\u{200D}i", &format!("{}\u{202E}", "n".repeat(100))] {
+        let refused = h
+            .plane
+            .run(|cx| h.plane.accounts.create_token(cx, &Actor::operator(), "alice", Some(name)))
+            .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidName, "{name:?}");
+        assert!(
+            !refused.message.contains(&"n".repeat(65)),
+            "quotes at most 64 characters: {}",
+            refused.message
+        );
+    }
+    assert!(
+        h.plane
+            .run(|cx| h.plane.accounts.create_token(cx, &Actor::operator(), "alice", Some("ci – prod")))
+            .is_ok()
+    );
+}

@@ -212,15 +212,44 @@ fn a_port_reserved_by_a_failed_rule_fails_the_next_push_with_port_in_use() {
         (h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2))).unwrap_err();
     assert_eq!(second.failure.code, ErrorCode::PortInUse);
     assert!(second.failure.message.contains(&format!("rule {first_id}")), "{}", second.failure);
+    assert!(second.rule.is_none(), "a clash the server sees is refused, not stored");
     // UDP on the same number is a different reservation.
     let mut udp = spec(18080);
     udp.protocol = crate::rule::Protocol::Udp;
     assert!((h.plane.push_rule(&Actor::operator(), "edge-01", &udp, Duration::from_secs(2))).is_ok());
     // Removing the failed rule frees the port.
     h.plane.run(|cx| h.plane.rules.remove_rule(cx, &Actor::operator(), first_id)).unwrap();
-    let second_id = second.rule.unwrap().id;
-    h.plane.run(|cx| h.plane.rules.remove_rule(cx, &Actor::operator(), second_id)).unwrap();
     assert!((h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2))).is_ok());
+}
+
+#[test]
+fn a_push_clashing_with_a_live_rule_is_refused_and_stores_nothing() {
+    let h = harness();
+    let (id, _) = enrolled(&h, "edge-01");
+    h.sessions.connect(&id, &[Capability::Tcp, Capability::PortRange]);
+    *h.sessions.outcome.lock().unwrap() = Some(RuleState::Active);
+    let first =
+        h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2)).unwrap();
+    h.plane.run(|cx| h.plane.clients.rule_outcome(cx, &id, first.id, RuleEvent::Activated)).unwrap();
+    let n_sent = h.sessions.sent.lock().unwrap().len();
+    let mut range = spec(0);
+    range.listen_port = ListenSpec::Text("18078-18082".into());
+    for clashing in [spec(18080), range] {
+        let refused =
+            h.plane.push_rule(&Actor::operator(), "edge-01", &clashing, Duration::from_secs(2)).unwrap_err();
+        assert_eq!(refused.failure.code, ErrorCode::PortInUse);
+        assert_eq!(refused.failure.message, format!("port 18080 already in use by rule {}", first.id));
+        assert!(refused.rule.is_none());
+    }
+    let stored: Vec<_> =
+        crate::ports::RuleStore::list_rules(&*h.store).unwrap().into_iter().map(|r| r.id).collect();
+    assert_eq!(stored, vec![first.id], "only the first rule is stored");
+    assert_eq!(h.sessions.sent.lock().unwrap().len(), n_sent, "nothing was sent for the refused pushes");
+    // Nothing of the refusals lingers: once the first rule goes, the port is free.
+    h.plane.run(|cx| h.plane.rules.remove_rule(cx, &Actor::operator(), first.id)).unwrap();
+    let again =
+        h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(2)).unwrap();
+    assert_eq!(again.state, RuleState::Active);
 }
 
 #[test]

@@ -9,7 +9,7 @@ use crate::capability::Capability;
 use crate::policy::{Actor, Credential, Role};
 use crate::ports::{ClientCommand, RuleStore};
 use crate::rule::{Protocol, RuleState};
-use crate::service::{NewGrant, NewUser, RuleFilter};
+use crate::service::{NewGrant, NewUser, PushFailure, RuleFilter};
 
 fn user(h: &super::Harness, id: &str) -> Actor {
     let new = NewUser { id: id.into(), role: Role::User, password: None };
@@ -74,13 +74,13 @@ fn users_push_only_inside_one_grant_and_see_only_their_rules() {
     );
     assert_eq!(
         h.plane.run(|cx| h.plane.rules.get_rule(cx, &alice, bobs.id)).unwrap_err().code,
-        ErrorCode::NotOwner
+        ErrorCode::RuleNotFound
     );
     assert_eq!(
         h.plane.run(|cx| h.plane.rules.remove_rule(cx, &alice, bobs.id)).unwrap_err().code,
-        ErrorCode::NotOwner
+        ErrorCode::RuleNotFound
     );
-    assert_eq!(h.plane.rule_stats(&alice, bobs.id).unwrap_err().code, ErrorCode::NotOwner);
+    assert_eq!(h.plane.rule_stats(&alice, bobs.id).unwrap_err().code, ErrorCode::RuleNotFound);
     assert!(h.plane.rule_stats(&alice, mine.id).is_ok());
 
     // Clients: alice sees the one her grant names; bob's wildcard shows both.
@@ -188,4 +188,101 @@ fn clients_rename_by_id_and_only_revoked_ones_can_be_deleted() {
         ErrorCode::FailedPrecondition,
         "an enrollment of a deleted client cannot be redeemed"
     );
+}
+
+/// Alice and bob on `edge-01`, each granted every TCP port; the client answers Active.
+fn two_tenants() -> (super::Harness, Actor, Actor) {
+    let h = harness();
+    let (edge, _) = enrolled(&h, "edge-01");
+    enrolled(&h, "edge-02");
+    h.sessions.connect(&edge, &[Capability::Tcp, Capability::PortRange]);
+    *h.sessions.outcome.lock().unwrap() = Some(RuleState::Active);
+    let (alice, bob) = (user(&h, "alice"), user(&h, "bob"));
+    grant(&h, "alice", "*", "1-65535", &[Protocol::Tcp]);
+    grant(&h, "bob", "edge-01", "1-65535", &[Protocol::Tcp]);
+    (h, alice, bob)
+}
+
+fn push_port(h: &super::Harness, actor: &Actor, listen: &str) -> Result<crate::rule::Rule, PushFailure> {
+    let mut s = spec(0);
+    s.listen_port = crate::rule::ListenSpec::Text(listen.into());
+    h.plane.push_rule(actor, "edge-01", &s, Duration::from_secs(1))
+}
+
+#[test]
+fn a_clash_with_another_owners_rule_says_only_that_the_port_is_taken() {
+    let (h, alice, bob) = two_tenants();
+    let bobs = push_port(&h, &bob, "21000-21009").unwrap();
+    let refused = push_port(&h, &alice, "21005").unwrap_err();
+    assert_eq!(refused.failure.code, ErrorCode::PortInUse);
+    assert_eq!(refused.failure.message, "port 21005 already in use");
+    assert!(refused.rule.is_none(), "nothing stored, no rule id in the answer");
+    // A clash with one's own rule, or any clash a superadmin meets, names the rule.
+    let own = push_port(&h, &bob, "21009-21012").unwrap_err();
+    assert_eq!(own.failure.message, format!("port 21009 already in use by rule {}", bobs.id));
+    let operator = push_port(&h, &Actor::operator(), "21000").unwrap_err();
+    assert_eq!(operator.failure.message, format!("port 21000 already in use by rule {}", bobs.id));
+    assert_eq!(h.store.list_rules().unwrap().len(), 1, "refused pushes store nothing");
+}
+
+#[test]
+fn another_owners_rule_answers_every_rule_route_exactly_as_a_missing_one() {
+    let (h, alice, bob) = two_tenants();
+    let bobs = push_port(&h, &bob, "22000").unwrap();
+    let missing = crate::ids::RuleId::new(bobs.id.get() + 1000);
+    let routes: [(&str, &dyn Fn(crate::ids::RuleId) -> crate::Failure); 3] = [
+        ("get", &|id| h.plane.run(|cx| h.plane.rules.get_rule(cx, &alice, id)).unwrap_err()),
+        ("stats", &|id| h.plane.rule_stats(&alice, id).unwrap_err()),
+        ("remove", &|id| h.plane.run(|cx| h.plane.rules.remove_rule(cx, &alice, id)).unwrap_err()),
+    ];
+    for (route, call) in routes {
+        let (foreign, absent) = (call(bobs.id), call(missing));
+        assert_eq!(
+            (foreign.code, absent.code),
+            (ErrorCode::RuleNotFound, ErrorCode::RuleNotFound),
+            "{route}"
+        );
+        assert_eq!(
+            foreign.message.replace(&bobs.id.to_string(), "ID"),
+            absent.message.replace(&missing.to_string(), "ID"),
+            "{route}"
+        );
+    }
+    assert!(h.store.get_rule(bobs.id).unwrap().is_some(), "bob's rule is untouched");
+    // The audit trail, the superadmins' own, still tells a denial from a miss.
+    let query = crate::audit::AuditQuery::new(None, None, None, None, Some(500)).unwrap();
+    let page = h.plane.run(|cx| h.plane.admin.audit_page(cx, &Actor::operator(), &query)).unwrap();
+    let alices = |target: crate::ids::RuleId| -> Vec<Option<String>> {
+        let target = target.to_string();
+        page.records
+            .iter()
+            .filter(|r| r.actor == "alice" && r.target.as_deref() == Some(target.as_str()))
+            .map(|r| r.code.clone())
+            .collect()
+    };
+    // get, stats and remove each leave one record, the miss as well as the denial.
+    assert_eq!(alices(bobs.id), vec![Some("not_owner".to_owned()); 3]);
+    assert_eq!(alices(missing), vec![Some("rule_not_found".to_owned()); 3]);
+}
+
+#[test]
+fn a_users_rule_counts_are_of_their_own_rules_only() {
+    let (h, alice, bob) = two_tenants();
+    push_port(&h, &bob, "23000").unwrap();
+    push_port(&h, &bob, "23001").unwrap();
+    push_port(&h, &alice, "23002").unwrap();
+    let counts = |actor: &Actor| -> Vec<(String, usize)> {
+        h.plane
+            .run(|cx| h.plane.clients.list_clients(cx, actor))
+            .unwrap()
+            .into_iter()
+            .map(|v| (v.client.name.to_string(), v.n_rules))
+            .collect()
+    };
+    let one =
+        |actor: &Actor| h.plane.run(|cx| h.plane.clients.get_client(cx, actor, "edge-01")).unwrap().n_rules;
+    assert_eq!(counts(&alice), vec![("edge-01".into(), 1), ("edge-02".into(), 0)]);
+    assert_eq!(counts(&bob), vec![("edge-01".into(), 2)]);
+    assert_eq!(counts(&Actor::operator()), vec![("edge-01".into(), 3), ("edge-02".into(), 0)]);
+    assert_eq!((one(&alice), one(&bob), one(&Actor::operator())), (1, 2, 3));
 }
