@@ -37,7 +37,7 @@ use portunus_core::grant::Grant;
 use portunus_core::ids::{ClientId, RuleId, SessionId, Timestamp};
 use portunus_core::policy::Actor;
 use portunus_core::ports::{
-    Clock, Entropy, LatencyObserver, PasswordHasher, SessionInfo, Sessions, Stage, Store, StoreError,
+    Clock, Entropy, LatencyObserver, PasswordHasher, Reads, SessionInfo, Sessions, Stage, Store, StoreError,
     StoreTx, Write,
 };
 use portunus_core::rule::{Rule, RuleEvent, RuleSpec, RuleState};
@@ -219,26 +219,42 @@ impl Runtime {
         }
     }
 
-    /// Runs `f` on the writer, in queue order, against the committed state (the read model)
-    /// and answers at once: its writes update the read model now and reach the store with the
-    /// next transaction, at most the policy's `deferred_sync` later. Only for state a client
-    /// reports again after a restart (see `writer`).
+    /// Runs `f` on the writer, in queue order. With nothing uncommitted queued before it, it
+    /// reads the committed state (the read model) and is answered at once: its writes update
+    /// the read model now and reach the store with the next transaction, at most the policy's
+    /// `deferred_sync` later. Queued behind mutations not yet committed, it runs inside their
+    /// transaction and is answered with them. Only for state a client reports again after a
+    /// restart (see `writer`).
     async fn write_behind<T, F>(&self, f: F) -> Result<T, Failure>
     where
         T: Send + 'static,
-        F: FnOnce(&Services, &mut Cx<'_, ReadModel>) -> T + Send + 'static,
+        F: FnOnce(&Services, &mut Cx<'_, dyn Reads + '_>) -> T + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let inner = self.inner.clone();
-        let job = move || -> (Vec<Write>, Completion) {
-            let mut cx = Cx::new(&inner.model, &inner.sessions as &dyn Sessions, inner.clock.now());
-            let answer = f(&inner.services, &mut cx);
-            let Staged { writes, effects } = cx.finish();
+        let job = move |in_tx: Option<&dyn StoreTx>| -> (Vec<Write>, Completion) {
+            let now = inner.clock.now();
+            let (answer, Staged { writes, effects }) = match in_tx {
+                Some(store_tx) => {
+                    let view = GroupSessions(&inner);
+                    let mut cx = Cx::new(store_tx as &dyn Reads, &view as &dyn Sessions, now);
+                    let answer = f(&inner.services, &mut cx);
+                    (answer, cx.finish())
+                }
+                None => {
+                    let mut cx = Cx::new(&inner.model as &dyn Reads, &inner.sessions as &dyn Sessions, now);
+                    let answer = f(&inner.services, &mut cx);
+                    (answer, cx.finish())
+                }
+            };
             let kept = writes.clone();
-            let completion: Completion = Box::new(move |_| {
-                inner.model.committed(writes);
-                inner.perform(effects);
-                let _ = tx.send(answer);
+            let completion: Completion = Box::new(move |committed: Result<(), Failure>| {
+                // A failed transaction drops `tx`: the caller sees the writer's failure.
+                if committed.is_ok() {
+                    inner.model.committed(writes);
+                    inner.perform(effects);
+                    let _ = tx.send(answer);
+                }
             });
             (kept, completion)
         };

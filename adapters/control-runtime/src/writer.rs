@@ -8,11 +8,13 @@
 //! their effects happen. No tokio worker ever waits on a commit.
 //!
 //! Write-behind: a client's outcome for a rule is state the client reports again when its
-//! rules are replayed, so it does not wait for the disk. Its job ([`Work::Behind`]) decides
-//! against the committed state (the read model, current because every earlier job's
-//! completion has run), and the writer keeps its writes and applies them first in the next
-//! transaction; when none comes along within `deferred_sync`, or at shutdown, the writer
-//! commits them on their own. A crash before that loses only such outcomes.
+//! rules are replayed, so it does not wait for the disk. When nothing uncommitted is queued
+//! before it, its job ([`Work::Behind`]) decides against the committed state (the read model,
+//! current because every earlier job's completion has run), is answered at once, and the
+//! writer keeps its writes and applies them first in the next transaction; when none comes
+//! along within `deferred_sync`, or at shutdown, the writer commits them on their own. A crash
+//! before that loses only such outcomes. Queued behind transactional jobs, it simply joins
+//! their transaction.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -27,14 +29,17 @@ pub type Completion = Box<dyn FnOnce(Result<(), Failure>) + Send>;
 /// Runs inside the write transaction, applies its writes, returns how to answer.
 pub type TxJob = Box<dyn FnOnce(&dyn StoreTx) -> Result<Completion, StoreError> + Send>;
 
-/// Decides against committed state; returns its writes and how to answer.
-pub type BehindJob = Box<dyn FnOnce() -> (Vec<Write>, Completion) + Send>;
+/// Decides against committed state (`None`: the read model) or, queued behind transactional
+/// jobs not yet committed, inside their transaction (`Some`); returns its writes and how to
+/// answer.
+pub type BehindJob = Box<dyn FnOnce(Option<&dyn StoreTx>) -> (Vec<Write>, Completion) + Send>;
 
 /// A mutation.
 pub enum Work {
     /// Answered once its transaction is durable.
     Tx(TxJob),
-    /// Answered at once; the writer keeps its writes for the next transaction.
+    /// Answered at once, the writer keeping its writes for the next transaction; or, when
+    /// transactional jobs are queued before it in the same group, run and answered with them.
     Behind(BehindJob),
 }
 
@@ -113,24 +118,27 @@ impl State<'_> {
                     Err(_) => break,
                 }
             }
-            // In queue order: each run of transactional jobs commits together; a write-behind
-            // job runs once everything queued before it has committed and completed, so the
-            // committed state it reads includes them.
-            let mut txs = Vec::new();
+            // In queue order. A write-behind job with nothing uncommitted before it decides
+            // against the read model and is answered at once; one queued behind transactional
+            // jobs joins their transaction, so it sees their writes and the group still
+            // shares one commit (32 operators pushing keep their group commit).
+            let mut txs: Vec<TxJob> = Vec::new();
             for work in group {
                 match work {
                     Work::Tx(job) => txs.push(job),
-                    Work::Behind(job) => {
-                        if !txs.is_empty() {
-                            self.commit(std::mem::take(&mut txs));
-                        }
-                        let (writes, completion) = job();
+                    Work::Behind(job) if txs.is_empty() => {
+                        let (writes, completion) = job(None);
                         if !writes.is_empty() {
                             self.behind.writes.extend(writes);
                             self.behind.since.get_or_insert_with(Instant::now);
                         }
                         completion(Ok(()));
                     }
+                    Work::Behind(job) => txs.push(Box::new(move |tx: &dyn StoreTx| {
+                        let (writes, completion) = job(Some(tx));
+                        tx.apply(writes)?;
+                        Ok(completion)
+                    })),
                 }
             }
             if !txs.is_empty() {

@@ -168,3 +168,29 @@ async fn an_outcome_queued_behind_a_mutation_sees_that_mutation_committed() {
     assert!(finished("the push", push).await.is_err());
     assert_eq!(in_store(&f.store, rule), None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_outcome_queued_behind_a_mutation_joins_its_transaction() {
+    let (f, recording) = recording_fixture(Duration::from_secs(3600));
+    let rt = &f.runtime;
+    let client = enrolled(rt, CLIENT).await;
+    let mut stream = connect(rt, &client).await;
+    stream.plan().await;
+    let push = spawn_push(rt, &Actor::operator(), 18080, Duration::from_secs(2));
+    let rule = stream.upsert().await;
+
+    let gate = WriterGate::close(rt);
+    let before = recording.transactions().len();
+    let mut durable = Box::pin(rt.sync());
+    queue("a durable mutation", &mut durable).await;
+    let mut outcome = Box::pin(rt.rule_outcome(&client.id, rule, RuleEvent::Activated));
+    queue("the outcome", &mut outcome).await;
+    gate.open();
+    frozen(durable).await.expect("committed");
+    assert_eq!(frozen(outcome).await.expect("committed"), Some(RuleState::Active));
+    finished("the push", push).await.expect("activated");
+    // The gate's own (empty) transaction, then one for both: the empty mutation and the
+    // outcome's one write, durable at once.
+    assert_eq!(recording.transactions()[before..], [0, 1]);
+    assert_eq!(in_store(&f.store, rule), Some(RuleState::Active));
+}
