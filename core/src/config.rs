@@ -12,6 +12,39 @@ use serde::Deserialize;
 
 use crate::error::{ErrorCode, Failure};
 
+/// The 1-based line of byte `offset` in `text`, and the key that line assigns, if any.
+fn locate(text: &str, offset: usize) -> (usize, Option<String>) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let start = before.rfind('\n').map_or(0, |i| i + 1);
+    let key = text
+        .get(start..)
+        .and_then(|rest| rest.lines().next())
+        .and_then(|line| line.split_once('='))
+        .map(|(key, _)| key.trim().trim_matches('"').to_owned())
+        .filter(|key| !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    (line, key)
+}
+
+/// Fewest characters an operator token may have: it is a bearer credential for everything.
+pub const MIN_OPERATOR_TOKEN_CHARS: usize = 32;
+
+/// A configured operator token, refused when too short to be a credential (the message does
+/// not quote it).
+fn operator_token(configured: Option<String>) -> Result<Option<String>, Failure> {
+    match configured.filter(|t| !t.is_empty()) {
+        Some(token) if token.chars().count() < MIN_OPERATOR_TOKEN_CHARS => Err(Failure::new(
+            ErrorCode::InvalidConfig,
+            format!(
+                "operator_token: at least {MIN_OPERATOR_TOKEN_CHARS} characters are required, this one has {}",
+                token.chars().count()
+            ),
+        )),
+        other => Ok(other),
+    }
+}
+
 /// One layer of settings; `None` means "not set here, ask the next layer".
 ///
 /// The same shape is read from `server.toml` (unknown keys refused) and built from flags
@@ -52,8 +85,18 @@ pub struct SettingsLayer {
 impl SettingsLayer {
     /// Parses `server.toml` text. Unknown keys and wrongly typed values name the key.
     pub fn from_toml(text: &str) -> Result<Self, Failure> {
-        toml::from_str(text)
-            .map_err(|err| Failure::new(ErrorCode::InvalidConfig, format!("server.toml: {}", err.message())))
+        toml::from_str(text).map_err(|err| {
+            let at = err.span().map(|span| locate(text, span.start));
+            let message = match at {
+                // A value the key's type refuses: say which key, and where.
+                Some((line, Some(key))) if !err.message().contains(&key) => {
+                    format!("server.toml: {key}: {} (line {line})", err.message())
+                }
+                Some((line, _)) => format!("server.toml: {} (line {line})", err.message()),
+                None => format!("server.toml: {}", err.message()),
+            };
+            Failure::new(ErrorCode::InvalidConfig, message)
+        })
     }
 
     /// Fills every unset field of `self` from `lower`.
@@ -262,7 +305,7 @@ impl ServerSettings {
                 .unwrap_or_else(|| "127.0.0.1:7081".parse().expect("literal")),
             advertised_endpoint,
             cert_sans: layer.cert_sans.unwrap_or_default(),
-            operator_token: layer.operator_token.filter(|t| !t.is_empty()),
+            operator_token: operator_token(layer.operator_token)?,
             enrollment_ttl: Duration::from_secs(ENROLLMENT_TTL.get(layer.enrollment_ttl_secs)?),
             range_rule_max_ports: RANGE_MAX_PORTS.get(layer.range_rule_max_ports)? as u32,
             data_plane: DataPlaneSettings {
@@ -310,6 +353,37 @@ mod tests {
         assert_eq!(s.data_plane.tcp_keepalive, Duration::from_secs(9));
         assert_eq!(s.data_plane.udp_max_flows_per_rule, 1024);
         assert_eq!(s.control_listen.to_string(), "0.0.0.0:7443");
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_form_names_its_key_and_line() {
+        for (toml, key, line) in [
+            ("control_listen = \"not-an-addr\"\n", "control_listen", 1),
+            ("stats_interval_secs = 7\nenrollment_ttl_secs = \"soon\"\n", "enrollment_ttl_secs", 2),
+            ("cert_sans = [1]\n", "cert_sans", 1),
+        ] {
+            let err = SettingsLayer::from_toml(toml).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidConfig);
+            assert!(err.message.contains(key), "{toml:?}: {}", err.message);
+            assert!(err.message.contains(&format!("line {line}")), "{toml:?}: {}", err.message);
+        }
+        let unknown = SettingsLayer::from_toml("frobnicate = 1\n").unwrap_err();
+        assert!(unknown.message.contains("frobnicate"), "{}", unknown.message);
+    }
+
+    #[test]
+    fn an_operator_token_shorter_than_32_characters_is_refused_without_being_quoted() {
+        let with = |token: &str| SettingsLayer { operator_token: Some(token.into()), ..Default::default() };
+        let short = "x".repeat(MIN_OPERATOR_TOKEN_CHARS - 1);
+        let err = ServerSettings::resolve(with(&short)).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidConfig);
+        assert!(err.message.contains("operator_token") && !err.message.contains(&short), "{}", err.message);
+        // Characters, not bytes: 31 two-byte characters are still too short.
+        assert!(ServerSettings::resolve(with(&"é".repeat(31))).is_err());
+        let ok = "y".repeat(MIN_OPERATOR_TOKEN_CHARS);
+        assert_eq!(ServerSettings::resolve(with(&ok)).unwrap().operator_token.as_deref(), Some(ok.as_str()));
+        // Empty means unset: the generated token file is used.
+        assert_eq!(ServerSettings::resolve(with("")).unwrap().operator_token, None);
     }
 
     #[test]

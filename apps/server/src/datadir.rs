@@ -113,8 +113,18 @@ pub fn remove_stale_copies(dir: &Path) {
 /// `server.toml`, or an empty layer when absent.
 pub fn settings_file(dir: &Path) -> Result<SettingsLayer, Failure> {
     let path = dir.join(SETTINGS_FILE);
-    match fs::read_to_string(&path) {
-        Ok(text) => SettingsLayer::from_toml(&text),
+    match fs::read(&path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => SettingsLayer::from_toml(&text),
+            Err(err) => Err(Failure::new(
+                ErrorCode::InvalidConfig,
+                format!(
+                    "{}: not UTF-8 text (invalid byte at offset {})",
+                    path.display(),
+                    err.utf8_error().valid_up_to()
+                ),
+            )),
+        },
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(SettingsLayer::default()),
         Err(err) => Err(io_failure("read", &path, err)),
     }

@@ -197,13 +197,14 @@ async fn bind(addr: std::net::SocketAddr, key: &str, backlog: u32) -> Result<Tcp
         socket.listen(backlog)
     };
     listen().map_err(|err| {
-        let code = if err.kind() == std::io::ErrorKind::AddrInUse {
-            ErrorCode::PortInUse
-        } else {
-            ErrorCode::IoError
+        // Both are the operator's address to fix: the documented bind failure (exit 5).
+        let (code, why) = match err.kind() {
+            std::io::ErrorKind::AddrInUse => (ErrorCode::PortInUse, "in use"),
+            std::io::ErrorKind::AddrNotAvailable => (ErrorCode::PortInUse, "not an address of this host"),
+            _ => (ErrorCode::IoError, "cannot listen"),
         };
         tracing::error!(event = "startup.bind_failed", key, addr = %addr, error = %err);
-        Failure::new(code, format!("{key} {addr}: {err}"))
+        Failure::new(code, format!("{key} {addr}: {why} ({err})"))
     })
 }
 
