@@ -9,7 +9,7 @@ use crate::client::{Client, Enrollment};
 use crate::config::ServerSettings;
 use crate::enroll::EnrollUri;
 use crate::error::{ErrorCode, Failure};
-use crate::ids::{ClientId, ClientName, Timestamp};
+use crate::ids::{ClientId, ClientName, Timestamp, quoted};
 use crate::policy::{Action, Actor, authorize};
 use crate::ports::{
     ClientStore, DisconnectReason, EnrollmentStore, Entropy, GrantStore, RuleStore, SessionInfo, StateStore,
@@ -342,7 +342,22 @@ impl ClientService {
                 client,
             })
         })();
-        cx.audited_read(actor, "client.get", Some(reference), result)
+        // A client no grant of the caller names answers exactly like a missing one, and a
+        // user's miss is audited like their denial: client names and ids reveal nothing.
+        let missed = !actor.is_superadmin()
+            && result.as_ref().is_err_and(|f: &Failure| f.code == ErrorCode::ClientNotFound);
+        let result = if missed {
+            cx.audited(actor, "client.get", Some(reference), result)
+        } else {
+            cx.audited_read(actor, "client.get", Some(reference), result)
+        };
+        result.map_err(|f| {
+            if matches!(f.code, ErrorCode::NotOwner | ErrorCode::ClientNotGranted) {
+                Failure::new(ErrorCode::ClientNotFound, format!("no client {}", quoted(reference)))
+            } else {
+                f
+            }
+        })
     }
 }
 

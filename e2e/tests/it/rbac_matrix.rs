@@ -47,7 +47,8 @@ type Row = (&'static str, &'static str, [u16; 8]);
 
 /// The expected status of every route. Users may touch their own account, tokens, grants
 /// (read), rules, and granted clients (read); everything else is the superadmin's. Another
-/// user's rule is not found (404), exactly as a rule that does not exist.
+/// user's rule or grant, and a client no grant of theirs names, is not found (404), exactly
+/// as one that does not exist.
 const TABLE: &[Row] = &[
     ("GET", "/v1/auth/onboarding", [200, 200, 200, 200, 200, 200, 200, 200]),
     ("POST", "/v1/auth/onboarding", [409, 409, 409, 409, 409, 409, 409, 409]),
@@ -64,11 +65,11 @@ const TABLE: &[Row] = &[
     ("DELETE", "/v1/users/{user}/tokens/{token}", [204, 204, 204, 403, 204, 403, 401, 401]),
     ("GET", "/v1/grants", [200, 200, 200, 403, 200, 403, 401, 401]),
     ("POST", "/v1/grants", [201, 201, 403, 403, 403, 403, 401, 401]),
-    ("GET", "/v1/grants/{grant}", [200, 200, 200, 403, 200, 403, 401, 401]),
+    ("GET", "/v1/grants/{grant}", [200, 200, 200, 404, 200, 404, 401, 401]),
     ("DELETE", "/v1/grants/{grant}", [204, 204, 403, 403, 403, 403, 401, 401]),
     ("GET", "/v1/clients", [200, 200, 200, 200, 200, 200, 401, 401]),
     ("POST", "/v1/clients", [201, 201, 403, 403, 403, 403, 401, 401]),
-    ("GET", "/v1/clients/{client}", [200, 200, 200, 403, 200, 403, 401, 401]),
+    ("GET", "/v1/clients/{client}", [200, 200, 200, 404, 200, 404, 401, 401]),
     ("PATCH", "/v1/clients/{client}", [200, 200, 403, 403, 403, 403, 401, 401]),
     ("DELETE", "/v1/clients/{client}", [204, 204, 403, 403, 403, 403, 401, 401]),
     ("POST", "/v1/clients/{client}/revoke", [200, 200, 403, 403, 403, 403, 401, 401]),

@@ -94,9 +94,10 @@ fn users_push_only_inside_one_grant_and_see_only_their_rules() {
     };
     assert_eq!(names(&alice), vec!["edge-01"]);
     assert_eq!(names(&bob), vec!["edge-01", "edge-02"]);
+    // An ungranted client answers as a missing one would (no oracle on client names).
     assert_eq!(
         h.plane.run(|cx| h.plane.clients.get_client(cx, &alice, "edge-02")).unwrap_err().code,
-        ErrorCode::ClientNotGranted
+        ErrorCode::ClientNotFound
     );
     assert_eq!(
         h.plane.run(|cx| h.plane.clients.enroll_client(cx, &alice, "edge-03", None)).unwrap_err().code,
@@ -285,4 +286,43 @@ fn a_users_rule_counts_are_of_their_own_rules_only() {
     assert_eq!(counts(&bob), vec![("edge-01".into(), 2)]);
     assert_eq!(counts(&Actor::operator()), vec![("edge-01".into(), 3), ("edge-02".into(), 0)]);
     assert_eq!((one(&alice), one(&bob), one(&Actor::operator())), (1, 2, 3));
+}
+
+#[test]
+fn an_ungranted_client_and_another_users_grant_answer_exactly_as_missing_ones() {
+    let (h, alice, bob) = two_tenants();
+    // Bob's grants name only edge-01: edge-02 exists but is not his to see.
+    let client = |name: &str| h.plane.run(|cx| h.plane.clients.get_client(cx, &bob, name)).unwrap_err();
+    let (foreign, absent) = (client("edge-02"), client("edge-99"));
+    assert_eq!((foreign.code, absent.code), (ErrorCode::ClientNotFound, ErrorCode::ClientNotFound));
+    assert_eq!(foreign.message.replace("edge-02", "NAME"), absent.message.replace("edge-99", "NAME"));
+
+    let grants = h.plane.run(|cx| h.plane.accounts.list_grants(cx, &Actor::operator(), None)).unwrap();
+    let alices = grants.iter().find(|g| g.user.as_str() == "alice").expect("alice's grant").id.to_string();
+    let bobs = grants.iter().find(|g| g.user.as_str() == "bob").expect("bob's grant").id.to_string();
+    let missing = bobs.replace(|c: char| c.is_ascii_alphanumeric() && c != '_', "0");
+    assert!(grants.iter().all(|g| g.id.to_string() != missing));
+    let grant = |id: &str| h.plane.run(|cx| h.plane.accounts.get_grant(cx, &bob, id)).unwrap_err();
+    let (foreign, absent) = (grant(&alices), grant(&missing));
+    assert_eq!((foreign.code, absent.code), (ErrorCode::GrantNotFound, ErrorCode::GrantNotFound));
+    assert_eq!(foreign.message.replace(&alices, "ID"), absent.message.replace(&missing, "ID"));
+    // His own still answers, and so does a superadmin.
+    assert!(h.plane.run(|cx| h.plane.accounts.get_grant(cx, &bob, &bobs)).is_ok());
+    assert!(h.plane.run(|cx| h.plane.accounts.get_grant(cx, &Actor::operator(), &alices)).is_ok());
+    assert!(h.plane.run(|cx| h.plane.clients.get_client(cx, &alice, "edge-02")).is_ok());
+
+    // The audit trail still tells a denial from a miss; both leave a row.
+    let query = crate::audit::AuditQuery::new(None, None, None, None, Some(500)).unwrap();
+    let page = h.plane.run(|cx| h.plane.admin.audit_page(cx, &Actor::operator(), &query)).unwrap();
+    let codes = |target: &str| -> Vec<Option<String>> {
+        page.records
+            .iter()
+            .filter(|r| r.actor == "bob" && r.target.as_deref() == Some(target))
+            .map(|r| r.code.clone())
+            .collect()
+    };
+    assert_eq!(codes("edge-02"), vec![Some("client_not_granted".to_owned())]);
+    assert_eq!(codes("edge-99"), vec![Some("client_not_found".to_owned())]);
+    assert_eq!(codes(&alices), vec![Some("not_owner".to_owned())]);
+    assert_eq!(codes(&missing), vec![Some("grant_not_found".to_owned())]);
 }
