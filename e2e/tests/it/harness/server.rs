@@ -383,7 +383,7 @@ pub fn run_server_cli(scenario: &Scenario, args: &[&str], env: &[(&str, &str)]) 
     let mut command = Command::new(bin("portunus-server"));
     clean_env(&mut command);
     command.args(args).envs(env.iter().copied());
-    const SUBCOMMANDS: [&str; 16] = [
+    const SUBCOMMANDS: [&str; 18] = [
         "enroll-client",
         "push-rule",
         "list-clients",
@@ -400,6 +400,8 @@ pub fn run_server_cli(scenario: &Scenario, args: &[&str], env: &[(&str, &str)]) 
         "grant-revoke",
         "reset-password",
         "bootstrap-superadmin",
+        "backup",
+        "restore",
     ];
     let verb = args.iter().copied().find(|a| SUBCOMMANDS.contains(a)).unwrap_or("other");
     let (log, stdout) = scenario.next_files(&format!("cli-{verb}"));
