@@ -233,20 +233,14 @@ impl Runtime {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let inner = self.inner.clone();
         let job = move |in_tx: Option<&dyn StoreTx>| -> (Vec<Write>, Completion) {
-            let now = inner.clock.now();
-            let (answer, Staged { writes, effects }) = match in_tx {
-                Some(store_tx) => {
-                    let view = GroupSessions(&inner);
-                    let mut cx = Cx::new(store_tx as &dyn Reads, &view as &dyn Sessions, now);
-                    let answer = f(&inner.services, &mut cx);
-                    (answer, cx.finish())
-                }
-                None => {
-                    let mut cx = Cx::new(&inner.model as &dyn Reads, &inner.sessions as &dyn Sessions, now);
-                    let answer = f(&inner.services, &mut cx);
-                    (answer, cx.finish())
-                }
+            let group = GroupSessions(&inner);
+            let (store, sessions): (&dyn Reads, &dyn Sessions) = match in_tx {
+                Some(store_tx) => (store_tx, &group),
+                None => (&inner.model, &inner.sessions),
             };
+            let mut cx = Cx::new(store, sessions, inner.clock.now());
+            let answer = f(&inner.services, &mut cx);
+            let Staged { writes, effects } = cx.finish();
             let kept = writes.clone();
             let completion: Completion = Box::new(move |committed: Result<(), Failure>| {
                 // A failed transaction drops `tx`: the caller sees the writer's failure.

@@ -13,8 +13,12 @@ use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use portunus_core::error::{ErrorCode, Failure};
-use portunus_core::policy::Actor;
+use portunus_runtime::Runtime;
 use serde::Serialize;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::routes::blocking;
 
 /// Which full listing.
 #[derive(Debug, Clone, Copy)]
@@ -55,9 +59,25 @@ impl ListingCache {
     }
 }
 
-/// Whether `actor`'s full listing is the shared one: a superadmin sees everything.
-pub fn sees_everything(actor: &Actor) -> bool {
-    actor.is_superadmin() && !actor.must_change_password
+/// A listing's 200: when `shared` (an unfiltered listing of an actor who
+/// [sees everything](portunus_core::policy::Actor::sees_everything)), the body kept for the current generation, else
+/// `render` run off the async workers (and kept, when shared).
+pub async fn respond(
+    state: &AppState,
+    which: Listing,
+    shared: bool,
+    render: impl FnOnce(&Runtime) -> Result<Bytes, Failure> + Send + 'static,
+) -> Result<Response, ApiError> {
+    let generation = state.runtime.generation();
+    if shared && let Some(body) = state.listings.get(which, generation) {
+        return Ok(json(body));
+    }
+    let runtime = state.runtime.clone();
+    let body = blocking(move || render(&runtime)).await?;
+    if shared {
+        state.listings.put(which, generation, body.clone());
+    }
+    Ok(json(body))
 }
 
 /// Encodes `items` as a JSON array into one buffer sized for them up front.

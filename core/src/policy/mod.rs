@@ -97,6 +97,13 @@ impl Actor {
     pub fn is_superadmin(&self) -> bool {
         self.role == Role::Superadmin
     }
+
+    /// True when [`authorize`] lets this actor read every client and every rule, so its
+    /// unfiltered listings are the same as any other such actor's (an adapter may share one
+    /// rendering of them).
+    pub fn sees_everything(&self) -> bool {
+        self.is_superadmin() && !self.must_change_password
+    }
 }
 
 /// What an actor wants to do, with the facts the decision needs.

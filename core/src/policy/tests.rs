@@ -204,3 +204,11 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn only_a_superadmin_free_to_act_sees_everything() {
+    assert!(Actor::operator().sees_everything());
+    assert!(Actor { role: Role::Superadmin, ..user("root") }.sees_everything());
+    assert!(!Actor { role: Role::Superadmin, must_change_password: true, ..user("root") }.sees_everything());
+    assert!(!user("alice").sees_everything());
+}

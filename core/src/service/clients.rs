@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use std::sync::Arc;
 
-use super::{Cx, Effect, ServerIdentity, find_client, random_bytes, resolve_endpoint};
+use super::{Cx, Effect, ServerIdentity, client_not_found, find_client, random_bytes, resolve_endpoint};
 use crate::client::{Client, Enrollment};
 use crate::config::ServerSettings;
 use crate::enroll::EnrollUri;
 use crate::error::{ErrorCode, Failure};
-use crate::ids::{ClientId, ClientName, Timestamp, quoted};
+use crate::ids::{ClientId, ClientName, Timestamp};
 use crate::policy::{Action, Actor, authorize};
 use crate::ports::{
     ClientStore, DisconnectReason, EnrollmentStore, Entropy, GrantStore, RuleStore, SessionInfo, StateStore,
@@ -342,22 +342,16 @@ impl ClientService {
                 client,
             })
         })();
-        // A client no grant of the caller names answers exactly like a missing one, and a
-        // user's miss is audited like their denial: client names and ids reveal nothing.
-        let missed = !actor.is_superadmin()
-            && result.as_ref().is_err_and(|f: &Failure| f.code == ErrorCode::ClientNotFound);
-        let result = if missed {
-            cx.audited(actor, "client.get", Some(reference), result)
-        } else {
-            cx.audited_read(actor, "client.get", Some(reference), result)
-        };
-        result.map_err(|f| {
-            if matches!(f.code, ErrorCode::NotOwner | ErrorCode::ClientNotGranted) {
-                Failure::new(ErrorCode::ClientNotFound, format!("no client {}", quoted(reference)))
-            } else {
-                f
-            }
-        })
+        // A client no grant of the caller names answers exactly like a missing one.
+        cx.audited_lookup(
+            actor,
+            "client.get",
+            reference,
+            result,
+            &[ErrorCode::NotOwner, ErrorCode::ClientNotGranted],
+            ErrorCode::ClientNotFound,
+            || client_not_found(reference),
+        )
     }
 }
 

@@ -64,16 +64,16 @@ impl AccountService {
             authorize(actor, &Action::AccessAccount(&grant.user))?;
             Ok(grant)
         })();
-        // Another user's grant answers exactly like a missing one, and a user's miss is
-        // audited like their denial, so neither the answer nor its cost tells them apart.
-        let missed = !actor.is_superadmin()
-            && result.as_ref().is_err_and(|f: &Failure| f.code == ErrorCode::GrantNotFound);
-        let result = if missed {
-            cx.audited(actor, "grant.get", Some(id), result)
-        } else {
-            cx.audited_read(actor, "grant.get", Some(id), result)
-        };
-        result.map_err(|f| if f.code == ErrorCode::NotOwner { grant_not_found(id) } else { f })
+        // Another user's grant answers exactly like a missing one.
+        cx.audited_lookup(
+            actor,
+            "grant.get",
+            id,
+            result,
+            &[ErrorCode::NotOwner],
+            ErrorCode::GrantNotFound,
+            || grant_not_found(id),
+        )
     }
 
     /// Creates a grant for an existing user (superadmins only).

@@ -189,6 +189,31 @@ impl<'a, S: ?Sized> Cx<'a, S> {
             _ => result,
         }
     }
+
+    /// Audits a read of one item by id or name so that a user cannot tell an item they may
+    /// not see from a missing one: a denial whose code is in `hidden` is answered with
+    /// `missing()` (whose code is `missing_code`), and a user's miss is audited like their
+    /// denial, so both take the same path (a commit included). The audit trail, the
+    /// superadmins', keeps the denial's own code.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn audited_lookup<T>(
+        &mut self,
+        actor: &Actor,
+        action: &str,
+        target: &str,
+        result: Result<T, Failure>,
+        hidden: &[ErrorCode],
+        missing_code: ErrorCode,
+        missing: impl FnOnce() -> Failure,
+    ) -> Result<T, Failure> {
+        let missed = !actor.is_superadmin() && result.as_ref().is_err_and(|f| f.code == missing_code);
+        let result = if missed {
+            self.audited(actor, action, Some(target), result)
+        } else {
+            self.audited_read(actor, action, Some(target), result)
+        };
+        result.map_err(|f| if hidden.contains(&f.code) { missing() } else { f })
+    }
 }
 
 /// Random bytes from the entropy port.
@@ -210,7 +235,12 @@ pub fn find_client<S: ClientStore + ?Sized>(
             Err(_) => None,
         },
     };
-    found.ok_or_else(|| Failure::new(ErrorCode::ClientNotFound, format!("no client {}", quoted(reference))))
+    found.ok_or_else(|| client_not_found(reference))
+}
+
+/// The answer for a client reference that names no client (the caller may see).
+pub(crate) fn client_not_found(reference: &str) -> Failure {
+    Failure::new(ErrorCode::ClientNotFound, format!("no client {}", quoted(reference)))
 }
 
 #[cfg(test)]

@@ -333,17 +333,16 @@ impl RuleService {
             let client_name = store.get_client(&rule.client)?.map(|c| c.name.to_string()).unwrap_or_default();
             Ok(RuleView { rule, client_name })
         })();
-        // A user's miss is audited like their denial, so both take the same path (a commit
-        // included) and only the audit trail, which is the superadmins', tells them apart.
-        let missed = !actor.is_superadmin()
-            && result.as_ref().is_err_and(|f: &Failure| f.code == ErrorCode::RuleNotFound);
         let target = id.to_string();
-        let result = if missed {
-            cx.audited(actor, "rule.get", Some(&target), result)
-        } else {
-            cx.audited_read(actor, "rule.get", Some(&target), result)
-        };
-        result.map_err(|f| hide_foreign(id, f))
+        cx.audited_lookup(
+            actor,
+            "rule.get",
+            &target,
+            result,
+            &[ErrorCode::NotOwner],
+            ErrorCode::RuleNotFound,
+            || rule_not_found(id),
+        )
     }
 
     /// One rule's traffic; `totals` looks up the in-memory traffic book. Refused as

@@ -85,6 +85,24 @@ fn in_store(store: &MemoryStore, rule: RuleId) -> Option<RuleState> {
     store.get_rule(rule).expect("store read").map(|r| r.state)
 }
 
+/// A push whose Upsert reached the client's stream and which waits for the outcome.
+struct Waiting {
+    client: Enrolled,
+    /// Kept open: the push's stream.
+    stream: Stream,
+    push: JoinHandle<Result<Rule, PushFailure>>,
+    rule: RuleId,
+}
+
+async fn waiting_push(rt: &Runtime) -> Waiting {
+    let client = enrolled(rt, CLIENT).await;
+    let mut stream = connect(rt, &client).await;
+    stream.plan().await;
+    let push = spawn_push(rt, &Actor::operator(), 18080, Duration::from_secs(2));
+    let rule = stream.upsert().await;
+    Waiting { client, stream, push, rule }
+}
+
 async fn listed_state(rt: &Runtime, rule: RuleId) -> RuleState {
     let rt = rt.clone();
     off_thread(move || rt.get_rule(&Actor::operator(), rule)).await.expect("listed").rule.state
@@ -94,11 +112,7 @@ async fn listed_state(rt: &Runtime, rule: RuleId) -> RuleState {
 async fn an_outcome_is_answered_without_a_commit_and_reaches_the_store_within_the_sync_window() {
     let (f, recording) = recording_fixture(Duration::from_millis(20));
     let rt = &f.runtime;
-    let client = enrolled(rt, CLIENT).await;
-    let mut stream = connect(rt, &client).await;
-    stream.plan().await;
-    let push = spawn_push(rt, &Actor::operator(), 18080, Duration::from_secs(2));
-    let rule = stream.upsert().await;
+    let Waiting { client, stream: _stream, push, rule } = waiting_push(rt).await;
     let before_outcome = recording.transactions().len();
 
     assert_eq!(report(rt, &client.id, rule, RuleEvent::Activated).await, Some(RuleState::Active));
@@ -128,11 +142,7 @@ async fn a_kept_outcome_rides_with_the_next_operator_mutation() {
     // A window far longer than the test: only the next transaction can carry the outcome.
     let (f, recording) = recording_fixture(Duration::from_secs(3600));
     let rt = &f.runtime;
-    let client = enrolled(rt, CLIENT).await;
-    let mut stream = connect(rt, &client).await;
-    stream.plan().await;
-    let push = spawn_push(rt, &Actor::operator(), 18080, Duration::from_secs(2));
-    let rule = stream.upsert().await;
+    let Waiting { client, stream: _stream, push, rule } = waiting_push(rt).await;
     report(rt, &client.id, rule, RuleEvent::Activated).await;
     finished("the push", push).await.expect("activated");
     let before = recording.transactions().len();
@@ -148,11 +158,7 @@ async fn a_kept_outcome_rides_with_the_next_operator_mutation() {
 async fn an_outcome_queued_behind_a_mutation_sees_that_mutation_committed() {
     let (f, _recording) = recording_fixture(Duration::from_secs(3600));
     let rt = &f.runtime;
-    let client = enrolled(rt, CLIENT).await;
-    let mut stream = connect(rt, &client).await;
-    stream.plan().await;
-    let push = spawn_push(rt, &Actor::operator(), 18080, Duration::from_secs(2));
-    let rule = stream.upsert().await;
+    let Waiting { client, stream: _stream, push, rule } = waiting_push(rt).await;
 
     // Behind the gate: a removal of the rule, then the client's outcome for it. The outcome
     // must be decided after the removal committed, so it finds no rule and changes nothing.
@@ -173,11 +179,7 @@ async fn an_outcome_queued_behind_a_mutation_sees_that_mutation_committed() {
 async fn an_outcome_queued_behind_a_mutation_joins_its_transaction() {
     let (f, recording) = recording_fixture(Duration::from_secs(3600));
     let rt = &f.runtime;
-    let client = enrolled(rt, CLIENT).await;
-    let mut stream = connect(rt, &client).await;
-    stream.plan().await;
-    let push = spawn_push(rt, &Actor::operator(), 18080, Duration::from_secs(2));
-    let rule = stream.upsert().await;
+    let Waiting { client, stream: _stream, push, rule } = waiting_push(rt).await;
 
     let gate = WriterGate::close(rt);
     let before = recording.transactions().len();

@@ -18,22 +18,13 @@ pub async fn list_clients(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
 ) -> Result<Response, ApiError> {
-    let shared = listing::sees_everything(&actor);
-    let generation = state.runtime.generation();
-    if shared && let Some(body) = state.listings.get(Listing::Clients, generation) {
-        return Ok(listing::json(body));
-    }
-    let runtime = state.runtime.clone();
-    let body = blocking(move || {
+    let shared = actor.sees_everything();
+    listing::respond(&state, Listing::Clients, shared, move |runtime| {
         let views = runtime.list_clients(&actor)?;
         let dtos: Vec<ClientDto> = views.into_iter().map(ClientDto::from).collect();
         listing::encode(&dtos, CLIENT_JSON_BYTES)
     })
-    .await?;
-    if shared {
-        state.listings.put(Listing::Clients, generation, body.clone());
-    }
-    Ok(listing::json(body))
+    .await
 }
 
 /// About what one client takes in a listing (a starting size for the buffer).

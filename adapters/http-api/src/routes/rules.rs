@@ -63,22 +63,13 @@ pub async fn list_rules(
         && filter.owner.is_none()
         && filter.state.is_none()
         && filter.protocol.is_none();
-    let shared = unfiltered && listing::sees_everything(&actor);
-    let generation = state.runtime.generation();
-    if shared && let Some(body) = state.listings.get(Listing::Rules, generation) {
-        return Ok(listing::json(body));
-    }
-    let runtime = state.runtime.clone();
-    let body = blocking(move || {
+    let shared = unfiltered && actor.sees_everything();
+    listing::respond(&state, Listing::Rules, shared, move |runtime| {
         let views = runtime.list_rules(&actor, &filter)?;
         let dtos: Vec<RuleDto> = views.into_iter().map(RuleDto::from).collect();
         listing::encode(&dtos, RULE_JSON_BYTES)
     })
-    .await?;
-    if shared {
-        state.listings.put(Listing::Rules, generation, body.clone());
-    }
-    Ok(listing::json(body))
+    .await
 }
 
 /// The 404 of the routes on one rule: another user's rule answers as a missing one.
