@@ -34,6 +34,17 @@ impl fmt::Display for RuleId {
 /// A client's stable opaque id: `cl_` followed by 20 lowercase hex digits.
 ///
 /// Unlike the client's name, the id never changes, so references survive renames.
+///
+/// ```
+/// use portunus_core::ids::ClientId;
+///
+/// let id = ClientId::from_random([0xab; 10]);
+/// assert_eq!(id.as_str(), "cl_abababababababababab");
+/// assert_eq!(ClientId::parse(id.as_str()), Some(id));
+/// // Anything else is not an id (it may still be a client name).
+/// assert_eq!(ClientId::parse("edge-01"), None);
+/// assert_eq!(ClientId::parse("cl_ABABABABABABABABABAB"), None, "uppercase hex");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ClientId(String);
@@ -112,6 +123,15 @@ impl UserId {
 
     /// Validates a user id chosen by an operator: 1 to 32 of `[a-z0-9._-]`, starting with a
     /// letter or a digit. Ids starting with `_` are reserved for built-in principals.
+    ///
+    /// ```
+    /// use portunus_core::{ErrorCode, ids::UserId};
+    ///
+    /// assert_eq!(UserId::parse("alice.ops")?.as_str(), "alice.ops");
+    /// assert_eq!(UserId::parse("_superadmin").unwrap_err().code, ErrorCode::InvalidName);
+    /// assert_eq!(UserId::parse("Alice").unwrap_err().code, ErrorCode::InvalidName);
+    /// # Ok::<(), portunus_core::Failure>(())
+    /// ```
     pub fn parse(s: &str) -> Result<Self, crate::Failure> {
         let bad = |why: &str| {
             Err(crate::Failure::new(crate::ErrorCode::InvalidName, format!("user id {} {why}", quoted(s))))
@@ -194,6 +214,19 @@ random_ids! {
 
 /// A client name: 1..=63 of `[a-z0-9._-]`, starting with a letter or digit, never shaped
 /// like a client id, so an API path segment is unambiguously one or the other.
+///
+/// ```
+/// use portunus_core::{ErrorCode, ids::ClientName};
+///
+/// let name = ClientName::parse("edge-01.fra")?;
+/// assert_eq!(name.to_string(), "edge-01.fra");
+/// for bad in ["", "Edge", "-edge", "cl_edge", "edge\u{200b}01"] {
+///     let refused = ClientName::parse(bad).unwrap_err();
+///     assert_eq!(refused.code, ErrorCode::InvalidName, "{bad:?}");
+///     assert_eq!(refused.code.exit_status(), 2);
+/// }
+/// # Ok::<(), portunus_core::Failure>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ClientName(String);
@@ -310,6 +343,15 @@ pub fn check_label(what: &str, text: &str) -> Result<(), crate::Failure> {
 
 /// Wall-clock time as milliseconds since the Unix epoch. Core never reads the clock:
 /// callers pass `now` in (see [`crate::ports::Clock`]).
+///
+/// ```
+/// use portunus_core::ids::Timestamp;
+///
+/// let t = Timestamp::from_millis(1_764_100_079_123);
+/// assert_eq!(t.to_rfc3339(), "2025-11-25T19:47:59.123Z");
+/// assert_eq!(Timestamp::parse_rfc3339(&t.to_rfc3339()), Some(t));
+/// assert_eq!(t.plus(std::time::Duration::from_secs(1)).as_millis(), 1_764_100_080_123);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Timestamp(u64);

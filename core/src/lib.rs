@@ -7,9 +7,33 @@
 //!
 //! # Embedding
 //!
-//! Which crate to reach for: this one for the decisions (validation, RBAC, the rule lifecycle,
-//! the control-plane use cases); `portunus-runtime` for a ready async control plane over a
-//! [`ports::Store`]; `portunus-dataplane` to forward ports from your own service.
+//! Which crate to reach for (`docs/ARCHITECTURE.md` has the full map):
+//!
+//! - **this one** for the control-plane model and its decisions: rule specs and their
+//!   validation, names and ids, settings, error codes, RBAC, the rule lifecycle, and the
+//!   use cases as synchronous services over ports you implement (or over
+//!   [`memory::MemoryStore`]);
+//! - **`portunus-dataplane`** to forward ports from your own service: bind a validated
+//!   [`rule::RuleDef`] and it moves the bytes (no control plane needed);
+//! - the adapters for the rest: `portunus-runtime` (a ready async control plane over a
+//!   [`ports::Store`]: writer thread, sessions, stats), `portunus-store-redb` (the durable
+//!   store), `portunus-http` (the operator HTTP API), `portunus-control` (the gRPC control
+//!   stream and its TLS pinning), `portunus-resolver` (DNS-name targets).
+//!
+//! ```
+//! use portunus_core::rule::{RuleLimits, RuleSpec};
+//! use portunus_core::ErrorCode;
+//!
+//! // The same spec the CLI, the HTTP API and the standalone TOML take.
+//! let spec: RuleSpec = serde_json::from_str(r#"{"listen_port": 8080, "target": "127.0.0.1:80"}"#)?;
+//! let def = spec.validate(RuleLimits::default())?;
+//! assert_eq!(def.listen.start(), 8080);
+//!
+//! let spec: RuleSpec = serde_json::from_str(r#"{"listen_port": 70000, "target": "127.0.0.1:80"}"#)?;
+//! let refused = spec.validate(RuleLimits::default()).unwrap_err();
+//! assert_eq!((refused.code, refused.code.exit_status()), (ErrorCode::InvalidPort, 2));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! The control plane's use cases are four services ([`service::ClientService`],
 //! [`service::RuleService`], [`service::AccountService`], [`service::AdminService`]). Each

@@ -55,6 +55,38 @@ fn field_of(code: ErrorCode) -> &'static str {
 
 impl StandaloneConfig {
     /// Parses and validates the file's text.
+    ///
+    /// ```
+    /// use portunus_core::standalone::StandaloneConfig;
+    /// use portunus_core::ErrorCode;
+    ///
+    /// let config = StandaloneConfig::parse(
+    ///     r#"
+    ///     [settings]
+    ///     tcp_idle_timeout_secs = 600
+    ///
+    ///     [[rule]]
+    ///     name = "web"
+    ///     listen_port = 8080
+    ///     target = "127.0.0.1:80"
+    ///
+    ///     [[rule]]
+    ///     name = "dns"
+    ///     protocol = "udp"
+    ///     listen_port = "5300-5301"
+    ///     targets = ["10.0.0.53:53", "10.0.0.54:53@1"]
+    ///     "#,
+    /// )?;
+    /// assert_eq!(config.settings.tcp_idle_timeout.as_secs(), 600);
+    /// let (id, name, def) = &config.rules[1];
+    /// assert_eq!((id.get(), name.as_str(), def.listen.len()), (2, "dns", 2));
+    ///
+    /// let refused = StandaloneConfig::parse("[[rule]]\nname = \"a\"\nlisten_port = 0\ntarget = \"127.0.0.1:80\"\n");
+    /// let failure = refused.unwrap_err();
+    /// assert_eq!(failure.code, ErrorCode::InvalidPort);
+    /// assert!(failure.message.contains("#1"), "the rule is named: {failure}");
+    /// # Ok::<(), portunus_core::Failure>(())
+    /// ```
     pub fn parse(text: &str) -> Result<Self, Failure> {
         let file: File = toml::from_str(text).map_err(|err| {
             let location = err

@@ -95,6 +95,9 @@ pub struct RuleTotals {
     pub base: Counters,
     /// Per-port sums of finished instances.
     pub base_per_port: BTreeMap<u16, Counters>,
+    /// Per-target sums of finished instances, by index into the rule's target list.
+    #[serde(default)]
+    pub base_per_target: BTreeMap<u32, Counters>,
     /// The live instance's latest report.
     pub live: RuleReport,
 }
@@ -114,6 +117,12 @@ impl RuleTotals {
                 let slot = self.base_per_port.entry(port).or_default();
                 *slot = slot.plus(counters);
             }
+            for target in old.per_target {
+                let mut counters = target.counters;
+                counters.connections_active = 0;
+                let slot = self.base_per_target.entry(target.index).or_default();
+                *slot = slot.plus(counters);
+            }
         }
         self.live = report;
     }
@@ -124,6 +133,9 @@ impl RuleTotals {
         self.live.totals.connections_active = 0;
         for counters in self.live.per_port.values_mut() {
             counters.connections_active = 0;
+        }
+        for target in &mut self.live.per_target {
+            target.counters.connections_active = 0;
         }
     }
 
@@ -140,6 +152,28 @@ impl RuleTotals {
             *slot = slot.plus(*counters);
         }
         out
+    }
+
+    /// Per-target totals over every instance, by target index; health is the live
+    /// instance's (healthy for a target it has not reported).
+    pub fn per_target(&self) -> Vec<TargetCounters> {
+        let mut out: BTreeMap<u32, TargetCounters> = self
+            .base_per_target
+            .iter()
+            .map(|(&index, &counters)| {
+                (index, TargetCounters { index, health: TargetHealth::Healthy, counters })
+            })
+            .collect();
+        for target in &self.live.per_target {
+            let slot = out.entry(target.index).or_insert(TargetCounters {
+                index: target.index,
+                health: TargetHealth::Healthy,
+                counters: Counters::default(),
+            });
+            slot.health = target.health;
+            slot.counters = slot.counters.plus(target.counters);
+        }
+        out.into_values().collect()
     }
 }
 
@@ -222,6 +256,28 @@ mod tests {
         // A rule that went away and came back is reported again.
         assert!(gate.changed(vec![]).is_empty());
         assert_eq!(gate.changed(vec![(id, report(1, 11, 1))]).len(), 1);
+    }
+
+    #[test]
+    fn per_target_counters_survive_a_client_restart_and_a_disconnect_clears_their_gauge() {
+        let target = |index: u32, bytes: u64, active: u64| TargetCounters {
+            index,
+            health: TargetHealth::Healthy,
+            counters: Counters { bytes_in: bytes, connections_active: active, ..Default::default() },
+        };
+        let mut t = RuleTotals::default();
+        t.record(RuleReport {
+            instance: 1,
+            per_target: vec![target(0, 100, 2), target(1, 5, 0)],
+            ..Default::default()
+        });
+        t.client_gone();
+        assert!(t.per_target().iter().all(|c| c.counters.connections_active == 0), "{:?}", t.per_target());
+        t.record(RuleReport { instance: 2, per_target: vec![target(0, 7, 1)], ..Default::default() });
+        let merged = t.per_target();
+        assert_eq!(merged.len(), 2);
+        assert_eq!((merged[0].counters.bytes_in, merged[0].counters.connections_active), (107, 1));
+        assert_eq!((merged[1].counters.bytes_in, merged[1].counters.connections_active), (5, 0));
     }
 
     #[test]

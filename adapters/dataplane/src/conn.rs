@@ -1,9 +1,10 @@
 //! One accepted connection: connect a target, tune both legs, relay, close.
 //!
-//! Invariant: the connection holds one `connections_active` unit from accept until its task
-//! ends by any route: finished, failed, idle, or aborted by unbind/shutdown (its port's
-//! accept task owns it in a `JoinSet`, so it is cut when that task goes). It shares nothing
-//! mutable with other connections but the rule's atomic counters and once-flags.
+//! Invariant: the connection holds one `connections_active` unit of its port from accept,
+//! and one of its (port, target) cell from the target's connect, until its task ends by any
+//! route: finished, failed, idle, or aborted by unbind/shutdown (its port's accept task owns
+//! it in a `JoinSet`, so it is cut when that task goes). It shares nothing mutable with
+//! other connections but the rule's atomic counters and once-flags.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,9 +17,9 @@ use portunus_core::rule::ProxyVersion;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 
-use crate::counters::TrafficCounters;
+use crate::counters::{TargetTraffic, TrafficCounters};
 use crate::events::RateLimit;
-use crate::relay::{self, CopyPath, PathNotes, RelayEnd};
+use crate::relay::{self, CopyPath, PathNotes, RelayEnd, Sinks};
 use crate::settings::{SharedSettings, TcpSettings};
 use crate::target::{self, TargetPlan};
 
@@ -65,7 +66,22 @@ impl RuleShared {
 #[derive(Debug)]
 pub(crate) struct PortState {
     pub(crate) port: u16,
+    /// Accepts, failures and failovers of the port; its bytes are in `targets`.
     pub(crate) counters: TrafficCounters,
+    /// One cell per target of the rule, by index: what this port's connections to that
+    /// target delivered.
+    pub(crate) targets: Box<[TargetTraffic]>,
+}
+
+impl PortState {
+    /// A port of a rule with `n_targets` targets, nothing counted yet.
+    pub(crate) fn new(port: u16, n_targets: usize) -> Self {
+        PortState {
+            port,
+            counters: TrafficCounters::default(),
+            targets: TargetTraffic::per_target(n_targets),
+        }
+    }
 }
 
 /// Serves one accepted connection to its end.
@@ -82,13 +98,13 @@ async fn forward(rule: &RuleShared, port: &PortState, peer: TcpStream, tcp: TcpS
         tune(&peer, tcp.keepalive);
     }
 
-    let (target, proxy) =
+    let (target, idx, proxy) =
         match target::connect_first(&rule.plan, port.port, tcp.connect_timeout, tcp.keepalive).await {
             Ok(connected) => {
                 if connected.failed_over {
                     port.counters.target_failovers.fetch_add(1, Relaxed);
                 }
-                (connected.stream, connected.target.proxy)
+                (connected.stream, connected.idx, connected.target.proxy)
             }
             Err(failure) => {
                 port.counters.connect_failures.fetch_add(1, Relaxed);
@@ -107,13 +123,18 @@ async fn forward(rule: &RuleShared, port: &PortState, peer: TcpStream, tcp: TcpS
                 return;
             }
         };
+    // The plan only hands out indices of the rule's targets, and every port has a cell for
+    // each; the check keeps a broken invariant from becoming a panic.
+    let Some(cell) = port.targets.get(idx) else { return };
+    let _on_target = cell.open_connection(rule.plan.is_failover(idx));
     if let Some(version) = proxy
         && let Err(why) = send_proxy_header(&peer, &target, version).await
     {
         tracing::debug!(event = "rule.proxy_header_failed", rule = %rule.id, port = port.port, reason = why);
         return;
     }
-    match relay::run(&peer, &target, &port.counters, rule.path, tcp.idle_timeout, &rule.notes).await {
+    let sinks = Sinks { to_target: &cell.bytes_in, to_peer: &cell.bytes_out };
+    match relay::run(&peer, &target, sinks, rule.path, tcp.idle_timeout, &rule.notes).await {
         Ok(RelayEnd::Closed) => {}
         Ok(RelayEnd::IdleTimeout) => {
             tracing::debug!(event = "rule.connection_idle_closed", rule = %rule.id, port = port.port);

@@ -1,5 +1,5 @@
 //! [`DataPlane`]: the registry of bound rules and the [`RuleRuntime`] the control loop drives.
-//! TCP rules run here (listeners and connections); UDP rules run in [`crate::udp`].
+//! TCP rules run here (listeners and connections); UDP rules run in `crate::udp`.
 //!
 //! Invariants: a rule id maps to at most one bound runtime, TCP or UDP; binding an id that is
 //! bound replaces it, whatever its protocol was (the old listeners are closed first); a bound
@@ -24,7 +24,7 @@ use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
 use crate::conn::{PortState, RuleShared};
-use crate::counters::{TrafficCounters, rule_report};
+use crate::counters::{PortView, rule_report};
 use crate::events::RuleLabel;
 use crate::listen::{self, Family, ListenerSlot};
 use crate::relay::{CopyPath, PathNotes, SpliceFault};
@@ -56,6 +56,18 @@ impl DataPlaneOptions {
     /// `PORTUNUS_DISABLE_SPLICE=1` forces the userspace copy, `PORTUNUS_DISABLE_UDP_GSO=1`
     /// sends datagrams one by one, `PORTUNUS_DNS_SERVER=ip:port` asks one DNS server instead
     /// of the system configuration (anything else there is `invalid_config`).
+    ///
+    /// ```
+    /// use std::ffi::OsStr;
+    /// use portunus_dataplane::DataPlaneOptions;
+    ///
+    /// let (options, dns) = DataPlaneOptions::from_switches(Some(OsStr::new("1")), None, Some("127.0.0.1:5353"))?;
+    /// assert!(!options.splice, "PORTUNUS_DISABLE_SPLICE=1 forces the userspace copy");
+    /// assert_eq!(dns, Some("127.0.0.1:5353".parse().unwrap()));
+    /// let refused = DataPlaneOptions::from_switches(None, None, Some("localhost")).unwrap_err();
+    /// assert_eq!(refused.code, portunus_core::ErrorCode::InvalidConfig);
+    /// # Ok::<(), portunus_core::Failure>(())
+    /// ```
     pub fn from_switches(
         disable_splice: Option<&std::ffi::OsStr>,
         disable_udp_gso: Option<&std::ffi::OsStr>,
@@ -139,8 +151,13 @@ impl BoundRule {
     }
 
     fn report(&self) -> RuleReport {
-        let mut report = rule_report(self.instance, self.ports.iter().map(|p| (p.port, &p.counters)));
-        report.per_target = self.shared.plan.report();
+        let ports = self.ports.iter().map(|p| PortView {
+            port: p.port,
+            own: p.counters.snapshot(),
+            targets: &p.targets,
+        });
+        let (mut report, traffic) = rule_report(self.instance, ports, self.shared.plan.n_targets());
+        report.per_target = self.shared.plan.report(&traffic);
         report
     }
 }
@@ -158,6 +175,24 @@ impl Drop for BoundRule {
 
 impl DataPlane {
     /// A plane with no rules and default settings.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use portunus_dataplane::{DataPlane, DataPlaneOptions, RuleRuntime};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let plane = DataPlane::new(DataPlaneOptions::with_switches(false, false));
+    /// assert!(plane.report().is_empty(), "no rule is bound yet");
+    /// // Settings from the control plane (or a standalone file) apply to later rules.
+    /// plane.apply_settings(portunus_core::config::DataPlaneSettings {
+    ///     tcp_idle_timeout: Duration::from_secs(600),
+    ///     ..Default::default()
+    /// });
+    /// assert_eq!(plane.settings().tcp_idle_timeout, Duration::from_secs(600));
+    /// assert_eq!(plane.shutdown(Duration::from_secs(1)).await, 0, "nothing to cut");
+    /// # }
+    /// ```
     ///
     /// # Panics
     ///
@@ -207,17 +242,9 @@ impl DataPlane {
     /// to wait for, and its replies could no longer leave once its listener is closed.
     /// Afterwards no rule is bound and `bind` refuses new ones; calling it again returns 0.
     pub async fn shutdown(&self, drain: Duration) -> u64 {
-        self.shutting_down.store(true, Relaxed);
-        let udp: Vec<UdpRule> = self.lock_udp_rules().drain().map(|(_, rule)| rule).collect();
-        drop(udp);
-        let ports: Vec<Arc<PortState>> = {
-            let rules = self.lock_rules();
-            rules
-                .values()
-                .inspect(|rule| rule.close_listeners())
-                .flat_map(|rule| rule.ports.iter().cloned())
-                .collect()
-        };
+        RuleRuntime::stop_accepting(self);
+        let ports: Vec<Arc<PortState>> =
+            self.lock_rules().values().flat_map(|rule| rule.ports.iter().cloned()).collect();
         let active = || ports.iter().map(|p| p.counters.connections_active()).sum::<u64>();
         let deadline = Instant::now() + drain;
         while active() > 0 && Instant::now() < deadline {
@@ -308,7 +335,7 @@ impl DataPlane {
             accept_tasks: Vec::with_capacity(listeners.len()),
         };
         for (port, listener) in listeners {
-            let state = Arc::new(PortState { port, counters: TrafficCounters::default() });
+            let state = Arc::new(PortState::new(port, def.targets.len()));
             let slot = Arc::new(ListenerSlot::new(listener));
             let task = self.runtime.spawn(listen::accept_loop(
                 Arc::clone(&bound.shared),
@@ -357,6 +384,16 @@ impl RuleRuntime for DataPlane {
         let removed_udp = self.lock_udp_rules().remove(&rule);
         // Closes the listeners (the ports are free on return) and ends the flows.
         drop(removed_udp);
+    }
+
+    fn stop_accepting(&self) {
+        self.shutting_down.store(true, Relaxed);
+        let udp: Vec<UdpRule> = self.lock_udp_rules().drain().map(|(_, rule)| rule).collect();
+        // Dropped outside the lock: the sockets close and the ports are free on return.
+        drop(udp);
+        for rule in self.lock_rules().values() {
+            rule.close_listeners();
+        }
     }
 
     fn report(&self) -> Vec<(RuleId, RuleReport)> {

@@ -8,6 +8,37 @@ pub use portunus_resolver::{BoxFuture, ResolveFailure, Resolver};
 /// `bind` is all or nothing: when it fails, no listener of the rule stays bound. `unbind`
 /// stops the listeners and closes the rule's connections; unbinding an unknown rule is a
 /// no-op. Other rules' connections are never touched.
+///
+/// ```
+/// use portunus_core::ids::RuleId;
+/// use portunus_core::rule::{ListenSpec, RuleLimits, RuleSpec};
+/// use portunus_core::ErrorCode;
+/// use portunus_dataplane::{DataPlane, DataPlaneOptions, RuleRuntime};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // Port `busy` is held by someone else, so a range that includes it binds nothing.
+/// let holder = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let busy = holder.local_addr()?.port();
+/// let range = RuleSpec {
+///     name: None,
+///     protocol: Default::default(),
+///     listen_port: ListenSpec::Text(format!("{}-{busy}", busy - 1)),
+///     listen_addr: Some("127.0.0.1".parse()?),
+///     target: Some("127.0.0.1:9".into()),
+///     targets: vec![],
+///     prefer_ipv6: false,
+///     health_check_interval_secs: None,
+/// }
+/// .validate(RuleLimits::default())?;
+/// let plane = DataPlane::new(DataPlaneOptions::default());
+/// let failure = plane.bind(RuleId::new(7), range).await.unwrap_err();
+/// assert_eq!((failure.code, failure.code.exit_status()), (ErrorCode::PortInUse, 5));
+/// assert!(plane.report().is_empty(), "nothing of the rule stays bound");
+/// plane.unbind(RuleId::new(7)); // Unknown rule: a no-op.
+/// # Ok(())
+/// # }
+/// ```
 pub trait RuleRuntime: Send + Sync {
     /// Settings from Welcome (or the standalone file); applies to rules bound afterwards
     /// and, where it can, to running ones.
@@ -20,6 +51,10 @@ pub trait RuleRuntime: Send + Sync {
     ) -> BoxFuture<'_, Result<(), portunus_core::Failure>>;
     /// Stops a rule.
     fn unbind(&self, rule: portunus_core::ids::RuleId);
+    /// The first step of stopping: every listen port is released (TCP listeners closed, UDP
+    /// rules ended) while accepted TCP connections go on, so another process can bind the
+    /// ports before this one has drained. Nothing binds afterwards.
+    fn stop_accepting(&self);
     /// Cumulative counters of every bound rule since its runtime instance started.
     fn report(&self) -> Vec<(portunus_core::ids::RuleId, portunus_core::stats::RuleReport)>;
 }

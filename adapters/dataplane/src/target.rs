@@ -26,10 +26,10 @@ use crate::events::{RateLimit, RuleLabel};
 /// Most addresses of one DNS answer a connection tries before moving to the next target.
 const ADDRESSES_PER_TARGET: usize = 4;
 
-/// Per-target counts, beside the per-port ones.
+/// Per-target counts of attempts that reached no target, and so no (port, target) cell of
+/// [`crate::counters::TargetTraffic`]: those count everything a connection did on a target.
 #[derive(Debug, Default)]
 struct TargetStats {
-    connections: AtomicU64,
     connect_failures: AtomicU64,
     dns_failures: AtomicU64,
 }
@@ -73,6 +73,8 @@ pub(crate) struct Candidate<'a> {
 #[derive(Debug)]
 pub(crate) struct Connected<'a> {
     pub(crate) stream: TcpStream,
+    /// Index of the target it reached in the rule's list.
+    pub(crate) idx: usize,
     /// The target it reached.
     pub(crate) target: &'a Target,
     /// True when it is not the most preferred target (that one was failed or refused).
@@ -168,16 +170,15 @@ impl TargetPlan {
         self.targets.get(idx)
     }
 
-    /// The most preferred target, whatever its health.
-    pub(crate) fn preferred(&self) -> Option<usize> {
-        self.preferred
+    /// How many targets the rule has.
+    pub(crate) fn n_targets(&self) -> usize {
+        self.targets.len()
     }
 
-    /// Counts a connection (or UDP flow) that reached target `idx`.
-    pub(crate) fn note_opened(&self, idx: usize) {
-        if let Some(s) = self.stats.get(idx) {
-            s.connections.fetch_add(1, Relaxed);
-        }
+    /// True when target `idx` is not the most preferred one: a connection or flow that goes
+    /// there has failed over.
+    pub(crate) fn is_failover(&self, idx: usize) -> bool {
+        self.preferred.is_some_and(|p| p != idx)
     }
 
     /// Counts a failed connect (or a UDP flow evicted by an ICMP error) of target `idx`.
@@ -206,8 +207,10 @@ impl TargetPlan {
         }
     }
 
-    /// Per-target counters and health, for the rule's report.
-    pub(crate) fn report(&self) -> Vec<TargetCounters> {
+    /// Per-target counters and health, for the rule's report: `traffic[idx]` (what the
+    /// connections or flows on target `idx` did, summed over the rule's ports) plus the
+    /// failed attempts counted here. A target missing from `traffic` counts only those.
+    pub(crate) fn report(&self, traffic: &[Counters]) -> Vec<TargetCounters> {
         let book = lock(&self.health);
         self.stats
             .iter()
@@ -216,10 +219,9 @@ impl TargetPlan {
                 index: idx as u32,
                 health: book.health(idx),
                 counters: Counters {
-                    connections_total: s.connections.load(Relaxed),
                     connect_failures: s.connect_failures.load(Relaxed),
                     dns_failures: s.dns_failures.load(Relaxed),
-                    ..Counters::default()
+                    ..traffic.get(idx).copied().unwrap_or_default()
                 },
             })
             .collect()
@@ -239,7 +241,6 @@ pub(crate) async fn connect_first(
     timeout: Option<Duration>,
     keepalive: Option<Duration>,
 ) -> Result<Connected<'_>, ConnectFailure> {
-    let preferred = plan.preferred();
     let mut first_failure: Option<(String, String, String)> = None;
     let mut n_tried = 0;
     let mut dns_failures = 0;
@@ -257,9 +258,8 @@ pub(crate) async fn connect_first(
         plan.record(candidate.idx, attempt.is_ok());
         match attempt {
             Ok(stream) => {
-                stats.connections.fetch_add(1, Relaxed);
-                let failed_over = preferred.is_some_and(|p| p != candidate.idx);
-                return Ok(Connected { stream, target: candidate.target, failed_over });
+                let failed_over = plan.is_failover(candidate.idx);
+                return Ok(Connected { stream, idx: candidate.idx, target: candidate.target, failed_over });
             }
             Err((reason, errno_name)) => {
                 stats.connect_failures.fetch_add(1, Relaxed);

@@ -42,6 +42,7 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
+use crate::counters::{self, PortView, TargetTraffic};
 use crate::events::{RateLimit, RuleLabel};
 use crate::listen::Family;
 use crate::target::TargetPlan;
@@ -52,13 +53,10 @@ use self::listen::PortSocket;
 /// How often at most each rate-limited UDP event is logged per rule.
 const EVENT_PERIOD: Duration = Duration::from_secs(10);
 
-/// Counters of one listen port of a UDP rule. Only `flows_active` goes down.
+/// Counters of one listen port of a UDP rule. Only `flows_active` goes down. What the
+/// port's flows delivered is counted in the port's per-target cells ([`PortIo::targets`]).
 #[derive(Debug, Default)]
 pub(crate) struct UdpCounters {
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
-    datagrams_in: AtomicU64,
-    datagrams_out: AtomicU64,
     flows_total: AtomicU64,
     flows_active: AtomicU64,
     flows_dropped_overflow: AtomicU64,
@@ -74,32 +72,13 @@ pub(crate) struct UdpCounters {
 impl UdpCounters {
     fn snapshot(&self) -> Counters {
         Counters {
-            bytes_in: self.bytes_in.load(Relaxed),
-            bytes_out: self.bytes_out.load(Relaxed),
             connections_total: self.flows_total.load(Relaxed),
             connections_active: self.flows_active.load(Relaxed),
-            datagrams_in: self.datagrams_in.load(Relaxed),
-            datagrams_out: self.datagrams_out.load(Relaxed),
             flows_dropped_overflow: self.flows_dropped_overflow.load(Relaxed),
             dns_failures: self.dns_failures.load(Relaxed),
             connect_failures: self.open_failures.load(Relaxed),
             target_failovers: self.failovers.load(Relaxed),
-        }
-    }
-
-    /// Counts datagrams delivered peer → upstream.
-    fn delivered_in(&self, datagrams: u64, bytes: u64) {
-        if datagrams > 0 {
-            self.datagrams_in.fetch_add(datagrams, Relaxed);
-            self.bytes_in.fetch_add(bytes, Relaxed);
-        }
-    }
-
-    /// Counts datagrams delivered upstream → peer.
-    fn delivered_out(&self, datagrams: u64, bytes: u64) {
-        if datagrams > 0 {
-            self.datagrams_out.fetch_add(datagrams, Relaxed);
-            self.bytes_out.fetch_add(bytes, Relaxed);
+            ..Counters::default()
         }
     }
 
@@ -110,18 +89,16 @@ impl UdpCounters {
     }
 }
 
-/// Builds a rule's report: totals are the sum over ports, the active gauge included.
-fn rule_report<'a>(instance: u64, ports: impl IntoIterator<Item = &'a PortIo>) -> RuleReport {
-    let mut report = RuleReport { instance, ..RuleReport::default() };
-    let mut active = 0u64;
-    for port in ports {
-        let snap = port.counters.snapshot();
-        active = active.saturating_add(snap.connections_active);
-        report.totals = report.totals.plus(snap);
-        report.per_port.insert(port.port, snap);
-    }
-    report.totals.connections_active = active;
-    report
+/// Builds a rule's report: totals are the sum over ports, the active gauge included; the
+/// second part is the per-target traffic, summed over ports (see [`counters::rule_report`]).
+fn rule_report<'a>(
+    instance: u64,
+    ports: impl IntoIterator<Item = &'a PortIo>,
+    n_targets: usize,
+) -> (RuleReport, Vec<Counters>) {
+    let views =
+        ports.into_iter().map(|p| PortView { port: p.port, own: p.counters.snapshot(), targets: &p.targets });
+    counters::rule_report(instance, views, n_targets)
 }
 
 /// Rate limits of one rule's UDP events.
@@ -152,6 +129,26 @@ pub(crate) struct PortIo {
     port: u16,
     socket: PortSocket,
     counters: UdpCounters,
+    /// One cell per target of the rule, by index: what this port's flows to that target
+    /// delivered, and the flows themselves.
+    targets: Box<[TargetTraffic]>,
+}
+
+impl PortIo {
+    fn new(port: u16, socket: PortSocket, n_targets: usize) -> Self {
+        PortIo {
+            port,
+            socket,
+            counters: UdpCounters::default(),
+            targets: TargetTraffic::per_target(n_targets),
+        }
+    }
+
+    /// The cell of target `idx`. The plan only hands out indices of the rule's targets, and
+    /// every port has a cell for each, so `None` means a broken invariant (nothing counted).
+    fn target(&self, idx: usize) -> Option<&TargetTraffic> {
+        self.targets.get(idx)
+    }
 }
 
 /// The addresses a DNS-name target last resolved to, and when.
@@ -247,9 +244,7 @@ impl UdpRule {
         let plan = TargetPlan::with_context(def, RuleLabel(Some(id)), resolver);
         let ports = sockets
             .into_iter()
-            .map(|(port, socket)| {
-                Arc::new(PortIo { port, socket: PortSocket::new(socket), counters: UdpCounters::default() })
-            })
+            .map(|(port, socket)| Arc::new(PortIo::new(port, PortSocket::new(socket), def.targets.len())))
             .collect::<Vec<_>>();
         let io = Arc::new(RuleIo {
             id,
@@ -273,8 +268,9 @@ impl UdpRule {
 
     /// The rule's counters since it was bound.
     pub(crate) fn report(&self) -> RuleReport {
-        let mut report = rule_report(self.instance, self.io.ports.iter().map(|p| &**p));
-        report.per_target = self.io.plan.report();
+        let ports = self.io.ports.iter().map(|p| &**p);
+        let (mut report, traffic) = rule_report(self.instance, ports, self.io.plan.n_targets());
+        report.per_target = self.io.plan.report(&traffic);
         report
     }
 

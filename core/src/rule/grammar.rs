@@ -10,6 +10,17 @@ use super::{Host, PortRange, ProxyVersion, Target};
 use crate::error::{ErrorCode, Failure};
 
 /// Parses `PORT` or `START-END`.
+///
+/// ```
+/// use portunus_core::{ErrorCode, rule::parse_listen};
+///
+/// let range = parse_listen("20000-20009")?;
+/// assert_eq!((range.start(), range.end(), range.len()), (20000, 20009, 10));
+/// assert_eq!(parse_listen("8080")?.to_string(), "8080");
+/// assert_eq!(parse_listen("0").unwrap_err().code, ErrorCode::InvalidPort);
+/// assert_eq!(parse_listen("9-1").unwrap_err().code, ErrorCode::InvertedRange);
+/// # Ok::<(), portunus_core::Failure>(())
+/// ```
 pub fn parse_listen(text: &str) -> Result<PortRange, Failure> {
     let text = text.trim();
     match text.split_once('-') {
@@ -31,6 +42,18 @@ pub fn parse_port(text: &str) -> Result<u16, Failure> {
 }
 
 /// Parses a target. The priority defaults to 0 and the PROXY version to none.
+///
+/// ```
+/// use portunus_core::rule::{Host, ProxyVersion, parse_target};
+///
+/// let target = parse_target("[::1]:8443@2,proxy=v2")?;
+/// assert_eq!(target.host, Host::Ip("::1".parse().unwrap()));
+/// assert_eq!((target.ports.start(), target.priority, target.proxy), (8443, 2, Some(ProxyVersion::V2)));
+/// assert_eq!(target.to_string(), "[::1]:8443@2,proxy=v2");
+/// assert!(matches!(parse_target("backend.internal:80")?.host, Host::Name(_)));
+/// assert_eq!(parse_target("no-port").unwrap_err().code, portunus_core::ErrorCode::InvalidTarget);
+/// # Ok::<(), portunus_core::Failure>(())
+/// ```
 pub fn parse_target(text: &str) -> Result<Target, Failure> {
     let bad = |why: &str| {
         Failure::new(

@@ -50,6 +50,16 @@ impl fmt::Display for Protocol {
 }
 
 /// An inclusive, non-empty range of non-zero ports.
+///
+/// ```
+/// use portunus_core::rule::PortRange;
+///
+/// let range = PortRange::new(8000, 8009).unwrap();
+/// assert!(range.contains(8005) && !range.contains(8010));
+/// assert!(range.overlaps(PortRange::single(8009).unwrap()));
+/// assert_eq!(PortRange::new(9, 1), None, "inverted");
+/// assert_eq!(PortRange::single(0), None, "port 0");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct PortRange {
     start: u16,
@@ -167,6 +177,15 @@ impl Target {
     ///
     /// A single-port target takes every listen port; a range target maps by offset.
     /// `listen_port` must be inside `listen` (guaranteed by the listener that calls this).
+    ///
+    /// ```
+    /// use portunus_core::rule::{PortRange, parse_target};
+    ///
+    /// let listen = PortRange::new(2000, 2009).unwrap();
+    /// assert_eq!(parse_target("10.0.0.1:3000-3009")?.port_for(listen, 2004), 3004);
+    /// assert_eq!(parse_target("10.0.0.1:80")?.port_for(listen, 2004), 80);
+    /// # Ok::<(), portunus_core::Failure>(())
+    /// ```
     pub fn port_for(&self, listen: PortRange, listen_port: u16) -> u16 {
         if self.ports.is_single() {
             self.ports.start()
@@ -207,6 +226,21 @@ pub enum ListenSpec {
 ///
 /// Unknown fields are refused. Exactly one of `target` and `targets` is given; each target is
 /// `host:port[-port][@priority][,proxy=v1|v2]` with IPv6 hosts in brackets.
+///
+/// ```
+/// use portunus_core::rule::{Protocol, RuleLimits, RuleSpec};
+///
+/// let spec: RuleSpec = serde_json::from_str(
+///     r#"{"listen_port": "20000-20001", "targets": ["10.0.0.2:80@2", "10.0.0.1:80@1"]}"#,
+/// )?;
+/// let def = spec.validate(RuleLimits::default())?;
+/// assert_eq!((def.protocol, def.listen.len(), def.listen_addr), (Protocol::Tcp, 2, None));
+/// // Index 1 has the lower priority value, so it is preferred.
+/// let preferred: Vec<usize> = def.targets_by_preference().iter().map(|(idx, _)| *idx).collect();
+/// assert_eq!(preferred, [1, 0]);
+/// assert!(serde_json::from_str::<RuleSpec>(r#"{"listen_port": 1, "colour": "red"}"#).is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]

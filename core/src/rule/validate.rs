@@ -24,6 +24,31 @@ impl Default for RuleLimits {
 
 impl RuleSpec {
     /// Validates and normalises the spec. The first problem found is reported.
+    ///
+    /// ```
+    /// use portunus_core::rule::{ListenSpec, RuleLimits, RuleSpec};
+    /// use portunus_core::ErrorCode;
+    ///
+    /// let spec = |listen: &str, target: &str| RuleSpec {
+    ///     name: None,
+    ///     protocol: Default::default(),
+    ///     listen_port: ListenSpec::Text(listen.into()),
+    ///     listen_addr: None,
+    ///     target: Some(target.into()),
+    ///     targets: vec![],
+    ///     prefer_ipv6: false,
+    ///     health_check_interval_secs: None,
+    /// };
+    /// let limits = RuleLimits { max_range_ports: 4 };
+    /// let def = spec("8080", "127.0.0.1:80").validate(limits)?;
+    /// assert_eq!(def.targets[0].to_string(), "127.0.0.1:80");
+    /// // Each refusal carries its stable code (and so its exit and HTTP status).
+    /// let code = |listen, target| spec(listen, target).validate(limits).unwrap_err().code;
+    /// assert_eq!(code("8080-8089", "127.0.0.1:80"), ErrorCode::ExceedsCap);
+    /// assert_eq!(code("8080-8081", "127.0.0.1:80-82"), ErrorCode::RangeMismatch);
+    /// assert_eq!(code("8080", "127.0.0.1"), ErrorCode::InvalidTarget);
+    /// # Ok::<(), portunus_core::Failure>(())
+    /// ```
     pub fn validate(&self, limits: RuleLimits) -> Result<RuleDef, Failure> {
         let listen = match &self.listen_port {
             ListenSpec::Port(n) => u16::try_from(*n).ok().and_then(PortRange::single).ok_or_else(|| {

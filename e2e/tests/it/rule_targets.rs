@@ -248,3 +248,53 @@ fn haproxy_sees_the_original_client_address_for_v1_and_v2_over_ipv4_and_ipv6() {
         }
     }
 }
+
+#[test]
+fn per_target_stats_over_the_api_show_the_bytes_of_the_target_that_carried_them() {
+    let scn = Scenario::new("per_target_bytes");
+    // The harness's server asks clients for a report every second.
+    let (server, _client) = server_with_edge(&scn, &ClientOpts::default());
+    let (primary, backup) = (Backend::echo(), Backend::echo());
+    let listen = free_port();
+    let out = server.cli(&[
+        "push-rule",
+        "edge-01",
+        &listen.to_string(),
+        "--target",
+        &format!("{}@1", primary.target()),
+        "--target",
+        &format!("{}@2", backup.target()),
+    ]);
+    assert_eq!(out.code, 0, "{out:?}");
+    let id = out.stdout.trim().to_owned();
+
+    // Three echoed round trips on one connection: the bytes are known exactly.
+    let n = 3 * 40_000u64;
+    let mut stream = connect(listen);
+    for round in 0..3u8 {
+        roundtrip(&mut stream, &[round; 40_000]);
+    }
+    drop(stream);
+
+    let api = server.api();
+    let token = server.operator_token();
+    let path = format!("/v1/rules/{id}/stats?per_target=true");
+    let mut last = serde_json::Value::Null;
+    let stats = wait_until_or(|| {
+        let resp = api.call("GET", &path, &Auth::Bearer(&token), None);
+        assert_eq!(resp.status, 200, "{}", resp.text);
+        last = resp.body.clone();
+        let first = &resp.body["per_target"][0]["counters"];
+        (first["bytes_in"].as_u64() == Some(n) && first["bytes_out"].as_u64() == Some(n)).then_some(resp.body)
+    })
+    .unwrap_or_else(|| panic!("the primary never showed {n} bytes each way; last: {last}"));
+
+    let targets = stats["per_target"].as_array().expect("per_target listed");
+    assert_eq!(targets.len(), 2, "{stats}");
+    assert_eq!(targets[0]["target"], format!("{}@1", primary.target()).as_str());
+    assert_eq!(targets[0]["counters"]["connections_total"].as_u64(), Some(1), "{stats}");
+    assert_eq!(targets[1]["counters"]["bytes_in"].as_u64(), Some(0), "the backup carried nothing: {stats}");
+    assert_eq!(targets[1]["counters"]["connections_total"].as_u64(), Some(0), "{stats}");
+    assert_eq!(stats["totals"]["bytes_in"].as_u64(), Some(n), "{stats}");
+    assert_eq!(stats["totals"]["bytes_out"].as_u64(), Some(n), "{stats}");
+}

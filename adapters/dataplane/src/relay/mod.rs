@@ -181,14 +181,23 @@ pub async fn relay(
 ) -> Result<RelayEnd, RelayError> {
     static STANDALONE: OnceLock<PathNotes> = OnceLock::new();
     let notes = STANDALONE.get_or_init(|| PathNotes::new(RuleLabel(None), None));
-    run(&peer, &target, counters, path, None, notes).await
+    let sinks = Sinks { to_target: &counters.bytes_in, to_peer: &counters.bytes_out };
+    run(&peer, &target, sinks, path, None, notes).await
+}
+
+/// Where a relay counts what it delivered: bytes that reached the target and bytes that
+/// reached the peer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sinks<'a> {
+    pub(crate) to_target: &'a AtomicU64,
+    pub(crate) to_peer: &'a AtomicU64,
 }
 
 /// The relay of one connection: both directions plus the idle watch.
 pub(crate) async fn run(
     peer: &TcpStream,
     target: &TcpStream,
-    counters: &TrafficCounters,
+    sinks: Sinks<'_>,
     path: CopyPath,
     idle_timeout: Option<Duration>,
     notes: &PathNotes,
@@ -199,14 +208,14 @@ pub(crate) async fn run(
         src: peer,
         dst: target,
         dir: Direction::Inbound,
-        delivered: &counters.bytes_in,
+        delivered: sinks.to_target,
         one_ended: &one_ended,
     };
     let outbound = Leg {
         src: target,
         dst: peer,
         dir: Direction::Outbound,
-        delivered: &counters.bytes_out,
+        delivered: sinks.to_peer,
         one_ended: &one_ended,
     };
     let both = async {

@@ -3,9 +3,11 @@
 //!
 //! Invariants: a flow's upstream socket is connected to the target, so the kernel hands its
 //! reply task nothing but the target's datagrams, and the task sends them to exactly the
-//! flow's source. A flow holds one `flows_active` unit from the moment its slot exists until
-//! the slot is dropped, which also aborts its reply task; removing a flow from the table is
-//! therefore all it takes to end it. Slots are dropped outside the table lock.
+//! flow's source. A flow holds one `flows_active` unit of its port, and one active unit of its
+//! (port, target) cell, from the moment its slot exists until the slot is dropped, which also
+//! aborts its reply task; removing a flow from the table is therefore all it takes to end it.
+//! Slots are dropped outside the table lock. What a flow delivers is counted in its cell, once
+//! per batch (or per run of one target's flows within a batch), never per datagram.
 
 use std::io;
 use std::net::SocketAddr;
@@ -48,6 +50,9 @@ pub(crate) struct FlowSlot {
 impl FlowSlot {
     fn new(io: Arc<FlowIo>) -> Self {
         io.port.counters.flows_active.fetch_add(1, Relaxed);
+        if let Some(cell) = io.port.target(io.target) {
+            cell.connections_active.fetch_add(1, Relaxed);
+        }
         FlowSlot { io, reply_task: None }
     }
 }
@@ -58,6 +63,38 @@ impl Drop for FlowSlot {
             task.abort();
         }
         self.io.port.counters.flows_active.fetch_sub(1, Relaxed);
+        if let Some(cell) = self.io.port.target(self.io.target) {
+            cell.connections_active.fetch_sub(1, Relaxed);
+        }
+    }
+}
+
+/// Datagrams delivered peer → target by consecutive routes of one batch that share a target,
+/// counted into that target's cell with one add per field when the target changes (so a
+/// batch whose flows all go to one target costs what the whole-port count used to).
+#[derive(Debug, Default)]
+struct Tally {
+    target: usize,
+    datagrams: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, port: &PortIo, target: usize, datagrams: u64, bytes: u64) {
+        if target != self.target {
+            self.flush(port);
+            self.target = target;
+        }
+        self.datagrams += datagrams;
+        self.bytes += bytes;
+    }
+
+    fn flush(&mut self, port: &PortIo) {
+        if let Some(cell) = port.target(self.target) {
+            cell.delivered_in(self.datagrams, self.bytes);
+        }
+        self.datagrams = 0;
+        self.bytes = 0;
     }
 }
 
@@ -135,18 +172,17 @@ pub(crate) fn forward_batch(
             tracing::warn!(event = "rule.udp_flows_overflow", rule = %io.id, port = port.port, max_flows);
         }
     }
-    let (mut delivered, mut bytes) = (0u64, 0u64);
+    let mut tally = Tally::default();
     for Route { flow, id, range } in routes.drain(..) {
         let len = range.len() as u64;
         let sent = send_all(batch, flow.socket.get_ref(), range, None);
-        delivered += sent.datagrams;
-        bytes += sent.bytes;
+        tally.add(port, flow.target, sent.datagrams, sent.bytes);
         dropped += len - sent.datagrams;
         if let Some((class, err)) = sent.evicting {
             evict(io, &flow, id, class, &err);
         }
     }
-    port.counters.delivered_in(delivered, bytes);
+    tally.flush(port);
     if dropped + overflow > 0 {
         port.counters.dropped(dropped + overflow);
         if dropped > 0 {
@@ -254,8 +290,11 @@ fn open_to(
     let task = tokio::spawn(pump_replies(Arc::clone(io), Arc::clone(&flow), id));
     slot.reply_task = Some(task.abort_handle());
     port.counters.flows_total.fetch_add(1, Relaxed);
-    io.plan.note_opened(target);
-    if io.plan.preferred().is_some_and(|p| p != target) {
+    let failed_over = io.plan.is_failover(target);
+    if let Some(cell) = port.target(target) {
+        cell.note_opened(failed_over);
+    }
+    if failed_over {
         port.counters.failovers.fetch_add(1, Relaxed);
     }
     if was_empty {
@@ -309,7 +348,11 @@ async fn resolve_then_open(
     io.lock_pending().remove(&key);
     let Some((flow, id)) = opened else { return };
     match flow.socket.get_ref().send(&first) {
-        Ok(n) => port.counters.delivered_in(1, n as u64),
+        Ok(n) => {
+            if let Some(cell) = port.target(flow.target) {
+                cell.delivered_in(1, n as u64);
+            }
+        }
         Err(err) => {
             port.counters.dropped(1);
             let class = upstream_error(&err);
@@ -508,7 +551,9 @@ fn relay_replies(io: &RuleIo, flow: &FlowIo, id: FlowId) -> Next {
                 start = end + 1;
             }
         });
-        port.counters.delivered_out(delivered, bytes);
+        if let Some(cell) = port.target(flow.target) {
+            cell.delivered_out(delivered, bytes);
+        }
         let dropped = n as u64 - delivered;
         if dropped > 0 {
             port.counters.dropped(dropped);

@@ -1,6 +1,7 @@
 //! Integration tests of the data plane (TCP and UDP) over real loopback sockets.
 
 mod binding;
+mod example;
 mod lifecycle;
 mod paths;
 mod rule_targets;

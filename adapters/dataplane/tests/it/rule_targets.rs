@@ -224,3 +224,96 @@ async fn proxy_headers_carry_the_client_address_before_its_bytes() {
         assert_eq!(totals(&plane, id).bytes_in, 7, "the header is not counted as traffic");
     }
 }
+
+/// An echo backend that serves one connection and stops listening as soon as it has
+/// accepted it, so every later connect to its port is refused.
+async fn one_shot_echo() -> SocketAddr {
+    let listener = TcpListener::bind((LOCALHOST, 0)).await.expect("bind one-shot backend");
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        if let Ok((mut stream, _)) = listener.accept().await {
+            drop(listener);
+            let (mut rd, mut wr) = stream.split();
+            if tokio::io::copy(&mut rd, &mut wr).await.is_ok() {
+                let _ = wr.shutdown().await;
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn per_target_bytes_add_up_to_the_rule_bytes_on_every_copy_path() {
+    let planes: [(&str, Arc<DataPlane>); 4] = [
+        ("splice", plane(Path::Splice)),
+        ("userspace", plane(Path::Userspace)),
+        ("splice refused", plane_with_fault(portunus_dataplane::SpliceFault::Unsupported)),
+        ("splice refused on drain", plane_with_fault(portunus_dataplane::SpliceFault::UnsupportedOnDrain)),
+    ];
+    for (path, plane) in planes {
+        let id = rule_id();
+        let port = free_ports(2);
+        let primary = one_shot_echo().await;
+        let backup = echo_backend().await;
+        let def = tcp_rule(
+            PortRange::new(port, port + 1).unwrap(),
+            vec![target(LOCALHOST, primary.port(), 0), target(LOCALHOST, backup.port(), 1)],
+        );
+        plane.bind(id, def).await.expect("bind");
+        let (first, second) = (pseudo_random(300_000, 1), pseudo_random(123_457, 2));
+
+        // The first connection reaches the primary, which then stops listening: the second
+        // one, on the other listen port, is refused there and fails over to the backup.
+        assert_eq!(within(exchange(connect(port).await, &first)).await, first, "{path}");
+        assert_eq!(within(exchange(connect(port + 1).await, &second)).await, second, "{path}");
+        eventually("both connections end", || totals(&plane, id).connections_active == 0).await;
+        let (a, b) = (first.len() as u64, second.len() as u64);
+        eventually("every delivered byte is counted", || totals(&plane, id).bytes_out == a + b).await;
+
+        let report = plane.report().into_iter().find(|(r, _)| *r == id).map(|(_, r)| r).unwrap();
+        let (t0, t1) = (report.per_target[0].counters, report.per_target[1].counters);
+        assert_eq!((t0.bytes_in, t0.bytes_out, t1.bytes_in, t1.bytes_out), (a, a, b, b), "{path}");
+        assert_eq!(
+            (t0.bytes_in + t1.bytes_in, t0.bytes_out + t1.bytes_out),
+            (report.totals.bytes_in, report.totals.bytes_out)
+        );
+        assert_eq!(
+            (report.per_port[&port].bytes_in, report.per_port[&(port + 1)].bytes_in),
+            (a, b),
+            "{path}"
+        );
+        assert_eq!((t0.connections_total, t0.target_failovers, t0.connect_failures), (1, 0, 1), "{path}");
+        assert_eq!((t1.connections_total, t1.target_failovers, t1.connect_failures), (1, 1, 0), "{path}");
+        assert_eq!((t0.connections_active, t1.connections_active), (0, 0), "{path}");
+        assert_eq!(report.totals.target_failovers, 1, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn a_live_connection_counts_on_its_target_before_it_ends() {
+    let plane = plane(Path::Splice);
+    let id = rule_id();
+    let port = free_ports(1);
+    let backend = echo_backend().await;
+    let def = tcp_rule(
+        PortRange::single(port).unwrap(),
+        vec![target(LOCALHOST, backend.port(), 0), target(LOCALHOST, dead_port(), 1)],
+    );
+    plane.bind(id, def).await.expect("bind");
+
+    let mut stream = connect(port).await;
+    stream.write_all(&[7u8; 5000]).await.unwrap();
+    let mut back = vec![0u8; 5000];
+    within(stream.read_exact(&mut back)).await.unwrap();
+    eventually("the echo is counted", || totals(&plane, id).bytes_out == 5000).await;
+    let targets = per_target(&plane, id);
+    let live = targets[0].counters;
+    assert_eq!((live.bytes_in, live.bytes_out, live.connections_active), (5000, 5000, 1));
+    assert_eq!(
+        targets[1].counters,
+        portunus_core::stats::Counters::default(),
+        "the unused target counts nothing"
+    );
+    drop(stream);
+    eventually("the connection ends", || per_target(&plane, id)[0].counters.connections_active == 0).await;
+}

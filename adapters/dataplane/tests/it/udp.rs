@@ -671,3 +671,45 @@ async fn new_flows_fail_over_when_the_preferred_target_is_unreachable() {
     assert_eq!(roundtrip(&fresh, b"backup").await, b"backup");
     eventually("the failover is counted", || udp_totals(&plane, id).target_failovers >= 1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_target_datagrams_and_bytes_add_up_to_the_rule_totals() {
+    let (primary, backup) = (udp_echo(), udp_echo());
+    let plane = plane(Path::Userspace);
+    let id = rule_id();
+    let port = free_ports(2);
+    let def = udp_rule(
+        PortRange::new(port, port + 1).unwrap(),
+        vec![target(LOCALHOST, primary.port(), 0), target(LOCALHOST, backup.port(), 1)],
+    );
+    plane.bind(id, def).await.unwrap();
+
+    // One flow per listen port, all to the healthy primary; sizes 1..=20 bytes.
+    let (a, b) = (client(port).await, client(port + 1).await);
+    let mut sent = 0u64;
+    for n in 1..=10u8 {
+        for (socket, size) in [(&a, n), (&b, n + 10)] {
+            let payload = vec![n; usize::from(size)];
+            assert_eq!(roundtrip(socket, &payload).await, payload);
+            sent += u64::from(size);
+        }
+    }
+    eventually("every reply is counted", || udp_totals(&plane, id).datagrams_out == 20).await;
+
+    let report = report(&plane, id);
+    let (t0, t1) = (report.per_target[0].counters, report.per_target[1].counters);
+    assert_eq!((t0.datagrams_in, t0.datagrams_out, t0.bytes_in, t0.bytes_out), (20, 20, sent, sent));
+    let totals = report.totals;
+    assert_eq!(
+        (totals.datagrams_in, totals.datagrams_out, totals.bytes_in, totals.bytes_out),
+        (
+            t0.datagrams_in + t1.datagrams_in,
+            t0.datagrams_out + t1.datagrams_out,
+            t0.bytes_in + t1.bytes_in,
+            t0.bytes_out + t1.bytes_out
+        ),
+    );
+    assert_eq!((t0.connections_total, t0.connections_active, t0.target_failovers), (2, 2, 0));
+    assert_eq!(t1, Counters::default(), "the backup saw no flow");
+    assert_eq!(report.per_port[&(port + 1)].bytes_in, (11..=20).sum::<u64>());
+}
