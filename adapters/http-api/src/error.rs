@@ -5,10 +5,11 @@
 //! `ErrorCode::http_status`; handlers never pick statuses themselves.
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
+use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
-use axum::http::StatusCode;
+use axum::http::header::{ALLOW, CONTENT_TYPE};
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use portunus_core::error::{ErrorCode, Failure};
 use portunus_core::service::PushFailure;
@@ -26,6 +27,7 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable code, e.g. `port_in_use`.
+    #[schema(value_type = crate::dto::schema::ErrorCodeSchema)]
     pub code: String,
     /// Human sentence; never contains a secret.
     pub message: String,
@@ -80,30 +82,53 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// `Json<T>` whose rejections are our error bodies: malformed JSON, unknown fields and wrong
-/// types → 400 `invalid_request`; an oversized body → 413 `payload_too_large`.
+/// `Json<T>` whose rejections are our error bodies: a body that is not a JSON object (`[]`,
+/// `null`, a string, a number), malformed JSON, unknown fields, wrong types and a missing
+/// JSON content type → 400 `invalid_request`; an oversized body → 413 `payload_too_large`.
+///
+/// Every request body of the API is an object. The object check comes first because serde
+/// also builds a struct from a JSON array (its fields in order), so `[]` would otherwise
+/// pass for a body whose fields are all optional.
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
 where
-    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    T: serde::de::DeserializeOwned,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::new(
+                ErrorCode::InvalidRequest,
+                "expected a request with `Content-Type: application/json`",
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ErrorCode::PayloadTooLarge
+            } else {
+                ErrorCode::InvalidRequest
+            };
+            ApiError::new(code, rejection.body_text())
+        })?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::new(ErrorCode::InvalidRequest, "the request body must be a JSON object"));
+        }
+        match Json::<T>::from_bytes(&bytes) {
             Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => {
-                let code = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ErrorCode::PayloadTooLarge
-                } else {
-                    ErrorCode::InvalidRequest
-                };
-                Err(ApiError::new(code, rejection.body_text()))
-            }
+            Err(rejection) => Err(ApiError::new(ErrorCode::InvalidRequest, rejection.body_text())),
         }
     }
+}
+
+/// True when `Content-Type` is `application/json` or another `+json` type, parameters allowed.
+fn json_content_type(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let Some((kind, subtype)) = essence.split_once('/') else { return false };
+    kind == "application" && (subtype == "json" || subtype.ends_with("+json"))
 }
 
 /// `Query<T>` whose rejections are `invalid_request` error bodies.
@@ -148,12 +173,17 @@ pub async fn not_found() -> ApiError {
     ApiError::new(ErrorCode::RouteNotFound, "no such route")
 }
 
-/// Rewrites axum's bare 405 into our error body.
+/// Rewrites axum's bare 405 (a known path, a method it does not serve) into our error body,
+/// keeping the `Allow` header that lists the methods it does serve.
 pub async fn method_not_allowed(response: Response) -> Response {
-    if response.status() == StatusCode::METHOD_NOT_ALLOWED && response.headers().get("content-type").is_none()
-    {
-        return ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route")
-            .into_response();
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED && response.headers().get(CONTENT_TYPE).is_none() {
+        let allow = response.headers().get(ALLOW).cloned();
+        let mut answer =
+            ApiError::new(ErrorCode::MethodNotAllowed, "method not allowed on this route").into_response();
+        if let Some(allow) = allow {
+            answer.headers_mut().insert(ALLOW, allow);
+        }
+        return answer;
     }
     response
 }

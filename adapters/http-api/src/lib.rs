@@ -13,6 +13,7 @@ pub mod dto;
 pub mod error;
 pub mod listing;
 mod openapi_errors;
+mod openapi_flows;
 pub mod routes;
 
 use std::sync::Arc;
@@ -40,12 +41,22 @@ pub struct AppState {
     pub listings: Arc<listing::ListingCache>,
     /// Where `GET /v1/admin/backup` gets its copies; `None` answers `internal`.
     pub backup: Option<Arc<dyn routes::admin::StoreBackup>>,
+    /// The origins cookie-authenticated writes may come from (normalised).
+    pub origins: Arc<Vec<String>>,
 }
 
 impl AppState {
     /// The handlers' state over `runtime`.
     pub fn new(runtime: Runtime, metrics: Arc<ServerMetrics>) -> AppState {
-        AppState { runtime, metrics, listings: Arc::default(), backup: None }
+        let origins = Arc::new(runtime.settings().allowed_origins(runtime.settings().operator_http_listen));
+        AppState { runtime, metrics, listings: Arc::default(), backup: None, origins }
+    }
+
+    /// The same state, for an operator listener bound at `listening` (whose port may have
+    /// been chosen by the OS): the default origins are that address's.
+    pub fn listening_at(mut self, listening: std::net::SocketAddr) -> AppState {
+        self.origins = Arc::new(self.runtime.settings().allowed_origins(listening));
+        self
     }
 
     /// The same state, with backups made by `backup`.
@@ -119,7 +130,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::rules::get_rule, routes::rules::remove_rule))
         .routes(routes!(routes::rules::rule_stats))
         .routes(routes!(routes::admin::get_advertised_endpoint, routes::admin::set_advertised_endpoint))
-        .routes(routes!(routes::admin::list_audit))
+        .routes(routes!(routes::admin::list_audit, routes::admin::prune_audit))
         .routes(routes!(routes::admin::backup))
         .routes(routes!(routes::system::api_metrics))
 }
@@ -131,17 +142,36 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi()).merge(v1_routes()).into_openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     openapi_errors::add_standard_errors(&mut doc);
+    openapi_flows::add_flows(&mut doc);
     doc
 }
 
-/// The operator API router: `/v1/*` behind the auth layer, plus `/openapi.json`.
+/// Where the interactive API page (Swagger UI) is served on the operator listener, without a
+/// token, like the document it shows.
+pub const DOCS_PATH: &str = "/docs";
+
+/// Where the OpenAPI document is served on the operator listener, without a token.
+pub const OPENAPI_PATH: &str = "/openapi.json";
+
+/// The interactive API page: Swagger UI's assets, embedded in the binary at build time (the
+/// crate's `vendored` feature; nothing is fetched at build or view time), showing the
+/// document at [`OPENAPI_PATH`]. `GET /docs` redirects to `/docs/`.
+fn docs_router() -> Router<AppState> {
+    let config = utoipa_swagger_ui::Config::new([OPENAPI_PATH]);
+    Router::from(utoipa_swagger_ui::SwaggerUi::new(DOCS_PATH).config(config))
+}
+
+/// The operator API router: `/v1/*` behind the auth layer, plus the public `/openapi.json`
+/// and the API page under `/docs/`. A known path asked with a method it does not serve
+/// answers 405 `method_not_allowed` with `Allow`; an unknown path 404 `route_not_found`.
 pub fn api_router(state: AppState) -> Router {
     let (v1, _) = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(v1_routes()).split_for_parts();
     let v1 = v1.route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_actor));
     let doc = serde_json::to_value(openapi()).unwrap_or_default();
     Router::new()
         .merge(v1)
-        .route("/openapi.json", get(move || std::future::ready(axum::Json(doc.clone()))))
+        .route(OPENAPI_PATH, get(move || std::future::ready(axum::Json(doc.clone()))))
+        .merge(docs_router())
         .fallback(error::not_found)
         .layer(axum::middleware::map_response(error::method_not_allowed))
         .layer(DefaultBodyLimit::max(state.runtime.settings().control.max_body_bytes))

@@ -1,22 +1,102 @@
-//! The error responses of every operation, added to the OpenAPI document from one rule
-//! instead of being repeated on each handler: what the auth layer, the extractors and the
-//! body limit can answer, by the shape of the operation.
+//! The error responses of every operation, added to the OpenAPI document from core's code
+//! table instead of being written by hand on each handler: the codes the auth layer, the
+//! extractors and the store can answer by the shape of the operation, plus the codes each
+//! operation's use case can answer ([`OPERATION_CODES`]). Each code's status comes from
+//! `ErrorCode::http_status`, so the document and the server cannot disagree on it.
 //!
 //! It also gives every response the description OpenAPI requires.
 //!
 //! Invariant: the rule mirrors the router — protected operations can meet 401, 403 and 503
-//! (`bootstrap_required`), operations with a body 400 and 413, with parameters 400, with path
-//! parameters 404, and the throttled ones 429; a handler's own entries are never replaced.
+//! (`bootstrap_required`), operations with a body 400 and 413, with parameters 400, every
+//! operation 500; a handler's own description is kept and the codes are appended to it.
 
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use portunus_core::error::ErrorCode::{self, *};
 use portunus_core::policy::is_public_route;
-use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::{ContentBuilder, OpenApi, Ref, RefOr, ResponseBuilder};
 
-/// Operations whose attempts are throttled per subject and address.
-const THROTTLED: &[(&str, &str)] =
-    &[("POST", "/v1/auth/login"), ("POST", "/v1/auth/onboarding"), ("PUT", "/v1/auth/password")];
+/// What the authentication layer answers on a protected operation.
+const AUTH_CODES: &[ErrorCode] =
+    &[Unauthenticated, TokenRevoked, NotOwner, PasswordChangeRequired, CsrfFailed, BootstrapRequired];
+/// What reading a JSON body can answer before the handler runs.
+const BODY_CODES: &[ErrorCode] = &[InvalidRequest, PayloadTooLarge];
+/// What reading path or query parameters can answer.
+const PARAM_CODES: &[ErrorCode] = &[InvalidRequest];
+/// What any operation can answer when the store or the process fails.
+const ANY_CODES: &[ErrorCode] = &[Internal, StoreError];
 
-fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
+/// Validation codes of a rule (`RuleSpec::validate`).
+const RULE_VALIDATION: &[ErrorCode] = &[
+    InvalidPort,
+    InvertedRange,
+    RangeMismatch,
+    ExceedsCap,
+    InvalidTarget,
+    DuplicateTarget,
+    TargetCount,
+    ProtocolMismatch,
+    InvalidName,
+    OutOfRange,
+];
+
+/// The codes each operation's use case can answer, beyond the shared ones above.
+pub(crate) const OPERATION_CODES: &[(&str, &str, &[&[ErrorCode]])] = &[
+    (
+        "POST",
+        "/v1/auth/onboarding",
+        &[&[InvalidName, WeakPassword, Unauthenticated, OnboardingClosed, UserExists, RateLimited]],
+    ),
+    ("POST", "/v1/auth/login", &[&[Unauthenticated, RateLimited]]),
+    ("PUT", "/v1/auth/password", &[&[WeakPassword, Unauthenticated, RateLimited]]),
+    ("POST", "/v1/users", &[&[InvalidName, WeakPassword, UserExists]]),
+    ("GET", "/v1/users/{user}", &[&[UserNotFound]]),
+    ("DELETE", "/v1/users/{user}", &[&[UserNotFound, LastSuperadmin]]),
+    ("GET", "/v1/users/{user}/tokens", &[&[UserNotFound]]),
+    ("POST", "/v1/users/{user}/tokens", &[&[UserNotFound, InvalidName]]),
+    ("DELETE", "/v1/users/{user}/tokens/{token}", &[&[UserNotFound, TokenNotFound]]),
+    ("GET", "/v1/grants", &[&[UserNotFound]]),
+    ("POST", "/v1/grants", &[&[InvalidPort, InvertedRange, OutOfRange, UserNotFound, ClientNotFound]]),
+    ("GET", "/v1/grants/{grant}", &[&[GrantNotFound]]),
+    ("DELETE", "/v1/grants/{grant}", &[&[GrantNotFound]]),
+    ("POST", "/v1/clients", &[&[InvalidName, OutOfRange, EndpointInvalid, EndpointNotInCertSan]]),
+    ("GET", "/v1/clients/{client}", &[&[ClientNotFound]]),
+    ("PATCH", "/v1/clients/{client}", &[&[ClientNotFound, InvalidName, ClientNameTaken]]),
+    ("DELETE", "/v1/clients/{client}", &[&[ClientNotFound, ClientNotRevoked]]),
+    ("POST", "/v1/clients/{client}/revoke", &[&[ClientNotFound]]),
+    (
+        "POST",
+        "/v1/clients/{client}/enrollment",
+        &[&[ClientNotFound, OutOfRange, EndpointInvalid, EndpointNotInCertSan]],
+    ),
+    (
+        "POST",
+        "/v1/rules",
+        &[
+            RULE_VALIDATION,
+            &[ClientNotFound, ClientNotGranted, PortOutsideGrant, ProtocolNotGranted],
+            &[ClientNotConnected, ClientRevoked, PortInUse, AckTimeout],
+            &[
+                UnsupportedProtocol,
+                MultiTargetUnsupportedByClient,
+                PortRangeUnsupportedByClient,
+                DnsTargetUnsupportedByClient,
+                ProxyProtocolUnsupportedByClient,
+            ],
+        ],
+    ),
+    ("GET", "/v1/rules", &[&[ClientNotFound]]),
+    ("GET", "/v1/rules/{id}", &[&[RuleNotFound]]),
+    ("DELETE", "/v1/rules/{id}", &[&[RuleNotFound]]),
+    ("GET", "/v1/rules/{id}/stats", &[&[RuleNotFound]]),
+    ("PUT", "/v1/settings/advertised-endpoint", &[&[EndpointInvalid, EndpointNotInCertSan]]),
+    ("GET", "/v1/audit", &[&[InvalidCursor, OutOfRange, InvalidTimeRange]]),
+    ("GET", "/v1/admin/backup", &[&[IoError]]),
+];
+
+fn error_response(description: String) -> RefOr<utoipa::openapi::Response> {
     RefOr::T(
         ResponseBuilder::new()
             .description(description)
@@ -28,11 +108,75 @@ fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
     )
 }
 
-fn add(op: &mut Operation, status: &str, description: &str) {
-    op.responses.responses.entry(status.to_owned()).or_insert_with(|| error_response(description));
+/// One line naming `codes`, e.g. "Codes: `user_not_found`, `grant_not_found`."
+fn code_line(codes: &[ErrorCode]) -> String {
+    let mut line = String::from("Codes:");
+    for (idx, code) in codes.iter().enumerate() {
+        let sep = if idx == 0 { " " } else { ", " };
+        let _ = write!(line, "{sep}`{}`", code.as_str());
+    }
+    line.push('.');
+    line
 }
 
-/// Adds the standard error responses to every operation of `doc`.
+/// Documents `codes` on `op`, one response per status; a handler's own response for a status
+/// keeps its description, with the code line appended.
+fn document(op: &mut Operation, codes: &[ErrorCode]) {
+    let mut by_status: BTreeMap<u16, Vec<ErrorCode>> = BTreeMap::new();
+    for code in codes {
+        let entry = by_status.entry(code.http_status()).or_default();
+        if !entry.contains(code) {
+            entry.push(*code);
+        }
+    }
+    for (status, codes) in by_status {
+        let line = code_line(&codes);
+        match op.responses.responses.get_mut(&status.to_string()) {
+            Some(RefOr::T(response)) => {
+                if response.description.is_empty() || response.description == "error" {
+                    response.description = line;
+                } else if !response.description.contains("Codes:") {
+                    let own = response.description.trim_end();
+                    let stop = if own.ends_with(['.', '!', '?']) { "" } else { "." };
+                    response.description = format!("{own}{stop} {line}");
+                }
+                if response.content.is_empty() {
+                    *response = match error_response(response.description.clone()) {
+                        RefOr::T(r) => r,
+                        RefOr::Ref(_) => continue,
+                    };
+                }
+            }
+            Some(RefOr::Ref(_)) => {}
+            None => {
+                op.responses.responses.insert(status.to_string(), error_response(line));
+            }
+        }
+    }
+}
+
+/// The codes `method path` can answer: the shared ones by its shape, and its own.
+fn codes_of(method: &str, path: &str, op: &Operation) -> Vec<ErrorCode> {
+    let params = op.parameters.as_deref().unwrap_or_default();
+    let mut codes: Vec<ErrorCode> = ANY_CODES.to_vec();
+    if !params.is_empty() {
+        codes.extend_from_slice(PARAM_CODES);
+    }
+    if op.request_body.is_some() {
+        codes.extend_from_slice(BODY_CODES);
+    }
+    if !is_public_route(method, path) {
+        codes.extend_from_slice(AUTH_CODES);
+    }
+    for (m, p, groups) in OPERATION_CODES {
+        if *m == method && *p == path {
+            groups.iter().for_each(|group| codes.extend_from_slice(group));
+        }
+    }
+    codes
+}
+
+/// Adds the error responses to every operation of `doc`.
 pub fn add_standard_errors(doc: &mut OpenApi) {
     for (path, item) in doc.paths.paths.iter_mut() {
         let methods = [
@@ -54,28 +198,8 @@ pub fn add_standard_errors(doc: &mut OpenApi) {
                         if status.starts_with('2') { "success" } else { "error" }.to_owned();
                 }
             }
-            let params = op.parameters.as_deref().unwrap_or_default();
-            let has_path_params =
-                params.iter().any(|p| matches!(p, RefOr::T(p) if p.parameter_in == ParameterIn::Path));
-            let has_params = !params.is_empty();
-            let has_body = op.request_body.is_some();
-            if has_body || has_params {
-                add(op, "400", "invalid_request (malformed body or parameters) or a validation.* code");
-            }
-            if !is_public_route(name, path) {
-                add(op, "401", "unauthenticated: missing, invalid or expired credentials");
-                add(op, "403", "not_owner, password_change_required or csrf_failed");
-                add(op, "503", "bootstrap_required: no superadmin exists yet");
-            }
-            if has_path_params {
-                add(op, "404", "no such resource");
-            }
-            if has_body {
-                add(op, "413", "payload_too_large: the body exceeds 64 KiB");
-            }
-            if THROTTLED.iter().any(|(m, p)| *m == name && p == path) {
-                add(op, "429", "rate_limited: too many failed attempts for this subject or address");
-            }
+            let codes = codes_of(name, path, op);
+            document(op, &codes);
         }
     }
 }

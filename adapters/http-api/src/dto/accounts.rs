@@ -48,6 +48,7 @@ pub struct UserDto {
     /// True while the account holds a temporary password.
     pub must_change_password: bool,
     /// Creation time (RFC 3339).
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -68,12 +69,14 @@ impl From<User> for UserDto {
 #[serde(deny_unknown_fields)]
 pub struct NewUserRequest {
     /// 1 to 32 of `[a-z0-9._-]`, starting with a letter or digit.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,31}$")]
     pub id: String,
     /// Role (default `user`).
     #[serde(default)]
     pub role: RoleDto,
-    /// Initial password (at least 12 characters); without one the account uses API tokens.
+    /// Initial password (12 characters to 1024 bytes); without one the account uses API tokens.
     #[serde(default)]
+    #[schema(min_length = 12, max_length = 1024)]
     pub password: Option<String>,
 }
 
@@ -85,8 +88,10 @@ pub struct TokenDto {
     /// Its user.
     pub user: String,
     /// Label.
+    #[schema(min_length = 1, max_length = 64)]
     pub name: Option<String>,
     /// When it was minted (RFC 3339).
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -105,8 +110,9 @@ impl From<ApiToken> for TokenDto {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTokenRequest {
-    /// Optional label (1 to 64 characters).
+    /// Optional label (1 to 64 bytes, no invisible characters).
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 64)]
     pub name: Option<String>,
 }
 
@@ -130,10 +136,12 @@ pub struct GrantDto {
     /// `*` or a client id.
     pub client: String,
     /// Listen ports, `PORT` or `START-END`.
+    #[schema(pattern = "^[0-9]{1,5}(-[0-9]{1,5})?$")]
     pub ports: String,
     /// Allowed protocols.
     pub protocols: Vec<Protocol>,
     /// Creation time (RFC 3339).
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
@@ -159,8 +167,10 @@ pub struct NewGrantRequest {
     /// `*` (every client) or a client id or name.
     pub client: String,
     /// `PORT` or `START-END`.
+    #[schema(value_type = super::schema::ListenPortSchema)]
     pub ports: ListenSpec,
     /// Allowed protocols (at least one).
+    #[schema(min_items = 1)]
     pub protocols: Vec<Protocol>,
 }
 
@@ -191,6 +201,7 @@ pub struct LoginResponse {
     /// Send it back in `X-CSRF-Token` on every cookie-authenticated write.
     pub csrf_token: String,
     /// When the session ends (RFC 3339).
+    #[schema(format = DateTime)]
     pub expires_at: String,
 }
 
@@ -200,6 +211,7 @@ pub struct OnboardingStatusDto {
     /// True until the first superadmin exists.
     pub required: bool,
     /// When the current setup token expires (RFC 3339), while onboarding is open.
+    #[schema(format = DateTime)]
     pub setup_token_expires_at: Option<String>,
 }
 
@@ -210,8 +222,10 @@ pub struct OnboardingRequest {
     /// The token `serve` printed on stderr.
     pub setup_token: String,
     /// The first superadmin's id.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,31}$")]
     pub user_id: String,
-    /// Its password (at least 12 characters).
+    /// Its password (12 characters to 1024 bytes).
+    #[schema(min_length = 12, max_length = 1024)]
     pub password: String,
 }
 
@@ -221,6 +235,7 @@ pub struct OnboardingRequest {
 pub struct PasswordChangeRequest {
     /// The current (possibly temporary) password.
     pub current_password: String,
-    /// The new password (at least 12 characters).
+    /// The new password (12 characters to 1024 bytes).
+    #[schema(min_length = 12, max_length = 1024)]
     pub new_password: String,
 }

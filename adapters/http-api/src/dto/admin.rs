@@ -17,6 +17,7 @@ pub struct EndpointSettingsDto {
     /// What enrollment advertises now; `null` when resolution fails closed.
     pub effective: Option<String>,
     /// `override`, `seed`, `derived` or `loopback`: the tier that decided.
+    #[schema(value_type = super::schema::EndpointSourceName)]
     pub source: String,
     /// Why `effective` is `null`.
     pub diagnostic: Option<String>,
@@ -76,14 +77,17 @@ impl From<Outcome> for OutcomeDto {
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
     /// Only records at or after this time (RFC 3339, UTC, `Z`).
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// Only records before this time (RFC 3339, UTC, `Z`).
+    #[param(format = DateTime)]
     pub to: Option<String>,
     /// Only records with this outcome.
     pub outcome: Option<OutcomeDto>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size, 1 to 500 (default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
 }
 
@@ -93,6 +97,7 @@ pub struct AuditRecordDto {
     /// Position in the trail.
     pub seq: u64,
     /// When (RFC 3339).
+    #[schema(format = DateTime)]
     pub at: String,
     /// Who: a principal, the subject an anonymous attempt named, or `anonymous`.
     pub actor: String,

@@ -4,6 +4,7 @@
 
 mod accounts;
 mod admin;
+pub mod schema;
 
 pub use accounts::*;
 pub use admin::*;
@@ -22,16 +23,20 @@ pub struct ClientDto {
     /// Unique name.
     pub name: String,
     /// `enrolling`, `enrolled` or `revoked`.
+    #[schema(value_type = schema::ClientStatus)]
     pub status: String,
     /// Whether it has a live control stream.
     pub connected: bool,
     /// Version from its last Hello.
     pub version: Option<String>,
     /// Capabilities announced on the live stream.
+    #[schema(value_type = Vec<schema::CapabilityName>)]
     pub capabilities: Vec<String>,
     /// Last stream open (RFC 3339).
+    #[schema(format = DateTime)]
     pub last_seen_at: Option<String>,
     /// Creation time (RFC 3339).
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// Rules it carries.
     pub n_rules: usize,
@@ -60,10 +65,13 @@ impl From<ClientView> for ClientDto {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnrollRequest {
-    /// Client name; an existing name is re-enrolled (its token rotates on redeem).
+    /// Client name; an existing name is re-enrolled (its token rotates on redeem). 1 to 63 of
+    /// `[a-z0-9._-]`, starting with a letter or a digit, not with `cl_`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")]
     pub name: String,
-    /// Code lifetime in seconds (default from settings, at most 86400).
+    /// Code lifetime in seconds, 1 to 86400 (default from settings).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400)]
     pub expires_in_secs: Option<u64>,
 }
 
@@ -77,6 +85,7 @@ pub struct EnrollResponse {
     /// The command to run on the edge host.
     pub command: String,
     /// When the code expires (RFC 3339).
+    #[schema(format = DateTime)]
     pub expires_at: String,
 }
 
@@ -98,11 +107,15 @@ impl EnrollResponse {
 #[serde(deny_unknown_fields)]
 pub struct PushRuleRequest {
     /// Client id or name.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")]
     pub client: String,
     /// The rule.
+    #[schema(value_type = schema::RuleSpecSchema)]
     pub rule: RuleSpec,
-    /// How long to wait for the client's outcome (default 2000, 1..=300000).
+    /// How long to wait for the client's outcome in milliseconds, 1 to 300000 (default from
+    /// settings).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 300000)]
     pub ack_timeout_ms: Option<u64>,
 }
 
@@ -119,6 +132,7 @@ pub struct RuleFailureDto {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RuleDto {
     /// Store-sequence id.
+    #[schema(minimum = 1)]
     pub id: u64,
     /// Client id.
     pub client_id: String,
@@ -126,27 +140,33 @@ pub struct RuleDto {
     pub client_name: String,
     /// Creating principal.
     pub owner: String,
-    /// `pending`, `active`, `failed` or `removed`.
+    /// `pending`, `active`, `failed`, `removed`, or `suspended` (a pending or active rule
+    /// of a revoked client: kept, and sent again when the client is re-enrolled).
+    #[schema(value_type = schema::RuleStateName)]
     pub state: String,
     /// Set when failed.
     pub failure: Option<RuleFailureDto>,
     /// The rule in its canonical input form.
+    #[schema(value_type = schema::RuleSpecSchema)]
     pub spec: RuleSpec,
     /// Creation time (RFC 3339).
+    #[schema(format = DateTime)]
     pub created_at: String,
     /// Last state change (RFC 3339).
+    #[schema(format = DateTime)]
     pub updated_at: String,
 }
 
 impl From<RuleView> for RuleDto {
     fn from(view: RuleView) -> Self {
+        let state = view.shown_state();
         let rule = view.rule;
         RuleDto {
             id: rule.id.get(),
             client_id: rule.client.to_string(),
             client_name: view.client_name,
             owner: rule.owner.to_string(),
-            state: rule.state.name().to_owned(),
+            state: state.to_owned(),
             failure: match &rule.state {
                 RuleState::Failed { code, message } => {
                     Some(RuleFailureDto { code: code.as_str().to_owned(), message: message.clone() })
@@ -185,6 +205,8 @@ pub enum RuleStateFilter {
     Active,
     /// The client could not bind it.
     Failed,
+    /// Pending or active, but its client is revoked.
+    Suspended,
 }
 
 impl RuleStateFilter {
@@ -194,6 +216,7 @@ impl RuleStateFilter {
             RuleStateFilter::Pending => "pending",
             RuleStateFilter::Active => "active",
             RuleStateFilter::Failed => "failed",
+            RuleStateFilter::Suspended => "suspended",
         }
     }
 }
@@ -202,7 +225,8 @@ impl RuleStateFilter {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RenameClientRequest {
-    /// The new name.
+    /// The new name: 1 to 63 of `[a-z0-9._-]`, starting with a letter or a digit, not with `cl_`.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,62}$")]
     pub name: String,
 }
 
@@ -210,8 +234,9 @@ pub struct RenameClientRequest {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReenrollRequest {
-    /// Code lifetime in seconds (default from settings, at most 86400).
+    /// Code lifetime in seconds, 1 to 86400 (default from settings).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 86400)]
     pub expires_in_secs: Option<u64>,
 }
 
@@ -274,6 +299,7 @@ impl From<Counters> for CountersDto {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PortStatsDto {
     /// Listen port.
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: u16,
     /// Its counters.
     pub counters: CountersDto,
@@ -283,8 +309,10 @@ pub struct PortStatsDto {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TargetStatsDto {
     /// Target as written in the rule.
+    #[schema(value_type = schema::TargetSchema)]
     pub target: String,
     /// `healthy` or `failed`.
+    #[schema(value_type = schema::TargetHealthName)]
     pub health: String,
     /// Its counters.
     pub counters: CountersDto,
@@ -294,8 +322,10 @@ pub struct TargetStatsDto {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RuleStatsDto {
     /// Rule id.
+    #[schema(minimum = 1)]
     pub rule_id: u64,
     /// Lifecycle state.
+    #[schema(value_type = schema::RuleStateName)]
     pub state: String,
     /// Whole-rule totals.
     pub totals: CountersDto,
@@ -313,7 +343,7 @@ impl RuleStatsDto {
         let targets = view.rule.rule.def.targets.clone();
         RuleStatsDto {
             rule_id: view.rule.rule.id.get(),
-            state: view.rule.rule.state.name().to_owned(),
+            state: view.rule.shown_state().to_owned(),
             totals: view.totals.into(),
             per_port: query.per_port.then(|| {
                 let mut ports: Vec<PortStatsDto> = view
