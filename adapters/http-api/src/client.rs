@@ -8,8 +8,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::dto::{
-    ClientDto, EnrollRequest, EnrollResponse, GrantDto, MintedTokenDto, NewGrantRequest, NewTokenRequest,
-    NewUserRequest, PushRuleRequest, RuleDto, RuleStatsDto, UserDto,
+    AuditPageDto, AuditParams, ClientDto, EndpointSettingsDto, EndpointUpdate, EnrollRequest, EnrollResponse,
+    GrantDto, MintedTokenDto, NewGrantRequest, NewTokenRequest, NewUserRequest, OutcomeDto, PushRuleRequest,
+    RenameClientRequest, RuleDto, RuleStatsDto, TokenDto, UserDto,
 };
 use crate::error::ErrorBody;
 
@@ -191,6 +192,82 @@ impl ApiClient {
         let path = format!("/v1/grants/{}", encode(grant));
         self.call::<serde_json::Value>(reqwest::Method::DELETE, &path, None::<&()>).await?;
         Ok(())
+    }
+
+    /// `PATCH /v1/clients/{client}`: renames a client (by name or id).
+    pub async fn rename_client(&self, client: &str, name: &str) -> Result<ClientDto, CallError> {
+        let path = format!("/v1/clients/{}", encode(client));
+        let body = RenameClientRequest { name: name.to_owned() };
+        self.call(reqwest::Method::PATCH, &path, Some(&body)).await?.ok_or_else(empty_body)
+    }
+
+    /// `GET /v1/rules/{id}`.
+    pub async fn get_rule(&self, id: u64) -> Result<RuleDto, CallError> {
+        self.get(&format!("/v1/rules/{id}")).await
+    }
+
+    /// `GET /v1/auth/me`: the caller's own account.
+    pub async fn whoami(&self) -> Result<UserDto, CallError> {
+        self.get("/v1/auth/me").await
+    }
+
+    /// `GET /v1/users/{user}/tokens`.
+    pub async fn list_tokens(&self, user: &str) -> Result<Vec<TokenDto>, CallError> {
+        self.get(&format!("/v1/users/{}/tokens", encode(user))).await
+    }
+
+    /// `DELETE /v1/users/{user}/tokens/{token}`.
+    pub async fn revoke_token(&self, user: &str, token: &str) -> Result<(), CallError> {
+        let path = format!("/v1/users/{}/tokens/{}", encode(user), encode(token));
+        self.call::<serde_json::Value>(reqwest::Method::DELETE, &path, None::<&()>).await?;
+        Ok(())
+    }
+
+    /// `GET /v1/audit[?from=…&to=…&outcome=…&cursor=…&limit=…]`: one page.
+    pub async fn audit(&self, params: &AuditParams) -> Result<AuditPageDto, CallError> {
+        let outcome = params.outcome.map(|o| match o {
+            OutcomeDto::Success => "success",
+            OutcomeDto::Denied => "denied",
+            OutcomeDto::Failed => "failed",
+        });
+        let limit = params.limit.map(|n| n.to_string());
+        let query: Vec<String> = [
+            ("from", params.from.as_deref()),
+            ("to", params.to.as_deref()),
+            ("outcome", outcome),
+            ("cursor", params.cursor.as_deref()),
+            ("limit", limit.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", encode(v))))
+        .collect();
+        if query.is_empty() {
+            self.get("/v1/audit").await
+        } else {
+            self.get(&format!("/v1/audit?{}", query.join("&"))).await
+        }
+    }
+
+    /// `DELETE /v1/audit?before=…`: one batch of the prune.
+    pub async fn prune_audit(&self, before: &str) -> Result<crate::routes::admin::AuditPrunedDto, CallError> {
+        let path = format!("/v1/audit?before={}", encode(before));
+        self.call(reqwest::Method::DELETE, &path, None::<&()>).await?.ok_or_else(empty_body)
+    }
+
+    /// `GET /v1/settings/advertised-endpoint`.
+    pub async fn advertised_endpoint(&self) -> Result<EndpointSettingsDto, CallError> {
+        self.get("/v1/settings/advertised-endpoint").await
+    }
+
+    /// `PUT /v1/settings/advertised-endpoint`: sets the override, or clears it with `None`.
+    pub async fn set_advertised_endpoint(
+        &self,
+        endpoint: Option<&str>,
+    ) -> Result<EndpointSettingsDto, CallError> {
+        let body = EndpointUpdate { endpoint: endpoint.map(str::to_owned) };
+        self.call(reqwest::Method::PUT, "/v1/settings/advertised-endpoint", Some(&body))
+            .await?
+            .ok_or_else(empty_body)
     }
 
     /// `DELETE /v1/rules/{id}`.

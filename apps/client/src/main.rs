@@ -1,14 +1,15 @@
-//! `portunus-client`: `enroll URI --bundle FILE` redeems an enrollment and writes the bundle;
-//! without a subcommand it runs: connects to the pinned server, binds the rules it is sent
-//! and forwards. The whole wiring is here.
+//! `portunus-client`: `enroll URI` redeems an enrollment and writes the bundle; without a
+//! subcommand it runs: connects to the pinned server, binds the rules it is sent and forwards.
+//! `completions` and `man` print what clap knows of the command line. The whole wiring is here.
 #![forbid(unsafe_code)]
 
 mod bundle;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use portunus_control::ClientInfo;
 use portunus_core::capability::Capability;
 use portunus_core::config::ControlPolicy;
@@ -17,20 +18,35 @@ use portunus_core::error::{ErrorCode, Failure};
 use portunus_dataplane::{DataPlane, DataPlaneOptions};
 use portunus_telemetry::log::LogFormat;
 
-const EXIT_STATUSES: &str = "\
+const AFTER_HELP: &str = "\
+The bundle: `--bundle PATH`, else PORTUNUS_BUNDLE, else as root /etc/portunus/bundle.json, else
+$XDG_CONFIG_HOME/portunus/bundle.json, else $HOME/.config/portunus/bundle.json. `enroll` writes
+to the first of the default paths (creating its directory, mode 0700) and prints where; a plain
+run reads the first that exists.
+
+Environment:
+  PORTUNUS_BUNDLE               --bundle
+  XDG_CONFIG_HOME, HOME         where the default bundle path is (see above; not as root)
+  PORTUNUS_LOG, else RUST_LOG   log filter, e.g. `debug` or `info,portunus_control=debug` [default: info]
+  PORTUNUS_DISABLE_SPLICE=1     triage: copy TCP through userspace instead of splice(2)
+  PORTUNUS_DISABLE_UDP_GSO=1    triage: send UDP datagrams one by one (no segmentation offload)
+  PORTUNUS_DNS_SERVER           ip:port of the one DNS server for DNS-name targets
+                                [default: the system's, /etc/resolv.conf]
+  PORTUNUS_CLIENT_CAPABILITIES  testing only: announce just these capabilities (comma-separated)
+
 Exit statuses: 0 success (or drained after SIGTERM/SIGINT); 1 internal or I/O failure;
-2 usage, malformed enrollment URI or bundle; 4 server refused us (pinned certificate mismatch,
-invalid or revoked token, expired or used enrollment code).";
+2 usage, malformed enrollment URI, missing or malformed bundle; 4 server refused us (pinned
+certificate mismatch, invalid or revoked token, expired or used enrollment code).";
 
 /// The Portunus edge client.
 #[derive(Debug, Parser)]
-#[command(name = "portunus-client", version = version(), about, after_help = EXIT_STATUSES)]
+#[command(name = "portunus-client", version = version(), about, after_help = AFTER_HELP)]
 struct Cli {
-    /// The bundle written by `enroll` (server endpoint, pin, token).
-    #[arg(long, global = true, env = "PORTUNUS_BUNDLE")]
+    /// The bundle written by `enroll` (server endpoint, pin, token) [default: see below].
+    #[arg(long, global = true, env = "PORTUNUS_BUNDLE", value_name = "PATH")]
     bundle: Option<PathBuf>,
     /// Log format on stderr.
-    #[arg(long, global = true, default_value = "json", value_parser = parse_log_format)]
+    #[arg(long, global = true, default_value = "json", value_parser = log_format_parser())]
     log_format: LogFormat,
     /// On SIGTERM/SIGINT, how long open connections may finish before they are cut (seconds).
     #[arg(long, default_value_t = 30.0)]
@@ -41,11 +57,37 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Redeem an enrollment URI printed by `portunus-server enroll-client` and write the bundle.
+    /// Redeem an enrollment URI printed by `portunus-server enroll-client` and write the bundle
+    /// (to --bundle PATH, or the default path; see below).
     Enroll {
         /// `portunus://HOST:PORT/enroll?pin=sha256:…&code=…`
         uri: String,
     },
+    /// Print a shell completion script to stdout, e.g.
+    /// `portunus-client completions bash > /etc/bash_completion.d/portunus-client`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: ShellArg,
+    },
+    /// Write man pages (`portunus-client.1` and one `portunus-client-<subcommand>.1` each).
+    #[command(hide = true)]
+    Man {
+        /// Directory to write the pages to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
+}
+
+/// Shells `completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ShellArg {
+    /// Bash.
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// Fish.
+    Fish,
 }
 
 fn version() -> &'static str {
@@ -53,8 +95,9 @@ fn version() -> &'static str {
     Box::leak(portunus_telemetry::version_text(env!("CARGO_PKG_VERSION")).into_boxed_str())
 }
 
-fn parse_log_format(s: &str) -> Result<LogFormat, String> {
-    s.parse()
+/// `--log-format json|text`, with its values listed in `--help` and completions.
+fn log_format_parser() -> impl TypedValueParser<Value = LogFormat> {
+    PossibleValuesParser::new(["json", "text"]).try_map(|text| text.parse::<LogFormat>())
 }
 
 /// What this build's data plane runs, announced in Hello.
@@ -69,6 +112,11 @@ const CAPABILITIES: &[Capability] = &[
 
 fn main() {
     let cli = Cli::parse();
+    match &cli.command {
+        Some(Command::Completions { shell }) => return finish(print_completions(*shell)),
+        Some(Command::Man { out_dir }) => return finish(write_man_pages(out_dir)),
+        _ => {}
+    }
     portunus_telemetry::log::init(cli.log_format, log_directive().as_deref());
     portunus_control::install_default_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build();
@@ -76,6 +124,12 @@ fn main() {
         Ok(rt) => rt.block_on(run(cli)),
         Err(err) => Err(Failure::new(ErrorCode::Internal, format!("tokio runtime: {err}"))),
     };
+    finish(result);
+}
+
+/// Returns on success (exit 0); on failure prints `code: message` on stderr and exits with
+/// the code's status.
+fn finish(result: Result<(), Failure>) {
     if let Err(failure) = result {
         eprintln!("{}: {}", failure.code, failure.message);
         std::process::exit(i32::from(failure.code.exit_status()));
@@ -83,9 +137,6 @@ fn main() {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let bundle_path = cli.bundle.ok_or_else(|| {
-        Failure::new(ErrorCode::InvalidRequest, "--bundle FILE (or PORTUNUS_BUNDLE) is required")
-    })?;
     let info = ClientInfo {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         git_revision: portunus_telemetry::GIT_REVISION.to_owned(),
@@ -93,12 +144,25 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     };
     if let Some(Command::Enroll { uri }) = cli.command {
         let uri = EnrollUri::parse(&uri)?;
+        let bundle_path = match cli.bundle {
+            Some(path) => path,
+            None => {
+                let path = bundle::path_to_write(&bundle::default_paths_here())?;
+                bundle::create_parent(&path)?;
+                path
+            }
+        };
         let bundle = portunus_control::redeem(&uri, &info, &ControlPolicy::default()).await?;
         bundle::write(&bundle_path, &bundle)?;
         tracing::info!(event = "client.enrolled", client = %bundle.client_name, client_id = %bundle.client_id,
             bundle = %bundle_path.display());
+        eprintln!("bundle written to {}", bundle_path.display());
         return Ok(());
     }
+    let bundle_path = match cli.bundle {
+        Some(path) => path,
+        None => bundle::path_to_read(&bundle::default_paths_here())?,
+    };
     let bundle = bundle::read(&bundle_path)?;
     match portunus_dataplane::raise_nofile_limit() {
         Ok((before, after)) => tracing::debug!(event = "startup.nofile_limit", before, after),
@@ -123,7 +187,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 /// The capabilities to announce: all this build has, or — for tests of the server's gates,
-/// deliberately absent from `--help` — the subset named in `PORTUNUS_CLIENT_CAPABILITIES`.
+/// marked "testing only" in `--help` — the subset named in `PORTUNUS_CLIENT_CAPABILITIES`.
 fn announced_capabilities() -> Vec<Capability> {
     match std::env::var("PORTUNUS_CLIENT_CAPABILITIES") {
         Ok(list) => {
@@ -156,4 +220,33 @@ fn data_plane_switches() -> Result<(DataPlaneOptions, Option<std::net::SocketAdd
         std::env::var_os("PORTUNUS_DISABLE_UDP_GSO").as_deref(),
         std::env::var("PORTUNUS_DNS_SERVER").ok().as_deref(),
     )
+}
+
+/// `completions SHELL`: the script on stdout.
+fn print_completions(shell: ShellArg) -> Result<(), Failure> {
+    use clap_complete::aot::{Bash, Fish, Zsh, generate};
+    use std::io::Write as _;
+    let mut command = Cli::command();
+    let mut script = Vec::new();
+    match shell {
+        ShellArg::Bash => generate(Bash, &mut command, "portunus-client", &mut script),
+        ShellArg::Zsh => generate(Zsh, &mut command, "portunus-client", &mut script),
+        ShellArg::Fish => generate(Fish, &mut command, "portunus-client", &mut script),
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(&script)
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::new(ErrorCode::IoError, format!("cannot write to stdout: {e}")))
+}
+
+/// `man --out-dir DIR`: `portunus-client.1` and one `portunus-client-<sub>.1` per visible
+/// subcommand.
+fn write_man_pages(dir: &Path) -> Result<(), Failure> {
+    let io = |e: std::io::Error| {
+        Failure::new(ErrorCode::IoError, format!("cannot write man pages to {}: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    clap_mangen::generate_to(Cli::command(), dir).map_err(io)?;
+    eprintln!("man pages written to {}", dir.display());
+    Ok(())
 }

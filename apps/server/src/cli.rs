@@ -1,13 +1,31 @@
 //! The command line. Flags override `PORTUNUS_*` environment variables, which override
 //! `<data-dir>/server.toml`, which overrides the defaults.
+//!
+//! `--server` is global so it may stand before or after the subcommand, but only the operator
+//! commands use it: [`Command::works_offline`] names the ones that refuse it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use portunus_telemetry::log::LogFormat;
 
-const EXIT_STATUSES: &str = "\
+/// What `--help` prints after the options: the environment, then the exit statuses.
+const AFTER_HELP: &str = "\
+Environment:
+  PORTUNUS_DATA_DIR             --data-dir
+  PORTUNUS_SERVER               --server (operator commands only)
+  PORTUNUS_OPERATOR_TOKEN       operator commands: the bearer token [default: <data-dir>/operator.token]
+  PORTUNUS_LOG, else RUST_LOG   log filter, e.g. `debug` or `info,portunus_http=debug` [default: info]
+  PORTUNUS_CONTROL_LISTEN, PORTUNUS_OPERATOR_HTTP_LISTEN, PORTUNUS_METRICS_LISTEN,
+  PORTUNUS_ADVERTISED_ENDPOINT, PORTUNUS_CERT_SANS, PORTUNUS_ENROLLMENT_TTL_SECS,
+  PORTUNUS_STATS_INTERVAL_SECS, PORTUNUS_AUDIT_RETENTION_DAYS, PORTUNUS_PUBLIC_ORIGINS,
+  PORTUNUS_TRUSTED_PROXIES      `serve` settings (see `portunus-server serve --help`)
+  MALLOC_ARENA_MAX, GLIBC_TUNABLES
+                                when either is set, `serve` leaves glibc's malloc arenas as
+                                configured (otherwise it caps them at 2)
+
 Exit statuses: 0 success; 1 internal or I/O failure; 2 usage or validation; 3 capability gate;
 4 client not connected or not authenticated; 5 port or route conflict; 6 RBAC denial;
 7 activation timeout (rule left pending); 8 not found; 65 store file damaged (left untouched);
@@ -15,16 +33,18 @@ Exit statuses: 0 success; 1 internal or I/O failure; 2 usage or validation; 3 ca
 
 /// The Portunus server.
 #[derive(Debug, Parser)]
-#[command(name = "portunus-server", version = version(), about, after_help = EXIT_STATUSES)]
+#[command(name = "portunus-server", version = version(), about, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Data directory: store, certificate, operator token, bound addresses.
     #[arg(long, global = true, env = "PORTUNUS_DATA_DIR", default_value = "/var/lib/portunus")]
     pub data_dir: PathBuf,
     /// Log format on stderr.
-    #[arg(long, global = true, default_value = "json", value_parser = parse_log_format)]
+    #[arg(long, global = true, default_value = "json", value_parser = log_format_parser())]
     pub log_format: LogFormat,
-    /// Operator API base URL for operator commands (default: read from <data-dir>/server.addr).
-    #[arg(long, global = true, env = "PORTUNUS_SERVER")]
+    /// Operator API base URL for operator commands [default: read from <data-dir>/server.addr].
+    /// Refused by the commands that work on the data dir (serve, reset-password,
+    /// bootstrap-superadmin, restore).
+    #[arg(long, global = true, env = "PORTUNUS_SERVER", value_name = "URL")]
     pub server: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -35,8 +55,9 @@ fn version() -> &'static str {
     Box::leak(portunus_telemetry::version_text(env!("CARGO_PKG_VERSION")).into_boxed_str())
 }
 
-fn parse_log_format(s: &str) -> Result<LogFormat, String> {
-    s.parse()
+/// `--log-format json|text`, with its values listed in `--help` and completions.
+pub fn log_format_parser() -> impl TypedValueParser<Value = LogFormat> {
+    PossibleValuesParser::new(["json", "text"]).try_map(|text| text.parse::<LogFormat>())
 }
 
 /// Subcommands.
@@ -60,25 +81,33 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Rename a client; its id, token and rules stay.
+    RenameClient {
+        /// The client's current name, or its id.
+        client: String,
+        /// The new name.
+        new_name: String,
+    },
     /// List rules.
     ListRules {
-        /// Only rules of this client.
+        /// Only rules of this client (name or id).
         #[arg(long)]
         client: Option<String>,
         /// Only rules of this owner.
         #[arg(long)]
         owner: Option<String>,
-        /// Only rules in this state (pending, active, failed).
-        #[arg(long)]
-        state: Option<String>,
-        /// Only rules of this protocol (tcp, udp).
-        #[arg(long)]
-        protocol: Option<String>,
+        /// Only rules in this state.
+        #[arg(long, value_enum)]
+        state: Option<StateArg>,
+        /// Only rules of this protocol.
+        #[arg(long, value_enum)]
+        protocol: Option<ProtocolArg>,
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
-    /// Show a rule's traffic counters.
+    /// Show a rule's traffic counters (bytes and connections for TCP; datagrams, bytes and
+    /// flows for UDP).
     RuleStats {
         /// Rule id.
         rule_id: u64,
@@ -135,6 +164,36 @@ pub enum Command {
         /// User id.
         user: String,
     },
+    /// Show the account this command acts as (the operator token acts as `_operator`).
+    Whoami {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Mint an API token for a user; prints `api_token=…` once (the token is never shown again)
+    /// and its id on stderr.
+    TokenMint {
+        /// User id.
+        user: String,
+        /// A label for the token (1 to 64 characters).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List a user's API tokens (ids and labels; never the token text).
+    TokenList {
+        /// User id.
+        user: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Revoke one of a user's API tokens.
+    TokenRevoke {
+        /// User id.
+        user: String,
+        /// Token id (tk_…), from `token-list`.
+        token_id: String,
+    },
     /// Grant a user a client (or '*'), a listen port range and protocols; prints the grant id.
     GrantAdd {
         /// User id.
@@ -143,11 +202,11 @@ pub enum Command {
         client: String,
         /// PORT or START-END.
         ports: String,
-        /// Allowed protocol (repeatable) [default tcp].
-        #[arg(long = "protocol", value_name = "tcp|udp")]
-        protocols: Vec<String>,
+        /// Allowed protocol (repeatable) [default: tcp].
+        #[arg(long = "protocol", value_enum)]
+        protocols: Vec<ProtocolArg>,
     },
-    /// List grants.
+    /// List grants, with the name of each granted client.
     GrantList {
         /// Only grants of this user.
         #[arg(long)]
@@ -161,8 +220,24 @@ pub enum Command {
         /// Grant id (gr_…).
         grant: String,
     },
+    /// Query the audit trail, oldest first (superadmins).
+    Audit(AuditArgs),
+    /// Delete the audit records written before a time (the newest record always stays);
+    /// prints how many. The server also prunes by itself what is older than
+    /// `audit_retention_days` (server.toml, default 90; 0 keeps everything).
+    AuditPrune {
+        /// RFC 3339 UTC time, e.g. 2026-01-01T00:00:00Z.
+        #[arg(long)]
+        before: String,
+    },
+    /// Show or change server settings kept in the store.
+    Settings {
+        #[command(subcommand)]
+        action: SettingsCommand,
+    },
     /// Offline (stop `serve` first): give a user a temporary password, printed once as
-    /// `temporary_password=…`; ends their Web sessions and revokes their API tokens.
+    /// `temporary_password=…`; the user must change it at the next login. Ends their Web
+    /// sessions and revokes their API tokens.
     ResetPassword {
         /// User id.
         user: String,
@@ -194,6 +269,109 @@ pub enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Print a shell completion script to stdout, e.g.
+    /// `portunus-server completions bash > /etc/bash_completion.d/portunus-server`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: ShellArg,
+    },
+    /// Write man pages (`portunus-server.1` and one `portunus-server-<subcommand>.1` each).
+    #[command(hide = true)]
+    Man {
+        /// Directory to write the pages to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
+}
+
+impl Command {
+    /// The subcommand's name when it works without a running server (so `--server` means
+    /// nothing to it), `None` for the operator commands that call the API.
+    pub fn works_offline(&self) -> Option<&'static str> {
+        match self {
+            Command::Serve(_) => Some("serve"),
+            Command::ResetPassword { .. } => Some("reset-password"),
+            Command::BootstrapSuperadmin => Some("bootstrap-superadmin"),
+            Command::Restore { .. } => Some("restore"),
+            Command::Completions { .. } => Some("completions"),
+            Command::Man { .. } => Some("man"),
+            _ => None,
+        }
+    }
+}
+
+/// `settings …`.
+#[derive(Debug, Subcommand)]
+pub enum SettingsCommand {
+    /// Show settings (all, or one), with where each value comes from.
+    Get {
+        /// The setting [default: all].
+        #[arg(value_enum)]
+        key: Option<SettingKey>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Set a setting; it is kept in the store and wins over flags, environment and server.toml.
+    Set {
+        /// The setting.
+        #[arg(value_enum)]
+        key: SettingKey,
+        /// The value (advertised-endpoint: a bare host:port the server certificate covers).
+        value: String,
+    },
+    /// Remove a setting set with `settings set`, falling back to flags, environment,
+    /// server.toml or the default.
+    Unset {
+        /// The setting.
+        #[arg(value_enum)]
+        key: SettingKey,
+    },
+}
+
+/// A setting the API offers under `/v1/settings/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SettingKey {
+    /// The host:port put in enrollment commands.
+    AdvertisedEndpoint,
+}
+
+/// `audit` filters and paging.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only records at or after this time (RFC 3339, UTC, e.g. 2026-01-31T00:00:00Z).
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// Only records before this time (RFC 3339, UTC).
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// Only records with this outcome.
+    #[arg(long, value_enum)]
+    pub outcome: Option<OutcomeArg>,
+    /// Records per page, 1 to 500 [default: 100].
+    #[arg(long)]
+    pub limit: Option<u64>,
+    /// Start after this cursor (printed on stderr when more records follow).
+    #[arg(long, conflicts_with = "all")]
+    pub cursor: Option<String>,
+    /// Follow the cursors and print every matching record.
+    #[arg(long)]
+    pub all: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+}
+
+/// An audit outcome on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutcomeArg {
+    /// It did what it asked.
+    Success,
+    /// Refused (authentication, RBAC, CSRF, rate limit, bootstrap).
+    Denied,
+    /// Allowed but failed.
+    Failed,
 }
 
 /// A user's role on the command line.
@@ -205,6 +383,28 @@ pub enum RoleArg {
     Superadmin,
 }
 
+/// A rule's protocol on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProtocolArg {
+    /// TCP connections.
+    Tcp,
+    /// UDP datagrams.
+    Udp,
+}
+
+/// A rule state to filter on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum StateArg {
+    /// Stored and sent, no outcome yet.
+    Pending,
+    /// Bound on the client.
+    Active,
+    /// The client could not bind it.
+    Failed,
+    /// Pending or active, but its client is revoked.
+    Suspended,
+}
+
 /// Output formats of listing commands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -214,19 +414,30 @@ pub enum Format {
     Json,
 }
 
+/// Shells `completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShellArg {
+    /// Bash.
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// Fish.
+    Fish,
+}
+
 /// `serve` flags; each has a `PORTUNUS_*` variable and a `server.toml` key.
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// gRPC control listener [default 0.0.0.0:7443].
+    /// gRPC control listener [default: 0.0.0.0:7443].
     #[arg(long, env = "PORTUNUS_CONTROL_LISTEN")]
     pub control_listen: Option<SocketAddr>,
-    /// Operator HTTP API listener [default 127.0.0.1:7080].
+    /// Operator HTTP API listener [default: 127.0.0.1:7080].
     #[arg(long, env = "PORTUNUS_OPERATOR_HTTP_LISTEN")]
     pub operator_http_listen: Option<SocketAddr>,
-    /// Metrics listener [default 127.0.0.1:7081].
+    /// Metrics listener [default: 127.0.0.1:7081].
     #[arg(long, env = "PORTUNUS_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
-    /// host:port put in enrollment commands [default 127.0.0.1:<control port>].
+    /// host:port put in enrollment commands [default: 127.0.0.1:<control port>].
     #[arg(long, env = "PORTUNUS_ADVERTISED_ENDPOINT")]
     pub advertised_endpoint: Option<String>,
     /// Extra SAN for a certificate generated at first start (repeatable).
@@ -238,6 +449,16 @@ pub struct ServeArgs {
     /// Seconds between client traffic reports.
     #[arg(long, env = "PORTUNUS_STATS_INTERVAL_SECS")]
     pub stats_interval_secs: Option<u64>,
+    /// Days the audit trail keeps a record; 0 keeps every record [default 90].
+    #[arg(long, env = "PORTUNUS_AUDIT_RETENTION_DAYS")]
+    pub audit_retention_days: Option<u64>,
+    /// An origin (scheme://host[:port]) the Web UI is reached at; cookie-authenticated writes
+    /// from any other origin are refused (repeatable) [default the operator listener's own].
+    #[arg(long = "public-origin", env = "PORTUNUS_PUBLIC_ORIGINS", value_delimiter = ',')]
+    pub public_origins: Vec<String>,
+    /// A reverse proxy's address whose X-Forwarded-For/-Proto are believed (repeatable).
+    #[arg(long = "trusted-proxy", env = "PORTUNUS_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 /// `push-rule CLIENT LISTEN [TARGET] [--target SPEC]…`.
@@ -253,10 +474,10 @@ pub struct PushRuleArgs {
     /// A target (repeatable, for failover); excludes the positional TARGET.
     #[arg(long = "target", value_name = "SPEC")]
     pub targets: Vec<String>,
-    /// tcp or udp.
-    #[arg(long, default_value = "tcp")]
-    pub protocol: String,
-    /// Address to bind on the client [default dual-stack any].
+    /// Protocol.
+    #[arg(long, value_enum, default_value_t = ProtocolArg::Tcp)]
+    pub protocol: ProtocolArg,
+    /// Address to bind on the client [default: dual-stack any].
     #[arg(long)]
     pub listen_addr: Option<IpAddr>,
     /// A label for the rule.
@@ -288,4 +509,39 @@ fn parse_duration_ms(text: &str) -> Result<u64, String> {
         return Err(bad());
     }
     Ok((value * scale).round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn server_is_global_and_offline_commands_are_named() {
+        let cli = Cli::try_parse_from(["portunus-server", "restore", "--in", "b", "--server", "http://x"])
+            .expect("clap accepts the global flag anywhere");
+        assert_eq!(cli.server.as_deref(), Some("http://x"));
+        assert_eq!(cli.command.works_offline(), Some("restore"));
+        let cli = Cli::try_parse_from(["portunus-server", "--server", "http://x", "list-clients"])
+            .expect("before the subcommand too");
+        assert_eq!(cli.command.works_offline(), None);
+    }
+
+    #[test]
+    fn enumerated_flags_refuse_unknown_values() {
+        for args in [
+            &["portunus-server", "list-rules", "--state", "gone"][..],
+            &["portunus-server", "push-rule", "c", "80", "h:1", "--protocol", "sctp"],
+            &["portunus-server", "--log-format", "xml", "list-clients"],
+            &["portunus-server", "audit", "--outcome", "maybe"],
+        ] {
+            assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
+        }
+    }
 }

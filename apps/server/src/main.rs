@@ -1,7 +1,9 @@
 //! `portunus-server`: parses the command line and dispatches. `serve` wires the adapters to
-//! core (see `serve.rs`); `reset-password` and `bootstrap-superadmin` open the store directly
-//! (`offline.rs`); every other subcommand is an operator command that calls the server's HTTP
-//! API (`operator.rs`). Failures end with the exit status of their code.
+//! core (see `serve.rs`); `reset-password`, `bootstrap-superadmin` and `restore` open the store
+//! directly (`offline.rs`); `completions` and `man` print what clap knows of the command line;
+//! every other subcommand is an operator command that calls the server's HTTP API
+//! (`operator.rs`). Failures end with the exit status of their code, printed once on stderr as
+//! `code: message`.
 //!
 //! The one `unsafe` call is glibc's `mallopt`, in `alloc::cap_arenas`.
 #![deny(unsafe_code)]
@@ -14,12 +16,34 @@ mod operator;
 mod os;
 mod serve;
 
-use clap::Parser;
-use portunus_core::error::Failure;
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches};
+use portunus_core::error::{ErrorCode, Failure};
 
 fn main() {
     let arenas_capped = alloc::cap_arenas();
-    let cli = cli::Cli::parse();
+    let matches = cli::Cli::command().get_matches();
+    let cli = match cli::Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    // `--server` comes from the command line here, not from PORTUNUS_SERVER: a variable set for
+    // the operator commands must not stop `serve`.
+    let server_flag = matches.value_source("server") == Some(ValueSource::CommandLine);
+    if let (true, Some(name)) = (server_flag, cli.command.works_offline()) {
+        exit_with(&Failure::new(
+            ErrorCode::InvalidRequest,
+            format!("--server is for commands that call a running server; `{name}` does not (drop --server)"),
+        ));
+    }
+    match &cli.command {
+        cli::Command::Completions { shell } => {
+            let result = print_completions(*shell);
+            return finish(result);
+        }
+        cli::Command::Man { out_dir } => return finish(write_man_pages(out_dir)),
+        _ => {}
+    }
     portunus_telemetry::log::init(cli.log_format, log_directive().as_deref());
     tracing::debug!(arenas_capped, "allocator arenas");
     portunus_control::install_default_provider();
@@ -30,9 +54,7 @@ fn main() {
         .build()
     {
         Ok(rt) => rt,
-        Err(err) => {
-            exit_with(&Failure::new(portunus_core::ErrorCode::Internal, format!("tokio runtime: {err}")))
-        }
+        Err(err) => exit_with(&Failure::new(ErrorCode::Internal, format!("tokio runtime: {err}"))),
     };
     let result = runtime.block_on(async move {
         match cli.command {
@@ -45,6 +67,11 @@ fn main() {
             other => operator::run(&cli.data_dir, cli.server.as_deref(), other).await,
         }
     });
+    finish(result)
+}
+
+/// Exits 0 on success, else as [`exit_with`].
+fn finish(result: Result<(), Failure>) {
     if let Err(failure) = result {
         exit_with(&failure);
     }
@@ -59,4 +86,38 @@ fn exit_with(failure: &Failure) -> ! {
 /// The log filter: `PORTUNUS_LOG`, else `RUST_LOG`.
 fn log_directive() -> Option<String> {
     ["PORTUNUS_LOG", "RUST_LOG"].into_iter().find_map(|key| std::env::var(key).ok().filter(|v| !v.is_empty()))
+}
+
+/// `completions SHELL`: the script on stdout.
+fn print_completions(shell: cli::ShellArg) -> Result<(), Failure> {
+    use clap_complete::aot::{Bash, Fish, Zsh, generate};
+    let mut command = cli::Cli::command();
+    let mut script = Vec::new();
+    match shell {
+        cli::ShellArg::Bash => generate(Bash, &mut command, "portunus-server", &mut script),
+        cli::ShellArg::Zsh => generate(Zsh, &mut command, "portunus-server", &mut script),
+        cli::ShellArg::Fish => generate(Fish, &mut command, "portunus-server", &mut script),
+    }
+    write_stdout(&script)
+}
+
+/// Writes `bytes` to stdout; a closed pipe is an I/O failure, not a panic.
+fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::new(ErrorCode::IoError, format!("cannot write to stdout: {e}")))
+}
+
+/// `man --out-dir DIR`: `portunus-server.1` and one `portunus-server-<sub>.1` per visible
+/// subcommand (nested ones too: `portunus-server-settings-get.1`).
+fn write_man_pages(dir: &std::path::Path) -> Result<(), Failure> {
+    let io = |e: std::io::Error| {
+        Failure::new(ErrorCode::IoError, format!("cannot write man pages to {}: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    clap_mangen::generate_to(cli::Cli::command(), dir).map_err(io)?;
+    eprintln!("man pages written to {}", dir.display());
+    Ok(())
 }

@@ -108,10 +108,11 @@ fn stage(input: &Path, tmp: &Path) -> Result<(), Failure> {
     fs::File::open(tmp).and_then(|f| f.sync_all()).map_err(|e| io_failure("sync", tmp, e))
 }
 
-/// Logs why `path` cannot be restored from or over, and turns it into the failure.
+/// Logs that `path` cannot be restored from or over, and turns the cause into the failure.
+/// The message is not in the event: `main` prints it once, on the exit line.
 fn refused(path: &Path, err: StoreError) -> Failure {
     let failure = Failure::from(err);
-    tracing::error!(event = "restore.refused", path = %path.display(), code = %failure.code, message = %failure.message);
+    tracing::error!(event = "restore.refused", path = %path.display(), code = %failure.code);
     failure
 }
 

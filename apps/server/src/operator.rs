@@ -11,11 +11,14 @@ use portunus_core::error::{ErrorCode, Failure};
 use portunus_core::rule::{ListenSpec, Protocol, RuleSpec};
 use portunus_http::client::{ApiClient, CallError};
 use portunus_http::dto::{
-    CountersDto, NewGrantRequest, NewUserRequest, PushRuleRequest, RoleDto, RuleDto, UserDto,
+    AuditParams, AuditRecordDto, ClientDto, CountersDto, EndpointSettingsDto, GrantDto, NewGrantRequest,
+    NewUserRequest, OutcomeDto, PushRuleRequest, RoleDto, RuleDto, TokenDto, UserDto,
 };
 use serde::Serialize;
 
-use crate::cli::{Command, Format, PushRuleArgs, RoleArg};
+use crate::cli::{
+    AuditArgs, Command, Format, OutcomeArg, ProtocolArg, PushRuleArgs, RoleArg, SettingKey, SettingsCommand,
+};
 use crate::datadir;
 
 pub async fn run(dir: &Path, server: Option<&str>, command: Command) -> Result<(), Failure> {
@@ -35,8 +38,13 @@ pub async fn run(dir: &Path, server: Option<&str>, command: Command) -> Result<(
         Command::Serve(_)
         | Command::ResetPassword { .. }
         | Command::BootstrapSuperadmin
-        | Command::Restore { .. } => {
-            unreachable!("serve and the offline commands are dispatched in main")
+        | Command::Restore { .. }
+        | Command::Completions { .. }
+        | Command::Man { .. } => {
+            return Err(Failure::new(
+                ErrorCode::Internal,
+                "serve and the offline commands are dispatched in main, not sent to the API",
+            ));
         }
         Command::Backup { out } => backup(&api, &out).await?,
         Command::EnrollClient { name, expires_in } => {
@@ -71,12 +79,27 @@ pub async fn run(dir: &Path, server: Option<&str>, command: Command) -> Result<(
                 }
             }
         }
+        Command::RenameClient { client, new_name } => {
+            let renamed = api.rename_client(&client, &new_name).await.map_err(plain)?;
+            eprintln!("client {} renamed to {}", renamed.id, renamed.name);
+        }
         Command::ListRules { client, owner, state, protocol, format } => {
-            let filters: Vec<(&str, &str)> =
-                [("client", &client), ("owner", &owner), ("state", &state), ("protocol", &protocol)]
-                    .into_iter()
-                    .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
-                    .collect();
+            let state = state.map(|s| match s {
+                crate::cli::StateArg::Pending => "pending",
+                crate::cli::StateArg::Active => "active",
+                crate::cli::StateArg::Failed => "failed",
+                crate::cli::StateArg::Suspended => "suspended",
+            });
+            let protocol = protocol.map(|p| protocol_of(p).as_str());
+            let filters: Vec<(&str, &str)> = [
+                ("client", client.as_deref()),
+                ("owner", owner.as_deref()),
+                ("state", state),
+                ("protocol", protocol),
+            ]
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect();
             let rules = api.list_rules(&filters).await.map_err(plain)?;
             match format {
                 Format::Json => print_json(&rules),
@@ -91,18 +114,21 @@ pub async fn run(dir: &Path, server: Option<&str>, command: Command) -> Result<(
             match format {
                 Format::Json => print_json(&stats),
                 Format::Table => {
-                    let mut rows = vec![counters_row("total".into(), &stats.totals)];
+                    // The columns depend on the protocol, which the stats body does not carry.
+                    let protocol = api.get_rule(rule_id).await.map_err(plain)?.spec.protocol;
+                    let mut scoped = vec![("total".to_owned(), &stats.totals)];
                     for port in stats.per_port.iter().flatten() {
-                        rows.push(counters_row(format!("port {}", port.port), &port.counters));
+                        scoped.push((format!("port {}", port.port), &port.counters));
                     }
                     for target in stats.per_target.iter().flatten() {
-                        rows.push(counters_row(
-                            format!("{} ({})", target.target, target.health),
-                            &target.counters,
-                        ));
+                        scoped.push((format!("{} ({})", target.target, target.health), &target.counters));
                     }
                     println!("rule {} ({})", stats.rule_id, stats.state);
-                    print_table(&["SCOPE", "BYTES_IN", "BYTES_OUT", "CONNS", "ACTIVE", "CONNECT_FAIL"], rows);
+                    let (headers, row): (&[&str], CountersRow) = match protocol {
+                        Protocol::Tcp => (&TCP_COUNTER_HEADERS, tcp_counters_row),
+                        Protocol::Udp => (&UDP_COUNTER_HEADERS, udp_counters_row),
+                    };
+                    print_table(headers, scoped.into_iter().map(|(scope, c)| row(scope, c)).collect());
                 }
             }
         }
@@ -133,48 +159,65 @@ pub async fn run(dir: &Path, server: Option<&str>, command: Command) -> Result<(
             let users = api.list_users().await.map_err(plain)?;
             match format {
                 Format::Json => print_json(&users),
-                Format::Table => {
-                    print_table(&["ID", "ROLE", "PASSWORD", "CREATED"], users.iter().map(user_row).collect())
-                }
+                Format::Table => print_table(&USER_HEADERS, users.iter().map(user_row).collect()),
             }
         }
         Command::UserGet { user, format } => {
             let user = api.get_user(&user).await.map_err(plain)?;
             match format {
                 Format::Json => print_json(&user),
-                Format::Table => print_table(&["ID", "ROLE", "PASSWORD", "CREATED"], vec![user_row(&user)]),
+                Format::Table => print_table(&USER_HEADERS, vec![user_row(&user)]),
             }
         }
         Command::UserRemove { user } => {
             api.delete_user(&user).await.map_err(plain)?;
             eprintln!("user {user} removed");
         }
+        Command::Whoami { format } => {
+            let me = api.whoami().await.map_err(plain)?;
+            match format {
+                Format::Json => print_json(&me),
+                Format::Table => print_table(&USER_HEADERS, vec![user_row(&me)]),
+            }
+        }
+        Command::TokenMint { user, name } => {
+            let minted = api.create_token(&user, name.as_deref()).await.map_err(plain)?;
+            println!("api_token={}", minted.token);
+            eprintln!(
+                "token {} minted for {}; it is shown only this once",
+                minted.record.id, minted.record.user
+            );
+        }
+        Command::TokenList { user, format } => {
+            let tokens = api.list_tokens(&user).await.map_err(plain)?;
+            match format {
+                Format::Json => print_json(&tokens),
+                Format::Table => {
+                    print_table(&["ID", "USER", "NAME", "CREATED"], tokens.iter().map(token_row).collect())
+                }
+            }
+        }
+        Command::TokenRevoke { user, token_id } => {
+            api.revoke_token(&user, &token_id).await.map_err(plain)?;
+            eprintln!("token {token_id} of {user} revoked");
+        }
         Command::GrantAdd { user, client, ports, protocols } => {
-            let protocols = if protocols.is_empty() { vec!["tcp".to_owned()] } else { protocols };
-            let protocols = protocols.iter().map(|p| parse_protocol(p)).collect::<Result<Vec<_>, _>>()?;
+            let protocols = if protocols.is_empty() { vec![ProtocolArg::Tcp] } else { protocols };
+            let protocols = protocols.into_iter().map(protocol_of).collect();
             let request = NewGrantRequest { user, client, ports: ListenSpec::Text(ports), protocols };
             let grant = api.create_grant(&request).await.map_err(plain)?;
             println!("{}", grant.id);
         }
         Command::GrantList { user, format } => {
             let grants = api.list_grants(user.as_deref()).await.map_err(plain)?;
+            // Grants name clients by id; the listing shows names too. A caller who may not
+            // list clients still gets the grants, with ids only.
+            let clients = api.list_clients().await.unwrap_or_default();
             match format {
-                Format::Json => print_json(&grants),
+                Format::Json => print_json(&grants_with_client_names(&grants, &clients)),
                 Format::Table => print_table(
-                    &["ID", "USER", "CLIENT", "PORTS", "PROTOCOLS"],
-                    grants
-                        .iter()
-                        .map(|g| {
-                            let protocols: Vec<&str> = g.protocols.iter().map(|p| p.as_str()).collect();
-                            vec![
-                                g.id.clone(),
-                                g.user.clone(),
-                                g.client.clone(),
-                                g.ports.clone(),
-                                protocols.join(","),
-                            ]
-                        })
-                        .collect(),
+                    &["ID", "USER", "CLIENT", "CLIENT_ID", "PORTS", "PROTOCOLS"],
+                    grants.iter().map(|g| grant_row(g, &clients)).collect(),
                 ),
             }
         }
@@ -182,8 +225,155 @@ pub async fn run(dir: &Path, server: Option<&str>, command: Command) -> Result<(
             api.delete_grant(&grant).await.map_err(plain)?;
             eprintln!("grant {grant} revoked");
         }
+        Command::Audit(args) => audit(&api, args).await?,
+        Command::AuditPrune { before } => {
+            // The server deletes at most 10,000 records per call: call until none are left.
+            let mut total = 0;
+            loop {
+                let pruned = api.prune_audit(&before).await.map_err(plain)?;
+                total += pruned.pruned;
+                if !pruned.more {
+                    break;
+                }
+            }
+            println!("{total}");
+            eprintln!("{total} audit records written before {before} deleted");
+        }
+        Command::Settings { action } => settings(&api, action).await?,
     }
     Ok(())
+}
+
+/// `audit`: one page (its `next_cursor` on stderr when more follow), or every page with `--all`.
+async fn audit(api: &ApiClient, args: AuditArgs) -> Result<(), Failure> {
+    let mut params = AuditParams {
+        from: args.from,
+        to: args.to,
+        outcome: args.outcome.map(|o| match o {
+            OutcomeArg::Success => OutcomeDto::Success,
+            OutcomeArg::Denied => OutcomeDto::Denied,
+            OutcomeArg::Failed => OutcomeDto::Failed,
+        }),
+        cursor: args.cursor,
+        limit: args.limit,
+    };
+    let mut page = api.audit(&params).await.map_err(plain)?;
+    if args.all {
+        while let Some(cursor) = page.next_cursor.take() {
+            params.cursor = Some(cursor);
+            let next = api.audit(&params).await.map_err(plain)?;
+            page.records.extend(next.records);
+            page.next_cursor = next.next_cursor;
+        }
+    }
+    match args.format {
+        Format::Json => print_json(&page),
+        Format::Table => print_table(
+            &["SEQ", "AT", "ACTOR", "ACTION", "TARGET", "OUTCOME", "CODE", "REMOTE"],
+            page.records.iter().map(audit_row).collect(),
+        ),
+    }
+    if let Some(cursor) = &page.next_cursor {
+        eprintln!("more records follow: pass --cursor {cursor} (or --all)");
+    }
+    Ok(())
+}
+
+fn audit_row(record: &AuditRecordDto) -> Vec<String> {
+    let outcome = match record.outcome {
+        OutcomeDto::Success => "success",
+        OutcomeDto::Denied => "denied",
+        OutcomeDto::Failed => "failed",
+    };
+    vec![
+        record.seq.to_string(),
+        record.at.clone(),
+        record.actor.clone(),
+        record.action.clone(),
+        record.target.clone().unwrap_or_default(),
+        outcome.to_owned(),
+        record.code.clone().unwrap_or_default(),
+        record.remote.clone().unwrap_or_default(),
+    ]
+}
+
+/// `settings get|set|unset`.
+async fn settings(api: &ApiClient, action: SettingsCommand) -> Result<(), Failure> {
+    match action {
+        SettingsCommand::Get { key, format } => {
+            // Every key the API offers; today that is the advertised endpoint alone.
+            let SettingKey::AdvertisedEndpoint = key.unwrap_or(SettingKey::AdvertisedEndpoint);
+            let endpoint = api.advertised_endpoint().await.map_err(plain)?;
+            match format {
+                Format::Json => print_json(&serde_json::json!({ "advertised-endpoint": endpoint })),
+                Format::Table => print_table(&SETTING_HEADERS, vec![endpoint_row(&endpoint)]),
+            }
+        }
+        SettingsCommand::Set { key: SettingKey::AdvertisedEndpoint, value } => {
+            let endpoint = api.set_advertised_endpoint(Some(&value)).await.map_err(plain)?;
+            print_table(&SETTING_HEADERS, vec![endpoint_row(&endpoint)]);
+        }
+        SettingsCommand::Unset { key: SettingKey::AdvertisedEndpoint } => {
+            let endpoint = api.set_advertised_endpoint(None).await.map_err(plain)?;
+            print_table(&SETTING_HEADERS, vec![endpoint_row(&endpoint)]);
+        }
+    }
+    Ok(())
+}
+
+const SETTING_HEADERS: [&str; 6] = ["SETTING", "EFFECTIVE", "SOURCE", "OVERRIDE", "SEED", "DIAGNOSTIC"];
+
+fn endpoint_row(e: &EndpointSettingsDto) -> Vec<String> {
+    vec![
+        "advertised-endpoint".to_owned(),
+        e.effective.clone().unwrap_or_else(|| "-".to_owned()),
+        e.source.clone(),
+        e.override_.clone().unwrap_or_default(),
+        e.seed.clone().unwrap_or_default(),
+        e.diagnostic.clone().unwrap_or_default(),
+    ]
+}
+
+fn token_row(token: &TokenDto) -> Vec<String> {
+    vec![
+        token.id.clone(),
+        token.user.clone(),
+        token.name.clone().unwrap_or_default(),
+        token.created_at.clone(),
+    ]
+}
+
+/// The name of the client a grant covers: `*` for every client, the id when it is not listed.
+fn client_name_of<'a>(grant: &'a GrantDto, clients: &'a [ClientDto]) -> &'a str {
+    clients.iter().find(|c| c.id == grant.client).map_or(grant.client.as_str(), |c| c.name.as_str())
+}
+
+fn grant_row(grant: &GrantDto, clients: &[ClientDto]) -> Vec<String> {
+    let protocols: Vec<&str> = grant.protocols.iter().map(|p| p.as_str()).collect();
+    vec![
+        grant.id.clone(),
+        grant.user.clone(),
+        client_name_of(grant, clients).to_owned(),
+        grant.client.clone(),
+        grant.ports.clone(),
+        protocols.join(","),
+    ]
+}
+
+/// The grants as the API returns them, each with a `client_name` added when it lacks one.
+fn grants_with_client_names(grants: &[GrantDto], clients: &[ClientDto]) -> Vec<serde_json::Value> {
+    grants
+        .iter()
+        .map(|grant| {
+            let mut value = serde_json::to_value(grant).unwrap_or_default();
+            if let Some(object) = value.as_object_mut()
+                && !object.contains_key("client_name")
+            {
+                object.insert("client_name".to_owned(), client_name_of(grant, clients).into());
+            }
+            value
+        })
+        .collect()
 }
 
 /// `backup --out PATH`: the server's copy, written to a new 0600 file that is synced and then
@@ -218,6 +408,8 @@ async fn backup(api: &ApiClient, out: &Path) -> Result<(), Failure> {
     Ok(())
 }
 
+const USER_HEADERS: [&str; 4] = ["ID", "ROLE", "PASSWORD", "CREATED"];
+
 fn user_row(user: &UserDto) -> Vec<String> {
     let role = match user.role {
         RoleDto::Superadmin => "superadmin",
@@ -231,17 +423,24 @@ fn user_row(user: &UserDto) -> Vec<String> {
     vec![user.id.clone(), role.to_owned(), password.to_owned(), user.created_at.clone()]
 }
 
-/// The first line of stdin, without its line ending.
+/// The first line of stdin, without its line ending; an empty stdin or line is a usage error.
 fn read_password_line() -> Result<String, Failure> {
     let mut line = String::new();
     std::io::stdin()
         .read_line(&mut line)
         .map_err(|e| Failure::new(ErrorCode::IoError, format!("reading the password from stdin: {e}")))?;
-    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+    let password = line.trim_end_matches(['\n', '\r']);
+    if password.is_empty() {
+        return Err(Failure::new(
+            ErrorCode::InvalidRequest,
+            "no password on stdin (--password-stdin reads the first line)",
+        ));
+    }
+    Ok(password.to_owned())
 }
 
 async fn push_rule(api: &ApiClient, args: PushRuleArgs) -> Result<(), Failure> {
-    let protocol = parse_protocol(&args.protocol)?;
+    let protocol = protocol_of(args.protocol);
     let spec = RuleSpec {
         name: args.name,
         protocol,
@@ -267,13 +466,10 @@ async fn push_rule(api: &ApiClient, args: PushRuleArgs) -> Result<(), Failure> {
     }
 }
 
-fn parse_protocol(text: &str) -> Result<Protocol, Failure> {
-    match text {
-        "tcp" => Ok(Protocol::Tcp),
-        "udp" => Ok(Protocol::Udp),
-        other => {
-            Err(Failure::new(ErrorCode::InvalidRequest, format!("unknown protocol {other:?} (tcp or udp)")))
-        }
+fn protocol_of(protocol: ProtocolArg) -> Protocol {
+    match protocol {
+        ProtocolArg::Tcp => Protocol::Tcp,
+        ProtocolArg::Udp => Protocol::Udp,
     }
 }
 
@@ -312,7 +508,12 @@ fn rule_row(rule: &RuleDto) -> Vec<String> {
     ]
 }
 
-fn counters_row(scope: String, c: &CountersDto) -> Vec<String> {
+/// Renders one scope's counters as a table row.
+type CountersRow = fn(String, &CountersDto) -> Vec<String>;
+
+const TCP_COUNTER_HEADERS: [&str; 6] = ["SCOPE", "BYTES_IN", "BYTES_OUT", "CONNS", "ACTIVE", "CONNECT_FAIL"];
+
+fn tcp_counters_row(scope: String, c: &CountersDto) -> Vec<String> {
     vec![
         scope,
         c.bytes_in.to_string(),
@@ -320,6 +521,30 @@ fn counters_row(scope: String, c: &CountersDto) -> Vec<String> {
         c.connections_total.to_string(),
         c.connections_active.to_string(),
         c.connect_failures.to_string(),
+    ]
+}
+
+const UDP_COUNTER_HEADERS: [&str; 8] = [
+    "SCOPE",
+    "DATAGRAMS_IN",
+    "DATAGRAMS_OUT",
+    "BYTES_IN",
+    "BYTES_OUT",
+    "FLOWS",
+    "ACTIVE_FLOWS",
+    "FLOWS_DROPPED",
+];
+
+fn udp_counters_row(scope: String, c: &CountersDto) -> Vec<String> {
+    vec![
+        scope,
+        c.datagrams_in.to_string(),
+        c.datagrams_out.to_string(),
+        c.bytes_in.to_string(),
+        c.bytes_out.to_string(),
+        c.connections_total.to_string(),
+        c.connections_active.to_string(),
+        c.flows_dropped_overflow.to_string(),
     ]
 }
 

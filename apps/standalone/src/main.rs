@@ -1,35 +1,80 @@
 //! `portunus-standalone --config portunus.toml`: the client's data plane with rules from a
 //! TOML file and no server ("one TOML on one VPS"). `--check` validates the file and exits
-//! 0, or 2 with a message naming the rule and field. The whole wiring is here.
+//! 0, or 2 with a message naming the rule and field. `completions` and `man` print what clap
+//! knows of the command line. The whole wiring is here.
 #![forbid(unsafe_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use portunus_core::error::{ErrorCode, Failure};
 use portunus_core::standalone::StandaloneConfig;
 use portunus_dataplane::RuleRuntime;
 use portunus_dataplane::{DataPlane, DataPlaneOptions};
 use portunus_telemetry::log::LogFormat;
 
+const AFTER_HELP: &str = "\
+Environment:
+  PORTUNUS_CONFIG               --config
+  PORTUNUS_LOG, else RUST_LOG   log filter, e.g. `debug` [default: info]
+  PORTUNUS_DISABLE_SPLICE=1     triage: copy TCP through userspace instead of splice(2)
+  PORTUNUS_DISABLE_UDP_GSO=1    triage: send UDP datagrams one by one (no segmentation offload)
+  PORTUNUS_DNS_SERVER           ip:port of the one DNS server for DNS-name targets
+                                [default: the system's, /etc/resolv.conf]
+
+Exit statuses: 0 success; 1 internal or I/O failure; 2 invalid configuration; 5 a listen port is in use.";
+
 /// Portunus without a control plane.
 #[derive(Debug, Parser)]
-#[command(name = "portunus-standalone", version = version(), about,
-    after_help = "Exit statuses: 0 success; 1 internal or I/O failure; 2 invalid configuration; 5 a listen port is in use.")]
+#[command(name = "portunus-standalone", version = version(), about, after_help = AFTER_HELP,
+    subcommand_negates_reqs = true)]
 struct Cli {
     /// The rules file: `[[rule]]` tables (name, protocol, listen_port, target…) and optional `[settings]`.
-    #[arg(long, env = "PORTUNUS_CONFIG")]
-    config: PathBuf,
+    #[arg(long, env = "PORTUNUS_CONFIG", required = true, value_name = "PATH")]
+    config: Option<PathBuf>,
     /// Validate the file and exit.
     #[arg(long)]
     check: bool,
     /// Log format on stderr.
-    #[arg(long, default_value = "json", value_parser = parse_log_format)]
+    #[arg(long, default_value = "json", value_parser = log_format_parser())]
     log_format: LogFormat,
     /// On SIGTERM/SIGINT, how long open connections may finish before they are cut (seconds).
     #[arg(long, default_value_t = 30.0)]
     drain_timeout: f64,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+/// Subcommands: none runs the rules file.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a shell completion script to stdout, e.g.
+    /// `portunus-standalone completions bash > /etc/bash_completion.d/portunus-standalone`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: ShellArg,
+    },
+    /// Write man pages (`portunus-standalone.1` and one `portunus-standalone-<subcommand>.1` each).
+    #[command(hide = true)]
+    Man {
+        /// Directory to write the pages to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out_dir: PathBuf,
+    },
+}
+
+/// Shells `completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ShellArg {
+    /// Bash.
+    Bash,
+    /// Zsh.
+    Zsh,
+    /// Fish.
+    Fish,
 }
 
 fn version() -> &'static str {
@@ -37,21 +82,31 @@ fn version() -> &'static str {
     Box::leak(portunus_telemetry::version_text(env!("CARGO_PKG_VERSION")).into_boxed_str())
 }
 
-fn parse_log_format(s: &str) -> Result<LogFormat, String> {
-    s.parse()
+/// `--log-format json|text`, with its values listed in `--help` and completions.
+fn log_format_parser() -> impl TypedValueParser<Value = LogFormat> {
+    PossibleValuesParser::new(["json", "text"]).try_map(|text| text.parse::<LogFormat>())
 }
 
 fn main() {
     let cli = Cli::parse();
+    let config_path = match (&cli.command, cli.config) {
+        (Some(Command::Completions { shell }), _) => return finish(print_completions(*shell)),
+        (Some(Command::Man { out_dir }), _) => return finish(write_man_pages(out_dir)),
+        (None, Some(path)) => path,
+        // clap requires --config when no subcommand is given.
+        (None, None) => {
+            return finish(Err(Failure::new(ErrorCode::InvalidConfig, "--config PATH is required")));
+        }
+    };
     portunus_telemetry::log::init(cli.log_format, log_directive().as_deref());
-    let result = std::fs::read_to_string(&cli.config)
+    let result = std::fs::read_to_string(&config_path)
         .map_err(|e| {
-            Failure::new(ErrorCode::InvalidConfig, format!("cannot read {}: {e}", cli.config.display()))
+            Failure::new(ErrorCode::InvalidConfig, format!("cannot read {}: {e}", config_path.display()))
         })
         .and_then(|text| StandaloneConfig::parse(&text))
         .map_err(|f| {
             // Every configuration problem is a usage error, whatever its code.
-            Failure::new(f.code, format!("{}: {}", cli.config.display(), f.message))
+            Failure::new(f.code, format!("{}: {}", config_path.display(), f.message))
         });
     let result = match (result, cli.check) {
         (Err(failure), _) => {
@@ -59,7 +114,7 @@ fn main() {
             std::process::exit(i32::from(ErrorCode::InvalidConfig.exit_status()));
         }
         (Ok(config), true) => {
-            eprintln!("{}: {} rule(s) OK", cli.config.display(), config.rules.len());
+            eprintln!("{}: {} rule(s) OK", config_path.display(), config.rules.len());
             Ok(())
         }
         (Ok(config), false) => match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -69,10 +124,45 @@ fn main() {
             Err(err) => Err(Failure::new(ErrorCode::Internal, format!("tokio runtime: {err}"))),
         },
     };
+    finish(result);
+}
+
+/// Returns on success (exit 0); on failure prints `code: message` on stderr and exits with
+/// the code's status.
+fn finish(result: Result<(), Failure>) {
     if let Err(failure) = result {
         eprintln!("{}: {}", failure.code, failure.message);
         std::process::exit(i32::from(failure.code.exit_status()));
     }
+}
+
+/// `completions SHELL`: the script on stdout.
+fn print_completions(shell: ShellArg) -> Result<(), Failure> {
+    use clap_complete::aot::{Bash, Fish, Zsh, generate};
+    use std::io::Write as _;
+    let mut command = Cli::command();
+    let mut script = Vec::new();
+    match shell {
+        ShellArg::Bash => generate(Bash, &mut command, "portunus-standalone", &mut script),
+        ShellArg::Zsh => generate(Zsh, &mut command, "portunus-standalone", &mut script),
+        ShellArg::Fish => generate(Fish, &mut command, "portunus-standalone", &mut script),
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(&script)
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::new(ErrorCode::IoError, format!("cannot write to stdout: {e}")))
+}
+
+/// `man --out-dir DIR`: `portunus-standalone.1` and one `portunus-standalone-<sub>.1` per
+/// visible subcommand.
+fn write_man_pages(dir: &Path) -> Result<(), Failure> {
+    let io = |e: std::io::Error| {
+        Failure::new(ErrorCode::IoError, format!("cannot write man pages to {}: {e}", dir.display()))
+    };
+    std::fs::create_dir_all(dir).map_err(io)?;
+    clap_mangen::generate_to(Cli::command(), dir).map_err(io)?;
+    eprintln!("man pages written to {}", dir.display());
+    Ok(())
 }
 
 async fn run(config: StandaloneConfig, drain: Duration) -> Result<(), Failure> {
