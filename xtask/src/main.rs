@@ -4,6 +4,7 @@
 
 mod bench;
 mod demo;
+mod dist;
 mod fuzz;
 mod loadtest;
 mod openapi;
@@ -24,6 +25,9 @@ cargo xtask <command>
   pytools            install the pinned Python test tools (schemathesis, openapi-python-client)
                      into target/pytools
   demo [--keep]      a server, a client and one forwarded port on loopback, real bytes shown
+  dist [--out DIR] [--no-build --bin-dir DIR]
+                     release tarballs (binary, man pages, completions, systemd unit, docs) and
+                     SHA256SUMS in DIR (default target/dist); --no-build packs DIR's binaries
   fuzz [TARGET] [--secs N]
                      short runs of every fuzz target (installs cargo-fuzz if missing)
   bench [--quick] [--udp]
@@ -54,6 +58,10 @@ fn run() -> Result<()> {
         Some("openapi") => openapi::run(&root, args.iter().any(|a| a == "--check")),
         Some("pytools") => pytools::ensure(&root).map(|_| ()),
         Some("demo") => demo::run(&root, args.iter().any(|a| a == "--keep")),
+        Some("dist") => {
+            let cwd = std::env::current_dir().context("no current directory")?;
+            dist::run(&root, &dist::Options::parse(&root, &cwd, &args[1..])?)
+        }
         Some("fuzz") => fuzz::run(&root, &args[1..]),
         Some("bench") => bench::run(&root, &bench::Options::parse(&args[1..])?),
         Some("loadtest") => loadtest::run(&root, &loadtest::Options::parse(&args[1..])?),

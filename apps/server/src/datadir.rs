@@ -9,7 +9,7 @@
 use std::fs;
 use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use portunus_core::config::SettingsLayer;
 use portunus_core::error::{ErrorCode, Failure};
@@ -27,18 +27,76 @@ fn io_failure(what: &str, path: &Path, err: std::io::Error) -> Failure {
     Failure::new(ErrorCode::IoError, format!("cannot {what} {}: {err}", path.display()))
 }
 
-/// Creates the directory (0700) if needed and refuses network and memory filesystems.
-pub fn prepare(dir: &Path) -> Result<(), Failure> {
-    if !dir.exists() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(|e| io_failure("create", dir, e))?;
+/// A data dir (with any parents) that this run of `serve` created. Until [`CreatedDir::keep`]
+/// is called, dropping it removes the topmost directory this run created, with everything in
+/// it, so a start that fails leaves no half-made data dir. A directory that existed before
+/// is never removed, nor anything in it.
+#[derive(Debug)]
+#[must_use = "dropping the guard removes the directory it created"]
+pub struct CreatedDir {
+    top: Option<PathBuf>,
+}
+
+impl CreatedDir {
+    /// The start got far enough (it serves, or another process owns the dir): keep it.
+    pub fn keep(&mut self) {
+        self.top = None;
     }
+}
+
+impl Drop for CreatedDir {
+    fn drop(&mut self) {
+        let Some(top) = self.top.take() else { return };
+        match fs::remove_dir_all(&top) {
+            Ok(()) => tracing::info!(event = "startup.data_dir_removed", path = %top.display(),
+                "the start failed; the data dir it had created is removed"),
+            Err(err) => {
+                tracing::warn!(event = "startup.data_dir_removed", path = %top.display(), error = %err,
+                "the start failed; the data dir it had created could not be removed")
+            }
+        }
+    }
+}
+
+/// Creates the directory (0700) and any missing parents one level at a time, each with
+/// `create_new` semantics, so a level another process made meanwhile is not counted as ours.
+/// Returns the topmost level this call created, if any.
+fn create_levels(dir: &Path) -> Result<Option<PathBuf>, Failure> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .filter(|p| !p.as_os_str().is_empty())
+        .take_while(|p| fs::symlink_metadata(p).is_err())
+        .collect();
+    let mut top = None;
+    for level in missing.into_iter().rev() {
+        match fs::DirBuilder::new().mode(0o700).create(level) {
+            Ok(()) => {
+                top.get_or_insert_with(|| level.to_path_buf());
+            }
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists && level.is_dir() => {}
+            Err(err) => {
+                // Undo the levels made so far before reporting.
+                drop(CreatedDir { top });
+                return Err(io_failure("create", level, err));
+            }
+        }
+    }
+    Ok(top)
+}
+
+/// Creates the directory (0700) if needed and refuses network and memory filesystems. A
+/// directory created here stays, unless the filesystem is refused.
+pub fn prepare(dir: &Path) -> Result<(), Failure> {
+    prepare_tracked(dir).map(|mut created| created.keep())
+}
+
+/// [`prepare`], returning a guard that removes what this call created unless the caller keeps
+/// it (for `serve`, which keeps it once it is serving).
+pub fn prepare_tracked(dir: &Path) -> Result<CreatedDir, Failure> {
+    let created = CreatedDir { top: create_levels(dir)? };
     let magic = portunus_store_redb::filesystem_magic(dir).map_err(|e| io_failure("inspect", dir, e))?;
     match classify(magic) {
-        FsVerdict::Supported => Ok(()),
+        FsVerdict::Supported => Ok(created),
         FsVerdict::Unsupported(kind) => {
             tracing::error!(event = "startup.unsupported_filesystem", data_dir = %dir.display(), filesystem = kind);
             Err(Failure::new(

@@ -19,8 +19,10 @@ use crate::cli::ServeArgs;
 use crate::datadir::{self, BoundAddrs};
 use crate::os;
 
+/// Serves until SIGTERM/SIGINT. A start that fails before it serves removes the data dir if
+/// this run created it (the guard is declared first, so it drops after the store is closed).
 pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
-    datadir::prepare(dir)?;
+    let mut created = datadir::prepare_tracked(dir)?;
     let flags = SettingsLayer {
         control_listen: args.control_listen,
         operator_http_listen: args.operator_http_listen,
@@ -29,6 +31,9 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
         cert_sans: (!args.cert_sans.is_empty()).then_some(args.cert_sans),
         enrollment_ttl_secs: args.enrollment_ttl_secs,
         stats_interval_secs: args.stats_interval_secs,
+        audit_retention_days: args.audit_retention_days,
+        public_origins: (!args.public_origins.is_empty()).then_some(args.public_origins),
+        trusted_proxies: (!args.trusted_proxies.is_empty()).then_some(args.trusted_proxies),
         ..Default::default()
     };
     let file = datadir::settings_file(dir).inspect_err(
@@ -38,7 +43,12 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
     let settings = ServerSettings::resolve(flags.over(file)).inspect_err(
         |f| tracing::error!(event = "startup.invalid_config", code = %f.code, message = %f.message),
     )?;
-    let store = Arc::new(open_store(&dir.join(datadir::STORE_FILE))?);
+    let store = Arc::new(open_store(&dir.join(datadir::STORE_FILE)).inspect_err(|f| {
+        // Another process made the store in a dir this run created: it is that process's now.
+        if f.code == ErrorCode::StoreInUse {
+            created.keep();
+        }
+    })?);
     // Only now: holding the store means no other server's backup copy is in flight.
     datadir::remove_stale_copies(dir);
     let operator_token = datadir::operator_token(dir, settings.operator_token.as_deref())?;
@@ -84,10 +94,11 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
         tracing::warn!(event = "onboarding.setup_token_issued", expires_at = %expires_at.to_rfc3339(),
             "no superadmin yet: POST /v1/auth/onboarding with the setup token printed above");
     }
-    let state = AppState::new(runtime.clone(), metrics).with_backup(backup);
+    let operator_http = local_addr(&http_listener)?;
+    let state = AppState::new(runtime.clone(), metrics).with_backup(backup).listening_at(operator_http);
     let addrs = BoundAddrs {
         control: control_addr,
-        operator_http: local_addr(&http_listener)?,
+        operator_http,
         metrics: local_addr(&metrics_listener)?,
         pid: std::process::id(),
     };
@@ -120,7 +131,9 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
             .into_future(),
     );
     let flusher = runtime.spawn_flusher(settings.control.stats_flush_interval);
+    let retention = runtime.spawn_audit_retention();
     datadir::write_addrs(dir, &addrs)?;
+    created.keep();
     tracing::info!(
         event = "server.started",
         version = %portunus_telemetry::version_text(version),
@@ -147,6 +160,7 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
     })
     .await;
     flusher.abort();
+    retention.abort();
     let flushed = runtime.flush_stats().await?;
     runtime.sync().await?;
     datadir::remove_addrs(dir);

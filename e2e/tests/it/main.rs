@@ -10,10 +10,14 @@
 mod harness;
 
 mod accounts;
+mod api_contract;
 mod audit_durability;
+mod audit_trail;
 mod backup;
+mod cli;
 mod config;
 mod disconnects;
+mod dist;
 mod enrollment;
 mod forwarding;
 mod happy_path;
@@ -24,6 +28,7 @@ mod operator_api;
 mod pinning;
 mod python_tools;
 mod rbac_matrix;
+mod readme;
 mod replay;
 mod retry;
 mod reuseaddr;
