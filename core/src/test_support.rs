@@ -93,6 +93,9 @@ pub struct FakeSessions {
     pub outcome: Mutex<Option<RuleState>>,
 }
 
+/// The client process instance of every session [`FakeSessions::connect`] makes.
+pub const FAKE_INSTANCE: u64 = 1;
+
 impl FakeSessions {
     /// Marks `client` connected with `caps`.
     pub fn connect(&self, client: &ClientId, caps: &[Capability]) {
@@ -100,6 +103,7 @@ impl FakeSessions {
             capabilities: caps.iter().copied().collect::<CapabilitySet>(),
             version: "test".into(),
             connected_at: Timestamp::from_millis(0),
+            instance: FAKE_INSTANCE,
         };
         self.sessions.lock().unwrap().insert(client.clone(), info);
     }

@@ -248,6 +248,8 @@ async fn session(
         protocol_version: portunus_core::PROTOCOL_VERSION,
         capabilities: Capability::ALL.iter().map(|c| c.as_str().to_owned()).collect(),
         git_revision: "loadtest".to_owned(),
+        // One process per simulated client, as on a real edge host: the same on every stream.
+        instance: std::ptr::from_ref(client).addr() as u64,
     };
     let _ = tx.try_send(client_msg(pb::client_message::Msg::Hello(hello)));
     let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));

@@ -176,6 +176,8 @@ pub async fn run(
     let mut agent = Agent::default();
     let mut backoff = Backoff::new(policy.reconnect_backoff.0, policy.reconnect_backoff.1);
     let mut gate = ReportGate::default();
+    // This process on every stream it opens (never 0, which means "not announced").
+    let instance = rand::random::<u64>() | 1;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let connected = tokio::select! {
@@ -184,7 +186,7 @@ pub async fn run(
         };
         let result = match connected {
             Ok(channel) => {
-                let mut link = Link { agent: &mut agent, backoff: &mut backoff, gate: &mut gate };
+                let mut link = Link { agent: &mut agent, backoff: &mut backoff, gate: &mut gate, instance };
                 session(channel, bundle, info, &*runtime, policy, &mut link, shutdown.as_mut()).await
             }
             Err(err) => Err(err),
@@ -222,6 +224,8 @@ struct Link<'a> {
     agent: &'a mut Agent,
     backoff: &'a mut Backoff,
     gate: &'a mut ReportGate,
+    /// This process's instance, announced in Hello.
+    instance: u64,
 }
 
 /// One stream's life, until it ends or `shutdown` resolves.
@@ -234,11 +238,11 @@ async fn session(
     link: &mut Link<'_>,
     mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) -> Result<Ended, ConnectError> {
-    let Link { agent, backoff, gate } = link;
+    let Link { agent, backoff, gate, instance } = link;
     gate.reset();
     let (tx, rx) = mpsc::channel::<pb::ClientMessage>(256);
     // The channel is fresh, so the first message always fits.
-    let _ = tx.try_send(convert::hello(&info.version, &info.git_revision, &info.capabilities));
+    let _ = tx.try_send(convert::hello(&info.version, &info.git_revision, &info.capabilities, *instance));
     let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
     let bearer = format!("Bearer {}", bundle.token);
     let value = bearer.parse().map_err(|_| {
@@ -262,6 +266,9 @@ async fn session(
     loop {
         tokio::select! {
             () = &mut shutdown => {
+                // Release the listen ports first, so that a successor that connects as soon
+                // as this stream ends can bind them while accepted connections drain here.
+                runtime.stop_accepting();
                 // Close this side (END_STREAM), so the server logs a normal disconnect, and
                 // give it the drain time to end its side; the connection goes either way.
                 drop(tx);
@@ -321,6 +328,16 @@ fn stats_interval(interval: Option<Duration>, min: Duration) -> Duration {
 }
 
 fn classify_status(status: &tonic::Status) -> ConnectError {
+    if status.code() == tonic::Code::AlreadyExists {
+        // Another process with this bundle holds the client's session: wait for our turn,
+        // bound to nothing, rather than fight it for the ports.
+        tracing::warn!(
+            event = "control.refused",
+            reason = ErrorCode::ClientAlreadyConnected.as_str(),
+            message = %status.message(),
+        );
+        return ConnectError::Transient(ErrorCode::ClientAlreadyConnected.as_str().to_owned());
+    }
     if status.code() == tonic::Code::Unauthenticated {
         let failure = failure_of_status(status);
         let reason = match failure.code {

@@ -315,6 +315,8 @@ pub enum ClientEvent {
         version: String,
         /// Capability names as announced.
         capabilities: Vec<String>,
+        /// The client process's instance (0: not announced).
+        instance: u64,
     },
     /// A rule's activation outcome.
     Outcome(RuleId, RuleEvent),
@@ -328,9 +330,11 @@ pub enum ClientEvent {
 /// becomes `internal`; messages are bounded (512 characters).
 pub fn client_event(msg: pb::ClientMessage) -> ClientEvent {
     match msg.msg {
-        Some(pb::client_message::Msg::Hello(hello)) => {
-            ClientEvent::Hello { version: hello.version, capabilities: hello.capabilities }
-        }
+        Some(pb::client_message::Msg::Hello(hello)) => ClientEvent::Hello {
+            version: hello.version,
+            capabilities: hello.capabilities,
+            instance: hello.instance,
+        },
         Some(pb::client_message::Msg::RuleStatus(status)) => {
             let rule = RuleId::new(status.rule_id);
             match pb::rule_status::State::try_from(status.state) {
@@ -431,12 +435,18 @@ pub fn bundle_from_wire(resp: pb::RedeemResponse, pin: &str) -> Result<Bundle, F
 }
 
 /// The first message of a client's stream.
-pub fn hello(version: &str, git_revision: &str, capabilities: &[Capability]) -> pb::ClientMessage {
+pub fn hello(
+    version: &str,
+    git_revision: &str,
+    capabilities: &[Capability],
+    instance: u64,
+) -> pb::ClientMessage {
     let hello = pb::Hello {
         version: version.to_owned(),
         protocol_version: portunus_core::PROTOCOL_VERSION,
         capabilities: capabilities.iter().map(|c| c.as_str().to_owned()).collect(),
         git_revision: git_revision.to_owned(),
+        instance,
     };
     pb::ClientMessage { msg: Some(pb::client_message::Msg::Hello(hello)) }
 }

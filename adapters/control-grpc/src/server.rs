@@ -75,6 +75,7 @@ fn status_of(failure: &Failure) -> Status {
             Status::permission_denied(failure.message.clone())
         }
         ErrorCode::FailedPrecondition => Status::failed_precondition(failure.message.clone()),
+        ErrorCode::ClientAlreadyConnected => Status::already_exists(failure.message.clone()),
         ErrorCode::InvalidRequest | ErrorCode::EnrollUriInvalid => {
             Status::invalid_argument(failure.message.clone())
         }
@@ -114,8 +115,10 @@ impl Control for ControlService {
         };
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(self.policy.hello_timeout, inbound.message()).await;
-        let (version, capabilities) = match first.map(|m| m.map(|m| m.map(convert::client_event))) {
-            Ok(Ok(Some(ClientEvent::Hello { version, capabilities }))) => (version, capabilities),
+        let (version, capabilities, instance) = match first.map(|m| m.map(|m| m.map(convert::client_event))) {
+            Ok(Ok(Some(ClientEvent::Hello { version, capabilities, instance }))) => {
+                (version, capabilities, instance)
+            }
             _ => return Err(Status::invalid_argument("the first message must be Hello")),
         };
         let caps = capability::parse_set(capabilities.iter().map(String::as_str));
@@ -124,11 +127,23 @@ impl Control for ControlService {
             capabilities: caps.clone(),
             version: version.clone(),
             connected_at: self.runtime.now(),
+            instance,
         };
         // The runtime queues the plan and registers the stream in commit order: the replay
         // precedes any later push, and a revoke since the handshake refuses the stream.
         let (registration, n_rules) = match self.runtime.open_session(&token, &version, info, tx).await {
             Ok(opened) => opened,
+            Err(failure) if failure.code == ErrorCode::ClientAlreadyConnected => {
+                tracing::warn!(
+                    event = "client.refused",
+                    client = %client.name,
+                    client_id = %client.id,
+                    reason = %failure.code,
+                    remote = %remote,
+                    message = %failure.message,
+                );
+                return Err(status_of(&failure));
+            }
             Err(failure) => {
                 tracing::warn!(event = "auth.failure", reason = %failure.code, remote = %remote, kind = "client_token");
                 return Err(status_of(&failure));

@@ -8,7 +8,20 @@ use std::fmt;
 
 macro_rules! error_codes {
     ($( $(#[$doc:meta])* $variant:ident => $code:literal, exit $exit:literal, http $http:literal; )+) => {
-        /// A stable, machine-readable failure code.
+        /// A stable, machine-readable failure code, with the one CLI exit status and the one
+        /// HTTP status it maps to (`docs/troubleshooting.md` lists them all).
+        ///
+        /// ```
+        /// use portunus_core::ErrorCode;
+        ///
+        /// let code = ErrorCode::PortInUse;
+        /// assert_eq!((code.as_str(), code.exit_status(), code.http_status()), ("port_in_use", 5, 409));
+        /// assert_eq!(ErrorCode::parse("rule_not_found"), Some(ErrorCode::RuleNotFound));
+        /// assert_eq!(ErrorCode::RuleNotFound.exit_status(), 8);
+        /// assert_eq!(ErrorCode::parse("no_such_code"), None);
+        /// // Every code round-trips through its string.
+        /// assert!(ErrorCode::ALL.iter().all(|c| ErrorCode::parse(c.as_str()) == Some(*c)));
+        /// ```
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum ErrorCode {
             $( $(#[$doc])* $variant, )+
@@ -123,6 +136,8 @@ error_codes! {
     EnrollmentConsumed => "enrollment_consumed", exit 4, http 401;
     /// The enrollment can't be redeemed with the server's current configuration.
     FailedPrecondition => "failed_precondition", exit 4, http 409;
+    /// Another process with the same client token is connected; this one waits its turn.
+    ClientAlreadyConnected => "client_already_connected", exit 4, http 409;
     /// No superadmin exists yet; only the operator token and onboarding are accepted.
     BootstrapRequired => "bootstrap_required", exit 4, http 503;
     /// Too many failed attempts for this subject or address; retry after the lockout.
@@ -189,6 +204,15 @@ impl fmt::Display for ErrorCode {
 /// A failure that reaches a user: a stable code and a human sentence.
 ///
 /// Operation-specific error enums convert into this at the edge (CLI, HTTP, gRPC).
+///
+/// ```
+/// use portunus_core::{ErrorCode, Failure};
+///
+/// let failure = Failure::new(ErrorCode::ClientNotConnected, "client edge-01 is not connected");
+/// assert_eq!(failure.to_string(), "client_not_connected: client edge-01 is not connected");
+/// // A CLI exits with the code's status; the HTTP API answers with its status.
+/// assert_eq!((failure.code.exit_status(), failure.code.http_status()), (4, 409));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct Failure {

@@ -6,7 +6,7 @@ use crate::client::Client;
 use crate::config::DataPlaneSettings;
 use crate::enroll::split_token;
 use crate::error::ErrorCode;
-use crate::ids::{ClientId, RuleId};
+use crate::ids::{ClientId, RuleId, quoted};
 use crate::ports::{ClientStore, RuleStore, Sessions, Write};
 use crate::rule::{RuleDef, RuleEvent, RuleState};
 use crate::stats::{Counters, RuleReport, RuleTotals};
@@ -76,6 +76,11 @@ pub struct MetricsSnapshot {
     pub clients: Vec<(String, bool)>,
     /// One row per rule.
     pub rules: Vec<RuleMetricRow>,
+    /// Size of the audit trail.
+    pub audit: crate::audit::AuditStats,
+    /// Audit records of unauthenticated requests dropped by their source's budget (filled
+    /// by the caller that holds the budget).
+    pub audit_rows_dropped: u64,
 }
 
 impl ClientService {
@@ -101,16 +106,39 @@ impl ClientService {
     /// against the state this runs in (a revoke or a rotation since the handshake refuses the
     /// stream). The caller registers the stream in the same commit order, so the replay
     /// comes before any later push.
+    ///
+    /// One live session per client: while a stream of `instance` (the client process's
+    /// random id) is connected, a stream of another instance with the same token is refused
+    /// with `client_already_connected`, so two processes never bind the same rules; the same
+    /// instance reconnecting replaces its old stream. Instance 0 (a client that predates
+    /// instances) always replaces.
     pub fn session_opened<S: ClientStore + RuleStore + ?Sized>(
         &self,
         cx: &mut Cx<'_, S>,
         token: &str,
         version: &str,
+        instance: u64,
     ) -> Result<SessionPlan, crate::Failure> {
         let mut record = self
             .authenticate_client(cx.store, token)
             .map_err(|refused| crate::Failure::new(refused.code(), refused.reason()))?;
         let client = &record.id.clone();
+        if let Some(live) = cx.sessions.session(client)
+            && live.instance != instance
+            && live.instance != 0
+            && instance != 0
+        {
+            return Err(crate::Failure::new(
+                ErrorCode::ClientAlreadyConnected,
+                format!(
+                    "client {} is already connected (since {}, version {}): another process with \
+                     the same bundle is refused until it disconnects",
+                    record.name,
+                    live.connected_at.to_rfc3339(),
+                    quoted(&live.version)
+                ),
+            ));
+        }
         record.last_seen_at = Some(cx.now);
         record.version = Some(version.chars().take(64).collect());
         let rules = cx
@@ -184,14 +212,14 @@ pub fn flush_writes<S: RuleStore + ?Sized>(
 
 /// The data behind `/metrics`: every client that is not revoked with its connection state,
 /// and every rule with its totals (looked up in the in-memory traffic book).
-pub fn metrics_snapshot<S: ClientStore + RuleStore + ?Sized>(
+pub fn metrics_snapshot<S: ClientStore + RuleStore + crate::ports::AuditStore + ?Sized>(
     store: &S,
     sessions: &dyn Sessions,
     totals: &dyn Fn(RuleId) -> Option<Counters>,
 ) -> Result<MetricsSnapshot, crate::Failure> {
     let clients = store.list_clients()?;
-    let names: std::collections::BTreeMap<ClientId, String> =
-        clients.iter().map(|c| (c.id.clone(), c.name.to_string())).collect();
+    let names: std::collections::BTreeMap<ClientId, (String, bool)> =
+        clients.iter().map(|c| (c.id.clone(), (c.name.to_string(), c.revoked_at.is_some()))).collect();
     let rules = store.list_rules()?;
     Ok(MetricsSnapshot {
         clients: clients
@@ -201,14 +229,23 @@ pub fn metrics_snapshot<S: ClientStore + RuleStore + ?Sized>(
             .collect(),
         rules: rules
             .into_iter()
-            .map(|r| RuleMetricRow {
-                client: names.get(&r.client).cloned().unwrap_or_default(),
-                owner: r.owner.to_string(),
-                rule: r.id,
-                protocol: r.def.protocol.as_str(),
-                state: r.state.name(),
-                counters: totals(r.id).unwrap_or_default(),
+            .map(|r| {
+                let (client, revoked) = names.get(&r.client).cloned().unwrap_or_default();
+                RuleMetricRow {
+                    client,
+                    owner: r.owner.to_string(),
+                    rule: r.id,
+                    protocol: r.def.protocol.as_str(),
+                    state: if revoked && r.state.is_replayed() {
+                        super::rules::SUSPENDED
+                    } else {
+                        r.state.name()
+                    },
+                    counters: totals(r.id).unwrap_or_default(),
+                }
             })
             .collect(),
+        audit: store.audit_stats()?,
+        audit_rows_dropped: 0,
     })
 }

@@ -56,6 +56,8 @@ const WALL: Duration = Duration::from_secs(5);
 struct Fixture {
     runtime: Runtime,
     store: Arc<MemoryStore>,
+    /// The runtime's clock (tokio's paused clock does not move it).
+    clock: Arc<ManualClock>,
 }
 
 impl Fixture {
@@ -88,16 +90,17 @@ fn fixture_over(
         sans: vec![San::Ip("127.0.0.1".parse().expect("ip"))],
         control_addr: "0.0.0.0:7443".parse().expect("addr"),
     };
+    let clock = Arc::new(ManualClock::at(1_000_000));
     let ports = Ports {
         store: port,
-        clock: Arc::new(ManualClock::at(1_000_000)),
+        clock: clock.clone(),
         entropy: Arc::new(CountingEntropy::default()),
         hasher,
         observer,
     };
     let runtime =
         Runtime::new(ports, settings, identity, SecretHash::of("operator-secret")).expect("runtime starts");
-    Fixture { runtime, store }
+    Fixture { runtime, store, clock }
 }
 
 /// A password hasher that counts its calls (a create_user has hashed just before it
@@ -312,6 +315,8 @@ fn session_info(rt: &Runtime) -> SessionInfo {
         capabilities: Capability::ALL.iter().copied().collect(),
         version: "test".into(),
         connected_at: rt.now(),
+        // One client process: every stream these tests open is a reconnect of it.
+        instance: 7,
     }
 }
 
@@ -443,6 +448,7 @@ fn port_in_use() -> RuleEvent {
     RuleEvent::Failed { code: ErrorCode::PortInUse, message: "address already in use".into() }
 }
 
+mod audit;
 mod commit_order;
 mod durability;
 mod pushes;

@@ -290,13 +290,36 @@ fn replay_sends_pending_and_active_rules_but_never_failed_ones() {
             )
         })
         .unwrap();
-    let plan = h.plane.run(|cx| h.plane.clients.session_opened(cx, token.expose(), "1.0")).unwrap();
+    let plan = h.plane.run(|cx| h.plane.clients.session_opened(cx, token.expose(), "1.0", 0)).unwrap();
     let replayed: Vec<_> = plan.rules.iter().map(|(r, _)| *r).collect();
     assert_eq!(replayed, vec![ids[0], ids[1]]);
     // A stream whose client was revoked since its handshake is refused at the same step.
     h.plane.run(|cx| h.plane.clients.revoke(cx, &Actor::operator(), "edge-01")).unwrap();
-    let refused = h.plane.run(|cx| h.plane.clients.session_opened(cx, token.expose(), "1.0")).unwrap_err();
+    let refused = h.plane.run(|cx| h.plane.clients.session_opened(cx, token.expose(), "1.0", 0)).unwrap_err();
     assert_eq!(refused.code, ErrorCode::TokenRevoked);
+}
+
+#[test]
+fn a_second_process_with_the_same_token_is_refused_while_the_first_is_connected() {
+    use crate::test_support::FAKE_INSTANCE;
+    let h = harness();
+    let (id, token) = enrolled(&h, "edge-01");
+    let open =
+        |instance: u64| h.plane.run(|cx| h.plane.clients.session_opened(cx, token.expose(), "1.0", instance));
+    h.sessions.connect(&id, &[Capability::Tcp]);
+    let refused = open(FAKE_INSTANCE + 1).unwrap_err();
+    assert_eq!(refused.code, ErrorCode::ClientAlreadyConnected);
+    assert!(
+        refused.message.contains("edge-01") && refused.message.contains("already connected"),
+        "{refused:?}"
+    );
+    // The same process reconnecting replaces its own stream; so does a client without an
+    // instance (older versions).
+    assert!(open(FAKE_INSTANCE).is_ok());
+    assert!(open(0).is_ok());
+    // Once the first has gone, the second gets its turn.
+    h.sessions.drop_session(&id);
+    assert!(open(FAKE_INSTANCE + 1).is_ok());
 }
 
 #[test]
