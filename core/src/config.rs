@@ -49,6 +49,26 @@ fn operator_token(configured: Option<String>) -> Result<Option<String>, Failure>
 ///
 /// The same shape is read from `server.toml` (unknown keys refused) and built from flags
 /// and environment variables.
+///
+/// ```
+/// use std::time::Duration;
+/// use portunus_core::config::{ServerSettings, SettingsLayer};
+/// use portunus_core::ErrorCode;
+///
+/// let file = SettingsLayer::from_toml("stats_interval_secs = 5\nrange_rule_max_ports = 64\n")?;
+/// // A flag (or environment variable) wins over the file; the file over the default.
+/// let flags = SettingsLayer { stats_interval_secs: Some(1), ..SettingsLayer::default() };
+/// let settings = ServerSettings::resolve(flags.over(file))?;
+/// assert_eq!(settings.data_plane.stats_interval, Duration::from_secs(1));
+/// assert_eq!(settings.range_rule_max_ports, 64);
+/// assert_eq!(settings.data_plane.tcp_idle_timeout, Duration::from_secs(7_200), "the default");
+///
+/// // Unknown keys and values out of range are refused, never ignored or clamped.
+/// assert_eq!(SettingsLayer::from_toml("colour = 1").unwrap_err().code, ErrorCode::InvalidConfig);
+/// let too_big = SettingsLayer::from_toml("stats_interval_secs = 3600")?;
+/// assert_eq!(ServerSettings::resolve(too_big).unwrap_err().code, ErrorCode::OutOfRange);
+/// # Ok::<(), portunus_core::Failure>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsLayer {
@@ -80,6 +100,13 @@ pub struct SettingsLayer {
     pub tcp_keepalive_secs: Option<u64>,
     /// How often clients send StatsReport.
     pub stats_interval_secs: Option<u64>,
+    /// Days the audit trail keeps a record (0: forever).
+    pub audit_retention_days: Option<u64>,
+    /// Origins (`scheme://host[:port]`) the Web UI is served from, for the `Origin` check of
+    /// cookie-authenticated writes.
+    pub public_origins: Option<Vec<String>>,
+    /// Addresses of reverse proxies whose `X-Forwarded-Proto`/`-For` headers are trusted.
+    pub trusted_proxies: Option<Vec<std::net::IpAddr>>,
 }
 
 impl SettingsLayer {
@@ -118,7 +145,10 @@ impl SettingsLayer {
             tcp_connect_timeout_secs,
             tcp_idle_timeout_secs,
             tcp_keepalive_secs,
-            stats_interval_secs
+            stats_interval_secs,
+            audit_retention_days,
+            public_origins,
+            trusted_proxies
         )
     }
 }
@@ -184,6 +214,7 @@ const TCP_IDLE_TIMEOUT: Bounded =
     Bounded { key: "tcp_idle_timeout_secs", range: 10..=604_800, default: 7_200 };
 const TCP_KEEPALIVE: Bounded = Bounded { key: "tcp_keepalive_secs", range: 5..=7_200, default: 60 };
 const STATS_INTERVAL: Bounded = Bounded { key: "stats_interval_secs", range: 1..=300, default: 2 };
+const AUDIT_RETENTION_DAYS: Bounded = Bounded { key: "audit_retention_days", range: 0..=36_500, default: 90 };
 
 /// Longest lifetime an enrollment code may be given.
 pub const MAX_ENROLLMENT_TTL: Duration = Duration::from_secs(86_400);
@@ -211,6 +242,77 @@ pub struct ServerSettings {
     pub data_plane: DataPlaneSettings,
     /// Timeouts, caps and keepalives of the control plane itself.
     pub control: ControlPolicy,
+    /// How long the audit trail keeps records, and its budget for unauthenticated requests.
+    pub audit: AuditPolicy,
+    /// Where the operator API is reached from: public origins and trusted proxies.
+    pub web: WebPolicy,
+}
+
+/// Retention of the audit trail and the per-source budget of unauthenticated requests' records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditPolicy {
+    /// Records older than this are pruned (hourly, and at start); `None` keeps them forever.
+    pub retention: Option<Duration>,
+    /// Records an unauthenticated source may leave at once.
+    pub anonymous_burst: u32,
+    /// Records an unauthenticated source may leave per minute after its burst.
+    pub anonymous_per_minute: u32,
+    /// Sources tracked one by one; beyond it, they share one budget.
+    pub anonymous_sources: usize,
+    /// How often retention runs.
+    pub prune_every: Duration,
+}
+
+impl Default for AuditPolicy {
+    fn default() -> Self {
+        AuditPolicy {
+            retention: Some(Duration::from_secs(AUDIT_RETENTION_DAYS.default * DAY_SECS)),
+            anonymous_burst: 20,
+            anonymous_per_minute: 60,
+            anonymous_sources: 4096,
+            prune_every: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// The operator API's view of where its requests come from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebPolicy {
+    /// Origins a cookie-authenticated write may come from, normalised `scheme://host:port`.
+    /// Empty: the operator listener's own address (`http://<listen>`, and `localhost` for a
+    /// loopback listener).
+    pub public_origins: Vec<String>,
+    /// Proxies whose `X-Forwarded-Proto` and `X-Forwarded-For` are believed.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+}
+
+const DAY_SECS: u64 = 86_400;
+
+/// Normalises an origin for comparison: `scheme://host:port`, lower-case, default port
+/// spelled out, no path. `None` for anything that is not an http(s) origin.
+pub fn normalize_origin(text: &str) -> Option<String> {
+    let text = text.trim();
+    let (scheme, rest) = text.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return None,
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+        return None;
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && (!host.starts_with('[') || host.ends_with(']')) => {
+            (host, port.parse::<u16>().ok()?)
+        }
+        _ => (authority, default_port),
+    };
+    if host.is_empty() || (host.starts_with('[') != host.ends_with(']')) {
+        return None;
+    }
+    Some(format!("{scheme}://{}:{port}", host.to_ascii_lowercase()))
 }
 
 /// The control plane's own timing and size policy, shared by the server and the client.
@@ -319,7 +421,52 @@ impl ServerSettings {
                 stats_interval: Duration::from_secs(STATS_INTERVAL.get(layer.stats_interval_secs)?),
             },
             control: ControlPolicy::default(),
+            audit: AuditPolicy {
+                retention: match AUDIT_RETENTION_DAYS.get(layer.audit_retention_days)? {
+                    0 => None,
+                    days => Some(Duration::from_secs(days * DAY_SECS)),
+                },
+                ..AuditPolicy::default()
+            },
+            web: WebPolicy {
+                public_origins: layer
+                    .public_origins
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|text| {
+                        normalize_origin(text).ok_or_else(|| {
+                            Failure::new(
+                                ErrorCode::InvalidConfig,
+                                format!(
+                                    "public_origins: {} is not an origin (scheme://host[:port], http or https)",
+                                    crate::ids::quoted(text)
+                                ),
+                            )
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+                trusted_proxies: layer.trusted_proxies.unwrap_or_default(),
+            },
         })
+    }
+
+    /// The origins a cookie-authenticated write may come from: the configured ones, else the
+    /// operator listener's own, as bound at `listening` (`http://<addr>:<port>`, plus
+    /// `localhost` on loopback).
+    pub fn allowed_origins(&self, listening: SocketAddr) -> Vec<String> {
+        if !self.web.public_origins.is_empty() {
+            return self.web.public_origins.clone();
+        }
+        let listen = listening;
+        let port = listen.port();
+        let mut origins = vec![match listen.ip() {
+            std::net::IpAddr::V4(ip) => format!("http://{ip}:{port}"),
+            std::net::IpAddr::V6(ip) => format!("http://[{ip}]:{port}"),
+        }];
+        if listen.ip().is_loopback() {
+            origins.push(format!("http://localhost:{port}"));
+        }
+        origins
     }
 
     /// Validates an enrollment lifetime asked for on the command line or in the API.
@@ -406,6 +553,54 @@ mod tests {
         let err = SettingsLayer::from_toml("udp_flow_idle = 60").unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidConfig);
         assert!(err.message.contains("udp_flow_idle"), "{err}");
+    }
+
+    #[test]
+    fn audit_retention_defaults_to_ninety_days_and_zero_keeps_forever() {
+        let resolve = |toml: &str| ServerSettings::resolve(SettingsLayer::from_toml(toml).unwrap());
+        assert_eq!(resolve("").unwrap().audit.retention, Some(Duration::from_secs(90 * 86_400)));
+        assert_eq!(
+            resolve("audit_retention_days = 7").unwrap().audit.retention,
+            Some(Duration::from_secs(7 * 86_400))
+        );
+        assert_eq!(resolve("audit_retention_days = 0").unwrap().audit.retention, None);
+        let err = resolve("audit_retention_days = 40000").unwrap_err();
+        assert!(err.message.contains("audit_retention_days"), "{err}");
+    }
+
+    #[test]
+    fn origins_are_normalised_and_default_to_the_listener() {
+        assert_eq!(
+            normalize_origin("HTTPS://Ops.Example.com").as_deref(),
+            Some("https://ops.example.com:443")
+        );
+        assert_eq!(normalize_origin("http://127.0.0.1:7080/").as_deref(), Some("http://127.0.0.1:7080"));
+        assert_eq!(normalize_origin("http://[::1]:8080").as_deref(), Some("http://[::1]:8080"));
+        for bad in ["ftp://x", "https://", "example.com", "https://x/path", "https://u@x", "http://x:99999"] {
+            assert_eq!(normalize_origin(bad), None, "{bad}");
+        }
+        let defaults = ServerSettings::resolve(SettingsLayer::default()).unwrap();
+        assert_eq!(
+            defaults.allowed_origins(defaults.operator_http_listen),
+            ["http://127.0.0.1:7080", "http://localhost:7080"]
+        );
+        assert_eq!(
+            defaults.allowed_origins("[::1]:9000".parse().unwrap()),
+            ["http://[::1]:9000", "http://localhost:9000"]
+        );
+        let layer = SettingsLayer::from_toml(
+            "public_origins = [\"https://ops.example.com\"]\ntrusted_proxies = [\"127.0.0.1\"]\n",
+        )
+        .unwrap();
+        let configured = ServerSettings::resolve(layer).unwrap();
+        assert_eq!(
+            configured.allowed_origins(configured.operator_http_listen),
+            ["https://ops.example.com:443"]
+        );
+        assert_eq!(configured.web.trusted_proxies, ["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]);
+        let bad = SettingsLayer::from_toml("public_origins = [\"ops.example.com\"]").unwrap();
+        let err = ServerSettings::resolve(bad).unwrap_err();
+        assert!(err.code == ErrorCode::InvalidConfig && err.message.contains("public_origins"), "{err}");
     }
 
     #[test]

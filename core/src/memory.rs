@@ -45,6 +45,27 @@ pub struct MemoryState {
 }
 
 /// A `Store` in memory (tests, embedders, and the shape of every other store).
+///
+/// ```
+/// use portunus_core::client::Client;
+/// use portunus_core::ids::{ClientId, ClientName, Timestamp};
+/// use portunus_core::memory::MemoryStore;
+/// use portunus_core::ports::{ClientStore, Store, Write};
+///
+/// let store = MemoryStore::default();
+/// let client = Client {
+///     id: ClientId::from_random([1; 10]),
+///     name: ClientName::parse("edge-01")?,
+///     token: None,
+///     revoked_at: None,
+///     created_at: Timestamp::from_millis(0),
+///     last_seen_at: None,
+///     version: None,
+/// };
+/// store.commit(vec![Write::PutClient(client.clone())])?;
+/// assert_eq!(store.get_client(&client.id)?, Some(client));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Default)]
 pub struct MemoryStore(Mutex<MemoryState>);
 
@@ -134,6 +155,19 @@ impl CredentialStore for MemoryState {
 }
 
 impl AuditStore for MemoryState {
+    fn audit_stats(&self) -> Result<crate::audit::AuditStats, StoreError> {
+        let bytes =
+            self.audit.values().map(|r| 8 + serde_json::to_vec(r).map_or(0, |v| v.len() as u64)).sum();
+        Ok(crate::audit::AuditStats { rows: self.audit.len() as u64, bytes })
+    }
+    fn audit_prune_plan(
+        &self,
+        before: crate::ids::Timestamp,
+        limit: u64,
+    ) -> Result<Option<crate::audit::PrunePlan>, StoreError> {
+        let newest = self.audit.keys().next_back().copied().unwrap_or(0);
+        Ok(crate::audit::plan_prune(self.audit.values().map(|r| (r.seq, r.at)), newest, before, limit))
+    }
     fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         let state = self;
         let after = query.after.map_or(std::ops::Bound::Unbounded, std::ops::Bound::Excluded);
@@ -268,6 +302,9 @@ impl MemoryState {
                 Write::AppendAudit(mut record) => {
                     record.seq = state.audit.keys().next_back().map_or(1, |last| last + 1);
                     state.audit.insert(record.seq, record);
+                }
+                Write::PruneAudit { through_seq } => {
+                    state.audit.retain(|&seq, _| seq > through_seq);
                 }
             }
         }

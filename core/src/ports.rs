@@ -173,6 +173,16 @@ pub trait AuditStore {
     /// Records matching `query`, in sequence order, after `query.after`, at most
     /// `query.limit`.
     fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError>;
+    /// How many records are kept and how much room they take.
+    fn audit_stats(&self) -> Result<crate::audit::AuditStats, StoreError>;
+    /// The prune of the oldest records written before `before`, at most `limit` of them,
+    /// never the newest one (see [`crate::audit::plan_prune`]); `None` when there is nothing
+    /// to prune.
+    fn audit_prune_plan(
+        &self,
+        before: Timestamp,
+        limit: u64,
+    ) -> Result<Option<crate::audit::PrunePlan>, StoreError>;
 }
 
 /// Reads of runtime settings and throttles.
@@ -222,6 +232,11 @@ pub enum Write {
     PutSettings(RuntimeSettings),
     /// Append an audit record; the store assigns its `seq` (one more than the last).
     AppendAudit(AuditRecord),
+    /// Delete the audit records numbered `through_seq` and below (a retention prune).
+    PruneAudit {
+        /// The last record to delete.
+        through_seq: u64,
+    },
 }
 
 /// Every read port at once: what a use case may look at.
@@ -289,6 +304,8 @@ pub struct SessionInfo {
     pub version: String,
     /// When the stream opened.
     pub connected_at: Timestamp,
+    /// The client process's random instance (the same on each of its streams; 0: unknown).
+    pub instance: u64,
 }
 
 /// A message for one connected client.
@@ -406,6 +423,8 @@ macro_rules! delegate_read_ports {
             }
             AuditStore {
                 fn audit_page(&self, query: &$crate::audit::AuditQuery) -> Vec<$crate::audit::AuditRecord>;
+                fn audit_stats(&self) -> $crate::audit::AuditStats;
+                fn audit_prune_plan(&self, before: $crate::ids::Timestamp, limit: u64) -> Option<$crate::audit::PrunePlan>;
             }
             StateStore {
                 fn runtime_settings(&self) -> $crate::settings::RuntimeSettings;

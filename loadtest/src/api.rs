@@ -92,6 +92,17 @@ impl Api {
         response.json::<T>().await.map_err(|_| CallError::Failed("malformed body".into()))
     }
 
+    /// The same API with another bearer token (a wrong one, for the bad-token flood).
+    pub fn with_token(&self, token: &str) -> Api {
+        Api { http: self.http.clone(), base: self.base.clone(), token: token.to_owned() }
+    }
+
+    /// `GET path`: the body as text.
+    pub async fn get_text(&self, path: &str) -> Result<String, CallError> {
+        let response = self.send(self.http.get(format!("{}{path}", self.base))).await?;
+        response.text().await.map_err(|_| CallError::Failed("body read".into()))
+    }
+
     /// `POST /v1/clients`: the enrollment URI for a new client `name`.
     pub async fn enroll(&self, name: &str) -> Result<String, CallError> {
         let request = self.http.post(format!("{}/v1/clients", self.base)).json(&json!({ "name": name }));

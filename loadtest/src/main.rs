@@ -48,6 +48,10 @@ const LIST_MIN_RULES: usize = 1_000;
 const LIST_REQUESTS: usize = 200;
 /// Listings timed right after a change each.
 const LIST_AFTER_CHANGE: usize = 50;
+/// Connections sending bad tokens during the flood phase …
+const FLOOD_TASKS: usize = 4;
+/// … and the most requests they send in all.
+const FLOOD_MAX_REQUESTS: usize = 500_000;
 /// Concurrent enroll-and-redeem tasks.
 const ENROLL_WORKERS: usize = 16;
 
@@ -421,6 +425,46 @@ async fn phase_after_connect(
     if sequential_bad {
         report.failures.push("sequential pushes: timeouts, errors or deadline".into());
     }
+
+    // 6b. The same pushes while FLOOD_TASKS connections send bad tokens as fast as they are
+    // answered (bounded by FLOOD_MAX_REQUESTS and the pushes' deadline): refused requests
+    // must not take the writer from the pushes.
+    eprintln!("{pushes} sequential pushes under a bad-token flood");
+    ensure_running(server, "pushes under a flood")?;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let flood_started = Instant::now();
+    let flooders: Vec<_> = (0..FLOOD_TASKS)
+        .map(|n| {
+            let bad = api.with_token(&format!("tk_{n:016x}.not-a-token"));
+            let (stop, sent) = (stop.clone(), sent.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed)
+                    && sent.fetch_add(1, Ordering::Relaxed) < FLOOD_MAX_REQUESTS
+                {
+                    let _ = bad.get_raw("/v1/clients").await;
+                }
+            })
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60) + Duration::from_millis(100) * args.pushes;
+    let (tally, latencies, cut) = push_many(api, fleet, pushes, 1, deadline, |i| i).await;
+    stop.store(true, Ordering::Relaxed);
+    for flooder in flooders {
+        let _ = flooder.await;
+    }
+    let flood_secs = flood_started.elapsed().as_secs_f64();
+    let flood_sent = sent.load(Ordering::Relaxed).min(FLOOD_MAX_REQUESTS) as u64;
+    report.push_sequential_flood = Some(Summary::of(&latencies));
+    report.flood_requests = Some(flood_sent);
+    report.flood_requests_per_sec = Some(flood_sent as f64 / flood_secs.max(1e-9));
+    report.flood_audit_rows_dropped = api.get_text("/v1/metrics").await.ok().and_then(|text| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("portunus_audit_rows_dropped_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    });
+    report.phase("push, sequential, under a bad-token flood", tally, cut);
 
     // 7. One rule on every client that has none yet.
     let bare: Vec<usize> = (0..n).filter(|&i| fleet.clients[i].rule_count() == 0).collect();

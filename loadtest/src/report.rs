@@ -29,6 +29,13 @@ pub(crate) struct Report {
     pub(crate) cpu_idle_rules_ms_per_min: Option<f64>,
     pub(crate) rules_during_cpu_idle: Option<usize>,
     pub(crate) push_sequential: Option<Summary>,
+    /// The same pushes while other connections send requests with bad tokens.
+    pub(crate) push_sequential_flood: Option<Summary>,
+    /// Bad-token requests per second during those pushes.
+    pub(crate) flood_requests_per_sec: Option<f64>,
+    /// Bad-token requests sent, and how many of them left an audit record.
+    pub(crate) flood_requests: Option<u64>,
+    pub(crate) flood_audit_rows_dropped: Option<u64>,
     pub(crate) push_concurrent: Option<Throughput>,
     pub(crate) rules_total: Option<usize>,
     pub(crate) rss_with_rules_kib: Option<u64>,
@@ -150,6 +157,15 @@ pub(crate) fn markdown(r: &Report) -> String {
             fmt_rate(r.cpu_idle_rules_ms_per_min),
         ),
         ("push latency, sequential, p50 / p90 / p99".into(), fmt_summary(&r.push_sequential, true)),
+        (
+            format!(
+                "push latency, sequential, under a bad-token flood ({} req/s, {} audit rows dropped of {})",
+                r.flood_requests_per_sec.map_or("-".into(), |v| format!("{v:.0}")),
+                r.flood_audit_rows_dropped.map_or("-".into(), |v| v.to_string()),
+                r.flood_requests.map_or("-".into(), |v| v.to_string()),
+            ),
+            fmt_summary(&r.push_sequential_flood, true),
+        ),
     ];
     if let Some(t) = &r.push_concurrent {
         rows.push((

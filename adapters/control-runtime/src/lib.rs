@@ -37,16 +37,16 @@ use portunus_core::grant::Grant;
 use portunus_core::ids::{ClientId, RuleId, SessionId, Timestamp};
 use portunus_core::policy::Actor;
 use portunus_core::ports::{
-    Clock, Entropy, LatencyObserver, PasswordHasher, Reads, SessionInfo, Sessions, Stage, Store, StoreError,
-    StoreTx, Write,
+    AuditStore, Clock, Entropy, LatencyObserver, PasswordHasher, Reads, SessionInfo, Sessions, Stage, Store,
+    StoreError, StoreTx, Write,
 };
 use portunus_core::rule::{Rule, RuleEvent, RuleSpec, RuleState};
 use portunus_core::secret::{Secret, SecretHash};
 use portunus_core::service::{
-    AccountService, AdminService, AuditPage, AuthFailure, Authenticated, Begun, ClientService, ClientView,
-    Credentials, Cx, Effect, EndpointView, EnrollTicket, LoginOutcome, MetricsSnapshot, MintedToken,
-    NewGrant, NewUser, PushFailure, PushOutcome, Redeemed, RuleFilter, RuleService, RuleStatsView, RuleView,
-    ServerIdentity, SessionPlan, Staged,
+    AccountService, AdminService, AuditPage, AuditPruned, AuthFailure, Authenticated, Begun, ClientService,
+    ClientView, Credentials, Cx, Effect, EndpointView, EnrollTicket, LoginOutcome, MetricsSnapshot,
+    MintedToken, NewGrant, NewUser, PushFailure, PushOutcome, Redeemed, RuleFilter, RuleService,
+    RuleStatsView, RuleView, ServerIdentity, SessionPlan, Staged,
 };
 use portunus_core::settings::Onboarding;
 use portunus_core::stats::{RuleReport, StatsBook};
@@ -109,6 +109,16 @@ pub struct Runtime {
     inner: Arc<Inner>,
 }
 
+/// An operator request refused at authentication.
+#[derive(Debug)]
+pub struct Refused {
+    /// Why (`unauthenticated`, `csrf_failed`, `bootstrap_required`, …).
+    pub failure: Failure,
+    /// An audit record was written for it (unauthenticated requests beyond their source's
+    /// budget leave none; they are counted instead).
+    pub audited: bool,
+}
+
 fn writer_gone() -> Failure {
     Failure::new(ErrorCode::StoreError, "the store writer stopped before answering")
 }
@@ -127,7 +137,8 @@ impl Runtime {
         let services = Services {
             clients: ClientService::new(settings.clone(), identity.clone(), ports.entropy.clone()),
             rules: RuleService::new(&settings),
-            accounts: AccountService::new(ports.entropy, ports.hasher, operator_token),
+            accounts: AccountService::new(ports.entropy, ports.hasher, operator_token)
+                .with_audit_policy(&settings.audit),
             admin: AdminService::new(settings, identity),
         };
         let writer = Writer::start(ports.store.clone(), ports.observer.clone(), deferred_sync)?;
@@ -308,24 +319,6 @@ impl Runtime {
         let staged = cx.finish();
         if !staged.is_empty() {
             self.mutate(move |_, cx| cx.restage(staged))?;
-        }
-        Ok(answer)
-    }
-
-    /// [`Runtime::read`] for async callers: the read runs on the calling task (it touches
-    /// only memory), and whatever it staged is committed without blocking the worker.
-    async fn read_async<T>(
-        &self,
-        f: impl FnOnce(&Services, &mut Cx<'_, ReadModel>) -> T,
-    ) -> Result<T, Failure> {
-        let (answer, staged) = {
-            let inner = &self.inner;
-            let mut cx = Cx::new(&inner.model, &inner.sessions as &dyn Sessions, inner.clock.now());
-            let answer = f(&inner.services, &mut cx);
-            (answer, cx.finish())
-        };
-        if !staged.is_empty() {
-            self.mutate_async(move |_, cx| cx.restage(staged)).await?;
         }
         Ok(answer)
     }

@@ -78,7 +78,11 @@ impl ReadModel {
 fn is_modelled(write: &Write) -> bool {
     !matches!(
         write,
-        Write::AppendAudit(_) | Write::PutEnrollment(_) | Write::PutThrottle(..) | Write::DeleteThrottle(_)
+        Write::AppendAudit(_)
+            | Write::PruneAudit { .. }
+            | Write::PutEnrollment(_)
+            | Write::PutThrottle(..)
+            | Write::DeleteThrottle(_)
     )
 }
 
@@ -157,6 +161,16 @@ impl CredentialStore for ReadModel {
 impl AuditStore for ReadModel {
     fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         self.durable.audit_page(query)
+    }
+    fn audit_stats(&self) -> Result<portunus_core::audit::AuditStats, StoreError> {
+        self.durable.audit_stats()
+    }
+    fn audit_prune_plan(
+        &self,
+        before: portunus_core::ids::Timestamp,
+        limit: u64,
+    ) -> Result<Option<portunus_core::audit::PrunePlan>, StoreError> {
+        self.durable.audit_prune_plan(before, limit)
     }
 }
 

@@ -12,9 +12,38 @@ impl Runtime {
     }
 
     /// Authenticates an operator request from async code: the same as
-    /// [`Runtime::authenticate`] without blocking the worker.
-    pub async fn authenticate_async(&self, credentials: &Credentials<'_>) -> Result<Authenticated, Failure> {
-        self.read_async(|s, cx| s.accounts.authenticate(cx, credentials)).await?
+    /// [`Runtime::authenticate`] without blocking the worker. A refusal's audit record is
+    /// written behind (it rides the next commit, or the writer's own within
+    /// `deferred_sync`), so refused requests never cost a commit each; whether there was one
+    /// (unauthenticated requests have a per-source budget) is in [`Refused::audited`].
+    pub async fn authenticate_async(&self, credentials: &Credentials<'_>) -> Result<Authenticated, Refused> {
+        let (answer, staged) = {
+            let inner = &self.inner;
+            let mut cx = Cx::new(&inner.model, &inner.sessions as &dyn Sessions, inner.clock.now());
+            let answer = inner.services.accounts.authenticate(&mut cx, credentials);
+            (answer, cx.finish())
+        };
+        let audited = staged.writes.iter().any(|w| matches!(w, Write::AppendAudit(_)));
+        let failed = |failure: Failure| Refused { failure, audited: false };
+        match answer {
+            Ok(auth) => {
+                if !staged.is_empty() {
+                    self.mutate_async(move |_, cx| cx.restage(staged)).await.map_err(failed)?;
+                }
+                Ok(auth)
+            }
+            Err(failure) => {
+                if !staged.is_empty() {
+                    self.write_behind(move |_, cx| cx.restage(staged)).await.map_err(failed)?;
+                }
+                Err(Refused { failure, audited })
+            }
+        }
+    }
+
+    /// Audit records of unauthenticated requests dropped by their sources' budget so far.
+    pub fn audit_rows_dropped(&self) -> u64 {
+        self.inner.services.accounts.audit_rows_dropped()
     }
 
     /// Issues an enrollment code (blocking).
@@ -318,6 +347,37 @@ impl Runtime {
         self.read(|s, cx| s.admin.authorize_backup(cx, actor))?
     }
 
+    /// Prunes audit records written before `before`, one batch (blocking).
+    pub fn prune_audit(&self, actor: &Actor, before: Timestamp) -> Result<AuditPruned, Failure> {
+        let actor = actor.clone();
+        self.mutate(move |s, cx| s.admin.prune_audit(cx, &actor, before))?
+    }
+
+    /// Applies the audit retention once: prunes, batch by batch, what is older than the
+    /// retention (as the operator, so each batch leaves an `audit.prune` record). Returns the
+    /// records deleted; nothing when retention is off or nothing is old enough.
+    pub async fn apply_audit_retention(&self) -> Result<u64, Failure> {
+        let Some(retention) = self.settings().audit.retention else { return Ok(0) };
+        let now = self.now();
+        let before = Timestamp::from_millis(
+            now.as_millis().saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX)),
+        );
+        let mut total = 0;
+        loop {
+            // Nothing to prune is answered from the read model, without a commit.
+            let plan = self.inner.model.audit_prune_plan(before, 1)?;
+            if plan.is_none() {
+                return Ok(total);
+            }
+            let pruned =
+                self.mutate_async(move |s, cx| s.admin.prune_audit(cx, &Actor::operator(), before)).await??;
+            total += pruned.rows;
+            if !pruned.more {
+                return Ok(total);
+            }
+        }
+    }
+
     /// The advertised-endpoint settings (blocking).
     pub fn endpoint_settings(&self, actor: &Actor) -> Result<EndpointView, Failure> {
         self.read(|s, cx| s.admin.endpoint_settings(cx, actor))?
@@ -337,13 +397,16 @@ impl Runtime {
     /// The metrics on the operator API (blocking).
     pub fn metrics_for(&self, actor: &Actor) -> Result<MetricsSnapshot, Failure> {
         let totals = |rule: RuleId| self.stats().book.get(&rule).map(|t| t.totals());
-        self.read(|s, cx| s.admin.metrics_for(cx, actor, &totals))?
+        let snapshot = self.read(|s, cx| s.admin.metrics_for(cx, actor, &totals))??;
+        Ok(MetricsSnapshot { audit_rows_dropped: self.audit_rows_dropped(), ..snapshot })
     }
 
     /// The data behind `/metrics` (blocking).
     pub fn metrics_snapshot(&self) -> Result<MetricsSnapshot, Failure> {
         let totals = |rule: RuleId| self.stats().book.get(&rule).map(|t| t.totals());
-        portunus_core::service::metrics_snapshot(&self.inner.model, &self.inner.sessions, &totals)
+        let snapshot =
+            portunus_core::service::metrics_snapshot(&self.inner.model, &self.inner.sessions, &totals)?;
+        Ok(MetricsSnapshot { audit_rows_dropped: self.audit_rows_dropped(), ..snapshot })
     }
 
     // ----- the server side of control streams ---------------------------------------------
@@ -369,7 +432,7 @@ impl Runtime {
         let announced = info.clone();
         let inner = self.inner.clone();
         let open = move |s: &Services, cx: &mut Cx<'_, dyn StoreTx + '_>| {
-            let plan = s.clients.session_opened(cx, &token, &version);
+            let plan = s.clients.session_opened(cx, &token, &version, announced.instance);
             if let Ok(plan) = &plan {
                 // Later mutations of this transaction see the stream as connected.
                 inner
@@ -473,6 +536,27 @@ impl Runtime {
     /// Makes every change durable (write-behind outcomes included); for shutdown.
     pub async fn sync(&self) -> Result<(), Failure> {
         self.mutate_async(|_, _| ()).await
+    }
+
+    /// Applies the audit retention at start and every `prune_every` until the task is
+    /// aborted (nothing when retention is off).
+    pub fn spawn_audit_retention(&self) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        let every = self.settings().audit.prune_every;
+        tokio::spawn(async move {
+            // The first run is right after start; then every `prune_every`.
+            let mut ticks = tokio::time::interval(every);
+            loop {
+                ticks.tick().await;
+                match this.apply_audit_retention().await {
+                    Ok(0) => {}
+                    Ok(rows) => tracing::info!(event = "audit.pruned", rows, reason = "retention"),
+                    Err(err) => {
+                        tracing::warn!(event = "store.error", error = %err, "could not prune the audit trail")
+                    }
+                }
+            }
+        })
     }
 
     /// Flushes changed totals every `every` until the task is aborted.

@@ -5,13 +5,13 @@
 //! agrees with its content (a user stored under another user's id is `Corrupted`).
 
 use portunus_core::account::{ApiToken, User, WebSession};
-use portunus_core::audit::{AuditQuery, AuditRecord};
+use portunus_core::audit::{AuditQuery, AuditRecord, AuditStats, PrunePlan, plan_prune};
 use portunus_core::grant::Grant;
-use portunus_core::ids::{GrantId, SessionId, TokenId, UserId};
+use portunus_core::ids::{GrantId, SessionId, Timestamp, TokenId, UserId};
 use portunus_core::ports::{AuditStore, CredentialStore, GrantStore, StateStore, StoreError, UserStore};
 use portunus_core::settings::RuntimeSettings;
 use portunus_core::throttle::Throttle;
-use redb::{ReadableTable, TableDefinition, TableHandle};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, TableHandle};
 use serde::de::DeserializeOwned;
 
 use crate::error::{corrupted, decode, store_err};
@@ -109,6 +109,31 @@ impl<S: Source> CredentialStore for View<S> {
 }
 
 impl<S: Source> AuditStore for View<S> {
+    fn audit_stats(&self) -> Result<AuditStats, StoreError> {
+        let rows = self.0.table(AUDIT)?;
+        let stats = rows.stats().map_err(store_err)?;
+        Ok(AuditStats { rows: rows.len().map_err(store_err)?, bytes: stats.stored_bytes() })
+    }
+    fn audit_prune_plan(&self, before: Timestamp, limit: u64) -> Result<Option<PrunePlan>, StoreError> {
+        let rows = self.0.table(AUDIT)?;
+        let newest = match rows.last().map_err(store_err)? {
+            Some((key, _)) => key.value(),
+            None => return Ok(None),
+        };
+        let mut failure = None;
+        let oldest_first = rows.iter().map_err(store_err)?.map_while(|row| {
+            let decoded = row.map_err(store_err).and_then(|(key, value)| {
+                let seq = key.value();
+                decode::<AuditRecord>(AUDIT.name(), &seq, value.value()).map(|r| (seq, r.at))
+            });
+            decoded.map_err(|e| failure = Some(e)).ok()
+        });
+        let plan = plan_prune(oldest_first, newest, before, limit);
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(plan),
+        }
+    }
     fn audit_page(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = self.0.table(AUDIT)?;
         let start = query.after.map_or(0, |seq| seq.saturating_add(1));

@@ -179,6 +179,10 @@ impl<'txn> Batch<'txn> {
                 self.audit.insert(record.seq, encode(&record)?.as_slice()).map_err(store_err)?;
                 Ok(())
             }
+            Write::PruneAudit { through_seq } => {
+                self.audit.retain_in(..=through_seq, |_, _| false).map_err(store_err)?;
+                Ok(())
+            }
         }
     }
 

@@ -13,7 +13,8 @@
 //! (`portunus_clients_connected{client}`, `portunus_rule_*{client,owner,rule}`,
 //! `portunus_rule_info{client,owner,protocol,rule,state}`, `portunus_build_info{git_revision,version}`,
 //! `portunus_control_push_duration_seconds`, `portunus_control_ack_duration_seconds`,
-//! `portunus_store_commit_duration_seconds`). The exporter is configured so that OpenTelemetry
+//! `portunus_store_commit_duration_seconds`, `portunus_audit_rows`, `portunus_audit_bytes`,
+//! `portunus_audit_rows_dropped_total`). The exporter is configured so that OpenTelemetry
 //! adds nothing to them: no `otel_scope_*` labels, no `target_info` family, no `_total` or unit
 //! suffix, and no `otel_metric_overflow` series (the SDK's per-instrument series limit is kept
 //! above what the snapshot needs; see `SeriesPipeline`).
@@ -136,6 +137,8 @@ struct Scrape {
     /// `client` label and 0/1.
     clients: Vec<(KeyValue, u64)>,
     rules: Vec<RuleSeries>,
+    /// Audit trail: records, bytes, and unauthenticated requests' records dropped.
+    audit: [u64; 3],
 }
 
 /// One rule's label sets and totals. Labels are in key order, the order the SDK stores them in,
@@ -180,7 +183,8 @@ impl Scrape {
                 }
             })
             .collect();
-        Scrape { clients, rules }
+        let audit = [snapshot.audit.rows, snapshot.audit.bytes, snapshot.audit_rows_dropped];
+        Scrape { clients, rules, audit }
     }
 }
 
@@ -269,6 +273,25 @@ fn register_series(meter: &Meter, version: &str, scrape: &Arc<Mutex<Scrape>>) {
                 out.observe(1, &rule.info);
             }
         })
+        .build();
+    for (index, name, help) in [
+        (0, "portunus_audit_rows", "Records kept in the audit trail."),
+        (1, "portunus_audit_bytes", "Bytes the audit trail's records take in the store."),
+    ] {
+        let cell = Arc::clone(scrape);
+        meter
+            .u64_observable_gauge(name)
+            .with_description(help)
+            .with_callback(move |out| out.observe(lock(&cell).audit[index], &[]))
+            .build();
+    }
+    let cell = Arc::clone(scrape);
+    meter
+        .u64_observable_counter("portunus_audit_rows_dropped_total")
+        .with_description(
+            "Audit records of unauthenticated requests not written: their source was over its budget.",
+        )
+        .with_callback(move |out| out.observe(lock(&cell).audit[2], &[]))
         .build();
     let build =
         [KeyValue::new("git_revision", crate::GIT_REVISION), KeyValue::new("version", version.to_owned())];

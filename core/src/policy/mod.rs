@@ -280,32 +280,59 @@ pub struct RequestOrigin<'a> {
     pub safe_method: bool,
     /// The `Origin` header.
     pub origin: Option<&'a str>,
-    /// The `Host` header.
-    pub host: Option<&'a str>,
+    /// The origins the server is reached at, normalised (see
+    /// [`crate::config::ServerSettings::allowed_origins`]); never taken from the request.
+    pub allowed_origins: &'a [String],
     /// The `X-CSRF-Token` header.
     pub csrf_token: Option<&'a str>,
+}
+
+/// Where a request really came from: its peer, unless the peer is a trusted proxy, in which
+/// case the nearest untrusted address of `X-Forwarded-For` (read right to left) and the
+/// scheme of `X-Forwarded-Proto`. Headers from anyone else are ignored. Returns the client's
+/// address and whether it used HTTPS.
+pub fn forwarded_client(
+    peer: IpAddr,
+    trusted: &[IpAddr],
+    forwarded_for: Option<&str>,
+    forwarded_proto: Option<&str>,
+) -> (IpAddr, bool) {
+    if !trusted.contains(&peer) {
+        return (peer, false);
+    }
+    let client = forwarded_for
+        .into_iter()
+        .flat_map(|list| list.rsplit(','))
+        .map(|hop| hop.trim().parse::<IpAddr>())
+        .take_while(Result::is_ok)
+        .flatten()
+        .find(|hop| !trusted.contains(hop))
+        .unwrap_or(peer);
+    let https = forwarded_proto
+        .and_then(|list| list.split(',').next())
+        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
+    (client, https)
 }
 
 /// The header that carries the CSRF token on cookie-authenticated writes.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// A cookie-authenticated write must come from the same origin (an `Origin` of
-/// `http(s)://<Host>`) and carry the session's CSRF token. Reads pass; bearer requests never
-/// reach this check.
+/// A cookie-authenticated write must come from one of the server's configured origins
+/// (scheme, host and port compared, never against the request's own `Host`, which a
+/// rebinding name controls) and carry the session's CSRF token. Reads pass; bearer requests
+/// never reach this check.
 pub fn check_csrf(request: &RequestOrigin<'_>, session: &WebSession) -> Result<(), Failure> {
     if request.safe_method {
         return Ok(());
     }
     let refuse = |why: &str| Err(Failure::new(ErrorCode::CsrfFailed, why.to_owned()));
-    let (Some(origin), Some(host)) = (request.origin, request.host) else {
-        return refuse("a cookie-authenticated write needs Origin and Host headers");
+    let Some(origin) = request.origin else {
+        return refuse("a cookie-authenticated write needs an Origin header");
     };
-    let same_origin = origin
-        .strip_prefix("https://")
-        .or_else(|| origin.strip_prefix("http://"))
-        .is_some_and(|rest| rest.eq_ignore_ascii_case(host));
-    if !same_origin {
-        return refuse("the Origin header does not match the server");
+    let allowed = crate::config::normalize_origin(origin)
+        .is_some_and(|origin| request.allowed_origins.contains(&origin));
+    if !allowed {
+        return refuse("the Origin header is not one of the server's public origins (public_origins)");
     }
     match request.csrf_token {
         Some(token) if session.csrf.matches(token) => Ok(()),

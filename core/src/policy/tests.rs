@@ -121,19 +121,25 @@ fn session() -> WebSession {
 #[test]
 fn cookie_writes_need_same_origin_and_the_csrf_token() {
     let s = session();
+    let allowed = ["http://127.0.0.1:7080".to_owned(), "https://ops.example.com:443".to_owned()];
     let write = |origin: Option<&'static str>, token: Option<&'static str>| RequestOrigin {
         safe_method: false,
         origin,
-        host: Some("127.0.0.1:7080"),
+        allowed_origins: &allowed,
         csrf_token: token,
     };
     assert!(check_csrf(&RequestOrigin { safe_method: true, ..Default::default() }, &s).is_ok());
     assert!(check_csrf(&write(Some("http://127.0.0.1:7080"), Some("csrf-token-value")), &s).is_ok());
-    assert!(check_csrf(&write(Some("https://127.0.0.1:7080"), Some("csrf-token-value")), &s).is_ok());
+    assert!(check_csrf(&write(Some("https://OPS.example.com"), Some("csrf-token-value")), &s).is_ok());
     for bad in [
         write(None, Some("csrf-token-value")),
         write(Some("http://evil.example:7080"), Some("csrf-token-value")),
         write(Some("http://127.0.0.1:7080.evil"), Some("csrf-token-value")),
+        // Scheme and port count: same host, other scheme or port is another origin.
+        write(Some("https://127.0.0.1:7080"), Some("csrf-token-value")),
+        write(Some("http://ops.example.com"), Some("csrf-token-value")),
+        write(Some("https://ops.example.com:8443"), Some("csrf-token-value")),
+        write(Some("null"), Some("csrf-token-value")),
         write(Some("http://127.0.0.1:7080"), None),
         write(Some("http://127.0.0.1:7080"), Some("wrong")),
     ] {
@@ -211,4 +217,28 @@ fn only_a_superadmin_free_to_act_sees_everything() {
     assert!(Actor { role: Role::Superadmin, ..user("root") }.sees_everything());
     assert!(!Actor { role: Role::Superadmin, must_change_password: true, ..user("root") }.sees_everything());
     assert!(!user("alice").sees_everything());
+}
+
+#[test]
+fn forwarded_headers_count_only_from_trusted_proxies() {
+    let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    let proxy = ip("10.0.0.2");
+    let trusted = [proxy, ip("10.0.0.3")];
+    // From anyone else, the headers are ignored.
+    assert_eq!(
+        forwarded_client(ip("203.0.113.9"), &trusted, Some("198.51.100.1"), Some("https")),
+        (ip("203.0.113.9"), false)
+    );
+    // From a trusted proxy: the nearest untrusted hop, and its scheme.
+    assert_eq!(
+        forwarded_client(proxy, &trusted, Some("198.51.100.1"), Some("https")),
+        (ip("198.51.100.1"), true)
+    );
+    assert_eq!(
+        forwarded_client(proxy, &trusted, Some("6.6.6.6, 198.51.100.1, 10.0.0.3"), Some("HTTPS")),
+        (ip("198.51.100.1"), true),
+        "a client-supplied left part is not believed past the first untrusted hop"
+    );
+    assert_eq!(forwarded_client(proxy, &trusted, None, Some("http")), (proxy, false));
+    assert_eq!(forwarded_client(proxy, &trusted, Some("not-an-ip"), None), (proxy, false));
 }

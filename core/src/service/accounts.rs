@@ -107,6 +107,16 @@ pub struct AccountService {
     /// A hash of a random password, verified against when a login names no account, so a
     /// missing user costs the same time as a wrong password.
     dummy_hash: OnceLock<PasswordHash>,
+    /// What unauthenticated requests may still leave in the audit trail, per source.
+    pub(super) anonymous: std::sync::Mutex<crate::audit::AnonymousBudget>,
+}
+
+fn budget(policy: &crate::config::AuditPolicy) -> std::sync::Mutex<crate::audit::AnonymousBudget> {
+    std::sync::Mutex::new(crate::audit::AnonymousBudget::new(
+        policy.anonymous_burst,
+        policy.anonymous_per_minute,
+        policy.anonymous_sources,
+    ))
 }
 
 impl AccountService {
@@ -116,7 +126,25 @@ impl AccountService {
         hasher: Arc<dyn PasswordHasher>,
         operator_token: SecretHash,
     ) -> Self {
-        AccountService { entropy, hasher, operator_token, dummy_hash: OnceLock::new() }
+        let policy = crate::config::AuditPolicy::default();
+        AccountService {
+            entropy,
+            hasher,
+            operator_token,
+            dummy_hash: OnceLock::new(),
+            anonymous: budget(&policy),
+        }
+    }
+
+    /// The same service with `policy`'s budget for unauthenticated requests' audit records.
+    pub fn with_audit_policy(mut self, policy: &crate::config::AuditPolicy) -> Self {
+        self.anonymous = budget(policy);
+        self
+    }
+
+    /// Audit records of unauthenticated requests refused by the per-source budget so far.
+    pub fn audit_rows_dropped(&self) -> u64 {
+        self.anonymous.lock().unwrap_or_else(std::sync::PoisonError::into_inner).dropped()
     }
 
     pub(super) fn random_bytes<const N: usize>(&self) -> [u8; N] {

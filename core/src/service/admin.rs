@@ -3,11 +3,11 @@
 
 use super::session::metrics_snapshot;
 use super::{Cx, MetricsSnapshot, ServerIdentity};
-use crate::audit::{AuditQuery, AuditRecord, cursor_after};
+use crate::audit::{AuditQuery, AuditRecord, PRUNE_BATCH, cursor_after};
 use crate::config::ServerSettings;
 use crate::endpoint::{self, Endpoint, EndpointSource, san_covers};
 use crate::error::{ErrorCode, Failure};
-use crate::ids::RuleId;
+use crate::ids::{RuleId, Timestamp};
 use crate::policy::{Action, Actor, authorize};
 use crate::ports::{AuditStore, ClientStore, RuleStore, StateStore, Write};
 use crate::settings::RuntimeSettings;
@@ -169,8 +169,30 @@ impl AdminService {
         cx.audited_read(actor, "audit.list", None, result)
     }
 
+    /// Deletes the audit records written before `before`, oldest first, at most
+    /// [`PRUNE_BATCH`] per call (`more` says whether older ones remain); the newest record
+    /// always stays. Superadmins only; audited as `audit.prune` (in the same commit). Used
+    /// by `DELETE /v1/audit` and by the retention the server runs itself (as the operator).
+    pub fn prune_audit<S: AuditStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        actor: &Actor,
+        before: Timestamp,
+    ) -> Result<AuditPruned, Failure> {
+        let result = (|| {
+            authorize(actor, &Action::Administer)?;
+            let plan = cx.store.audit_prune_plan(before, PRUNE_BATCH)?;
+            if let Some(plan) = plan {
+                cx.stage([Write::PruneAudit { through_seq: plan.through_seq }]);
+            }
+            Ok(AuditPruned { rows: plan.map_or(0, |p| p.rows), more: plan.is_some_and(|p| p.more) })
+        })();
+        let target = format!("before {}", before.to_rfc3339());
+        cx.audited(actor, "audit.prune", Some(&target), result)
+    }
+
     /// The metrics on the operator API (superadmins only).
-    pub fn metrics_for<S: ClientStore + RuleStore + ?Sized>(
+    pub fn metrics_for<S: ClientStore + RuleStore + AuditStore + ?Sized>(
         &self,
         cx: &mut Cx<'_, S>,
         actor: &Actor,
@@ -180,6 +202,15 @@ impl AdminService {
         let result = result.and_then(|()| metrics_snapshot(cx.store, cx.sessions, totals));
         cx.audited_read(actor, "metrics.get", None, result)
     }
+}
+
+/// What one prune of the audit trail did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditPruned {
+    /// Records deleted.
+    pub rows: u64,
+    /// Records older than the cut-off remain (call again).
+    pub more: bool,
 }
 
 /// A `StateStore` answering with one settings record (the one a call is about to write).

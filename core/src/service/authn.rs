@@ -54,9 +54,32 @@ impl AccountService {
     ) -> Result<Authenticated, Failure> {
         match self.identify(cx, credentials).and_then(|auth| bootstrap_gate(cx.store, auth)) {
             Ok(auth) => Ok(auth),
-            Err((actor, failure)) => {
-                let who = actor.as_ref().map_or("anonymous", |a| a.principal.as_str());
-                cx.record(who, "auth.request", Some(credentials.route), credentials.remote, Err(failure))
+            Err((Some(actor), failure)) => cx.record(
+                actor.principal.as_str(),
+                "auth.request",
+                Some(credentials.route),
+                credentials.remote,
+                Err(failure),
+            ),
+            // Nobody was identified: the record is kept only within the source's budget, so a
+            // flood of bad tokens neither grows the trail without bound nor writes per request.
+            Err((None, failure)) => {
+                let admitted = self
+                    .anonymous
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .admit(credentials.remote, cx.now);
+                if admitted {
+                    cx.record(
+                        "anonymous",
+                        "auth.request",
+                        Some(credentials.route),
+                        credentials.remote,
+                        Err(failure),
+                    )
+                } else {
+                    Err(failure)
+                }
             }
         }
     }

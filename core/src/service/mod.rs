@@ -19,6 +19,94 @@
 //! mutation always has exactly one audit record and an uncommitted one has none; denials are
 //! audited too (in the same way); a check and the writes it guards see the same state,
 //! because mutations run inside the write transaction that commits them.
+//!
+//! An embedder builds the services once, then runs each use case inside a transaction of its
+//! store (here the in-memory [`crate::memory::MemoryStore`]) and performs the staged effects
+//! after the commit:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! use portunus_core::capability::Capability;
+//! use portunus_core::config::{ServerSettings, SettingsLayer};
+//! use portunus_core::endpoint::San;
+//! use portunus_core::ids::{ClientId, Timestamp};
+//! use portunus_core::memory::MemoryStore;
+//! use portunus_core::policy::Actor;
+//! use portunus_core::ports::{ClientCommand, Entropy, SessionInfo, Sessions, Store};
+//! use portunus_core::rule::{ListenSpec, RuleSpec};
+//! use portunus_core::service::{ClientService, Cx, RuleFilter, RuleService, ServerIdentity};
+//!
+//! /// Randomness for enrollment codes and tokens (a real embedder uses the OS generator).
+//! struct Counter(std::sync::atomic::AtomicU8);
+//! impl Entropy for Counter {
+//!     fn fill(&self, buf: &mut [u8]) {
+//!         buf.fill(self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+//!     }
+//! }
+//!
+//! /// Every client counts as connected over TCP (a real embedder asks its control streams).
+//! struct AllConnected;
+//! impl Sessions for AllConnected {
+//!     fn session(&self, _client: &ClientId) -> Option<SessionInfo> {
+//!         Some(SessionInfo {
+//!             capabilities: [Capability::Tcp].into_iter().collect(),
+//!             version: "embedded".into(),
+//!             connected_at: Timestamp::from_millis(0),
+//!             instance: 1,
+//!         })
+//!     }
+//! }
+//!
+//! let settings = ServerSettings::resolve(SettingsLayer::default())?;
+//! let identity = ServerIdentity {
+//!     cert_sha256: "ab".repeat(32),
+//!     // Enrollment URIs advertise an address the certificate covers.
+//!     sans: vec![San::Ip("127.0.0.1".parse().unwrap())],
+//!     control_addr: "127.0.0.1:7443".parse().unwrap(),
+//! };
+//! let clients = ClientService::new(settings.clone(), identity, Arc::new(Counter(0.into())));
+//! let rules = RuleService::new(&settings);
+//! let (store, sessions, now) = (MemoryStore::default(), AllConnected, Timestamp::from_millis(1_000));
+//! let operator = Actor::operator();
+//!
+//! // A mutation: decided and staged inside one transaction, which then commits.
+//! store.transact(&mut |tx| {
+//!     let mut cx = Cx::new(tx, &sessions, now);
+//!     let ticket = clients.enroll_client(&mut cx, &operator, "edge-01", None);
+//!     assert!(ticket.is_ok(), "{:?}", ticket.err()); // Its URI goes to the edge host.
+//!     tx.apply(cx.finish().writes)
+//! })?;
+//!
+//! // A push: step one stages the rule, its audit row and the command for the client.
+//! let spec = RuleSpec {
+//!     name: None,
+//!     protocol: Default::default(),
+//!     listen_port: ListenSpec::Port(8080),
+//!     listen_addr: None,
+//!     target: Some("127.0.0.1:80".into()),
+//!     targets: vec![],
+//!     prefer_ipv6: false,
+//!     health_check_interval_secs: None,
+//! };
+//! let mut command = None;
+//! store.transact(&mut |tx| {
+//!     let mut cx = Cx::new(tx, &sessions, now);
+//!     let begun = rules.begin_push(&mut cx, &operator, "edge-01", &spec, Duration::from_secs(5));
+//!     command = begun.ok().map(|begun| begun.command);
+//!     tx.apply(cx.finish().writes)
+//! })?;
+//! // After the commit: queue the command on the client's stream, wait for its outcome, and
+//! // finish with `complete_push` (the `embed` example of this crate shows that half).
+//! assert!(matches!(command, Some(ClientCommand::Upsert { .. })), "{command:?}");
+//!
+//! // A read runs against the committed state.
+//! let mut cx = Cx::new(&store, &sessions, now);
+//! let listed = rules.list_rules(&mut cx, &operator, &RuleFilter::default())?;
+//! assert_eq!(listed.len(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod accounts;
 mod admin;
@@ -32,7 +120,7 @@ mod session;
 use std::net::{IpAddr, SocketAddr};
 
 pub use accounts::{AccountService, LoginOutcome, MintedToken, NewUser, Prepared};
-pub use admin::{AdminService, AuditPage, EndpointView, resolve_endpoint};
+pub use admin::{AdminService, AuditPage, AuditPruned, EndpointView, resolve_endpoint};
 pub use authn::{Authenticated, Credentials};
 pub use clients::{ClientService, ClientView, EnrollTicket, Redeemed};
 pub use grants::NewGrant;

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use super::{Cx, Effect, find_client};
+use super::{Cx, Effect, client_not_found, find_client};
 use crate::capability;
 use crate::config::ServerSettings;
 use crate::error::{ErrorCode, Failure};
@@ -55,7 +55,21 @@ pub struct RuleView {
     pub rule: Rule,
     /// Its client's current name.
     pub client_name: String,
+    /// Its client is revoked: nothing forwards the rule until the client is re-enrolled.
+    pub client_revoked: bool,
 }
+
+impl RuleView {
+    /// The state an operator is shown: the stored lifecycle state, except that a rule that
+    /// would be bound (`pending`, `active`) on a revoked client is `suspended`; it is kept
+    /// and sent again when the client is re-enrolled.
+    pub fn shown_state(&self) -> &'static str {
+        if self.client_revoked && self.rule.state.is_replayed() { SUSPENDED } else { self.rule.state.name() }
+    }
+}
+
+/// The shown state of a pending or active rule whose client is revoked.
+pub const SUSPENDED: &str = "suspended";
 
 /// Traffic of one rule.
 #[derive(Debug, Clone)]
@@ -77,7 +91,7 @@ pub struct RuleFilter {
     pub client: Option<String>,
     /// Owner's user id.
     pub owner: Option<String>,
-    /// Lifecycle state name (`pending`, `active`, `failed`).
+    /// Shown state name (`pending`, `active`, `failed`, `suspended`; see [`RuleView::shown_state`]).
     pub state: Option<String>,
     /// Protocol.
     pub protocol: Option<Protocol>,
@@ -151,7 +165,14 @@ impl RuleService {
             None => client_ref.to_owned(),
         };
         let _ = cx.audited(actor, "rule.push", Some(&target), outcome);
-        result
+        // A client no grant of the caller names answers exactly like a missing one (the audit
+        // row above keeps `client_not_granted`), so a push cannot probe for client names.
+        result.map_err(|mut push| {
+            if push.failure.code == ErrorCode::ClientNotGranted {
+                push.failure = client_not_found(client_ref);
+            }
+            push
+        })
     }
 
     fn decide_push<S: ClientStore + GrantStore + RuleStore + RuleIds + ?Sized>(
@@ -222,9 +243,11 @@ impl RuleService {
     ) -> Result<RuleView, PushFailure> {
         let Begun { rule, client_name, .. } = begun;
         match outcome {
-            PushOutcome::Reported(RuleState::Active) => {
-                Ok(RuleView { rule: Rule { state: RuleState::Active, ..rule }, client_name })
-            }
+            PushOutcome::Reported(RuleState::Active) => Ok(RuleView {
+                rule: Rule { state: RuleState::Active, ..rule },
+                client_name,
+                client_revoked: false,
+            }),
             PushOutcome::Reported(RuleState::Failed { code, message }) => Err(PushFailure {
                 failure: Failure::new(code, message.clone()),
                 rule: Some(Box::new(Rule { state: RuleState::Failed { code, message }, ..rule })),
@@ -287,7 +310,7 @@ impl RuleService {
     /// The rules `actor` may see (every rule for superadmins, their own for users) that
     /// match `filter`, ordered by id. A user asking for another owner's rules is refused
     /// with `not_owner`.
-    pub fn list_rules<S: ClientStore + RuleStore + ?Sized>(
+    pub fn list_rules<S: ClientStore + GrantStore + RuleStore + ?Sized>(
         &self,
         cx: &mut Cx<'_, S>,
         actor: &Actor,
@@ -300,20 +323,35 @@ impl RuleService {
                 authorize(actor, &Action::AccessRule { owner: &UserId::new(owner.as_str()) })?;
             }
             let rules = match &filter.client {
-                Some(reference) => store.rules_for_client(&find_client(store, reference)?.id)?,
+                Some(reference) => {
+                    let client = find_client(store, reference)?;
+                    // Filtering by a client no grant of theirs names answers like a missing
+                    // client, not with an empty list that would confirm the name exists.
+                    let grants = store.list_grants()?;
+                    if authorize(actor, &Action::ReadClient { client: &client.id, grants: &grants }).is_err()
+                    {
+                        return Err(client_not_found(reference));
+                    }
+                    store.rules_for_client(&client.id)?
+                }
                 None => store.list_rules()?,
             };
-            let clients: BTreeMap<ClientId, String> = store.client_names()?;
+            let clients: BTreeMap<ClientId, (String, bool)> = store
+                .list_clients()?
+                .into_iter()
+                .map(|c| (c.id, (c.name.to_string(), c.revoked_at.is_some())))
+                .collect();
             Ok(rules
                 .into_iter()
                 .filter(|rule| authorize(actor, &Action::AccessRule { owner: &rule.owner }).is_ok())
                 .filter(|rule| filter.owner.as_deref().is_none_or(|o| rule.owner.as_str() == o))
-                .filter(|rule| filter.state.as_deref().is_none_or(|s| rule.state.name() == s))
                 .filter(|rule| filter.protocol.is_none_or(|p| rule.def.protocol == p))
-                .map(|rule| RuleView {
-                    client_name: clients.get(&rule.client).cloned().unwrap_or_default(),
-                    rule,
+                .map(|rule| {
+                    let (client_name, client_revoked) =
+                        clients.get(&rule.client).cloned().unwrap_or_default();
+                    RuleView { client_name, client_revoked, rule }
                 })
+                .filter(|view| filter.state.as_deref().is_none_or(|s| view.shown_state() == s))
                 .collect())
         })();
         cx.audited_read(actor, "rule.list", None, result)
@@ -330,8 +368,10 @@ impl RuleService {
         let store = cx.store;
         let result = (|| {
             let rule = reachable_rule(store, actor, id)?;
-            let client_name = store.get_client(&rule.client)?.map(|c| c.name.to_string()).unwrap_or_default();
-            Ok(RuleView { rule, client_name })
+            let client = store.get_client(&rule.client)?;
+            let client_name = client.as_ref().map(|c| c.name.to_string()).unwrap_or_default();
+            let client_revoked = client.is_some_and(|c| c.revoked_at.is_some());
+            Ok(RuleView { rule, client_name, client_revoked })
         })();
         let target = id.to_string();
         cx.audited_lookup(
@@ -360,7 +400,7 @@ impl RuleService {
             rule,
             totals: totals.totals(),
             per_port: totals.per_port(),
-            per_target: totals.live.per_target.clone(),
+            per_target: totals.per_target(),
         })
     }
 }

@@ -92,19 +92,9 @@ fn login_sets_a_strict_cookie_and_cookie_writes_need_same_origin_and_csrf() {
         assert!(cookie.contains(attribute), "{attribute} missing: {}", session.set_cookie);
     }
     assert!(!cookie.contains("secure"), "plain HTTP gets no Secure cookie: {}", session.set_cookie);
-    let login = serde_json::json!({"user_id": "admin", "password": PASSWORD});
-    let behind_tls = api.raw(
-        "POST",
-        "/v1/auth/login",
-        &[("X-Forwarded-Proto".into(), "https".into())],
-        Some(&login.to_string()),
-    );
-    let secure_cookie = behind_tls.header("set-cookie").expect("cookie").to_owned();
-    assert!(secure_cookie.contains("; Secure"), "{secure_cookie}");
-    if let Some(value) = secure_cookie.split(';').next().and_then(|kv| kv.strip_prefix("portunus_session=")) {
-        scn.remember_secret("session cookie", value.split_once('.').map_or(value, |(_, s)| s));
-    }
-    scn.remember_secret("CSRF token", behind_tls.body["csrf_token"].as_str().expect("csrf"));
+    // X-Forwarded-Proto from a peer that is not a configured proxy is not believed.
+    let spoofed = login_with(&api, &[("X-Forwarded-Proto".into(), "https".into())]);
+    assert!(!spoofed.contains("Secure"), "{spoofed}");
 
     let me = api.call("GET", "/v1/auth/me", &Auth::Session(&session), None);
     assert_eq!((me.status, me.body["id"].as_str()), (200, Some("admin")));
@@ -121,6 +111,20 @@ fn login_sets_a_strict_cookie_and_cookie_writes_need_same_origin_and_csrf() {
             "cross origin",
         ),
         (vec![cookie_header.clone(), origin.clone(), ("X-CSRF-Token".into(), "wrong".into())], "wrong token"),
+        (
+            // DNS rebinding: the page's origin and the Host header agree, but neither is ours.
+            vec![
+                cookie_header.clone(),
+                ("Host".into(), format!("rebind.example:{}", api.addr().port())),
+                ("Origin".into(), format!("http://rebind.example:{}", api.addr().port())),
+                csrf.clone(),
+            ],
+            "a rebinding name",
+        ),
+        (
+            vec![cookie_header.clone(), ("Origin".into(), format!("https://{}", api.addr())), csrf.clone()],
+            "another scheme",
+        ),
     ] {
         let refused = api.raw("POST", "/v1/users", &headers, Some(&body));
         assert_eq!((refused.status, refused.code()), (403, "csrf_failed"), "{why}: {}", refused.text);
@@ -251,5 +255,84 @@ fn bootstrap_superadmin_gives_automation_a_token_and_closes_onboarding() {
     assert_eq!(again.code, 5, "{again:?}");
     assert!(again.stderr.contains("conflict.user_exists"), "{again:?}");
     server.start_again();
+    server.assert_no_secret_leaked();
+}
+
+/// Logs in as `admin` with extra headers; returns the `Set-Cookie` header (its secrets are
+/// remembered so the log checks can look for them).
+fn login_with(api: &crate::harness::Api, headers: &[(String, String)]) -> String {
+    let login = serde_json::json!({"user_id": "admin", "password": PASSWORD});
+    let resp = api.raw("POST", "/v1/auth/login", headers, Some(&login.to_string()));
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    let cookie = resp.header("set-cookie").expect("cookie").to_owned();
+    if let Some(value) = cookie.split(';').next().and_then(|kv| kv.strip_prefix("portunus_session=")) {
+        api.scenario().remember_secret("session cookie", value.split_once('.').map_or(value, |(_, s)| s));
+    }
+    api.scenario().remember_secret("CSRF token", resp.body["csrf_token"].as_str().expect("csrf"));
+    cookie
+}
+
+#[test]
+fn behind_a_configured_proxy_its_forwarded_scheme_counts_and_only_the_public_origin_may_write() {
+    let scn = Scenario::new("web_behind_proxy");
+    let dir = scn.path("srv");
+    std::fs::create_dir_all(&dir).expect("data dir");
+    std::fs::write(
+        dir.join("server.toml"),
+        "public_origins = [\"https://ops.example.test\"]\ntrusted_proxies = [\"127.0.0.1\"]\n",
+    )
+    .expect("server.toml");
+    let server = Server::start_in(&scn, &dir, ServerOpts::default());
+    let api = server.api();
+    assert_eq!(api.onboard(&server.setup_token().expect("setup token"), "admin", PASSWORD).status, 201);
+    // The proxy (127.0.0.1, trusted) says the browser used HTTPS: the cookie is Secure.
+    let forwarded = [
+        ("X-Forwarded-Proto".to_owned(), "https".to_owned()),
+        ("X-Forwarded-For".to_owned(), "198.51.100.7".to_owned()),
+    ];
+    let cookie = login_with(&api, &forwarded);
+    assert!(cookie.contains("; Secure"), "{cookie}");
+    let session = api.login_ok("admin", PASSWORD);
+    let cookie_header = ("Cookie".to_owned(), format!("portunus_session={}", session.cookie));
+    let csrf = ("X-CSRF-Token".to_owned(), session.csrf.clone());
+    let write = |origin: &str, user: &str| {
+        let headers = [cookie_header.clone(), csrf.clone(), ("Origin".to_owned(), origin.to_owned())];
+        api.raw("POST", "/v1/users", &headers, Some(&json!({"id": user}).to_string()))
+    };
+    // Only the configured public origin may write; the listener's own address no longer may.
+    let direct = write(&format!("http://{}", api.addr()), "dave");
+    assert_eq!((direct.status, direct.code()), (403, "csrf_failed"), "{}", direct.text);
+    let public = write("https://ops.example.test", "erin");
+    assert_eq!(public.status, 201, "{}", public.text);
+    // The audit trail names the client the proxy forwarded for, not the proxy.
+    let operator = server.operator_token();
+    // Refusals are audited write-behind: poll.
+    let denied_remotes = || -> Vec<String> {
+        let page = api.call("GET", "/v1/audit?outcome=denied", &Auth::Bearer(&operator), None);
+        let records = page.body["records"].as_array().cloned().unwrap_or_default();
+        records
+            .iter()
+            .filter(|r| r["code"] == "csrf_failed")
+            .filter_map(|r| r["remote"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let first = crate::harness::wait_until("the refused write's record", || {
+        let remotes = denied_remotes();
+        (!remotes.is_empty()).then_some(remotes)
+    });
+    assert_eq!(first, ["127.0.0.1"], "no X-Forwarded-For was sent with it");
+    let forwarded_write = {
+        let headers = [
+            cookie_header.clone(),
+            csrf.clone(),
+            ("Origin".to_owned(), "https://evil.example".to_owned()),
+            ("X-Forwarded-For".to_owned(), "198.51.100.7".to_owned()),
+        ];
+        api.raw("POST", "/v1/users", &headers, Some(&json!({"id": "frank"}).to_string()))
+    };
+    assert_eq!(forwarded_write.status, 403, "{}", forwarded_write.text);
+    crate::harness::wait_until("the forwarded client in the record", || {
+        denied_remotes().iter().any(|r| r == "198.51.100.7").then_some(())
+    });
     server.assert_no_secret_leaked();
 }

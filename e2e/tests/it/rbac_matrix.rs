@@ -82,6 +82,7 @@ const TABLE: &[Row] = &[
     ("GET", "/v1/settings/advertised-endpoint", [200, 200, 403, 403, 403, 403, 401, 401]),
     ("PUT", "/v1/settings/advertised-endpoint", [200, 200, 403, 403, 403, 403, 401, 401]),
     ("GET", "/v1/audit", [200, 200, 403, 403, 403, 403, 401, 401]),
+    ("DELETE", "/v1/audit", [200, 200, 403, 403, 403, 403, 401, 401]),
     ("GET", "/v1/metrics", [200, 200, 403, 403, 403, 403, 401, 401]),
     ("GET", "/v1/admin/backup", [200, 200, 403, 403, 403, 403, 401, 401]),
 ];
@@ -215,6 +216,8 @@ fn request(w: &World, method: &str, template: &str, who: Who, own: bool) -> (Str
         }
         "/v1/grants" => format!("/v1/grants?user={user}"),
         "/v1/rules" if method == "GET" => format!("/v1/rules?owner={user}"),
+        // A cut-off older than every record: the prune is allowed and deletes nothing.
+        "/v1/audit" if method == "DELETE" => "/v1/audit?before=2000-01-01T00:00:00Z".to_owned(),
         other => other.to_owned(),
     };
     let body = match (method, template) {
@@ -383,5 +386,26 @@ fn another_tenants_rules_are_no_oracle_on_any_rule_route_in_conflicts_or_in_coun
     }
     let kept = w.api.call("GET", &format!("/v1/rules/{bobs}"), &bob, None);
     assert_eq!(kept.status, 200, "alice's delete did not touch bob's rule: {}", kept.text);
+
+    // (d) A client no grant of alice's names (edge-02 exists) answers her exactly like a
+    // name that does not exist, on every route that takes a client: read, push, filter.
+    let client_routes = |client: &str| {
+        let body = json!({"client": client, "rule": {"listen_port": port, "target": "127.0.0.1:9"}});
+        [
+            w.api.call("GET", &format!("/v1/clients/{client}"), &alice, None),
+            w.api.call("POST", "/v1/rules", &alice, Some(&body)),
+            w.api.call("GET", &format!("/v1/rules?client={client}"), &alice, None),
+        ]
+    };
+    for (hidden, absent) in client_routes("edge-02").iter().zip(client_routes("edge-99").iter()) {
+        assert_eq!((hidden.status, hidden.code()), (404, "client_not_found"), "{}", hidden.text);
+        assert_eq!(
+            without_id(&hidden.text, "edge-02"),
+            without_id(&absent.text, "edge-99"),
+            "an ungranted client is told apart from a missing one"
+        );
+    }
+    let seen = w.api.call("GET", "/v1/rules?client=edge-02", &root, None);
+    assert_eq!(seen.status, 200, "the superadmin still filters by any client: {}", seen.text);
     w.server.assert_no_secret_leaked();
 }

@@ -107,7 +107,11 @@ fn the_audit_trail_pages_filters_refuses_bad_parameters_and_survives_a_kill() {
     assert_eq!(denied.status, 403);
     assert_eq!(api.call("GET", "/v1/rules", &Auth::Bearer("tk_0000000000000000.nope"), None).status, 401);
 
-    let rows = server.audit_rows();
+    // A refused request's record is written behind: it reaches the trail within 200 ms.
+    let rows = crate::harness::wait_until("the refusal's record", || {
+        let rows = server.audit_rows();
+        rows.iter().any(|r| r["action"] == "auth.request").then_some(rows)
+    });
     let actions: Vec<&str> = rows.iter().filter_map(|r| r["action"].as_str()).collect();
     for expected in ["client.enroll", "user.create", "token.create", "user.list", "auth.request"] {
         assert!(actions.contains(&expected), "{expected} is not audited: {actions:?}");

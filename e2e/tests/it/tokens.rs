@@ -43,10 +43,19 @@ fn revoke_disconnects_the_live_client_at_once_and_it_exits_4() {
     assert_eq!(pushed.code, 5, "push to a revoked client: {pushed:?}");
     assert!(pushed.stderr.contains("conflict.client_revoked"), "{pushed:?}");
 
+    // Its rule is kept but shown as what it is: bound nowhere while the client is revoked.
+    let state = |id: u64| server.rule(id).expect("the rule is kept")["state"].as_str().map(str::to_owned);
+    assert_eq!(state(rule_id).as_deref(), Some("suspended"));
+    let listed = server.cli_ok(&["list-rules", "--state", "suspended", "--format", "json"]);
+    let listed: Value = serde_json::from_str(&listed).expect("JSON listing");
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "one suspended rule: {listed}");
+    assert_eq!(listed[0]["id"].as_u64(), Some(rule_id));
+
     // Re-enrolling brings the client and its rules back.
     Client::enroll_ok(&scn, &server.enroll("edge-01"), client.bundle());
     let back = Client::start_connected(&scn, client.bundle(), &ClientOpts::default());
     back.proc().wait_event("rule.bound", &[("rule", &rule_id.to_string())]);
+    assert_eq!(state(rule_id).as_deref(), Some("active"), "re-enrolled, the rule is active again");
     roundtrip(&mut connect(port), b"back after re-enrollment");
     scn.assert_logs_free_of_secrets();
 }

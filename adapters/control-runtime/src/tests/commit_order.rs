@@ -153,7 +153,7 @@ async fn every_mutation_and_refusal_leaves_exactly_one_audit_row() {
     let denied = finished("a push without a grant", spawn_push(rt, &alice, 18050, Duration::from_secs(2)))
         .await
         .expect_err("no grant");
-    assert_eq!(denied.failure.code, ErrorCode::ClientNotGranted);
+    assert_eq!(denied.failure.code, ErrorCode::ClientNotFound);
     one_new_row(rt, &mut n, "rule.push", Some(ErrorCode::ClientNotGranted)).await;
     assert!(stream.drain().is_empty() && f.committed().list_rules().expect("store read").is_empty());
 

@@ -1,4 +1,4 @@
-//! `/v1/settings`, `/v1/audit` and `/v1/admin/backup`.
+//! `/v1/settings`, `/v1/audit` (listing and pruning) and `/v1/admin/backup`.
 //!
 //! Invariant: a backup is made by the store adapter from one read transaction (see
 //! [`StoreBackup`]), so it is one committed state; the handler only checks the caller, streams
@@ -84,6 +84,47 @@ pub async fn list_audit(
     })
     .await?;
     Ok(Json(page.into()))
+}
+
+/// `DELETE /v1/audit` parameters.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct AuditPruneParams {
+    /// Delete the records written before this time (RFC 3339, UTC, `Z`).
+    #[param(format = DateTime)]
+    pub before: String,
+}
+
+/// What a prune deleted.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct AuditPrunedDto {
+    /// Records deleted by this call (at most 10,000).
+    #[schema(minimum = 0, maximum = 10000)]
+    pub pruned: u64,
+    /// Older records remain: call again.
+    pub more: bool,
+}
+
+/// Deletes the oldest audit records written before `before`, at most 10,000 per call
+/// (`more` says when to call again); the newest record always stays. The server also
+/// prunes by itself what is older than `audit_retention_days` (default 90). Superadmins only.
+#[utoipa::path(delete, path = "/v1/audit", tag = "audit", params(AuditPruneParams),
+    responses((status = 200, body = AuditPrunedDto),
+        (status = 400, description = "`before` is not an RFC 3339 UTC time", body = ErrorBody)))]
+pub async fn prune_audit(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    ApiQuery(params): ApiQuery<AuditPruneParams>,
+) -> Result<Json<AuditPrunedDto>, ApiError> {
+    let pruned = blocking(move || {
+        let before = time(Some(&params.before), "before")?
+            .ok_or_else(|| Failure::new(ErrorCode::InvalidRequest, "`before` is required"))?;
+        state.runtime.prune_audit(&actor, before)
+    })
+    .await?;
+    tracing::info!(event = "audit.pruned", rows = pruned.rows, reason = "request");
+    Ok(Json(AuditPrunedDto { pruned: pruned.rows, more: pruned.more }))
 }
 
 /// Makes the copies `GET /v1/admin/backup` serves; the server wires its store in.

@@ -4,27 +4,18 @@
 use axum::Extension;
 use axum::extract::State;
 use axum::http::header::SET_COOKIE;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Json, Response};
 use portunus_core::account::SESSION_TTL;
 use portunus_core::policy::Actor;
 
 use super::blocking;
 use crate::AppState;
-use crate::auth::{Remote, SESSION_COOKIE, SessionRef};
+use crate::auth::{OverHttps, Remote, SESSION_COOKIE, SessionRef};
 use crate::dto::{
     LoginRequest, LoginResponse, OnboardingRequest, OnboardingStatusDto, PasswordChangeRequest, UserDto,
 };
 use crate::error::{ApiError, ApiJson, ErrorBody};
-
-/// Whether the request reached us over HTTPS (through a TLS-terminating proxy: this listener
-/// itself speaks plain HTTP), so the cookie must be `Secure`.
-fn over_https(headers: &HeaderMap) -> bool {
-    headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
-}
 
 fn cookie_header(value: &str, max_age_secs: u64, secure: bool) -> Result<HeaderValue, ApiError> {
     let secure = if secure { "; Secure" } else { "" };
@@ -79,7 +70,7 @@ pub async fn complete_onboarding(
 pub async fn login(
     State(state): State<AppState>,
     Extension(Remote(remote)): Extension<Remote>,
-    headers: HeaderMap,
+    Extension(OverHttps(https)): Extension<OverHttps>,
     ApiJson(body): ApiJson<LoginRequest>,
 ) -> Result<Response, ApiError> {
     let outcome = blocking(move || state.runtime.login(&body.user_id, &body.password, remote))
@@ -88,7 +79,7 @@ pub async fn login(
             tracing::warn!(event = "auth.failure", kind = "login", reason = failure.code.as_str(),
                 remote = ?remote);
         })?;
-    let cookie = cookie_header(outcome.cookie.expose(), SESSION_TTL.as_secs(), over_https(&headers))?;
+    let cookie = cookie_header(outcome.cookie.expose(), SESSION_TTL.as_secs(), https)?;
     tracing::info!(event = "auth.login", user = %outcome.user.id);
     let body = LoginResponse {
         csrf_token: outcome.csrf.expose().to_owned(),
@@ -104,12 +95,12 @@ pub async fn logout(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
     Extension(SessionRef(session)): Extension<SessionRef>,
-    headers: HeaderMap,
+    Extension(OverHttps(https)): Extension<OverHttps>,
 ) -> Result<Response, ApiError> {
     let had_session = session.is_some();
     blocking(move || state.runtime.logout(&actor, session.as_ref())).await?;
     if had_session {
-        let cleared = cookie_header("", 0, over_https(&headers))?;
+        let cleared = cookie_header("", 0, https)?;
         return Ok((StatusCode::NO_CONTENT, [(SET_COOKIE, cleared)]).into_response());
     }
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -42,6 +42,8 @@ fn fixture() -> MetricsSnapshot {
             ),
             row(2, "edge-02", "bob", "udp", Counters { bytes_in: 1_234_567_890_123, ..Default::default() }),
         ],
+        audit: portunus_core::audit::AuditStats { rows: 12, bytes: 3456 },
+        audit_rows_dropped: 7,
     }
 }
 
@@ -62,6 +64,8 @@ fn large(count: u64, first_rule: u64) -> MetricsSnapshot {
                 row(first_rule + i, &format!("edge-{i:05}"), &format!("user-{}", i % 50), protocol, counters)
             })
             .collect(),
+        audit: portunus_core::audit::AuditStats::default(),
+        audit_rows_dropped: 0,
     }
 }
 
@@ -76,6 +80,16 @@ fn expected_fixture_text() -> String {
     };
     let counter = |name: &str, help: &str, one: &str, two: &str| rule_family(name, help, "counter", one, two);
     [
+        "# HELP portunus_audit_bytes Bytes the audit trail's records take in the store.\n\
+         # TYPE portunus_audit_bytes gauge\n\
+         portunus_audit_bytes 3456\n\
+         # HELP portunus_audit_rows Records kept in the audit trail.\n\
+         # TYPE portunus_audit_rows gauge\n\
+         portunus_audit_rows 12\n\
+         # HELP portunus_audit_rows_dropped_total Audit records of unauthenticated requests not written: their source was over its budget.\n\
+         # TYPE portunus_audit_rows_dropped_total counter\n\
+         portunus_audit_rows_dropped_total 7\n"
+            .to_owned(),
         format!(
             "# HELP portunus_build_info Always 1; labels carry the build.\n\
              # TYPE portunus_build_info gauge\n\
@@ -260,6 +274,9 @@ fn nothing_from_opentelemetry_leaks_into_the_exposition() {
     assert_eq!(
         families,
         [
+            "portunus_audit_bytes",
+            "portunus_audit_rows",
+            "portunus_audit_rows_dropped_total",
             "portunus_build_info",
             "portunus_clients_connected",
             "portunus_control_ack_duration_seconds",
@@ -310,9 +327,11 @@ fn series_of_removed_rules_and_clients_vanish_from_the_next_scrape() {
         assert_eq!(samples(&text, name).len(), 1, "{name} in\n{text}");
     }
 
-    // With nothing left, only the build info remains; the removed rule does not come back later.
+    // With nothing left, only the build info and the audit trail's three figures remain; the
+    // removed rule does not come back later.
     let empty = metrics.render(&MetricsSnapshot::default());
-    assert_eq!(empty.lines().filter(|l| !l.starts_with('#')).count(), 1, "{empty}");
+    assert_eq!(empty.lines().filter(|l| !l.starts_with('#')).count(), 4, "{empty}");
+    assert_eq!(samples(&empty, "portunus_audit_rows"), ["portunus_audit_rows 0"]);
     assert!(samples(&empty, "portunus_build_info").len() == 1);
     let again = metrics.render(&later);
     assert_eq!(again, text);

@@ -35,13 +35,17 @@ fn bearer(token: &str) -> Credentials<'_> {
     Credentials { bearer: Some(token), route: "GET /v1/auth/me", ..Default::default() }
 }
 
+/// The server's origins in these tests.
+static ORIGINS: std::sync::LazyLock<Vec<String>> =
+    std::sync::LazyLock::new(|| vec!["http://127.0.0.1:7080".to_owned()]);
+
 fn cookie<'a>(value: &'a str, write: Option<(&'a str, &'a str)>) -> Credentials<'a> {
     let request = match write {
         None => RequestOrigin { safe_method: true, ..Default::default() },
         Some((origin, csrf)) => RequestOrigin {
             safe_method: false,
             origin: Some(origin),
-            host: Some("127.0.0.1:7080"),
+            allowed_origins: &ORIGINS,
             csrf_token: Some(csrf),
         },
     };

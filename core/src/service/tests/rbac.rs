@@ -46,7 +46,7 @@ fn users_push_only_inside_one_grant_and_see_only_their_rules() {
         (h.plane.push_rule(actor, client, &s, Duration::from_secs(1))).map_err(|e| e.failure.code)
     };
     let code = |r: Result<crate::rule::Rule, ErrorCode>| r.map(|_| ());
-    assert_eq!(code(push(&alice, "edge-02", "20000", Protocol::Tcp)), Err(ErrorCode::ClientNotGranted));
+    assert_eq!(code(push(&alice, "edge-02", "20000", Protocol::Tcp)), Err(ErrorCode::ClientNotFound));
     assert_eq!(code(push(&alice, "edge-01", "20090-20100", Protocol::Tcp)), Err(ErrorCode::PortOutsideGrant));
     assert_eq!(code(push(&alice, "edge-01", "20000", Protocol::Udp)), Err(ErrorCode::ProtocolNotGranted));
     let mine = push(&alice, "edge-01", "20000-20009", Protocol::Tcp).unwrap();

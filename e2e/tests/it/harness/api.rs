@@ -79,7 +79,12 @@ impl Api {
         Api { scenario, addr }
     }
 
-    /// The address.
+    /// The scenario the API belongs to.
+    pub fn scenario(&self) -> &Arc<Scenario> {
+        &self.scenario
+    }
+
+    /// The operator listener's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
@@ -106,7 +111,12 @@ impl Api {
         let mut stream =
             TcpStream::connect(self.addr).unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.addr));
         stream.set_read_timeout(Some(DEADLINE)).expect("set read timeout");
-        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n", self.addr);
+        // A `Host` among `headers` replaces the default one (the listener's address).
+        let host = match headers.iter().find(|(name, _)| name.eq_ignore_ascii_case("host")) {
+            Some(_) => String::new(),
+            None => format!("Host: {}\r\n", self.addr),
+        };
+        let mut head = format!("{method} {path} HTTP/1.1\r\n{host}Connection: close\r\n");
         for (name, value) in headers {
             head.push_str(&format!("{name}: {value}\r\n"));
         }
