@@ -6,6 +6,7 @@
 //! man pages for all three binaries.
 
 use std::net::UdpSocket;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -43,23 +44,61 @@ fn run(scn: &Scenario, name: &str, args: &[&str], env: &[(&str, &Path)]) -> Outp
     Proc::run(&format!("{name} {}", args.join(" ")), command(name, args, env), &log, &stdout)
 }
 
-/// A home directory the client may write to (owned by [`NOBODY`] when the tests run as root).
-fn home_dir(scn: &Scenario, name: &str) -> PathBuf {
-    let dir = scn.path(name);
-    std::fs::create_dir_all(&dir).expect("create home");
-    if is_root() {
-        std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOBODY)).expect("chown home");
-    }
-    dir
+/// Where a test run as root keeps what the client, run as [`NOBODY`], must reach: a copy of
+/// the client binary and the home directories. It lies in the system temp dir, because the
+/// checkout (and the scenario dirs in it) may be private to root; removed when dropped.
+struct NobodyArea {
+    root: PathBuf,
 }
 
-/// `portunus-client ARGS…` as a non-root user, with `env` only.
-fn client_command(args: &[&str], env: &[(&str, &Path)]) -> Command {
-    let mut command = command("portunus-client", args, env);
-    if is_root() {
-        command.uid(NOBODY).gid(NOBODY);
+impl NobodyArea {
+    /// A fresh area for `scn` (empty and unused when the tests do not run as root).
+    fn new(scn: &Scenario) -> NobodyArea {
+        let name = scn.path("").file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let root = std::env::temp_dir().join(format!("portunus-e2e-{name}-{}", std::process::id()));
+        if is_root() {
+            let _ = std::fs::remove_dir_all(&root);
+            std::fs::create_dir_all(&root).expect("create the area");
+            std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).expect("chmod the area");
+            std::fs::copy(bin("portunus-client"), root.join("portunus-client")).expect("copy the client");
+        }
+        NobodyArea { root }
     }
-    command
+
+    /// A home directory the client may write to (owned by [`NOBODY`] when run as root).
+    fn home(&self, scn: &Scenario, name: &str) -> PathBuf {
+        if !is_root() {
+            let dir = scn.path(name);
+            std::fs::create_dir_all(&dir).expect("create home");
+            return dir;
+        }
+        let dir = self.root.join(name);
+        std::fs::create_dir_all(&dir).expect("create home");
+        std::os::unix::fs::chown(&dir, Some(NOBODY), Some(NOBODY)).expect("chown home");
+        dir
+    }
+
+    /// `portunus-client ARGS…` as a non-root user, with `env` only.
+    fn client(&self, args: &[&str], env: &[(&str, &Path)]) -> Command {
+        if !is_root() {
+            return command("portunus-client", args, env);
+        }
+        let mut command = Command::new(self.root.join("portunus-client"));
+        command.env_clear().args(args);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command.uid(NOBODY).gid(NOBODY);
+        command
+    }
+}
+
+impl Drop for NobodyArea {
+    fn drop(&mut self) {
+        if is_root() {
+            let _ = std::fs::remove_dir_all(&self.root);
+        }
+    }
 }
 
 /// Remembers the secret part of a bundle's token, so the log checks look for it.
@@ -81,12 +120,13 @@ fn enroll_without_bundle_writes_the_default_path_and_a_plain_run_finds_it() {
     let scn = Scenario::new("cli_default_bundle");
     let server = Server::start(&scn, ServerOpts::default());
     let uri = server.enroll("edge-01");
-    let home = home_dir(&scn, "home");
+    let area = NobodyArea::new(&scn);
+    let home = area.home(&scn, "home");
 
     let (log, stdout) = scn.next_files("client-enroll");
     let enroll = Proc::run(
         "portunus-client enroll",
-        client_command(&["enroll", &uri], &[("HOME", &home)]),
+        area.client(&["enroll", &uri], &[("HOME", &home)]),
         &log,
         &stdout,
     );
@@ -100,7 +140,7 @@ fn enroll_without_bundle_writes_the_default_path_and_a_plain_run_finds_it() {
 
     // No flag at all: the client finds the bundle and connects.
     let (log, stdout) = scn.next_files("client");
-    let client = Proc::spawn("portunus-client", client_command(&[], &[("HOME", &home)]), &log, Some(&stdout));
+    let client = Proc::spawn("portunus-client", area.client(&[], &[("HOME", &home)]), &log, Some(&stdout));
     client.wait_event("control.connected", &[]);
     wait_until("edge-01 connected", || {
         server.client("edge-01").filter(|c| c["connected"].as_bool() == Some(true))
@@ -108,11 +148,11 @@ fn enroll_without_bundle_writes_the_default_path_and_a_plain_run_finds_it() {
     assert_eq!(client.terminate(), 0);
 
     // XDG_CONFIG_HOME comes first; a home without a bundle falls through to the next path.
-    let xdg = home_dir(&scn, "xdg");
+    let xdg = area.home(&scn, "xdg");
     let (log, stdout) = scn.next_files("client");
     let client = Proc::spawn(
         "portunus-client",
-        client_command(&[], &[("HOME", &home), ("XDG_CONFIG_HOME", &xdg)]),
+        area.client(&[], &[("HOME", &home), ("XDG_CONFIG_HOME", &xdg)]),
         &log,
         Some(&stdout),
     );
@@ -120,11 +160,11 @@ fn enroll_without_bundle_writes_the_default_path_and_a_plain_run_finds_it() {
     assert_eq!(client.terminate(), 0);
 
     // Nothing anywhere: invalid_bundle, exit 2, naming every path tried.
-    let empty = home_dir(&scn, "empty-home");
+    let empty = area.home(&scn, "empty-home");
     let (log, stdout) = scn.next_files("client-missing");
     let missing = Proc::run(
         "portunus-client",
-        client_command(&[], &[("HOME", &empty), ("XDG_CONFIG_HOME", &xdg)]),
+        area.client(&[], &[("HOME", &empty), ("XDG_CONFIG_HOME", &xdg)]),
         &log,
         &stdout,
     );
@@ -486,9 +526,10 @@ fn completions_and_man_pages_for_every_binary() {
         assert!(!dir.join(format!("{name}-man.1")).exists(), "the hidden `man` has no page");
     }
     // `portunus-client` with no arguments still runs the client: here it finds no bundle.
-    let empty = home_dir(&scn, "empty-home");
+    let area = NobodyArea::new(&scn);
+    let empty = area.home(&scn, "empty-home");
     let (log, stdout) = scn.next_files("client-plain");
-    let plain = Proc::run("portunus-client", client_command(&[], &[("HOME", &empty)]), &log, &stdout);
+    let plain = Proc::run("portunus-client", area.client(&[], &[("HOME", &empty)]), &log, &stdout);
     assert_eq!(plain.code, 2, "{plain:?}");
     assert!(plain.stderr.contains("invalid_bundle"), "{plain:?}");
     let standalone = run(&scn, "portunus-standalone", &[], &[]);
