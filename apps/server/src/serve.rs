@@ -22,6 +22,7 @@ use crate::os;
 /// Serves until SIGTERM/SIGINT. A start that fails before it serves removes the data dir if
 /// this run created it (the guard is declared first, so it drops after the store is closed).
 pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
+    let mut shutdown = os::ShutdownSignal::install();
     let mut created = datadir::prepare_tracked(dir)?;
     let flags = SettingsLayer {
         control_listen: args.control_listen,
@@ -144,7 +145,7 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
         cert_sha256 = %tls.sha256,
     );
 
-    os::shutdown_signal().await;
+    shutdown.recv().await;
     tracing::info!(event = "server.stopping");
     runtime.sessions().close_all();
     let _ = stop_tx.send(true);
