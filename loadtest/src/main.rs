@@ -50,6 +50,9 @@ const LIST_REQUESTS: usize = 200;
 const LIST_AFTER_CHANGE: usize = 50;
 /// Connections sending bad tokens during the flood phase …
 const FLOOD_TASKS: usize = 4;
+/// … each at most one request per FLOOD_INTERVAL (4 × 500 = 2,000 requests/s: a flood the
+/// server must absorb, paced so that the load generator does not take the host's CPU) …
+const FLOOD_INTERVAL: Duration = Duration::from_millis(2);
 /// … and the most requests they send in all.
 const FLOOD_MAX_REQUESTS: usize = 500_000;
 /// Concurrent enroll-and-redeem tasks.
@@ -426,9 +429,9 @@ async fn phase_after_connect(
         report.failures.push("sequential pushes: timeouts, errors or deadline".into());
     }
 
-    // 6b. The same pushes while FLOOD_TASKS connections send bad tokens as fast as they are
-    // answered (bounded by FLOOD_MAX_REQUESTS and the pushes' deadline): refused requests
-    // must not take the writer from the pushes.
+    // 6b. The same pushes while FLOOD_TASKS connections send bad tokens at a steady rate
+    // (bounded by FLOOD_MAX_REQUESTS and the pushes' deadline): refused requests must not
+    // take the writer from the pushes.
     eprintln!("{pushes} sequential pushes under a bad-token flood");
     ensure_running(server, "pushes under a flood")?;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -439,14 +442,19 @@ async fn phase_after_connect(
             let bad = api.with_token(&format!("tk_{n:016x}.not-a-token"));
             let (stop, sent) = (stop.clone(), sent.clone());
             tokio::spawn(async move {
+                let mut every = tokio::time::interval(FLOOD_INTERVAL);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 while !stop.load(Ordering::Relaxed)
                     && sent.fetch_add(1, Ordering::Relaxed) < FLOOD_MAX_REQUESTS
                 {
+                    every.tick().await;
                     let _ = bad.get_raw("/v1/clients").await;
                 }
             })
         })
         .collect();
+    // Let the flood reach its rate before the timed pushes start.
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let deadline = Instant::now() + Duration::from_secs(60) + Duration::from_millis(100) * args.pushes;
     let (tally, latencies, cut) = push_many(api, fleet, pushes, 1, deadline, |i| i).await;
     stop.store(true, Ordering::Relaxed);
