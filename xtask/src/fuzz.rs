@@ -8,7 +8,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 
 /// Every target, as named in fuzz/Cargo.toml.
-const TARGETS: &[&str] = &["proxy_protocol", "enroll_uri", "rule_spec", "endpoint", "config_files"];
+const TARGETS: &[&str] =
+    &["proxy_protocol", "enroll_uri", "rule_spec", "endpoint", "config_files", "client_hello"];
 
 /// Runs `target` (or every target) for `secs` seconds each.
 pub fn run(root: &Path, args: &[String]) -> Result<()> {

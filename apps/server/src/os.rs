@@ -29,7 +29,10 @@ impl ShutdownSignal {
     /// Installs the handlers (a handler that cannot be installed is simply not waited on).
     pub fn install() -> ShutdownSignal {
         use tokio::signal::unix::{SignalKind, signal};
-        ShutdownSignal { term: signal(SignalKind::terminate()).ok(), int: signal(SignalKind::interrupt()).ok() }
+        ShutdownSignal {
+            term: signal(SignalKind::terminate()).ok(),
+            int: signal(SignalKind::interrupt()).ok(),
+        }
     }
 
     /// Resolves on the first SIGTERM or SIGINT.

@@ -106,6 +106,16 @@ error_codes! {
     InvalidCursor => "validation.invalid_cursor", exit 2, http 400;
     /// A time range ends before it starts.
     InvalidTimeRange => "validation.invalid_time_range", exit 2, http 422;
+    /// An SNI pattern is neither a host name nor `*.` and a suffix of at least two labels.
+    InvalidSniPattern => "validation.invalid_sni_pattern", exit 2, http 400;
+    /// A rate limit is set to 0; omit it for no cap.
+    ZeroCap => "validation.zero_cap", exit 2, http 400;
+    /// A rate limit's burst is set without the rate it belongs to.
+    BurstWithoutRate => "validation.burst_without_rate", exit 2, http 400;
+    /// A rate limit's burst is outside the range its rate allows.
+    BurstOutOfRange => "validation.burst_out_of_range", exit 2, http 400;
+    /// An owner envelope sets no cap at all.
+    EmptyEnvelope => "validation.empty_envelope", exit 2, http 400;
 
     /// The client did not announce UDP support.
     UnsupportedProtocol => "unsupported_protocol", exit 3, http 422;
@@ -157,6 +167,10 @@ error_codes! {
     LastSuperadmin => "conflict.last_superadmin", exit 5, http 409;
     /// Onboarding already created the first superadmin; it never reopens.
     OnboardingClosed => "conflict.onboarding_closed", exit 5, http 409;
+    /// Another rule on the same listener already routes this SNI pattern.
+    SniPatternTaken => "conflict.sni_pattern_taken", exit 5, http 409;
+    /// The listener already has a fallback rule (one without an SNI pattern).
+    SniFallbackTaken => "conflict.sni_fallback_taken", exit 5, http 409;
 
     /// The caller does not own the resource.
     NotOwner => "not_owner", exit 6, http 403;
