@@ -175,7 +175,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     tracing::info!(event = "client.started", client = %bundle.client_name, client_id = %bundle.client_id,
         server = %bundle.server_endpoint, version = %version());
     let policy = ControlPolicy::default();
-    let result = portunus_control::run(&bundle, &info, plane.clone(), &policy, shutdown_signal()).await;
+    let result = portunus_control::run(&bundle, &info, plane.clone(), &policy, shutdown_signal()?).await;
     let drain = if result.is_ok() {
         Duration::from_secs_f64(cli.drain_timeout.clamp(0.0, 86_400.0))
     } else {
@@ -198,14 +198,22 @@ fn announced_capabilities() -> Vec<Capability> {
     }
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or SIGINT. The handlers are installed here, before the client starts
+/// connecting, so a stop that comes early is a clean stop, never death by signal.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>, Failure> {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else { return std::future::pending().await };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    tracing::info!(event = "client.stopping");
+    let install = |kind: SignalKind, name: &str| {
+        signal(kind).map_err(|e| Failure::new(ErrorCode::Internal, format!("cannot catch {name}: {e}")))
+    };
+    let mut term = install(SignalKind::terminate(), "SIGTERM")?;
+    let mut int = install(SignalKind::interrupt(), "SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!(event = "client.stopping");
+    })
 }
 
 /// The log filter: `PORTUNUS_LOG`, else `RUST_LOG`.
