@@ -34,6 +34,10 @@ pub struct Counters {
     pub connect_failures: u64,
     /// Connections that went to a lower-preference target because a better one was down.
     pub target_failovers: u64,
+    /// Accepts, target connects and UDP flow sockets refused because this process (or the
+    /// host) was out of file descriptors (`EMFILE`/`ENFILE`). Never held against a target.
+    #[serde(default)]
+    pub fd_exhausted: u64,
 }
 
 impl Counters {
@@ -50,6 +54,7 @@ impl Counters {
             dns_failures: self.dns_failures.saturating_add(later.dns_failures),
             connect_failures: self.connect_failures.saturating_add(later.connect_failures),
             target_failovers: self.target_failovers.saturating_add(later.target_failovers),
+            fd_exhausted: self.fd_exhausted.saturating_add(later.fd_exhausted),
         }
     }
 }
@@ -278,6 +283,17 @@ mod tests {
         assert_eq!(merged.len(), 2);
         assert_eq!((merged[0].counters.bytes_in, merged[0].counters.connections_active), (107, 1));
         assert_eq!((merged[1].counters.bytes_in, merged[1].counters.connections_active), (5, 0));
+    }
+
+    #[test]
+    fn totals_stored_before_fd_exhausted_existed_still_decode() {
+        let stored = r#"{"bytes_in":5,"bytes_out":6,"connections_total":1,"connections_active":0,
+            "datagrams_in":0,"datagrams_out":0,"flows_dropped_overflow":0,"dns_failures":0,
+            "connect_failures":2,"target_failovers":0}"#;
+        let counters: Counters = serde_json::from_str(stored).expect("old counters decode");
+        assert_eq!((counters.bytes_in, counters.connect_failures, counters.fd_exhausted), (5, 2, 0));
+        let later = Counters { fd_exhausted: 3, ..Counters::default() };
+        assert_eq!(counters.plus(later).fd_exhausted, 3);
     }
 
     #[test]

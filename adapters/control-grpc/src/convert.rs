@@ -154,6 +154,7 @@ fn counters_to_wire(c: &Counters) -> pb::Counters {
         dns_failures: c.dns_failures,
         connect_failures: c.connect_failures,
         target_failovers: c.target_failovers,
+        fd_exhausted: c.fd_exhausted,
     }
 }
 
@@ -170,6 +171,7 @@ fn counters_from_wire(c: Option<&pb::Counters>) -> Counters {
         dns_failures: c.dns_failures,
         connect_failures: c.connect_failures,
         target_failovers: c.target_failovers,
+        fd_exhausted: c.fd_exhausted,
     }
 }
 

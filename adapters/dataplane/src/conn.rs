@@ -21,7 +21,7 @@ use crate::counters::{TargetTraffic, TrafficCounters};
 use crate::events::RateLimit;
 use crate::relay::{self, CopyPath, PathNotes, RelayEnd, Sinks};
 use crate::settings::{SharedSettings, TcpSettings};
-use crate::target::{self, TargetPlan};
+use crate::target::{self, NotConnected, TargetPlan};
 
 /// How often at most `rule.connect_failed` and `rule.accept_failed` are logged per rule.
 const EVENT_PERIOD: Duration = Duration::from_secs(10);
@@ -106,7 +106,14 @@ async fn forward(rule: &RuleShared, port: &PortState, peer: TcpStream, tcp: TcpS
                 }
                 (connected.stream, connected.idx, connected.target.proxy)
             }
-            Err(failure) => {
+            Err(NotConnected::OutOfDescriptors { errno_name, dns_failures }) => {
+                // Not the targets' fault: no connect failure, no health change, no failover.
+                port.counters.fd_exhausted.fetch_add(1, Relaxed);
+                port.counters.dns_failures.fetch_add(dns_failures, Relaxed);
+                rule.plan.fd_exhausted_named("connect", &errno_name);
+                return;
+            }
+            Err(NotConnected::Unreachable(failure)) => {
                 port.counters.connect_failures.fetch_add(1, Relaxed);
                 port.counters.dns_failures.fetch_add(failure.dns_failures, Relaxed);
                 if rule.connect_failed.allow() {

@@ -17,7 +17,8 @@ use portunus_core::stats::{Counters, RuleReport};
 /// Counters of one listen port (or of one stand-alone [`crate::relay()`] call).
 ///
 /// Bytes are counted when delivered: written to the destination socket, after the splice
-/// out of the pipe or the `write` succeeded. For a bound rule's port the byte counts live in
+/// out of the pipe or the `write` succeeded. A connection that ends in a reset passes the
+/// reset on, and the kernel then discards what it had not sent yet; those bytes stay counted. For a bound rule's port the byte counts live in
 /// its per-target cells and the report adds them in; these fields then stay at zero.
 #[derive(Debug, Default)]
 pub struct TrafficCounters {
@@ -28,6 +29,8 @@ pub struct TrafficCounters {
     pub(crate) connect_failures: AtomicU64,
     pub(crate) target_failovers: AtomicU64,
     pub(crate) dns_failures: AtomicU64,
+    /// Accepts and target connects refused for want of a file descriptor.
+    pub(crate) fd_exhausted: AtomicU64,
 }
 
 impl TrafficCounters {
@@ -42,6 +45,7 @@ impl TrafficCounters {
             connect_failures: self.connect_failures.load(Relaxed),
             target_failovers: self.target_failovers.load(Relaxed),
             dns_failures: self.dns_failures.load(Relaxed),
+            fd_exhausted: self.fd_exhausted.load(Relaxed),
             ..Counters::default()
         }
     }
@@ -202,6 +206,7 @@ fn add(a: Counters, b: Counters) -> Counters {
         dns_failures: a.dns_failures.saturating_add(b.dns_failures),
         connect_failures: a.connect_failures.saturating_add(b.connect_failures),
         target_failovers: a.target_failovers.saturating_add(b.target_failovers),
+        fd_exhausted: a.fd_exhausted.saturating_add(b.fd_exhausted),
     }
 }
 

@@ -179,12 +179,17 @@ pub(crate) async fn accept_loop(rule: Arc<RuleShared>, port: Arc<PortState>, slo
     }
 }
 
-/// Handles an accept error without giving up the listener.
+/// Handles an accept error without giving up the listener. A listener with a connection
+/// waiting stays readable, so every error that is not about that one connection pauses the
+/// loop for [`ACCEPT_BACKOFF`] instead of retrying at once.
 async fn accept_failed(rule: &RuleShared, port: &PortState, err: &io::Error) {
     if crate::sys::is_per_connection_accept_error(err) {
         return;
     }
-    if rule.accept_failed.allow() {
+    if crate::sys::is_descriptor_exhaustion(err) {
+        port.counters.fd_exhausted.fetch_add(1, Relaxed);
+        rule.plan.fd_exhausted("accept", err);
+    } else if rule.accept_failed.allow() {
         tracing::warn!(
             event = "rule.accept_failed",
             rule = %rule.id,

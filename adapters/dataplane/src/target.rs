@@ -7,8 +7,12 @@
 //!
 //! Invariants: a connection tries each candidate at most once, each attempt bounded by the
 //! connect timeout, and the first success wins; the health lock is held only to read the
-//! order or record a result, never across a resolve or a dial.
+//! order or record a result, never across a resolve or a dial. Running out of file
+//! descriptors is this process's fault, never a target's: such an attempt feeds neither the
+//! health book nor a target's failure count, and ends the connection's tries at once (every
+//! other target would fail the same way, and failing over would only hide the shortage).
 
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -25,6 +29,9 @@ use crate::events::{RateLimit, RuleLabel};
 
 /// Most addresses of one DNS answer a connection tries before moving to the next target.
 const ADDRESSES_PER_TARGET: usize = 4;
+
+/// How often at most `rule.fd_exhausted` is logged per rule (every occurrence is counted).
+const FD_EXHAUSTED_PERIOD: Duration = Duration::from_secs(1);
 
 /// Per-target counts of attempts that reached no target, and so no (port, target) cell of
 /// [`crate::counters::TargetTraffic`]: those count everything a connection did on a target.
@@ -48,6 +55,7 @@ pub(crate) struct TargetPlan {
     stats: Vec<TargetStats>,
     resolver: Option<Arc<dyn Resolver>>,
     dns_failed: RateLimit,
+    fd_exhausted: RateLimit,
 }
 
 impl std::fmt::Debug for TargetPlan {
@@ -79,6 +87,21 @@ pub(crate) struct Connected<'a> {
     pub(crate) target: &'a Target,
     /// True when it is not the most preferred target (that one was failed or refused).
     pub(crate) failed_over: bool,
+}
+
+/// Why a connection reached no target.
+#[derive(Debug)]
+pub(crate) enum NotConnected {
+    /// Every candidate failed.
+    Unreachable(ConnectFailure),
+    /// This process or host ran out of file descriptors before a target answered; the
+    /// candidates tried until then are not blamed.
+    OutOfDescriptors {
+        /// `EMFILE` or `ENFILE`.
+        errno_name: String,
+        /// How many candidates failed earlier because their name did not resolve.
+        dns_failures: u64,
+    },
 }
 
 /// Every candidate failed. Describes the most preferred one, which is what an operator
@@ -121,6 +144,7 @@ impl TargetPlan {
             stats: def.targets.iter().map(|_| TargetStats::default()).collect(),
             resolver,
             dns_failed: RateLimit::new(Duration::from_secs(1)),
+            fd_exhausted: RateLimit::new(FD_EXHAUSTED_PERIOD),
         }
     }
 
@@ -188,6 +212,19 @@ impl TargetPlan {
         }
     }
 
+    /// Logs `rule.fd_exhausted` (rate-limited per rule; the caller counts every occurrence):
+    /// `during` names the step that found no descriptor (`accept`, `connect`, `udp_flow`).
+    pub(crate) fn fd_exhausted(&self, during: &'static str, err: &io::Error) {
+        self.fd_exhausted_named(during, &crate::sys::errno_name(err));
+    }
+
+    /// [`TargetPlan::fd_exhausted`] with the errno already named.
+    pub(crate) fn fd_exhausted_named(&self, during: &'static str, errno_name: &str) {
+        if self.fd_exhausted.allow() {
+            tracing::warn!(event = "rule.fd_exhausted", rule = %self.rule, during, errno_name);
+        }
+    }
+
     /// Counts a failed resolution of target `idx`.
     pub(crate) fn note_dns_failed(&self, idx: usize) {
         if let Some(s) = self.stats.get(idx) {
@@ -196,11 +233,17 @@ impl TargetPlan {
     }
 
     /// Active probe: one TCP connect to every target, outside any lock, each result recorded.
+    /// A probe that finds no free descriptor records nothing and ends the round.
     pub(crate) async fn probe_all(&self, timeout: Duration) {
+        let dial = |addr| connect_one(addr, Some(timeout), None);
         for (idx, target) in self.targets.iter().enumerate() {
             let port = target.ports.start();
             let ok = match self.addresses(&target.host).await {
-                Ok(addrs) => connect_any(&addrs, port, Some(timeout), None).await.is_ok(),
+                Ok(addrs) => match connect_any(&addrs, port, &dial).await {
+                    Ok(_) => true,
+                    Err(DialError { blame: Blame::Local, .. }) => return,
+                    Err(DialError { blame: Blame::Target, .. }) => false,
+                },
                 Err(_) => false,
             };
             self.record(idx, ok);
@@ -240,7 +283,21 @@ pub(crate) async fn connect_first(
     listen_port: u16,
     timeout: Option<Duration>,
     keepalive: Option<Duration>,
-) -> Result<Connected<'_>, ConnectFailure> {
+) -> Result<Connected<'_>, NotConnected> {
+    connect_first_with(plan, listen_port, &|addr| connect_one(addr, timeout, keepalive)).await
+}
+
+/// [`connect_first`] with the dial of one address supplied, so tests can script failures
+/// the host would not produce on demand.
+async fn connect_first_with<'p, F, D>(
+    plan: &'p TargetPlan,
+    listen_port: u16,
+    dial: &F,
+) -> Result<Connected<'p>, NotConnected>
+where
+    F: Fn(SocketAddr) -> D,
+    D: Future<Output = Result<TcpStream, DialError>>,
+{
     let mut first_failure: Option<(String, String, String)> = None;
     let mut n_tried = 0;
     let mut dns_failures = 0;
@@ -248,20 +305,28 @@ pub(crate) async fn connect_first(
         n_tried += 1;
         let stats = &plan.stats[candidate.idx];
         let attempt = match plan.addresses(candidate.host).await {
-            Ok(addrs) => connect_any(&addrs, candidate.port, timeout, keepalive).await,
+            Ok(addrs) => connect_any(&addrs, candidate.port, dial).await,
             Err(failure) => {
                 dns_failures += 1;
                 stats.dns_failures.fetch_add(1, Relaxed);
-                Err((format!("dns: {}", failure.reason), "-".to_owned()))
+                Err(DialError {
+                    reason: format!("dns: {}", failure.reason),
+                    errno_name: "-".to_owned(),
+                    blame: Blame::Target,
+                })
             }
         };
-        plan.record(candidate.idx, attempt.is_ok());
         match attempt {
             Ok(stream) => {
+                plan.record(candidate.idx, true);
                 let failed_over = plan.is_failover(candidate.idx);
                 return Ok(Connected { stream, idx: candidate.idx, target: candidate.target, failed_over });
             }
-            Err((reason, errno_name)) => {
+            Err(DialError { errno_name, blame: Blame::Local, .. }) => {
+                return Err(NotConnected::OutOfDescriptors { errno_name, dns_failures });
+            }
+            Err(DialError { reason, errno_name, blame: Blame::Target }) => {
+                plan.record(candidate.idx, false);
                 stats.connect_failures.fetch_add(1, Relaxed);
                 first_failure.get_or_insert((candidate.label(), reason, errno_name));
             }
@@ -270,27 +335,65 @@ pub(crate) async fn connect_first(
     // A validated rule has at least one target; the "-" case only guards the invariant.
     let (target, reason, errno_name) =
         first_failure.unwrap_or_else(|| ("-".to_owned(), "no_targets".to_owned(), "-".to_owned()));
-    Err(ConnectFailure { target, reason, errno_name, n_tried, dns_failures })
+    Err(NotConnected::Unreachable(ConnectFailure { target, reason, errno_name, n_tried, dns_failures }))
 }
 
-/// Tries up to [`ADDRESSES_PER_TARGET`] of `addrs` in order; the error is
-/// `(reason, errno_name)` of the first failure.
-async fn connect_any(
-    addrs: &[IpAddr],
-    port: u16,
-    timeout: Option<Duration>,
-    keepalive: Option<Duration>,
-) -> Result<TcpStream, (String, String)> {
+/// Who a failed dial says something about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Blame {
+    /// The target or the path to it: counts against the target's health.
+    Target,
+    /// This process or host (out of descriptors): says nothing about the target.
+    Local,
+}
+
+impl Blame {
+    /// The failover decision for one OS error met while dialling.
+    fn of(err: &io::Error) -> Blame {
+        if crate::sys::is_descriptor_exhaustion(err) { Blame::Local } else { Blame::Target }
+    }
+}
+
+/// One failed dial.
+#[derive(Debug)]
+struct DialError {
+    reason: String,
+    errno_name: String,
+    blame: Blame,
+}
+
+impl DialError {
+    fn of(err: &io::Error) -> DialError {
+        DialError {
+            reason: reason(err).to_owned(),
+            errno_name: crate::sys::errno_name(err),
+            blame: Blame::of(err),
+        }
+    }
+}
+
+/// Tries up to [`ADDRESSES_PER_TARGET`] of `addrs` in order; the error is the first
+/// failure, or the one that blames this process (which ends the tries at once).
+async fn connect_any<F, D>(addrs: &[IpAddr], port: u16, dial: &F) -> Result<TcpStream, DialError>
+where
+    F: Fn(SocketAddr) -> D,
+    D: Future<Output = Result<TcpStream, DialError>>,
+{
     let mut first = None;
     for ip in addrs.iter().take(ADDRESSES_PER_TARGET) {
-        match connect_one(SocketAddr::new(*ip, port), timeout, keepalive).await {
+        match dial(SocketAddr::new(*ip, port)).await {
             Ok(stream) => return Ok(stream),
+            Err(err) if err.blame == Blame::Local => return Err(err),
             Err(err) => {
                 first.get_or_insert(err);
             }
         }
     }
-    Err(first.unwrap_or_else(|| ("no_addresses".to_owned(), "-".to_owned())))
+    Err(first.unwrap_or_else(|| DialError {
+        reason: "no_addresses".to_owned(),
+        errno_name: "-".to_owned(),
+        blame: Blame::Target,
+    }))
 }
 
 /// One connect. The socket gets `TCP_NODELAY` and keepalive before connecting, and
@@ -300,9 +403,9 @@ async fn connect_one(
     addr: SocketAddr,
     timeout: Option<Duration>,
     keepalive: Option<Duration>,
-) -> Result<TcpStream, (String, String)> {
-    let fail = |err: io::Error| (reason(&err).to_owned(), crate::sys::errno_name(&err));
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(fail)?;
+) -> Result<TcpStream, DialError> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }
+        .map_err(|err| DialError::of(&err))?;
     let sock = socket2::SockRef::from(&socket);
     // Options are an optimisation: a failure to set one never fails the connection.
     let _ = crate::conn::tune_socket(&sock, keepalive);
@@ -311,11 +414,17 @@ async fn connect_one(
     let res = match timeout {
         Some(limit) => match tokio::time::timeout(limit, connect).await {
             Ok(res) => res,
-            Err(_elapsed) => return Err(("timeout".to_owned(), "ETIMEDOUT".to_owned())),
+            Err(_elapsed) => {
+                return Err(DialError {
+                    reason: "timeout".to_owned(),
+                    errno_name: "ETIMEDOUT".to_owned(),
+                    blame: Blame::Target,
+                });
+            }
         },
         None => connect.await,
     };
-    res.map_err(|err| (reason(&err).to_owned(), crate::sys::errno_name(&err)))
+    res.map_err(|err| DialError::of(&err))
 }
 
 fn reason(err: &io::Error) -> &'static str {

@@ -62,6 +62,8 @@ pub(crate) struct UdpCounters {
     flows_dropped_overflow: AtomicU64,
     dns_failures: AtomicU64,
     open_failures: AtomicU64,
+    /// Flow sockets not made for want of a file descriptor.
+    fd_exhausted: AtomicU64,
     /// Flows opened to a target other than the most preferred one.
     failovers: AtomicU64,
     /// Datagrams received but not delivered (full buffer, send error, truncation). Not
@@ -78,6 +80,7 @@ impl UdpCounters {
             dns_failures: self.dns_failures.load(Relaxed),
             connect_failures: self.open_failures.load(Relaxed),
             target_failovers: self.failovers.load(Relaxed),
+            fd_exhausted: self.fd_exhausted.load(Relaxed),
             ..Counters::default()
         }
     }

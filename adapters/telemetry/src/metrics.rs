@@ -59,6 +59,11 @@ const RULE_COUNTERS: &[(&str, &str, Field)] = &[
     ("portunus_rule_target_failovers_total", "Connections sent to a lower-preference target.", |c| {
         c.target_failovers
     }),
+    (
+        "portunus_rule_fd_exhausted_total",
+        "Accepts, target connects or UDP flow sockets refused for want of file descriptors.",
+        |c| c.fd_exhausted,
+    ),
 ];
 
 /// Bucket upper bounds (seconds) of the latency histograms: 100 µs to 5 s.

@@ -16,6 +16,7 @@ mod audit_trail;
 mod backup;
 mod cli;
 mod config;
+mod descriptors;
 mod disconnects;
 mod dist;
 mod enrollment;

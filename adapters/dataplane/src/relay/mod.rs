@@ -11,7 +11,13 @@
 //!   what reached the destination;
 //! - end of stream on one side, once every byte read from it was delivered, becomes a
 //!   `shutdown(Write)` on the other, and the opposite direction keeps running (half-close);
-//! - any error ends both directions (the caller then closes both sockets).
+//! - any error ends both directions, and both sockets are then set to close abortively
+//!   (`SO_LINGER` 0, so the caller's close sends a reset): a peer or target that saw the
+//!   other side reset sees a reset too, never an end of stream it could take for a finished
+//!   transfer. Bytes still in a send buffer at that moment are discarded by the kernel; they
+//!   were counted when written, so an aborted connection's counts can exceed what its
+//!   destination read by at most one socket send buffer. An idle timeout and a clean end stay
+//!   orderly closes.
 
 mod copy;
 #[cfg(target_os = "linux")]
@@ -167,7 +173,8 @@ impl PathNotes {
     }
 }
 
-/// Relays between `peer` and `target` until both directions end, then closes both.
+/// Relays between `peer` and `target` until both directions end, then closes both (with a
+/// reset on both after an error, see the module docs).
 ///
 /// `counters.bytes_in` counts bytes delivered to `target`, `bytes_out` bytes delivered to
 /// `peer`; connection counts are left alone. There is no idle timeout and events carry no
@@ -222,12 +229,26 @@ pub(crate) async fn run(
         tokio::try_join!(pump(inbound, path, &activity, notes), pump(outbound, path, &activity, notes))
             .map(|_| RelayEnd::Closed)
     };
-    match idle_timeout.filter(|idle| !idle.is_zero()) {
+    let res = match idle_timeout.filter(|idle| !idle.is_zero()) {
         Some(idle) => tokio::select! {
             res = both => res,
             () = activity.idle_for(idle) => Ok(RelayEnd::IdleTimeout),
         },
         None => both.await,
+    };
+    if res.is_err() {
+        abort_on_close(peer);
+        abort_on_close(target);
+    }
+    res
+}
+
+/// Makes the coming close of `stream` abortive: `SO_LINGER` with a zero timeout turns the
+/// close into a reset and discards unsent bytes. Once per failed connection, never per chunk.
+/// A socket already reset refuses nothing here, and one that does is closed as it is.
+fn abort_on_close(stream: &TcpStream) {
+    if let Err(err) = SockRef::from(stream).set_linger(Some(Duration::ZERO)) {
+        tracing::debug!(errno_name = %crate::sys::errno_name(&err), "abortive close not armed");
     }
 }
 

@@ -57,6 +57,12 @@ pub(crate) fn is_family_unavailable(err: &io::Error) -> bool {
     matches!(err.raw_os_error().map(Errno::from_raw), Some(Errno::EAFNOSUPPORT | Errno::EADDRNOTAVAIL))
 }
 
+/// True when `err` says this process (`EMFILE`) or the whole host (`ENFILE`) has no file
+/// descriptor left: a local shortage that says nothing about any peer or target.
+pub(crate) fn is_descriptor_exhaustion(err: &io::Error) -> bool {
+    matches!(err.raw_os_error().map(Errno::from_raw), Some(Errno::EMFILE | Errno::ENFILE))
+}
+
 /// True when an `accept` error concerns only the connection being accepted (the listener is
 /// fine and the next accept can go ahead at once).
 pub(crate) fn is_per_connection_accept_error(err: &io::Error) -> bool {

@@ -48,3 +48,80 @@ fn range_targets_map_by_offset_and_single_targets_take_every_port() {
     check(&plan, 2000, &["[::1]:3000", "127.0.0.1:9000"]);
     check(&plan, 2002, &["[::1]:3002", "127.0.0.1:9000"]);
 }
+
+fn os_error(errno: nix::errno::Errno) -> io::Error {
+    io::Error::from(errno)
+}
+
+#[test]
+fn only_descriptor_exhaustion_is_blamed_on_this_process() {
+    use nix::errno::Errno;
+    for (errno, blame) in [
+        (Errno::EMFILE, Blame::Local),
+        (Errno::ENFILE, Blame::Local),
+        (Errno::ECONNREFUSED, Blame::Target),
+        (Errno::ETIMEDOUT, Blame::Target),
+        (Errno::EHOSTUNREACH, Blame::Target),
+        (Errno::EADDRNOTAVAIL, Blame::Target),
+    ] {
+        assert_eq!(Blame::of(&os_error(errno)), blame, "{errno:?}");
+    }
+}
+
+/// Runs `n` connections through `connect_first_with`, every dial failing with `errno`;
+/// returns each result and the addresses dialled, in order.
+fn dial_failing(
+    plan: &TargetPlan,
+    errno: nix::errno::Errno,
+    n: usize,
+) -> (Vec<NotConnected>, Vec<SocketAddr>) {
+    let dialled = std::sync::Mutex::new(Vec::new());
+    let dial = |addr: SocketAddr| {
+        dialled.lock().unwrap().push(addr);
+        std::future::ready(Err::<TcpStream, _>(DialError::of(&os_error(errno))))
+    };
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let results = (0..n)
+        .map(|_| match rt.block_on(connect_first_with(plan, 80, &dial)) {
+            Ok(_) => panic!("a failing dial connected"),
+            Err(err) => err,
+        })
+        .collect();
+    (results, dialled.into_inner().unwrap())
+}
+
+#[test]
+fn out_of_descriptors_neither_fails_the_target_nor_fails_over() {
+    let plan =
+        plan(PortRange::single(80).unwrap(), vec![target("10.0.0.1", 1, 1, 1), target("10.0.0.2", 2, 2, 2)]);
+    let (results, dialled) = dial_failing(&plan, nix::errno::Errno::EMFILE, 5);
+
+    for res in &results {
+        assert!(
+            matches!(res, NotConnected::OutOfDescriptors { errno_name, dns_failures: 0 } if errno_name == "EMFILE"),
+            "{res:?}"
+        );
+    }
+    let preferred: SocketAddr = "10.0.0.1:1".parse().unwrap();
+    assert_eq!(dialled, vec![preferred; 5], "only the preferred target is dialled, once per connection");
+    for t in plan.report(&[]) {
+        assert_eq!(t.health, TargetHealth::Healthy, "target {}", t.index);
+        assert_eq!(t.counters.connect_failures, 0, "target {}", t.index);
+    }
+}
+
+#[test]
+fn a_refusing_target_still_fails_and_fails_over() {
+    let plan =
+        plan(PortRange::single(80).unwrap(), vec![target("10.0.0.1", 1, 1, 1), target("10.0.0.2", 2, 2, 2)]);
+    let (results, dialled) = dial_failing(&plan, nix::errno::Errno::ECONNREFUSED, 3);
+
+    assert!(
+        results.iter().all(|r| matches!(r, NotConnected::Unreachable(f) if f.n_tried == 2)),
+        "{results:?}"
+    );
+    assert_eq!(dialled.len(), 6, "both targets are tried for each connection");
+    let report = plan.report(&[]);
+    assert_eq!(report[0].health, TargetHealth::Failed);
+    assert_eq!(report[0].counters.connect_failures, 3);
+}

@@ -261,6 +261,12 @@ fn open_to(
 ) -> Option<(Arc<FlowIo>, FlowId)> {
     let socket = match connect_upstream(addr) {
         Ok(socket) => socket,
+        Err(err) if crate::sys::is_descriptor_exhaustion(&err) => {
+            // This process's shortage, not the target's: counted apart, never against it.
+            port.counters.fd_exhausted.fetch_add(1, Relaxed);
+            io.plan.fd_exhausted("udp_flow", &err);
+            return None;
+        }
         Err(err) => {
             port.counters.open_failures.fetch_add(1, Relaxed);
             io.plan.note_failed(target);

@@ -4,6 +4,7 @@ mod binding;
 mod example;
 mod lifecycle;
 mod paths;
+mod resets;
 mod rule_targets;
 mod support;
 mod targets;

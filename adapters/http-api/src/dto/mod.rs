@@ -276,6 +276,10 @@ pub struct CountersDto {
     pub connect_failures: u64,
     /// Connections sent to a lower-preference target.
     pub target_failovers: u64,
+    /// Accepts, target connects or UDP flow sockets refused because the client ran out of
+    /// file descriptors; never counted against a target.
+    #[serde(default)]
+    pub fd_exhausted: u64,
 }
 
 impl From<Counters> for CountersDto {
@@ -291,6 +295,7 @@ impl From<Counters> for CountersDto {
             dns_failures: c.dns_failures,
             connect_failures: c.connect_failures,
             target_failovers: c.target_failovers,
+            fd_exhausted: c.fd_exhausted,
         }
     }
 }

@@ -38,6 +38,7 @@ fn fixture() -> MetricsSnapshot {
                     dns_failures: 7,
                     connect_failures: 8,
                     target_failovers: 9,
+                    fd_exhausted: 11,
                 },
             ),
             row(2, "edge-02", "bob", "udp", Counters { bytes_in: 1_234_567_890_123, ..Default::default() }),
@@ -118,6 +119,12 @@ fn expected_fixture_text() -> String {
             "portunus_rule_dns_failures_total",
             "Connections or flows dropped by a failed DNS resolution.",
             "7",
+            "0",
+        ),
+        counter(
+            "portunus_rule_fd_exhausted_total",
+            "Accepts, target connects or UDP flow sockets refused for want of file descriptors.",
+            "11",
             "0",
         ),
         counter(
@@ -289,6 +296,7 @@ fn nothing_from_opentelemetry_leaks_into_the_exposition() {
             "portunus_rule_datagrams_in_total",
             "portunus_rule_datagrams_out_total",
             "portunus_rule_dns_failures_total",
+            "portunus_rule_fd_exhausted_total",
             "portunus_rule_flows_dropped_overflow_total",
             "portunus_rule_info",
             "portunus_rule_target_failovers_total",
