@@ -305,6 +305,10 @@ pub fn normalize_origin(text: &str) -> Option<String> {
     }
     let (host, port) = match authority.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && (!host.starts_with('[') || host.ends_with(']')) => {
+            // Digits only: `u16::from_str` would also take `+7080`.
+            if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
             (host, port.parse::<u16>().ok()?)
         }
         _ => (authority, default_port),
@@ -576,7 +580,15 @@ mod tests {
         );
         assert_eq!(normalize_origin("http://127.0.0.1:7080/").as_deref(), Some("http://127.0.0.1:7080"));
         assert_eq!(normalize_origin("http://[::1]:8080").as_deref(), Some("http://[::1]:8080"));
-        for bad in ["ftp://x", "https://", "example.com", "https://x/path", "https://u@x", "http://x:99999"] {
+        for bad in [
+            "ftp://x",
+            "https://",
+            "example.com",
+            "https://x/path",
+            "https://u@x",
+            "http://x:99999",
+            "http://x:+80",
+        ] {
             assert_eq!(normalize_origin(bad), None, "{bad}");
         }
         let defaults = ServerSettings::resolve(SettingsLayer::default()).unwrap();

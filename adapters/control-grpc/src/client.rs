@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use portunus_core::agent::{Agent, AgentCommand};
+use portunus_core::agent::{Agent, AgentCommand, ServerMsg};
 use portunus_core::backoff::Backoff;
 use portunus_core::capability::Capability;
 use portunus_core::config::ControlPolicy;
@@ -196,6 +196,12 @@ pub async fn run(
             Err(ConnectError::Fatal(failure)) => return Err(failure),
             Err(ConnectError::Transient(why)) | Ok(Ended::Dropped(why)) => why,
         };
+        if why == ErrorCode::ClientAlreadyConnected.as_str() {
+            // Another process holds this client's session (it connected while this one's link
+            // was down): it serves the rules now, so this one lets go of them until it gets
+            // the session back, and two processes never keep the same ports.
+            release_all(&mut agent, &*runtime);
+        }
         let delay = backoff.next_delay(rand::random());
         tracing::warn!(
             event = "control.disconnected",
@@ -208,6 +214,25 @@ pub async fn run(
             () = &mut shutdown => return Ok(()),
             () = tokio::time::sleep(delay) => {}
         }
+    }
+}
+
+/// Unbinds every rule the agent holds (as if the server's rule set were empty).
+fn release_all(agent: &mut Agent, runtime: &dyn RuleRuntime) {
+    agent.handle(ServerMsg::Sync(Vec::new()));
+    let mut released = 0usize;
+    while let Some(command) = agent.poll_command() {
+        if let AgentCommand::Unbind(id) = command {
+            runtime.unbind(id);
+            released += 1;
+        }
+    }
+    if released > 0 {
+        tracing::warn!(
+            event = "control.rules_released",
+            rules = released,
+            reason = "client_already_connected"
+        );
     }
 }
 
@@ -373,5 +398,57 @@ async fn drive(agent: &mut Agent, runtime: &dyn RuleRuntime, tx: &mpsc::Sender<p
                 let _ = tx.send(convert::outcome_message(id, outcome)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use portunus_core::ids::RuleId;
+    use portunus_core::rule::RuleDef;
+    use portunus_core::stats::RuleReport;
+
+    use super::*;
+
+    /// Records what the loop asks of the data plane.
+    #[derive(Default)]
+    struct Recording {
+        unbound: Mutex<Vec<RuleId>>,
+    }
+
+    impl RuleRuntime for Recording {
+        fn apply_settings(&self, _settings: portunus_core::config::DataPlaneSettings) {}
+        fn bind(&self, _rule: RuleId, _def: RuleDef) -> futures::future::BoxFuture<'_, Result<(), Failure>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn unbind(&self, rule: RuleId) {
+            self.unbound.lock().expect("log").push(rule);
+        }
+        fn stop_accepting(&self) {}
+        fn report(&self) -> Vec<(RuleId, RuleReport)> {
+            Vec::new()
+        }
+    }
+
+    #[test]
+    fn a_process_refused_for_another_live_session_lets_go_of_every_rule() {
+        let mut agent = Agent::default();
+        let (one, two) = (RuleId::new(1), RuleId::new(2));
+        let def = portunus_core::test_support::tcp_rule(18080);
+        agent.handle(ServerMsg::Sync(vec![(one, def.clone()), (two, def.clone())]));
+        while let Some(command) = agent.poll_command() {
+            if let AgentCommand::Bind(id, def) = command {
+                agent.handle_bind_result(id, &def, Ok(()));
+            }
+        }
+        assert_eq!(agent.bound_rules().count(), 2);
+        let runtime = Recording::default();
+        release_all(&mut agent, &runtime);
+        assert_eq!(*runtime.unbound.lock().expect("log"), vec![one, two]);
+        assert_eq!(agent.bound_rules().count(), 0, "nothing is kept bound");
+        // Given the session back, the replay binds them again.
+        agent.handle(ServerMsg::Sync(vec![(one, def)]));
+        assert!(matches!(agent.poll_command(), Some(AgentCommand::Bind(id, _)) if id == one));
     }
 }

@@ -32,7 +32,14 @@ pub struct ReadModel {
     durable: Arc<dyn Store>,
     /// Bumped (under the write lock) by every batch that changed the model.
     generation: AtomicU64,
+    /// The audit trail's size as last measured (measuring walks the whole table), reused for
+    /// [`AUDIT_STATS_TTL`] and dropped by a prune.
+    audit_stats: std::sync::Mutex<Option<(std::time::Instant, portunus_core::audit::AuditStats)>>,
 }
+
+/// How long a measured size of the audit trail is reused (metrics scrapes come every few
+/// seconds; the size is a gauge for trends, not a count to the row).
+const AUDIT_STATS_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl ReadModel {
     /// Loads the listable tables of `durable`.
@@ -41,6 +48,7 @@ impl ReadModel {
             state: RwLock::new(MemoryState::listed_from(&*durable)?),
             durable,
             generation: AtomicU64::new(0),
+            audit_stats: std::sync::Mutex::new(None),
         })
     }
 
@@ -56,6 +64,9 @@ impl ReadModel {
     /// Applies a committed batch. A batch the model refuses (which the store just accepted)
     /// means the two disagree: the model is reloaded from the store.
     pub fn committed(&self, writes: Vec<Write>) {
+        if writes.iter().any(|w| matches!(w, Write::PruneAudit { .. })) {
+            *self.audit_stats.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
         let kept: Vec<Write> = writes.into_iter().filter(is_modelled).collect();
         if kept.is_empty() {
             return;
@@ -163,7 +174,15 @@ impl AuditStore for ReadModel {
         self.durable.audit_page(query)
     }
     fn audit_stats(&self) -> Result<portunus_core::audit::AuditStats, StoreError> {
-        self.durable.audit_stats()
+        let mut cached = self.audit_stats.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, stats)) = *cached
+            && at.elapsed() < AUDIT_STATS_TTL
+        {
+            return Ok(stats);
+        }
+        let stats = self.durable.audit_stats()?;
+        *cached = Some((std::time::Instant::now(), stats));
+        Ok(stats)
     }
     fn audit_prune_plan(
         &self,

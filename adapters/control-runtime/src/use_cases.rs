@@ -428,6 +428,7 @@ impl Runtime {
         info: SessionInfo,
         tx: tokio::sync::mpsc::UnboundedSender<Outbound>,
     ) -> Result<(Registration, usize), Failure> {
+        let claimed = portunus_core::enroll::split_token(token).map(|(id, _)| id);
         let (token, version) = (token.to_owned(), version.to_owned());
         let announced = info.clone();
         let inner = self.inner.clone();
@@ -450,7 +451,17 @@ impl Runtime {
                 inner.sessions.register(&plan.client.id, plan.client.name.as_str(), info, tx)
             })
         };
-        let (plan, registration) = self.mutate_then(open, register).await?;
+        let (plan, registration) = match self.mutate_then(open, register).await {
+            Ok(done) => done,
+            Err(failure) => {
+                // The transaction failed, so no completion ran: the claim this stream made
+                // for the rest of its group must not outlive it and refuse later streams.
+                if let Some(id) = claimed {
+                    self.inner.opening.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+                }
+                return Err(failure);
+            }
+        };
         let n_rules = plan?.rules.len();
         let registration =
             registration.ok_or_else(|| Failure::new(ErrorCode::Internal, "stream not registered"))?;

@@ -8,12 +8,14 @@
 //! their effects happen. No tokio worker ever waits on a commit.
 //!
 //! Write-behind: a client's outcome for a rule is state the client reports again when its
-//! rules are replayed, so it does not wait for the disk. When nothing uncommitted is queued
+//! rules are replayed, and a refused authentication's audit row records no change, so
+//! neither waits for the disk. When nothing uncommitted is queued
 //! before it, its job ([`Work::Behind`]) decides against the committed state (the read model,
 //! current because every earlier job's completion has run), is answered at once, and the
 //! writer keeps its writes and applies them first in the next transaction; when none comes
 //! along within `deferred_sync`, or at shutdown, the writer commits them on their own. A crash
-//! before that loses only such outcomes. Queued behind transactional jobs, it simply joins
+//! before that (or a failed transaction they joined) loses only such outcomes and refusal
+//! rows, never a mutation or its audit row. Queued behind transactional jobs, it simply joins
 //! their transaction.
 
 use std::sync::Arc;

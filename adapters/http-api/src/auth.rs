@@ -104,10 +104,16 @@ pub async fn require_actor(State(state): State<AppState>, mut request: Request, 
     let (remote, https) = match peer {
         Some(peer) => {
             let headers = request.headers();
-            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+            // Every line of a header, joined: a proxy may add its own line rather than append
+            // to one the client sent, and the nearest hop is read from the right.
+            let header = |name: &str| {
+                let lines: Vec<&str> = headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).collect();
+                (!lines.is_empty()).then(|| lines.join(","))
+            };
             let trusted = &state.runtime.settings().web.trusted_proxies;
+            let (forwarded_for, forwarded_proto) = (header("x-forwarded-for"), header("x-forwarded-proto"));
             let (client, https) =
-                forwarded_client(peer, trusted, header("x-forwarded-for"), header("x-forwarded-proto"));
+                forwarded_client(peer, trusted, forwarded_for.as_deref(), forwarded_proto.as_deref());
             (Some(client), https)
         }
         None => (None, false),

@@ -289,7 +289,8 @@ pub struct RequestOrigin<'a> {
 
 /// Where a request really came from: its peer, unless the peer is a trusted proxy, in which
 /// case the nearest untrusted address of `X-Forwarded-For` (read right to left) and the
-/// scheme of `X-Forwarded-Proto`. Headers from anyone else are ignored. Returns the client's
+/// last scheme of `X-Forwarded-Proto`. Pass every header line of each, joined with commas
+/// (a proxy may add a line rather than append to the client's). Headers from anyone else are ignored. Returns the client's
 /// address and whether it used HTTPS.
 pub fn forwarded_client(
     peer: IpAddr,
@@ -308,8 +309,10 @@ pub fn forwarded_client(
         .flatten()
         .find(|hop| !trusted.contains(hop))
         .unwrap_or(peer);
+    // The nearest hop's word, as for the address: a value the client sent itself stands
+    // further left.
     let https = forwarded_proto
-        .and_then(|list| list.split(',').next())
+        .and_then(|list| list.rsplit(',').next())
         .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"));
     (client, https)
 }

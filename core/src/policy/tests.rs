@@ -240,5 +240,10 @@ fn forwarded_headers_count_only_from_trusted_proxies() {
         "a client-supplied left part is not believed past the first untrusted hop"
     );
     assert_eq!(forwarded_client(proxy, &trusted, None, Some("http")), (proxy, false));
+    assert_eq!(
+        forwarded_client(proxy, &trusted, None, Some("https, http")),
+        (proxy, false),
+        "a scheme the client sent itself stands left of the proxy's"
+    );
     assert_eq!(forwarded_client(proxy, &trusted, Some("not-an-ip"), None), (proxy, false));
 }

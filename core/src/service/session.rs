@@ -188,10 +188,14 @@ pub fn owned_reports<S: RuleStore + ?Sized>(
     reports: Vec<(RuleId, RuleReport)>,
 ) -> Result<Vec<(RuleId, RuleReport)>, crate::Failure> {
     let mut owned = Vec::with_capacity(reports.len());
-    for (rule, report) in reports {
-        if store.get_rule(rule)?.is_some_and(|r| &r.client == client) {
-            owned.push((rule, report));
-        }
+    for (rule, mut report) in reports {
+        let Some(stored) = store.get_rule(rule)?.filter(|r| &r.client == client) else { continue };
+        // Only ports and targets the rule has: what a client names is kept for good, so it
+        // must not grow the totals with keys of its own choosing.
+        report.per_port.retain(|port, _| stored.def.listen.contains(*port));
+        let n_targets = stored.def.targets.len();
+        report.per_target.retain(|t| usize::try_from(t.index).is_ok_and(|i| i < n_targets));
+        owned.push((rule, report));
     }
     Ok(owned)
 }

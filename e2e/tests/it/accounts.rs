@@ -326,6 +326,8 @@ fn behind_a_configured_proxy_its_forwarded_scheme_counts_and_only_the_public_ori
             cookie_header.clone(),
             csrf.clone(),
             ("Origin".to_owned(), "https://evil.example".to_owned()),
+            // What the client sent, then the line the proxy added: the proxy's word counts.
+            ("X-Forwarded-For".to_owned(), "203.0.113.66".to_owned()),
             ("X-Forwarded-For".to_owned(), "198.51.100.7".to_owned()),
         ];
         api.raw("POST", "/v1/users", &headers, Some(&json!({"id": "frank"}).to_string()))
@@ -334,5 +336,6 @@ fn behind_a_configured_proxy_its_forwarded_scheme_counts_and_only_the_public_ori
     crate::harness::wait_until("the forwarded client in the record", || {
         denied_remotes().iter().any(|r| r == "198.51.100.7").then_some(())
     });
+    assert!(!denied_remotes().iter().any(|r| r == "203.0.113.66"), "a client-sent address was believed");
     server.assert_no_secret_leaked();
 }

@@ -396,3 +396,31 @@ fn the_operator_token_is_the_operator_principal() {
         ErrorCode::Unauthenticated
     );
 }
+
+#[test]
+fn a_clients_report_keeps_only_the_ports_and_targets_its_rule_has() {
+    use crate::stats::{Counters, RuleReport, TargetCounters, TargetHealth};
+    let h = harness();
+    let (id, _) = enrolled(&h, "edge-01");
+    h.sessions.connect(&id, &[Capability::Tcp]);
+    *h.sessions.outcome.lock().unwrap() = Some(RuleState::Active);
+    let rule =
+        h.plane.push_rule(&Actor::operator(), "edge-01", &spec(18080), Duration::from_secs(1)).unwrap();
+    let some = Counters { bytes_in: 1, ..Default::default() };
+    let target = |index: u32| TargetCounters { index, health: TargetHealth::Healthy, counters: some };
+    let report = RuleReport {
+        instance: 1,
+        totals: some,
+        per_port: [(18080, some), (18081, some), (1, some)].into(),
+        per_target: vec![target(0), target(1), target(u32::MAX)],
+    };
+    let owned = crate::service::owned_reports(&*h.store, &id, vec![(rule.id, report)]).unwrap();
+    assert_eq!(owned.len(), 1);
+    let kept = &owned[0].1;
+    assert_eq!(kept.per_port.keys().copied().collect::<Vec<_>>(), vec![18080], "only the rule's own port");
+    assert_eq!(kept.per_target.iter().map(|t| t.index).collect::<Vec<_>>(), vec![0], "only its one target");
+    // Another client's rule is not this client's to report on.
+    let (other, _) = enrolled(&h, "edge-02");
+    let report = RuleReport { instance: 1, totals: some, ..Default::default() };
+    assert!(crate::service::owned_reports(&*h.store, &other, vec![(rule.id, report)]).unwrap().is_empty());
+}
