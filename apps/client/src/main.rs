@@ -5,11 +5,11 @@
 
 mod bundle;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::builder::{PossibleValuesParser, TypedValueParser};
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand};
+use portunus_cli_support::{finish, print_completions, write_man_pages};
 use portunus_control::ClientInfo;
 use portunus_core::capability::Capability;
 use portunus_core::config::ControlPolicy;
@@ -40,13 +40,13 @@ certificate mismatch, invalid or revoked token, expired or used enrollment code)
 
 /// The Portunus edge client.
 #[derive(Debug, Parser)]
-#[command(name = "portunus-client", version = version(), about, after_help = AFTER_HELP)]
+#[command(name = "portunus-client", version = portunus_cli_support::version(env!("CARGO_PKG_VERSION")), about, after_help = AFTER_HELP)]
 struct Cli {
     /// The bundle written by `enroll` (server endpoint, pin, token) [default: see below].
     #[arg(long, global = true, env = "PORTUNUS_BUNDLE", value_name = "PATH")]
     bundle: Option<PathBuf>,
     /// Log format on stderr.
-    #[arg(long, global = true, default_value = "json", value_parser = log_format_parser())]
+    #[arg(long, global = true, default_value = "json", value_parser = portunus_cli_support::log_format_parser())]
     log_format: LogFormat,
     /// On SIGTERM/SIGINT, how long open connections may finish before they are cut (seconds).
     #[arg(long, default_value_t = 30.0)]
@@ -68,7 +68,7 @@ enum Command {
     Completions {
         /// The shell.
         #[arg(value_enum)]
-        shell: ShellArg,
+        shell: portunus_cli_support::ShellArg,
     },
     /// Write man pages (`portunus-client.1` and one `portunus-client-<subcommand>.1` each).
     #[command(hide = true)]
@@ -77,27 +77,6 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: PathBuf,
     },
-}
-
-/// Shells `completions` writes scripts for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ShellArg {
-    /// Bash.
-    Bash,
-    /// Zsh.
-    Zsh,
-    /// Fish.
-    Fish,
-}
-
-fn version() -> &'static str {
-    // Built once per process; clap wants a 'static string.
-    Box::leak(portunus_telemetry::version_text(env!("CARGO_PKG_VERSION")).into_boxed_str())
-}
-
-/// `--log-format json|text`, with its values listed in `--help` and completions.
-fn log_format_parser() -> impl TypedValueParser<Value = LogFormat> {
-    PossibleValuesParser::new(["json", "text"]).try_map(|text| text.parse::<LogFormat>())
 }
 
 /// What this build's data plane runs, announced in Hello.
@@ -113,8 +92,8 @@ const CAPABILITIES: &[Capability] = &[
 fn main() {
     let cli = Cli::parse();
     match &cli.command {
-        Some(Command::Completions { shell }) => return finish(print_completions(*shell)),
-        Some(Command::Man { out_dir }) => return finish(write_man_pages(out_dir)),
+        Some(Command::Completions { shell }) => return finish(print_completions(Cli::command(), *shell)),
+        Some(Command::Man { out_dir }) => return finish(write_man_pages(Cli::command(), out_dir)),
         _ => {}
     }
     portunus_telemetry::log::init(cli.log_format, log_directive().as_deref());
@@ -125,15 +104,6 @@ fn main() {
         Err(err) => Err(Failure::new(ErrorCode::Internal, format!("tokio runtime: {err}"))),
     };
     finish(result);
-}
-
-/// Returns on success (exit 0); on failure prints `code: message` on stderr and exits with
-/// the code's status.
-fn finish(result: Result<(), Failure>) {
-    if let Err(failure) = result {
-        eprintln!("{}: {}", failure.code, failure.message);
-        std::process::exit(i32::from(failure.code.exit_status()));
-    }
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
@@ -173,7 +143,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     let (options, dns_server) = data_plane_switches()?;
     let plane = DataPlane::with_resolver(options, portunus_resolver::LazyResolver::new(dns_server));
     tracing::info!(event = "client.started", client = %bundle.client_name, client_id = %bundle.client_id,
-        server = %bundle.server_endpoint, version = %version());
+        server = %bundle.server_endpoint, version = %portunus_cli_support::version(env!("CARGO_PKG_VERSION")));
     let policy = ControlPolicy::default();
     let result = portunus_control::run(&bundle, &info, plane.clone(), &policy, shutdown_signal()?).await;
     let drain = if result.is_ok() {
@@ -228,33 +198,4 @@ fn data_plane_switches() -> Result<(DataPlaneOptions, Option<std::net::SocketAdd
         std::env::var_os("PORTUNUS_DISABLE_UDP_GSO").as_deref(),
         std::env::var("PORTUNUS_DNS_SERVER").ok().as_deref(),
     )
-}
-
-/// `completions SHELL`: the script on stdout.
-fn print_completions(shell: ShellArg) -> Result<(), Failure> {
-    use clap_complete::aot::{Bash, Fish, Zsh, generate};
-    use std::io::Write as _;
-    let mut command = Cli::command();
-    let mut script = Vec::new();
-    match shell {
-        ShellArg::Bash => generate(Bash, &mut command, "portunus-client", &mut script),
-        ShellArg::Zsh => generate(Zsh, &mut command, "portunus-client", &mut script),
-        ShellArg::Fish => generate(Fish, &mut command, "portunus-client", &mut script),
-    }
-    let mut out = std::io::stdout().lock();
-    out.write_all(&script)
-        .and_then(|()| out.flush())
-        .map_err(|e| Failure::new(ErrorCode::IoError, format!("cannot write to stdout: {e}")))
-}
-
-/// `man --out-dir DIR`: `portunus-client.1` and one `portunus-client-<sub>.1` per visible
-/// subcommand.
-fn write_man_pages(dir: &Path) -> Result<(), Failure> {
-    let io = |e: std::io::Error| {
-        Failure::new(ErrorCode::IoError, format!("cannot write man pages to {}: {e}", dir.display()))
-    };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    clap_mangen::generate_to(Cli::command(), dir).map_err(io)?;
-    eprintln!("man pages written to {}", dir.display());
-    Ok(())
 }

@@ -7,7 +7,6 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use portunus_telemetry::log::LogFormat;
 
@@ -33,13 +32,13 @@ Exit statuses: 0 success; 1 internal or I/O failure; 2 usage or validation; 3 ca
 
 /// The Portunus server.
 #[derive(Debug, Parser)]
-#[command(name = "portunus-server", version = version(), about, after_help = AFTER_HELP)]
+#[command(name = "portunus-server", version = portunus_cli_support::version(env!("CARGO_PKG_VERSION")), about, after_help = AFTER_HELP)]
 pub struct Cli {
     /// Data directory: store, certificate, operator token, bound addresses.
     #[arg(long, global = true, env = "PORTUNUS_DATA_DIR", default_value = "/var/lib/portunus")]
     pub data_dir: PathBuf,
     /// Log format on stderr.
-    #[arg(long, global = true, default_value = "json", value_parser = log_format_parser())]
+    #[arg(long, global = true, default_value = "json", value_parser = portunus_cli_support::log_format_parser())]
     pub log_format: LogFormat,
     /// Operator API base URL for operator commands [default: read from <data-dir>/server.addr].
     /// Refused by the commands that work on the data dir (serve, reset-password,
@@ -48,16 +47,6 @@ pub struct Cli {
     pub server: Option<String>,
     #[command(subcommand)]
     pub command: Command,
-}
-
-fn version() -> &'static str {
-    // Built once per process; clap wants a 'static string.
-    Box::leak(portunus_telemetry::version_text(env!("CARGO_PKG_VERSION")).into_boxed_str())
-}
-
-/// `--log-format json|text`, with its values listed in `--help` and completions.
-pub fn log_format_parser() -> impl TypedValueParser<Value = LogFormat> {
-    PossibleValuesParser::new(["json", "text"]).try_map(|text| text.parse::<LogFormat>())
 }
 
 /// Subcommands.
@@ -274,7 +263,7 @@ pub enum Command {
     Completions {
         /// The shell.
         #[arg(value_enum)]
-        shell: ShellArg,
+        shell: portunus_cli_support::ShellArg,
     },
     /// Write man pages (`portunus-server.1` and one `portunus-server-<subcommand>.1` each).
     #[command(hide = true)]
@@ -412,17 +401,6 @@ pub enum Format {
     Table,
     /// JSON, as the API returns it.
     Json,
-}
-
-/// Shells `completions` writes scripts for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ShellArg {
-    /// Bash.
-    Bash,
-    /// Zsh.
-    Zsh,
-    /// Fish.
-    Fish,
 }
 
 /// `serve` flags; each has a `PORTUNUS_*` variable and a `server.toml` key.

@@ -18,6 +18,7 @@ mod serve;
 
 use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches};
+use portunus_cli_support::{exit_with, finish, print_completions, write_man_pages};
 use portunus_core::error::{ErrorCode, Failure};
 
 fn main() {
@@ -37,11 +38,8 @@ fn main() {
         ));
     }
     match &cli.command {
-        cli::Command::Completions { shell } => {
-            let result = print_completions(*shell);
-            return finish(result);
-        }
-        cli::Command::Man { out_dir } => return finish(write_man_pages(out_dir)),
+        cli::Command::Completions { shell } => return finish(print_completions(cli::Cli::command(), *shell)),
+        cli::Command::Man { out_dir } => return finish(write_man_pages(cli::Cli::command(), out_dir)),
         _ => {}
     }
     portunus_telemetry::log::init(cli.log_format, log_directive().as_deref());
@@ -70,54 +68,7 @@ fn main() {
     finish(result)
 }
 
-/// Exits 0 on success, else as [`exit_with`].
-fn finish(result: Result<(), Failure>) {
-    if let Err(failure) = result {
-        exit_with(&failure);
-    }
-}
-
-/// Prints `code: message` to stderr and exits with the code's status.
-fn exit_with(failure: &Failure) -> ! {
-    eprintln!("{}: {}", failure.code, failure.message);
-    std::process::exit(i32::from(failure.code.exit_status()));
-}
-
 /// The log filter: `PORTUNUS_LOG`, else `RUST_LOG`.
 fn log_directive() -> Option<String> {
     ["PORTUNUS_LOG", "RUST_LOG"].into_iter().find_map(|key| std::env::var(key).ok().filter(|v| !v.is_empty()))
-}
-
-/// `completions SHELL`: the script on stdout.
-fn print_completions(shell: cli::ShellArg) -> Result<(), Failure> {
-    use clap_complete::aot::{Bash, Fish, Zsh, generate};
-    let mut command = cli::Cli::command();
-    let mut script = Vec::new();
-    match shell {
-        cli::ShellArg::Bash => generate(Bash, &mut command, "portunus-server", &mut script),
-        cli::ShellArg::Zsh => generate(Zsh, &mut command, "portunus-server", &mut script),
-        cli::ShellArg::Fish => generate(Fish, &mut command, "portunus-server", &mut script),
-    }
-    write_stdout(&script)
-}
-
-/// Writes `bytes` to stdout; a closed pipe is an I/O failure, not a panic.
-fn write_stdout(bytes: &[u8]) -> Result<(), Failure> {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
-    out.write_all(bytes)
-        .and_then(|()| out.flush())
-        .map_err(|e| Failure::new(ErrorCode::IoError, format!("cannot write to stdout: {e}")))
-}
-
-/// `man --out-dir DIR`: `portunus-server.1` and one `portunus-server-<sub>.1` per visible
-/// subcommand (nested ones too: `portunus-server-settings-get.1`).
-fn write_man_pages(dir: &std::path::Path) -> Result<(), Failure> {
-    let io = |e: std::io::Error| {
-        Failure::new(ErrorCode::IoError, format!("cannot write man pages to {}: {e}", dir.display()))
-    };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    clap_mangen::generate_to(cli::Cli::command(), dir).map_err(io)?;
-    eprintln!("man pages written to {}", dir.display());
-    Ok(())
 }

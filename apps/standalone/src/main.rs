@@ -4,11 +4,11 @@
 //! knows of the command line. The whole wiring is here.
 #![forbid(unsafe_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::builder::{PossibleValuesParser, TypedValueParser};
-use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand};
+use portunus_cli_support::{finish, print_completions, write_man_pages};
 use portunus_core::error::{ErrorCode, Failure};
 use portunus_core::standalone::StandaloneConfig;
 use portunus_dataplane::RuleRuntime;
@@ -28,7 +28,7 @@ Exit statuses: 0 success; 1 internal or I/O failure; 2 invalid configuration; 5 
 
 /// Portunus without a control plane.
 #[derive(Debug, Parser)]
-#[command(name = "portunus-standalone", version = version(), about, after_help = AFTER_HELP,
+#[command(name = "portunus-standalone", version = portunus_cli_support::version(env!("CARGO_PKG_VERSION")), about, after_help = AFTER_HELP,
     subcommand_negates_reqs = true)]
 struct Cli {
     /// The rules file: `[[rule]]` tables (name, protocol, listen_port, target…) and optional `[settings]`.
@@ -38,7 +38,7 @@ struct Cli {
     #[arg(long)]
     check: bool,
     /// Log format on stderr.
-    #[arg(long, default_value = "json", value_parser = log_format_parser())]
+    #[arg(long, default_value = "json", value_parser = portunus_cli_support::log_format_parser())]
     log_format: LogFormat,
     /// On SIGTERM/SIGINT, how long open connections may finish before they are cut (seconds).
     #[arg(long, default_value_t = 30.0)]
@@ -55,7 +55,7 @@ enum Command {
     Completions {
         /// The shell.
         #[arg(value_enum)]
-        shell: ShellArg,
+        shell: portunus_cli_support::ShellArg,
     },
     /// Write man pages (`portunus-standalone.1` and one `portunus-standalone-<subcommand>.1` each).
     #[command(hide = true)]
@@ -66,32 +66,13 @@ enum Command {
     },
 }
 
-/// Shells `completions` writes scripts for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ShellArg {
-    /// Bash.
-    Bash,
-    /// Zsh.
-    Zsh,
-    /// Fish.
-    Fish,
-}
-
-fn version() -> &'static str {
-    // Built once per process; clap wants a 'static string.
-    Box::leak(portunus_telemetry::version_text(env!("CARGO_PKG_VERSION")).into_boxed_str())
-}
-
-/// `--log-format json|text`, with its values listed in `--help` and completions.
-fn log_format_parser() -> impl TypedValueParser<Value = LogFormat> {
-    PossibleValuesParser::new(["json", "text"]).try_map(|text| text.parse::<LogFormat>())
-}
-
 fn main() {
     let cli = Cli::parse();
     let config_path = match (&cli.command, cli.config) {
-        (Some(Command::Completions { shell }), _) => return finish(print_completions(*shell)),
-        (Some(Command::Man { out_dir }), _) => return finish(write_man_pages(out_dir)),
+        (Some(Command::Completions { shell }), _) => {
+            return finish(print_completions(Cli::command(), *shell));
+        }
+        (Some(Command::Man { out_dir }), _) => return finish(write_man_pages(Cli::command(), out_dir)),
         (None, Some(path)) => path,
         // clap requires --config when no subcommand is given.
         (None, None) => {
@@ -127,44 +108,6 @@ fn main() {
     finish(result);
 }
 
-/// Returns on success (exit 0); on failure prints `code: message` on stderr and exits with
-/// the code's status.
-fn finish(result: Result<(), Failure>) {
-    if let Err(failure) = result {
-        eprintln!("{}: {}", failure.code, failure.message);
-        std::process::exit(i32::from(failure.code.exit_status()));
-    }
-}
-
-/// `completions SHELL`: the script on stdout.
-fn print_completions(shell: ShellArg) -> Result<(), Failure> {
-    use clap_complete::aot::{Bash, Fish, Zsh, generate};
-    use std::io::Write as _;
-    let mut command = Cli::command();
-    let mut script = Vec::new();
-    match shell {
-        ShellArg::Bash => generate(Bash, &mut command, "portunus-standalone", &mut script),
-        ShellArg::Zsh => generate(Zsh, &mut command, "portunus-standalone", &mut script),
-        ShellArg::Fish => generate(Fish, &mut command, "portunus-standalone", &mut script),
-    }
-    let mut out = std::io::stdout().lock();
-    out.write_all(&script)
-        .and_then(|()| out.flush())
-        .map_err(|e| Failure::new(ErrorCode::IoError, format!("cannot write to stdout: {e}")))
-}
-
-/// `man --out-dir DIR`: `portunus-standalone.1` and one `portunus-standalone-<sub>.1` per
-/// visible subcommand.
-fn write_man_pages(dir: &Path) -> Result<(), Failure> {
-    let io = |e: std::io::Error| {
-        Failure::new(ErrorCode::IoError, format!("cannot write man pages to {}: {e}", dir.display()))
-    };
-    std::fs::create_dir_all(dir).map_err(io)?;
-    clap_mangen::generate_to(Cli::command(), dir).map_err(io)?;
-    eprintln!("man pages written to {}", dir.display());
-    Ok(())
-}
-
 async fn run(config: StandaloneConfig, drain: Duration) -> Result<(), Failure> {
     if let Err(err) = portunus_dataplane::raise_nofile_limit() {
         tracing::warn!(event = "startup.nofile_limit_failed", error = %err);
@@ -184,7 +127,7 @@ async fn run(config: StandaloneConfig, drain: Duration) -> Result<(), Failure> {
         }
         tracing::info!(event = "rule.bound", rule = %id, name = %name, listen = %listen);
     }
-    tracing::info!(event = "standalone.started", version = %version());
+    tracing::info!(event = "standalone.started", version = %portunus_cli_support::version(env!("CARGO_PKG_VERSION")));
     shutdown_signal().await;
     tracing::info!(event = "standalone.stopping");
     let cut = plane.shutdown(drain).await;
