@@ -263,6 +263,15 @@ pub struct AuditPolicy {
     pub prune_every: Duration,
 }
 
+impl AuditPolicy {
+    /// The cut-off of the retention at `now`: records written before it are pruned. `None`
+    /// when retention is off.
+    pub fn prune_before(&self, now: crate::ids::Timestamp) -> Option<crate::ids::Timestamp> {
+        let retention = u64::try_from(self.retention?.as_millis()).unwrap_or(u64::MAX);
+        Some(crate::ids::Timestamp::from_millis(now.as_millis().saturating_sub(retention)))
+    }
+}
+
 impl Default for AuditPolicy {
     fn default() -> Self {
         AuditPolicy {
@@ -568,6 +577,16 @@ mod tests {
             Some(Duration::from_secs(7 * 86_400))
         );
         assert_eq!(resolve("audit_retention_days = 0").unwrap().audit.retention, None);
+        let now = crate::ids::Timestamp::from_millis(10 * 86_400_000);
+        let week = resolve("audit_retention_days = 7").unwrap().audit;
+        assert_eq!(week.prune_before(now), Some(crate::ids::Timestamp::from_millis(3 * 86_400_000)));
+        let early = crate::ids::Timestamp::from_millis(1_000);
+        assert_eq!(
+            week.prune_before(early),
+            Some(crate::ids::Timestamp::from_millis(0)),
+            "never before the epoch"
+        );
+        assert_eq!(resolve("audit_retention_days = 0").unwrap().audit.prune_before(now), None);
         let err = resolve("audit_retention_days = 40000").unwrap_err();
         assert!(err.message.contains("audit_retention_days"), "{err}");
     }

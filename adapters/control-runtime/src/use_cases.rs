@@ -357,11 +357,7 @@ impl Runtime {
     /// retention (as the operator, so each batch leaves an `audit.prune` record). Returns the
     /// records deleted; nothing when retention is off or nothing is old enough.
     pub async fn apply_audit_retention(&self) -> Result<u64, Failure> {
-        let Some(retention) = self.settings().audit.retention else { return Ok(0) };
-        let now = self.now();
-        let before = Timestamp::from_millis(
-            now.as_millis().saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX)),
-        );
+        let Some(before) = self.settings().audit.prune_before(self.now()) else { return Ok(0) };
         let mut total = 0;
         loop {
             // Nothing to prune is answered from the read model, without a commit.

@@ -251,3 +251,6 @@ impl<T> SniRoutes<T> {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests;

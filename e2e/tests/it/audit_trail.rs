@@ -6,11 +6,7 @@
 use serde_json::Value;
 
 use crate::harness::{Auth, Scenario, Server, ServerOpts, http_get, http_request};
-
-/// The value of an unlabelled sample in a Prometheus text body.
-fn sample(body: &str, name: &str) -> Option<f64> {
-    body.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
+use crate::metrics::sample;
 
 fn audit_records(server: &Server) -> Vec<Value> {
     let operator = server.operator_token();

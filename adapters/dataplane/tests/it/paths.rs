@@ -13,28 +13,6 @@ use tokio::sync::{Notify, oneshot};
 
 use crate::support::*;
 
-/// Declares each test once per copy path.
-macro_rules! on_both_paths {
-    ($($name:ident),+ $(,)?) => {
-        mod splice_path {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(crate::support::Path::Splice).await
-                }
-            )+
-        }
-        mod userspace_path {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(crate::support::Path::Userspace).await
-                }
-            )+
-        }
-    };
-}
-
 on_both_paths!(
     sixteen_mib_cross_both_ways_intact,
     half_close_keeps_the_response_flowing,

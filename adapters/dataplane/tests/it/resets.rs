@@ -12,28 +12,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::support::*;
 
-/// Declares each test once per copy path.
-macro_rules! on_both_paths {
-    ($($name:ident),+ $(,)?) => {
-        mod splice_path {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(crate::support::Path::Splice).await
-                }
-            )+
-        }
-        mod userspace_path {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(crate::support::Path::Userspace).await
-                }
-            )+
-        }
-    };
-}
-
 on_both_paths!(
     a_peer_reset_reaches_the_target_as_a_reset,
     a_target_reset_reaches_the_peer_as_a_reset,
