@@ -19,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 mod model;
+mod overlay;
 mod sessions;
 mod use_cases;
 mod writer;
@@ -92,7 +93,7 @@ struct StatsState {
 /// The runtime's shared state.
 pub struct Inner {
     /// Committed state for reads, kept in commit order by the writer.
-    model: ReadModel,
+    model: Arc<ReadModel>,
     clock: Arc<dyn Clock>,
     observer: Option<Arc<dyn LatencyObserver>>,
     services: Services,
@@ -132,7 +133,7 @@ impl Runtime {
         operator_token: SecretHash,
     ) -> Result<Runtime, Failure> {
         let book = ports.store.list_totals()?.into_iter().collect();
-        let model = ReadModel::load(ports.store.clone())?;
+        let model = Arc::new(ReadModel::load(ports.store.clone())?);
         let deferred_sync = settings.control.deferred_sync;
         let services = Services {
             clients: ClientService::new(settings.clone(), identity.clone(), ports.entropy.clone()),
@@ -141,7 +142,8 @@ impl Runtime {
                 .with_audit_policy(&settings.audit),
             admin: AdminService::new(settings, identity),
         };
-        let writer = Writer::start(ports.store.clone(), ports.observer.clone(), deferred_sync)?;
+        let writer =
+            Writer::start(ports.store.clone(), model.clone(), ports.observer.clone(), deferred_sync)?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 model,
@@ -247,7 +249,7 @@ impl Runtime {
             let group = GroupSessions(&inner);
             let (store, sessions): (&dyn Reads, &dyn Sessions) = match in_tx {
                 Some(store_tx) => (store_tx, &group),
-                None => (&inner.model, &inner.sessions),
+                None => (&*inner.model, &inner.sessions),
             };
             let mut cx = Cx::new(store, sessions, inner.clock.now());
             let answer = f(&inner.services, &mut cx);
@@ -314,7 +316,7 @@ impl Runtime {
     /// committed before the answer.
     fn read<T>(&self, f: impl FnOnce(&Services, &mut Cx<'_, ReadModel>) -> T) -> Result<T, Failure> {
         let inner = &self.inner;
-        let mut cx = Cx::new(&inner.model, &inner.sessions as &dyn Sessions, inner.clock.now());
+        let mut cx = Cx::new(&*inner.model, &inner.sessions as &dyn Sessions, inner.clock.now());
         let answer = f(&inner.services, &mut cx);
         let staged = cx.finish();
         if !staged.is_empty() {

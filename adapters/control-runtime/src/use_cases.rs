@@ -19,7 +19,7 @@ impl Runtime {
     pub async fn authenticate_async(&self, credentials: &Credentials<'_>) -> Result<Authenticated, Refused> {
         let (answer, staged) = {
             let inner = &self.inner;
-            let mut cx = Cx::new(&inner.model, &inner.sessions as &dyn Sessions, inner.clock.now());
+            let mut cx = Cx::new(&*inner.model, &inner.sessions as &dyn Sessions, inner.clock.now());
             let answer = inner.services.accounts.authenticate(&mut cx, credentials);
             (answer, cx.finish())
         };
@@ -166,7 +166,7 @@ impl Runtime {
             self.mutate_async(move |s, cx| s.rules.complete_push(cx, &a, begun, outcome, ack_timeout)).await?
         } else {
             // Only an undelivered push writes anything; the others just shape the answer.
-            let mut cx = Cx::new(&self.inner.model, &self.inner.sessions as &dyn Sessions, self.now());
+            let mut cx = Cx::new(&*self.inner.model, &self.inner.sessions as &dyn Sessions, self.now());
             self.inner.services.rules.complete_push(&mut cx, actor, begun, outcome, ack_timeout)
         }
     }
@@ -197,7 +197,7 @@ impl Runtime {
 
     /// Where onboarding stands (blocking).
     pub fn onboarding_status(&self) -> Result<Onboarding, Failure> {
-        self.inner.services.accounts.onboarding_status(&self.inner.model)
+        self.inner.services.accounts.onboarding_status(&*self.inner.model)
     }
 
     /// Issues a new setup token while onboarding is open (blocking; at server start).
@@ -214,7 +214,7 @@ impl Runtime {
         remote: Option<IpAddr>,
     ) -> Result<User, Failure> {
         let prepared = self.inner.services.accounts.prepare_onboarding(
-            &self.inner.model,
+            &*self.inner.model,
             setup_token,
             user_id,
             password,
@@ -233,7 +233,7 @@ impl Runtime {
         remote: Option<IpAddr>,
     ) -> Result<LoginOutcome, Failure> {
         let prepared = self.inner.services.accounts.prepare_login(
-            &self.inner.model,
+            &*self.inner.model,
             user_id,
             password,
             remote,
@@ -251,7 +251,7 @@ impl Runtime {
 
     /// The caller's own account (blocking).
     pub fn whoami(&self, actor: &Actor) -> Result<User, Failure> {
-        self.inner.services.accounts.whoami(&self.inner.model, actor)
+        self.inner.services.accounts.whoami(&*self.inner.model, actor)
     }
 
     /// Changes the caller's password (blocking; hashing runs on this thread).
@@ -263,7 +263,7 @@ impl Runtime {
         session: Option<&SessionId>,
     ) -> Result<(), Failure> {
         let prepared = self.inner.services.accounts.prepare_password_change(
-            &self.inner.model,
+            &*self.inner.model,
             actor,
             current,
             new,
@@ -401,7 +401,7 @@ impl Runtime {
     pub fn metrics_snapshot(&self) -> Result<MetricsSnapshot, Failure> {
         let totals = |rule: RuleId| self.stats().book.get(&rule).map(|t| t.totals());
         let snapshot =
-            portunus_core::service::metrics_snapshot(&self.inner.model, &self.inner.sessions, &totals)?;
+            portunus_core::service::metrics_snapshot(&*self.inner.model, &self.inner.sessions, &totals)?;
         Ok(MetricsSnapshot { audit_rows_dropped: self.audit_rows_dropped(), ..snapshot })
     }
 
@@ -409,7 +409,7 @@ impl Runtime {
 
     /// Checks a client's bearer token.
     pub fn authenticate_client(&self, token: &str) -> Result<Client, AuthFailure> {
-        self.inner.services.clients.authenticate_client(&self.inner.model, token)
+        self.inner.services.clients.authenticate_client(&*self.inner.model, token)
     }
 
     /// Opens a client's stream: checks its token again (a revoke or rotation since the
@@ -492,7 +492,7 @@ impl Runtime {
         let this = self.clone();
         let client = client.clone();
         blocking(move || {
-            let owned = portunus_core::service::owned_reports(&this.inner.model, &client, reports)?;
+            let owned = portunus_core::service::owned_reports(&*this.inner.model, &client, reports)?;
             let mut stats = this.stats();
             for (rule, report) in owned {
                 stats.book.entry(rule).or_default().record(report);
@@ -508,7 +508,7 @@ impl Runtime {
         let this = self.clone();
         let client = client.clone();
         blocking(move || {
-            let rules = portunus_core::ports::RuleStore::rules_for_client(&this.inner.model, &client)?;
+            let rules = portunus_core::ports::RuleStore::rules_for_client(&*this.inner.model, &client)?;
             let mut stats = this.stats();
             for rule in rules {
                 if let Some(totals) = stats.book.get_mut(&rule.id) {

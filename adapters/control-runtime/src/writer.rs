@@ -25,6 +25,9 @@ use std::time::{Duration, Instant};
 use portunus_core::error::{ErrorCode, Failure};
 use portunus_core::ports::{LatencyObserver, Stage, Store, StoreError, StoreTx, Write};
 
+use crate::model::ReadModel;
+use crate::overlay::Overlay;
+
 /// Called with the commit's result once the transaction that ran the job has ended.
 pub type Completion = Box<dyn FnOnce(Result<(), Failure>) + Send>;
 
@@ -54,10 +57,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread over `store`; kept write-behind writes are committed at most
+    /// Starts the writer thread over `store`, whose committed state `model` mirrors (jobs read
+    /// from it through an [`Overlay`]); kept write-behind writes are committed at most
     /// `deferred_sync` after the first of them.
     pub fn start(
         store: Arc<dyn Store>,
+        model: Arc<ReadModel>,
         observer: Option<Arc<dyn LatencyObserver>>,
         deferred_sync: Duration,
     ) -> Result<Writer, Failure> {
@@ -65,8 +70,12 @@ impl Writer {
         std::thread::Builder::new()
             .name("portunus-writer".into())
             .spawn(move || {
-                let mut state =
-                    State { store: &*store, observer: observer.as_deref(), behind: Behind::default() };
+                let mut state = State {
+                    store: &*store,
+                    model: &model,
+                    observer: observer.as_deref(),
+                    behind: Behind::default(),
+                };
                 state.run(&queue, deferred_sync);
             })
             .map_err(|err| {
@@ -90,6 +99,7 @@ struct Behind {
 
 struct State<'a> {
     store: &'a dyn Store,
+    model: &'a ReadModel,
     observer: Option<&'a dyn LatencyObserver>,
     behind: Behind,
 }
@@ -159,10 +169,14 @@ impl State<'_> {
         let _entered = span.enter();
         let mut completions: Vec<Completion> = Vec::with_capacity(jobs.len());
         let (mut pending, mut behind) = (Some(jobs), Some(behind));
+        let model = self.model;
         let committed = self.store.transact(&mut |tx| {
+            // The kept write-behind writes are in the read model already: applied straight to
+            // the transaction, they leave the overlay's reads on the model.
             tx.apply(behind.take().unwrap_or_default())?;
+            let view = Overlay::new(tx, model);
             for job in pending.take().unwrap_or_default() {
-                completions.push(job(tx)?);
+                completions.push(job(&view)?);
             }
             Ok(())
         });

@@ -545,3 +545,44 @@ async fn a_push_right_behind_a_first_connect_in_the_same_group_sees_the_new_stre
     assert_eq!(report(rt, &client.id, rule, RuleEvent::Activated).await, Some(RuleState::Active));
     assert_eq!(finished("the push", push).await.expect("active").id, rule);
 }
+
+#[tokio::test(start_paused = true)]
+async fn pushes_of_one_port_in_one_group_see_each_other_and_only_the_first_binds() {
+    // The pushes queue together and share one transaction: each reads the client's rules
+    // through the overlay, so every push after the first sees the first's rule (written in
+    // the same transaction, not yet in the read model) and is refused.
+    let f = fixture();
+    let rt = &f.runtime;
+    let op = Actor::operator();
+    let client = enrolled(rt, CLIENT).await;
+    let mut stream = connect(rt, &client).await;
+    stream.plan().await;
+
+    let gate = WriterGate::close(rt);
+    let pushes: Vec<_> = (0..10).map(|_| spawn_push(rt, &op, 21_000, Duration::from_secs(30))).collect();
+    // Every push's begin is queued behind the gate: they are the writer's next group.
+    let_tasks_run().await;
+    gate.open();
+    let sent = stream.upsert().await;
+    let outcome = {
+        let (rt, client) = (rt.clone(), client.id.clone());
+        tokio::spawn(async move { rt.rule_outcome(&client, sent, RuleEvent::Activated).await })
+    };
+    assert_eq!(finished("an outcome", outcome).await.expect("committed"), Some(RuleState::Active));
+    let (mut active, mut refused) = (0, 0);
+    for push in pushes {
+        match finished("a push", push).await {
+            Ok(rule) => {
+                assert_eq!((rule.id, rule.state), (sent, RuleState::Active));
+                active += 1;
+            }
+            Err(failure) => {
+                assert_eq!(failure.failure.code, ErrorCode::PortInUse, "{failure:?}");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((active, refused), (1, 9));
+    assert!(upserts(&stream.drain()).is_empty(), "a refused push sent nothing");
+    assert_eq!(f.committed().list_rules().expect("store read").len(), 1);
+}
