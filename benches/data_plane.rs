@@ -81,6 +81,8 @@ fn connection(c: &mut Criterion) {
                 targets: vec![],
                 prefer_ipv6: false,
                 health_check_interval_secs: None,
+                sni_pattern: None,
+                sni_fallback: false,
             };
             let def = spec.validate(RuleLimits::default()).expect("valid rule");
             plane.bind(RuleId::new(idx as u64 + 1), def).await.expect("bind bench rule");

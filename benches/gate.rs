@@ -43,6 +43,8 @@ fn spec(listen: i64, target: String) -> RuleSpec {
         targets: vec![],
         prefer_ipv6: false,
         health_check_interval_secs: None,
+        sni_pattern: None,
+        sni_fallback: false,
     }
 }
 

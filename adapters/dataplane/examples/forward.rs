@@ -59,6 +59,8 @@ pub async fn forward(
         targets: Vec::new(),
         prefer_ipv6: false,
         health_check_interval_secs: None,
+        sni_pattern: None,
+        sni_fallback: false,
     };
     let def = spec.validate(RuleLimits::default())?;
 

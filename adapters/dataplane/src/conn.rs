@@ -86,12 +86,24 @@ impl PortState {
 
 /// Serves one accepted connection to its end.
 pub(crate) async fn serve(rule: Arc<RuleShared>, port: Arc<PortState>, peer: TcpStream) {
-    let _active = port.counters.open_connection();
-    let tcp = rule.settings.tcp();
-    forward(&rule, &port, peer, tcp).await;
+    serve_replaying(rule, port, peer, Vec::new()).await;
 }
 
-async fn forward(rule: &RuleShared, port: &PortState, peer: TcpStream, tcp: TcpSettings) {
+/// Serves a connection whose first bytes were already read from `peer` (an SNI listener's
+/// ClientHello peek): `replay` reaches the target unchanged, before anything else.
+pub(crate) async fn serve_replaying(
+    rule: Arc<RuleShared>,
+    port: Arc<PortState>,
+    peer: TcpStream,
+    replay: Vec<u8>,
+) {
+    let _active = port.counters.open_connection();
+    let _census = relay::Census::enter();
+    let tcp = rule.settings.tcp();
+    forward(&rule, &port, peer, tcp, &replay).await;
+}
+
+async fn forward(rule: &RuleShared, port: &PortState, peer: TcpStream, tcp: TcpSettings, replay: &[u8]) {
     // The peer leg inherited the listener's options; only settings changed since the bind
     // need setting again.
     if tcp.keepalive != rule.listener_keepalive {
@@ -139,6 +151,13 @@ async fn forward(rule: &RuleShared, port: &PortState, peer: TcpStream, tcp: TcpS
     {
         tracing::debug!(event = "rule.proxy_header_failed", rule = %rule.id, port = port.port, reason = why);
         return;
+    }
+    if !replay.is_empty() {
+        if let Err(why) = crate::sni::replay(&target, replay).await {
+            tracing::debug!(event = "rule.sni_replay_failed", rule = %rule.id, port = port.port, reason = why);
+            return;
+        }
+        cell.bytes_in.fetch_add(replay.len() as u64, Relaxed);
     }
     let sinks = Sinks { to_target: &cell.bytes_in, to_peer: &cell.bytes_out };
     match relay::run(&peer, &target, sinks, rule.path, tcp.idle_timeout, &rule.notes).await {

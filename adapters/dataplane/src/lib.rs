@@ -55,6 +55,8 @@
 //!     targets: vec![],
 //!     prefer_ipv6: false,
 //!     health_check_interval_secs: None,
+//!     sni_pattern: None,
+//!     sni_fallback: false,
 //! }
 //! .validate(RuleLimits::default())?;
 //!
@@ -84,8 +86,8 @@
 //! Invariants: no policy lives here (core decides, this crate moves bytes); bytes are counted
 //! when delivered to the destination socket, never when merely read; no payload byte is ever
 //! logged; `unsafe` is denied everywhere but `sys`, which allows it for the batched datagram
-//! calls and the reactor registration of datagram sockets only (every other OS call goes
-//! through nix and socket2).
+//! calls, the reactor registration of datagram sockets and glibc's `malloc_trim` only (every
+//! other OS call goes through nix and socket2).
 #![deny(unsafe_code)]
 
 mod conn;
@@ -96,6 +98,7 @@ pub mod plane;
 pub mod ports;
 pub mod relay;
 mod settings;
+mod sni;
 mod sys;
 mod target;
 mod udp;
@@ -108,15 +111,12 @@ pub use relay::{CopyPath, RelayEnd, RelayError, Side, SpliceFault, relay};
 /// Empty pipes waiting in the fast path's pool (0 off Linux). For tests and benches.
 #[doc(hidden)]
 pub fn pooled_pipes() -> usize {
-    #[cfg(target_os = "linux")]
-    return sys::pooled();
-    #[cfg(not(target_os = "linux"))]
-    return 0;
+    relay::pool_stats().pipes_idle
 }
 
-/// Raises the soft `RLIMIT_NOFILE` to the hard limit, so a busy forwarder (two sockets and,
-/// on the fast path, four pipe ends per connection) does not run out of descriptors at the
-/// usual soft default of 1024. Returns the soft limit before and after.
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, so a busy forwarder (two sockets per
+/// connection, and at most 256 pipes of two ends on the fast path) does not run out of
+/// descriptors at the usual soft default of 1024. Returns the soft limit before and after.
 ///
 /// Calling it again is harmless: the second call finds the soft limit already raised.
 pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {

@@ -28,7 +28,7 @@ const BACKLOG: i32 = 4096;
 
 /// Pause after an accept error that is not about one connection (out of descriptors or
 /// memory), so a listener that cannot accept does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+pub(crate) const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Whether the host can listen on dual-stack `[::]`; learnt on the first default bind.
 #[derive(Debug, Default)]
@@ -39,7 +39,7 @@ pub(crate) struct Family {
 
 impl Family {
     /// Binds a listener for `port` of a rule whose bind address is `listen_addr`.
-    fn bind(
+    pub(crate) fn bind(
         &self,
         listen_addr: Option<IpAddr>,
         port: u16,
@@ -144,7 +144,10 @@ impl ListenerSlot {
     }
 
     /// `None` once closed.
-    fn poll_accept(&self, cx: &mut Context<'_>) -> Poll<Option<io::Result<(TcpStream, SocketAddr)>>> {
+    pub(crate) fn poll_accept(
+        &self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<io::Result<(TcpStream, SocketAddr)>>> {
         match self.lock().as_ref() {
             Some(listener) => listener.poll_accept(cx).map(Some),
             None => Poll::Ready(None),

@@ -29,6 +29,7 @@ use crate::events::RuleLabel;
 use crate::listen::{self, Family, ListenerSlot};
 use crate::relay::{CopyPath, PathNotes, SpliceFault};
 use crate::settings::SharedSettings;
+use crate::sni::{Membership, SniListeners};
 use crate::target::TargetPlan;
 use crate::udp::UdpRule;
 
@@ -118,6 +119,8 @@ pub struct DataPlane {
     family: Family,
     rules: Mutex<HashMap<RuleId, BoundRule>>,
     udp_rules: Mutex<HashMap<RuleId, UdpRule>>,
+    /// The listeners SNI rules share, by address and port (owned by the rules' memberships).
+    sni: SniListeners,
     shutting_down: AtomicBool,
     resolver: ResolverSlot,
 }
@@ -140,13 +143,25 @@ struct BoundRule {
     ports: Vec<Arc<PortState>>,
     listeners: Vec<Arc<ListenerSlot>>,
     accept_tasks: Vec<AbortHandle>,
+    /// An SNI rule's place on its port's shared listener (then `listeners` is empty).
+    sni: Option<Membership>,
 }
 
 impl BoundRule {
-    /// Closes every listener (the ports are free on return); open connections go on.
+    /// Closes every listener (the ports are free on return); open connections go on. An
+    /// SNI rule's shared listener stays for its siblings (its membership leaves on drop).
     fn close_listeners(&self) {
         for slot in &self.listeners {
             slot.close();
+        }
+    }
+
+    /// Shutdown's first step: every listener the rule listens on closes, an SNI rule's
+    /// shared one included (for all its members: the whole plane stops accepting).
+    fn stop_accepting(&self) {
+        self.close_listeners();
+        if let Some(membership) = &self.sni {
+            membership.close_listener();
         }
     }
 
@@ -222,6 +237,7 @@ impl DataPlane {
             family: Family::default(),
             rules: Mutex::new(HashMap::new()),
             udp_rules: Mutex::new(HashMap::new()),
+            sni: SniListeners::default(),
             shutting_down: AtomicBool::new(false),
             resolver,
         })
@@ -318,21 +334,45 @@ impl DataPlane {
         // Close the old runtime's listeners before binding, so its own ports are free.
         drop(rules.remove(&id));
         let keepalive = self.settings.tcp().keepalive;
+        let rule_shared = |listener_keepalive| {
+            Arc::new(RuleShared::new(
+                id,
+                TargetPlan::with_context(def, RuleLabel(Some(id)), self.resolver.0.clone()),
+                self.copy_path(def),
+                PathNotes::new(RuleLabel(Some(id)), self.options.splice_fault),
+                Arc::clone(&self.settings),
+                listener_keepalive,
+            ))
+        };
+        if let Some(route) = &def.sni {
+            // One port (validation holds SNI rules to it), on the listener its siblings share.
+            let port = def.listen.start();
+            let listener =
+                self.sni.listener(&self.runtime, &self.family, (def.listen_addr, port), keepalive)?;
+            let shared = rule_shared(listener.keepalive());
+            let state = Arc::new(PortState::new(port, def.targets.len()));
+            let membership = listener.join(route, Arc::clone(&shared), Arc::clone(&state))?;
+            let mut bound = BoundRule {
+                instance: rand::random::<u64>().max(1),
+                shared,
+                ports: vec![state],
+                listeners: Vec::new(),
+                accept_tasks: Vec::new(),
+                sni: Some(membership),
+            };
+            self.start_probe(&mut bound, def);
+            tracing::debug!(event = "rule.bound", rule = %id, listen = %def.listen, sni = %route);
+            rules.insert(id, bound);
+            return Ok(());
+        }
         let listeners = listen::bind_all(&self.family, def, keepalive)?;
-        let shared = Arc::new(RuleShared::new(
-            id,
-            TargetPlan::with_context(def, RuleLabel(Some(id)), self.resolver.0.clone()),
-            self.copy_path(def),
-            PathNotes::new(RuleLabel(Some(id)), self.options.splice_fault),
-            Arc::clone(&self.settings),
-            keepalive,
-        ));
         let mut bound = BoundRule {
             instance: rand::random::<u64>().max(1),
-            shared,
+            shared: rule_shared(keepalive),
             ports: Vec::with_capacity(listeners.len()),
             listeners: Vec::with_capacity(listeners.len()),
             accept_tasks: Vec::with_capacity(listeners.len()),
+            sni: None,
         };
         for (port, listener) in listeners {
             let state = Arc::new(PortState::new(port, def.targets.len()));
@@ -346,6 +386,14 @@ impl DataPlane {
             bound.listeners.push(slot);
             bound.accept_tasks.push(task.abort_handle());
         }
+        self.start_probe(&mut bound, def);
+        tracing::debug!(event = "rule.bound", rule = %id, listen = %def.listen, path = ?bound.shared.path);
+        rules.insert(id, bound);
+        Ok(())
+    }
+
+    /// Starts the rule's active health probe, if it has one.
+    fn start_probe(&self, bound: &mut BoundRule, def: &RuleDef) {
         if let Some(secs) = def.health_check_interval_secs {
             // The probe task lives and dies with the rule, like its accept loops.
             let probe = self
@@ -353,9 +401,6 @@ impl DataPlane {
                 .spawn(probe_loop(Arc::clone(&bound.shared), Duration::from_secs(u64::from(secs))));
             bound.accept_tasks.push(probe.abort_handle());
         }
-        tracing::debug!(event = "rule.bound", rule = %id, listen = %def.listen, path = ?bound.shared.path);
-        rules.insert(id, bound);
-        Ok(())
     }
 
     /// The fast path needs the option and a rule without a bandwidth cap (per-chunk token
@@ -392,7 +437,7 @@ impl RuleRuntime for DataPlane {
         // Dropped outside the lock: the sockets close and the ports are free on return.
         drop(udp);
         for rule in self.lock_rules().values() {
-            rule.close_listeners();
+            rule.stop_accepting();
         }
     }
 
@@ -404,6 +449,10 @@ impl RuleRuntime for DataPlane {
         reports.extend(self.lock_udp_rules().iter().map(|(id, rule)| (*id, rule.report())));
         reports.sort_by_key(|(id, _)| *id);
         reports
+    }
+
+    fn sni_report(&self) -> Vec<portunus_core::sni::SniListenerReport> {
+        self.sni.report()
     }
 }
 

@@ -29,6 +29,8 @@ pub use portunus_resolver::{BoxFuture, ResolveFailure, Resolver};
 ///     targets: vec![],
 ///     prefer_ipv6: false,
 ///     health_check_interval_secs: None,
+///     sni_pattern: None,
+///     sni_fallback: false,
 /// }
 /// .validate(RuleLimits::default())?;
 /// let plane = DataPlane::new(DataPlaneOptions::default());
@@ -57,4 +59,9 @@ pub trait RuleRuntime: Send + Sync {
     fn stop_accepting(&self);
     /// Cumulative counters of every bound rule since its runtime instance started.
     fn report(&self) -> Vec<(portunus_core::ids::RuleId, portunus_core::stats::RuleReport)>;
+    /// Cumulative counters of every SNI listener (shared by a port's SNI rules) since it was
+    /// bound; none by default.
+    fn sni_report(&self) -> Vec<portunus_core::sni::SniListenerReport> {
+        Vec::new()
+    }
 }

@@ -1,36 +1,66 @@
-//! The userspace path: `read` into one buffer per direction, `write` it all out, repeat.
+//! The userspace path: `read` into a buffer, `write` it all out, repeat.
 //!
-//! Invariant: the buffer is allocated once per direction and connection, and every byte read
-//! into it is delivered (or the leg fails) before the next read.
+//! A direction borrows a [`BATCH`]-byte buffer from a shared pool only once its source is
+//! readable, keeps it while reads keep finding bytes, and gives it back as soon as a read finds
+//! none; so an idle connection holds no buffer, and a bulk transfer borrows once per wake-up,
+//! not once per read.
+//!
+//! Invariant: every byte read into a buffer is delivered (or the leg fails) before the next
+//! read, so a buffer given back holds nothing that still has to go anywhere.
 
 use std::io;
 
-use super::{Activity, Leg, is_would_block};
+use super::pool::{Lease, Limits, Pool};
+use super::{Activity, BATCH, Leg, is_would_block};
 use crate::relay::RelayError;
 
-/// Runs one leg to its end with `buf` (at least one byte long) as the only buffer.
-pub(super) async fn pump(leg: Leg<'_>, activity: &Activity, mut buf: Vec<u8>) -> Result<(), RelayError> {
-    loop {
-        let n = read_some(leg, &mut buf).await?;
-        if n == 0 {
-            leg.half_close();
-            return Ok(());
-        }
-        activity.touch();
-        deliver(leg, &buf[..n], activity).await?;
-    }
+/// Buffers of the userspace path. Their number is bounded by the directions moving bytes at
+/// once (one each); idle ones are kept for reuse up to 2 MiB, and 128 KiB once no direction
+/// has bytes in flight.
+pub(super) static BUFFERS: Pool<Box<[u8]>> = Pool::new(Limits { max: usize::MAX, keep: 32, keep_quiet: 2 });
+
+/// A buffer of [`BATCH`] bytes for one direction's bytes in flight.
+pub(super) fn lend_buffer() -> Lease<Box<[u8]>> {
+    BUFFERS.lend_always(|| vec![0; BATCH].into_boxed_slice())
 }
 
-/// Reads what `leg.src` has (up to `buf.len()`); 0 means end of stream.
-async fn read_some(leg: Leg<'_>, buf: &mut [u8]) -> Result<usize, RelayError> {
+/// What one wake-up of a leg ended with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flow {
+    /// Every byte the source had was delivered; wait for more.
+    Drained,
+    /// The source reached end of stream (already forwarded as a half-close).
+    Ended,
+}
+
+/// Runs one leg to its end on the userspace path.
+pub(super) async fn pump(leg: Leg<'_>, activity: &Activity) -> Result<(), RelayError> {
+    while step(leg, activity).await? == Flow::Drained {}
+    Ok(())
+}
+
+/// Waits until `leg.src` is readable, then reads and delivers with a borrowed buffer until a
+/// read finds nothing (the buffer goes back) or end of stream.
+pub(super) async fn step(leg: Leg<'_>, activity: &Activity) -> Result<Flow, RelayError> {
+    leg.src.readable().await.map_err(|err| leg.src_failed(err))?;
+    let mut buf = lend_buffer();
     loop {
-        // Try first: tokio answers WouldBlock without a syscall when it knows the socket is
-        // not readable, and a busy socket skips the readiness wait.
-        match leg.src.try_read(buf) {
-            Ok(n) => return Ok(n),
-            Err(err) if is_would_block(&err) || err.kind() == io::ErrorKind::Interrupted => {
-                leg.src.readable().await.map_err(|err| leg.src_failed(err))?;
+        // tokio answers WouldBlock without a system call once it knows the socket drained.
+        match leg.src.try_read(&mut buf) {
+            Ok(0) => {
+                leg.half_close();
+                buf.give_back();
+                return Ok(Flow::Ended);
             }
+            Ok(n) => {
+                activity.touch();
+                deliver(leg, &buf[..n], activity).await?;
+            }
+            Err(err) if is_would_block(&err) => {
+                buf.give_back();
+                return Ok(Flow::Drained);
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
             Err(err) => return Err(leg.src_failed(err)),
         }
     }

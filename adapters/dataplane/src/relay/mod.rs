@@ -3,8 +3,11 @@
 //!
 //! Each direction runs its own loop over shared `&TcpStream`s (tokio lets one task wait for
 //! "readable" on a socket while it waits for "writable" on the same socket), so there is no
-//! split, no lock and no per-chunk allocation. The fast path (`splice`, Linux) and the
-//! userspace path (one 64 KiB buffer per direction) share the same contract:
+//! split, no lock and no per-chunk allocation. The fast path (`splice`, Linux: a pipe per
+//! direction) and the userspace path (a 64 KiB buffer per direction) borrow their pipe or
+//! buffer from a bounded pool only while the direction has bytes in flight, so an idle
+//! connection holds its two sockets and nothing else (see `pool`). Both share the same
+//! contract:
 //!
 //! - bytes are counted when delivered to the destination socket, with one `Relaxed` add per
 //!   batch of at most [`BATCH`] bytes, so a mid-flow reset leaves both paths reporting exactly
@@ -20,6 +23,7 @@
 //!   orderly closes.
 
 mod copy;
+mod pool;
 #[cfg(target_os = "linux")]
 mod splice;
 
@@ -27,7 +31,7 @@ use std::fmt;
 use std::io;
 use std::net::Shutdown;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::time::Duration;
 
 use socket2::SockRef;
@@ -243,6 +247,69 @@ pub(crate) async fn run(
     res
 }
 
+/// Connections of the planes in this process, and the most seen since memory was last given
+/// back.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+/// Set while a release of free memory is scheduled.
+static RELEASE_PENDING: AtomicBool = AtomicBool::new(false);
+
+/// A burst of at least this many concurrent relays is worth giving memory back after.
+const RELEASE_AFTER_PEAK: usize = 256;
+
+/// How long after the burst ebbed the release waits, so that it runs once the closing
+/// connections (their tasks, their sockets' registrations) are gone rather than among them.
+const RELEASE_DELAY: Duration = Duration::from_secs(1);
+
+/// One forwarded connection of a plane in [`LIVE`]. When a burst ebbs (the count falls to
+/// an eighth of a peak of at least [`RELEASE_AFTER_PEAK`]), the connection that ends there
+/// schedules one `malloc_trim` a moment later, so RSS comes back near its idle level after
+/// many connections close; a steady or small load never triggers it. The trim runs on a
+/// worker (a few milliseconds once per burst): a blocking-pool thread would itself keep
+/// memory, its stack and its arena, for a while. Needs the runtime's timer, which a plane
+/// always has (connects have deadlines); the standalone [`relay`] does not count.
+pub(crate) struct Census;
+
+impl Census {
+    /// Counts one connection in until the census is dropped.
+    pub(crate) fn enter() -> Self {
+        let live = LIVE.fetch_add(1, Relaxed) + 1;
+        PEAK.fetch_max(live, Relaxed);
+        Census
+    }
+}
+
+impl Drop for Census {
+    fn drop(&mut self) {
+        let live = LIVE.fetch_sub(1, Relaxed).saturating_sub(1);
+        let peak = PEAK.load(Relaxed);
+        if peak < RELEASE_AFTER_PEAK || live.saturating_mul(8) > peak || RELEASE_PENDING.swap(true, Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            RELEASE_PENDING.store(false, Relaxed);
+            return;
+        };
+        // Clears the flag however the task ends, dropped unpolled with its runtime included.
+        let pending = ReleasePending;
+        runtime.spawn(async move {
+            let _pending = pending;
+            tokio::time::sleep(RELEASE_DELAY).await;
+            PEAK.store(LIVE.load(Relaxed), Relaxed);
+            crate::sys::release_free_memory();
+        });
+    }
+}
+
+/// Clears [`RELEASE_PENDING`] when dropped.
+struct ReleasePending;
+
+impl Drop for ReleasePending {
+    fn drop(&mut self) {
+        RELEASE_PENDING.store(false, Relaxed);
+    }
+}
+
 /// Makes the coming close of `stream` abortive: `SO_LINGER` with a zero timeout turns the
 /// close into a reset and discards unsent bytes. Once per failed connection, never per chunk.
 /// A socket already reset refuses nothing here, and one that does is closed as it is.
@@ -264,11 +331,45 @@ async fn pump(
         #[cfg(not(target_os = "linux"))]
         CopyPath::Splice => {
             let _ = notes;
-            copy::pump(leg, activity, vec![0; BATCH]).await
+            copy::pump(leg, activity).await
         }
-        CopyPath::Userspace => copy::pump(leg, activity, vec![0; BATCH]).await,
+        CopyPath::Userspace => copy::pump(leg, activity).await,
     }
 }
+
+/// What the relays of this process hold in their pools now. For tests and the measuring
+/// example (`examples/idle_conns.rs`).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Pipes lent to legs with bytes in flight (0 off Linux).
+    pub pipes_lent: usize,
+    /// Empty pipes waiting for reuse (0 off Linux).
+    pub pipes_idle: usize,
+    /// Userspace buffers lent to legs with bytes in flight.
+    pub buffers_lent: usize,
+    /// Userspace buffers waiting for reuse.
+    pub buffers_idle: usize,
+}
+
+/// The pools' state now; see [`PoolStats`].
+#[doc(hidden)]
+pub fn pool_stats() -> PoolStats {
+    #[cfg(target_os = "linux")]
+    let (pipes_lent, pipes_idle) = (splice::PIPES.lent(), splice::PIPES.idle());
+    #[cfg(not(target_os = "linux"))]
+    let (pipes_lent, pipes_idle) = (0, 0);
+    PoolStats {
+        pipes_lent,
+        pipes_idle,
+        buffers_lent: copy::BUFFERS.lent(),
+        buffers_idle: copy::BUFFERS.idle(),
+    }
+}
+
+#[cfg(target_os = "linux")]
+#[doc(hidden)]
+pub use splice::{PIPES_KEPT, PIPES_KEPT_QUIET, PIPES_MAX};
 
 /// Which way a leg moves bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

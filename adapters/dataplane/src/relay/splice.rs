@@ -1,48 +1,53 @@
 //! The Linux fast path: socket → pipe → socket with `splice(2)`, driven by tokio readiness.
 //!
-//! Each leg alternates two phases. Fill: with the pipe empty, splice as much as the pipe
-//! holds from the source socket. Drain: splice everything in the pipe into the destination,
-//! each call moving what the socket's send buffer takes (up to the whole pipe), until the pipe
-//! is empty again. Each call's delivered bytes are counted in steps of at most [`BATCH`]:
-//! asking for the whole pipe saves about 10 % of the CPU a 64 KiB cap per call cost, while the
-//! counters still advance at least once per 64 KiB. Because a fill
-//! only ever starts on an empty pipe, `EAGAIN` from a fill can only mean "the socket has
-//! nothing to read" and `EAGAIN` from a drain only "the socket's send buffer is full"; so
-//! the readiness tokio clears on `WouldBlock` is always the right one, and no wake-up is lost.
+//! A leg borrows a pipe from a shared, bounded pool only once its source is readable, and
+//! then alternates two phases. Fill: with the pipe empty, splice as much as the pipe holds
+//! from the source socket. Drain: splice everything in the pipe into the destination, each
+//! call moving what the socket's send buffer takes (up to the whole pipe), until the pipe is
+//! empty again. When a fill finds nothing to read, the (empty) pipe goes back to the pool and
+//! the leg waits for readiness holding nothing: an idle connection costs its two sockets,
+//! a busy one keeps its pipe for as long as bytes keep coming. Each call's delivered bytes
+//! are counted in steps of at most [`BATCH`]: asking for the whole pipe saves about 10 % of
+//! the CPU a 64 KiB cap per call cost, while the counters still advance at least once per
+//! 64 KiB. Because a fill only ever starts on an empty pipe, `EAGAIN` from a fill can only
+//! mean "the socket has nothing to read" and `EAGAIN` from a drain only "the socket's send
+//! buffer is full"; so the readiness tokio clears on `WouldBlock` is always the right one,
+//! and no wake-up is lost. With no pipe to be had (the pool at its bound, or no descriptor
+//! left) the bytes of that wake-up go through a userspace buffer instead.
 //!
-//! Invariant: the pipe belongs to this leg; it is recycled only after a clean end of stream
-//! (when it is provably empty), and otherwise closed with the leg, so bytes stranded in it by
-//! a failed connection are discarded with the pipe, never delivered and never counted.
+//! Invariant: a pipe belongs to one leg while lent; it goes back to the pool only when it is
+//! provably empty (a fill found nothing to read, or end of stream), and otherwise is closed
+//! with the leg, so bytes stranded in it by a failed connection are discarded with the
+//! pipe, never delivered and never counted.
 
 use std::io;
 
 use tokio::io::Interest;
 
-use super::{Activity, BATCH, Leg, PIPE_REQUEST_BYTES, PathNotes, SpliceFault, copy};
+use super::copy::{self, Flow};
+use super::pool::{Lease, Limits, Pool};
+use super::{Activity, Leg, PIPE_REQUEST_BYTES, PathNotes, SpliceFault, is_would_block};
 use crate::relay::{RelayError, Side};
 use crate::sys::{self, Pipe};
+
+/// Most pipes open at once, lent or idle (two descriptors each); see
+/// `docs/operations.md` for the descriptor budget this is part of.
+pub const PIPES_MAX: usize = 256;
+
+/// Idle pipes kept for reuse while other legs have bytes in flight.
+pub const PIPES_KEPT: usize = 64;
+
+/// Idle pipes kept once no leg has bytes in flight.
+pub const PIPES_KEPT_QUIET: usize = 8;
+
+/// Pipes of the fast path, shared by every connection of the process.
+pub(super) static PIPES: Pool<Pipe> =
+    Pool::new(Limits { max: PIPES_MAX, keep: PIPES_KEPT, keep_quiet: PIPES_KEPT_QUIET });
 
 /// Runs one leg to its end on the fast path, falling back to the userspace copy when the
 /// kernel refuses `splice` before any byte went through it.
 pub(super) async fn pump(leg: Leg<'_>, activity: &Activity, notes: &PathNotes) -> Result<(), RelayError> {
     let simulate_size_refusal = notes.fault == Some(SpliceFault::PipeSizeRefused);
-    let opened = match sys::take_pooled() {
-        Some(pipe) if !simulate_size_refusal => Ok((pipe, None)),
-        _ => Pipe::open(PIPE_REQUEST_BYTES, simulate_size_refusal),
-    };
-    let pipe = match opened {
-        Ok((pipe, refusal)) => {
-            if let Some(refusal) = refusal {
-                notes.pipe_size_refused(refusal);
-            }
-            pipe
-        }
-        Err(err) => {
-            // Out of descriptors or pipe quota: this connection still works without a pipe.
-            notes.pipe_unavailable(&err);
-            return copy::pump(leg, activity, vec![0; BATCH]).await;
-        }
-    };
     let simulate_refusal = notes.fault == Some(SpliceFault::Unsupported);
     let simulate_drain_refusal = notes.fault == Some(SpliceFault::UnsupportedOnDrain);
     let mut first = true;
@@ -50,47 +55,79 @@ pub(super) async fn pump(leg: Leg<'_>, activity: &Activity, notes: &PathNotes) -
     // that cannot splice into sockets rather than a failure of this connection.
     let mut first_drain = true;
     loop {
-        let filled = leg
-            .src
-            .async_io(Interest::READABLE, || {
+        leg.src.readable().await.map_err(|err| leg.src_failed(err))?;
+        let Some(pipe) = lend_pipe(notes, simulate_size_refusal) else {
+            // No pipe to be had: the bytes of this wake-up go through a buffer.
+            match copy::step(leg, activity).await? {
+                Flow::Drained => continue,
+                Flow::Ended => return Ok(()),
+            }
+        };
+        loop {
+            let filled = leg.src.try_io(Interest::READABLE, || {
                 if first && simulate_refusal {
                     return Err(sys::simulated_refusal());
                 }
                 pipe.fill_from(leg.src, pipe.capacity())
-            })
-            .await;
-        let n = match filled {
-            Ok(n) => n,
-            Err(err) if first && sys::is_splice_refusal(&err) => {
-                notes.splice_refused(&err);
-                return copy::pump(leg, activity, vec![0; BATCH]).await;
+            });
+            let n = match filled {
+                Ok(n) => n,
+                Err(err) if is_would_block(&err) => {
+                    // Fills only start on an empty pipe: this one holds nothing.
+                    pipe.give_back();
+                    break;
+                }
+                Err(err) if first && sys::is_splice_refusal(&err) => {
+                    notes.splice_refused(&err);
+                    pipe.give_back();
+                    return copy::pump(leg, activity).await;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(err) => return Err(leg.src_failed(err)),
+            };
+            if first {
+                first = false;
+                notes.splice_selected();
             }
-            Err(err) => return Err(leg.src_failed(err)),
-        };
-        if first {
-            first = false;
-            notes.splice_selected();
-        }
-        if n == 0 {
-            // A TCP splice returns 0 only at end of stream: with urgent data at the head of
-            // the queue it returns EAGAIN instead, so no confirming peek is needed.
-            leg.half_close();
-            // Fills only start on an empty pipe, so this one holds nothing.
-            sys::recycle(pipe);
-            return Ok(());
-        }
-        activity.touch();
-        let may_refuse = std::mem::replace(&mut first_drain, false);
-        let simulate = may_refuse && simulate_drain_refusal;
-        if let Some(refusal) = drain(leg, &pipe, n, activity, may_refuse, simulate).await? {
-            // The kernel filled the pipe but will not empty it into this socket: deliver
-            // what is in it by hand, then carry on in userspace.
-            notes.splice_refused(&refusal.err);
-            let mut buf = vec![0; BATCH];
-            rescue(leg, &pipe, refusal.left, &mut buf, activity).await?;
-            return copy::pump(leg, activity, buf).await;
+            if n == 0 {
+                // A TCP splice returns 0 only at end of stream: with urgent data at the head
+                // of the queue it returns EAGAIN instead, so no confirming peek is needed.
+                leg.half_close();
+                pipe.give_back();
+                return Ok(());
+            }
+            activity.touch();
+            let may_refuse = std::mem::replace(&mut first_drain, false);
+            let simulate = may_refuse && simulate_drain_refusal;
+            if let Some(refusal) = drain(leg, &pipe, n, activity, may_refuse, simulate).await? {
+                // The kernel filled the pipe but will not empty it into this socket: deliver
+                // what is in it by hand, then carry on in userspace.
+                notes.splice_refused(&refusal.err);
+                let mut buf = copy::lend_buffer();
+                rescue(leg, &pipe, refusal.left, &mut buf, activity).await?;
+                buf.give_back();
+                return copy::pump(leg, activity).await;
+            }
         }
     }
+}
+
+/// A pipe for one wake-up of a leg, or `None` when the pool is at its bound or the kernel
+/// gave no pipe (out of descriptors or pipe quota, noted as an event).
+fn lend_pipe(notes: &PathNotes, simulate_size_refusal: bool) -> Option<Lease<Pipe>> {
+    let open = || {
+        let (pipe, refusal) = Pipe::open(PIPE_REQUEST_BYTES, simulate_size_refusal)?;
+        if let Some(refusal) = refusal {
+            notes.pipe_size_refused(refusal);
+        }
+        Ok::<_, io::Error>(pipe)
+    };
+    // The test hook needs a pipe of its own making, not one from the pool.
+    let lent = if simulate_size_refusal { PIPES.lend_new(open) } else { PIPES.lend(open) };
+    lent.unwrap_or_else(|err| {
+        notes.pipe_unavailable(&err);
+        None
+    })
 }
 
 /// The kernel refused to splice out of the pipe before any byte left it.

@@ -1,15 +1,11 @@
 //! Linux pipes and `splice(2)`: the fast path's only system calls.
 //!
-//! Invariant: a [`Pipe`] is owned by one direction of one connection at a time. It goes back
-//! to the pool ([`recycle`]) only from a leg that ended cleanly with the pipe empty; a pipe of
-//! a connection that died mid-drain is closed with it, so stranded bytes can never reach
-//! another connection. The pool saves a short connection the `pipe2`, `F_SETPIPE_SZ` and four
-//! `close` calls its two pipes would otherwise cost. Both ends are `O_NONBLOCK | O_CLOEXEC`, and every splice passes
-//! `SPLICE_F_NONBLOCK`, so a call never sleeps on the pipe.
+//! Invariant: a [`Pipe`] is owned by one direction of one connection at a time; the relay's
+//! pool decides when one is reused (see `relay::pool`). Both ends are `O_NONBLOCK | O_CLOEXEC`,
+//! and every splice passes `SPLICE_F_NONBLOCK`, so a call never sleeps on the pipe.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::sync::Mutex;
 
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, OFlag, SpliceFFlags, fcntl, splice};
@@ -83,34 +79,6 @@ impl Pipe {
     /// pipe when the kernel refuses to splice them out.
     pub(crate) fn read_into(&self, buf: &mut [u8]) -> io::Result<usize> {
         read(&self.read_end, buf).map_err(io::Error::from)
-    }
-}
-
-/// Most idle pipes kept for reuse (two descriptors each).
-const POOL_CAPACITY: usize = 256;
-
-static POOL: Mutex<Vec<Pipe>> = Mutex::new(Vec::new());
-
-fn pool() -> std::sync::MutexGuard<'static, Vec<Pipe>> {
-    POOL.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// An empty pipe from the pool, if one is idle.
-pub(crate) fn take_pooled() -> Option<Pipe> {
-    pool().pop()
-}
-
-/// Pipes idle in the pool now (for tests).
-pub(crate) fn pooled() -> usize {
-    pool().len()
-}
-
-/// Returns a pipe to the pool. The caller guarantees the pipe is empty: every byte spliced
-/// into it was spliced out again. A full pool closes the pipe instead.
-pub(crate) fn recycle(pipe: Pipe) {
-    let mut pool = pool();
-    if pool.len() < POOL_CAPACITY {
-        pool.push(pipe);
     }
 }
 

@@ -3,18 +3,22 @@
 //! descriptor limit, and errno names and classes for events and decisions.
 //!
 //! Invariant: this is the only module that talks to nix and libc; it holds no policy, and its
-//! only state is the pool of empty pipes and the per-thread datagram batch.
+//! only state is the per-thread datagram batch (the pool of pipes is the relay's).
 //! `unsafe` is allowed here and nowhere else, each block with a `// SAFETY:` comment; today
 //! only [`batch`] needs it (the two batched datagram calls, the address they return, and
-//! registering a datagram socket with the reactor for reads only).
+//! registering a datagram socket with the reactor for reads only) and `memory` (glibc's
+//! `malloc_trim`).
 
 #[allow(unsafe_code)]
 pub(crate) mod batch;
 #[cfg(target_os = "linux")]
 mod linux;
+#[allow(unsafe_code)]
+mod memory;
 
 #[cfg(target_os = "linux")]
-pub(crate) use linux::{Pipe, PipeSizeRefusal, pooled, recycle, take_pooled};
+pub(crate) use linux::{Pipe, PipeSizeRefusal};
+pub(crate) use memory::release_free_memory;
 
 use std::io;
 

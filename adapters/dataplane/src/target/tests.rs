@@ -22,6 +22,7 @@ fn plan(listen: PortRange, targets: Vec<Target>) -> TargetPlan {
         targets,
         prefer_ipv6: false,
         health_check_interval_secs: None,
+        sni: None,
     })
 }
 

@@ -29,6 +29,7 @@ mod lifecycle;
 mod paths;
 mod resets;
 mod rule_targets;
+mod sni;
 mod support;
 mod targets;
 mod udp;

@@ -93,6 +93,7 @@ pub fn tcp_rule(listen: PortRange, targets: Vec<Target>) -> RuleDef {
         targets,
         prefer_ipv6: false,
         health_check_interval_secs: None,
+        sni: None,
     }
 }
 
