@@ -51,6 +51,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         targets: vec![],
         prefer_ipv6: false,
         health_check_interval_secs: None,
+        sni_pattern: None,
+        sni_fallback: false,
     };
     let ack_timeout = Duration::from_secs(2);
 

@@ -104,6 +104,11 @@ impl Agent {
         self.commands.pop_front()
     }
 
+    /// The definition of a bound rule (to bind it again after a pause).
+    pub fn bound_def(&self, id: RuleId) -> Option<&RuleDef> {
+        self.rules.get(&id).filter(|(_, s)| *s == Local::Bound).map(|(def, _)| def)
+    }
+
     /// Ids of rules that are bound now.
     pub fn bound_rules(&self) -> impl Iterator<Item = RuleId> + '_ {
         self.rules.iter().filter(|(_, (_, s))| *s == Local::Bound).map(|(id, _)| *id)
@@ -157,6 +162,8 @@ mod tests {
             targets: vec![],
             prefer_ipv6: false,
             health_check_interval_secs: None,
+            sni_pattern: None,
+            sni_fallback: false,
         }
         .validate(RuleLimits::default())
         .unwrap()

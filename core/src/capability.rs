@@ -52,6 +52,8 @@ capabilities! {
     DnsTarget => "dns_target", DnsTargetUnsupportedByClient;
     /// PROXY protocol headers towards targets.
     ProxyProtocol => "proxy_protocol", ProxyProtocolUnsupportedByClient;
+    /// SNI routing: several TLS rules behind one listen port, chosen by server name.
+    Sni => "sni", SniUnsupportedByClient;
 }
 
 /// The set a client announced.
@@ -88,6 +90,8 @@ mod tests {
             targets: targets.iter().map(|t| t.to_string()).collect(),
             prefer_ipv6: false,
             health_check_interval_secs: None,
+            sni_pattern: None,
+            sni_fallback: false,
         }
         .validate(RuleLimits::default())
         .unwrap()

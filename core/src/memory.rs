@@ -12,11 +12,13 @@ use crate::account::{ApiToken, User, WebSession};
 use crate::audit::{AuditQuery, AuditRecord};
 use crate::client::{Client, Enrollment};
 use crate::grant::Grant;
-use crate::ids::{ClientId, ClientName, GrantId, RuleId, SessionId, TokenId, UserId};
+use crate::history::{Bucket, TrafficKey, TrafficSample};
+use crate::ids::{ClientId, ClientName, GrantId, RuleId, SessionId, Timestamp, TokenId, UserId};
 use crate::ports::{
-    AuditStore, ClientStore, CredentialStore, EnrollmentStore, GrantStore, Reads, RuleIds, RuleStore,
-    StateStore, Store, StoreError, StoreTx, UserStore, Write,
+    AuditStore, ClientStore, CredentialStore, EnrollmentStore, GrantStore, HistoryStore, QuotaStore, Reads,
+    RuleIds, RuleStore, StateStore, Store, StoreError, StoreTx, UserStore, Write,
 };
+use crate::quota::Quota;
 use crate::rule::Rule;
 use crate::secret::SecretHash;
 use crate::settings::RuntimeSettings;
@@ -42,6 +44,8 @@ pub struct MemoryState {
     throttles: BTreeMap<String, Throttle>,
     settings: Option<RuntimeSettings>,
     audit: BTreeMap<u64, AuditRecord>,
+    quotas: BTreeMap<(UserId, ClientId), Quota>,
+    traffic: BTreeMap<(Bucket, Timestamp, TrafficKey), TrafficSample>,
 }
 
 /// A `Store` in memory (tests, embedders, and the shape of every other store).
@@ -191,6 +195,31 @@ impl StateStore for MemoryState {
     }
 }
 
+impl QuotaStore for MemoryState {
+    fn get_quota(&self, user: &UserId, client: &ClientId) -> Result<Option<Quota>, StoreError> {
+        Ok(self.quotas.get(&(user.clone(), client.clone())).cloned())
+    }
+    fn list_quotas(&self) -> Result<Vec<Quota>, StoreError> {
+        Ok(self.quotas.values().cloned().collect())
+    }
+}
+
+impl HistoryStore for MemoryState {
+    fn traffic_samples(
+        &self,
+        bucket: Bucket,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<TrafficSample>, StoreError> {
+        Ok(self
+            .traffic
+            .iter()
+            .filter(|((b, start, _), _)| *b == bucket && *start >= from && *start < to)
+            .map(|(_, sample)| sample.clone())
+            .collect())
+    }
+}
+
 impl RuleIds for MemoryStore {
     fn next_rule_id(&self) -> Result<RuleId, StoreError> {
         let mut state = self.state();
@@ -306,6 +335,18 @@ impl MemoryState {
                 Write::PruneAudit { through_seq } => {
                     state.audit.retain(|&seq, _| seq > through_seq);
                 }
+                Write::PutQuota(q) => {
+                    state.quotas.insert((q.user.clone(), q.client.clone()), q);
+                }
+                Write::DeleteQuota(user, client) => {
+                    state.quotas.remove(&(user, client));
+                }
+                Write::PutTrafficSample(sample) => {
+                    state.traffic.insert((sample.bucket, sample.start, sample.key.clone()), sample);
+                }
+                Write::PruneTraffic { bucket, before } => {
+                    state.traffic.retain(|(b, start, _), _| *b != bucket || *start >= before);
+                }
             }
         }
         Ok(())
@@ -332,7 +373,7 @@ impl StoreTx for MemoryStore {
 
 impl MemoryState {
     /// The state a store holds, for the tables that can be listed: clients, rules and their
-    /// totals, users, grants, API tokens, Web sessions and settings. Enrollments, throttles
+    /// totals, users, grants, API tokens, Web sessions, settings and quotas. Enrollments, throttles
     /// and the audit trail are left out (a cache of the store answers those from it).
     pub fn listed_from<S: Reads + ?Sized>(store: &S) -> Result<MemoryState, StoreError> {
         let clients = store.list_clients()?;
@@ -352,6 +393,11 @@ impl MemoryState {
             tokens: store.list_api_tokens()?.into_iter().map(|t| (t.id.clone(), t)).collect(),
             sessions: store.list_sessions()?.into_iter().map(|s| (s.id.clone(), s)).collect(),
             settings: Some(store.runtime_settings()?),
+            quotas: store
+                .list_quotas()?
+                .into_iter()
+                .map(|q| ((q.user.clone(), q.client.clone()), q))
+                .collect(),
             ..MemoryState::default()
         })
     }

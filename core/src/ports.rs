@@ -10,6 +10,7 @@ use crate::capability::CapabilitySet;
 use crate::client::{Client, Enrollment};
 use crate::grant::Grant;
 use crate::ids::{ClientId, ClientName, GrantId, RuleId, SessionId, Timestamp, TokenId, UserId};
+use crate::quota::Quota;
 use crate::rule::{Rule, RuleDef};
 use crate::secret::SecretHash;
 use crate::settings::RuntimeSettings;
@@ -185,6 +186,25 @@ pub trait AuditStore {
     ) -> Result<Option<crate::audit::PrunePlan>, StoreError>;
 }
 
+/// Reads of traffic quotas.
+pub trait QuotaStore {
+    /// The quota of one (user, client) pair.
+    fn get_quota(&self, user: &UserId, client: &ClientId) -> Result<Option<Quota>, StoreError>;
+    /// Every quota, by user then client.
+    fn list_quotas(&self) -> Result<Vec<Quota>, StoreError>;
+}
+
+/// Reads of the traffic history.
+pub trait HistoryStore {
+    /// The samples of `bucket` starting in `from..to`, oldest first.
+    fn traffic_samples(
+        &self,
+        bucket: crate::history::Bucket,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<crate::history::TrafficSample>, StoreError>;
+}
+
 /// Reads of runtime settings and throttles.
 pub trait StateStore {
     /// The settings record; the default when none was written yet.
@@ -230,6 +250,19 @@ pub enum Write {
     DeleteThrottle(String),
     /// Replace the settings record.
     PutSettings(RuntimeSettings),
+    /// Insert or replace the quota of its (user, client) pair.
+    PutQuota(Quota),
+    /// Delete the quota of a (user, client) pair; missing is not an error.
+    DeleteQuota(UserId, ClientId),
+    /// Insert or replace a traffic sample (keyed by bucket, start and key).
+    PutTrafficSample(crate::history::TrafficSample),
+    /// Delete the samples of a bucket that start before `before`.
+    PruneTraffic {
+        /// The bucket.
+        bucket: crate::history::Bucket,
+        /// The cut-off.
+        before: Timestamp,
+    },
     /// Append an audit record; the store assigns its `seq` (one more than the last).
     AppendAudit(AuditRecord),
     /// Delete the audit records numbered `through_seq` and below (a retention prune).
@@ -241,7 +274,16 @@ pub enum Write {
 
 /// Every read port at once: what a use case may look at.
 pub trait Reads:
-    ClientStore + RuleStore + EnrollmentStore + UserStore + GrantStore + CredentialStore + AuditStore + StateStore
+    ClientStore
+    + RuleStore
+    + EnrollmentStore
+    + UserStore
+    + GrantStore
+    + CredentialStore
+    + AuditStore
+    + StateStore
+    + QuotaStore
+    + HistoryStore
 {
 }
 
@@ -254,6 +296,8 @@ impl<T> Reads for T where
         + CredentialStore
         + AuditStore
         + StateStore
+        + QuotaStore
+        + HistoryStore
         + ?Sized
 {
 }
@@ -324,6 +368,8 @@ pub enum ClientCommand {
         /// Rule id.
         rule: RuleId,
     },
+    /// A pair's quota changed (`TrafficQuotaUpdate`).
+    Quota(crate::quota::PairUpdate),
 }
 
 /// Why the server ends a client's stream.
@@ -430,6 +476,13 @@ macro_rules! delegate_read_ports {
                 fn runtime_settings(&self) -> $crate::settings::RuntimeSettings;
                 fn get_throttle(&self, key: &str) -> Option<$crate::throttle::Throttle>;
             }
+            QuotaStore {
+                fn get_quota(&self, user: &$crate::ids::UserId, client: &$crate::ids::ClientId) -> Option<$crate::quota::Quota>;
+                fn list_quotas(&self) -> Vec<$crate::quota::Quota>;
+            }
+            HistoryStore {
+                fn traffic_samples(&self, bucket: $crate::history::Bucket, from: $crate::ids::Timestamp, to: $crate::ids::Timestamp) -> Vec<$crate::history::TrafficSample>;
+            }
         );
     };
     (@methods $ty:ty, $view:expr, $($port:ident { $(fn $name:ident(&self $(, $arg:ident: $argty:ty)*) -> $ret:ty;)* })*) => {
@@ -438,7 +491,7 @@ macro_rules! delegate_read_ports {
                 #[allow(unused_imports)]
                 use $crate::ports::{
                     AuditStore as _, ClientStore as _, CredentialStore as _, EnrollmentStore as _, GrantStore as _,
-                    RuleStore as _, StateStore as _, UserStore as _,
+                    HistoryStore as _, QuotaStore as _, RuleStore as _, StateStore as _, UserStore as _,
                 };
                 #[allow(clippy::redundant_closure_call)]
                 ($view)(self)?.$name($($arg),*)

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::config::{DataPlaneSettings, ServerSettings, SettingsLayer};
 use crate::error::{ErrorCode, Failure};
 use crate::ids::RuleId;
-use crate::rule::{RuleDef, RuleLimits, RuleSpec};
+use crate::rule::{ListenClash, RuleDef, RuleLimits, RuleSpec};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -49,6 +49,7 @@ fn field_of(code: ErrorCode) -> &'static str {
         ErrorCode::ProtocolMismatch => "protocol",
         ErrorCode::OutOfRange => "health_check_interval_secs",
         ErrorCode::InvalidName => "name",
+        ErrorCode::InvalidSniPattern => "sni_pattern",
         _ => "rule",
     }
 }
@@ -131,11 +132,20 @@ impl StandaloneConfig {
                     format!("rule {name:?} (#{position}): name: {other:?} is used by an earlier rule"),
                 ));
             }
-            if let Some((_, other, _)) = rules.iter().find(|(_, _, d)| d.reserves_same_ports_as(&def)) {
+            // SNI rules of one address and port share its listener; anything else overlapping
+            // is refused with the code a server push would get.
+            let clash = rules.iter().find_map(|(_, n, d)| def.listen_clash(d).map(|c| (n, c)));
+            if let Some((other, clash)) = clash {
+                let why = match clash {
+                    ListenClash::Ports => "overlaps",
+                    ListenClash::PlainAndSni => "mixes plain TCP and SNI routing with",
+                    ListenClash::SamePattern => "routes the same SNI pattern as",
+                    ListenClash::SecondFallback => "is a second SNI fallback beside",
+                };
                 return Err(Failure::new(
-                    ErrorCode::PortInUse,
+                    clash.code(),
                     format!(
-                        "rule {name:?} (#{position}): listen_port: {} {} overlaps rule {other:?}",
+                        "rule {name:?} (#{position}): listen_port: {} {} {why} rule {other:?}",
                         def.protocol, def.listen
                     ),
                 ));
@@ -169,6 +179,43 @@ mod tests {
         assert_eq!(cfg.rules.len(), 2);
         assert_eq!(cfg.rules[1].0, RuleId::new(2));
         assert_eq!(cfg.settings.tcp_idle_timeout.as_secs(), 60);
+    }
+
+    #[test]
+    fn sni_rules_share_a_port_and_clash_with_their_codes() {
+        let sni = |name: &str, route: &str| {
+            format!("[[rule]]\nname = \"{name}\"\nlisten_port = 8443\ntarget = \"127.0.0.1:9443\"\n{route}\n")
+        };
+        let ok = [
+            sni("api", "sni_pattern = \"API.example.com\""),
+            sni("any", "sni_pattern = \"*.example.com\""),
+            sni("rest", "sni_fallback = true"),
+        ]
+        .concat();
+        let cfg = StandaloneConfig::parse(&ok).unwrap();
+        assert_eq!(cfg.rules.len(), 3);
+        assert_eq!(cfg.rules[0].2.to_spec().sni_pattern.as_deref(), Some("api.example.com"));
+        let plain = "[[rule]]\nname = \"plain\"\nlisten_port = 8443\ntarget = \"127.0.0.1:9443\"\n";
+        check_err(
+            &[ok.as_str(), plain].concat(),
+            ErrorCode::LegacyToSniUnsupported,
+            &["\"plain\"", "\"api\""],
+        );
+        check_err(
+            &[ok.clone(), sni("dup", "sni_pattern = \"api.example.com\"")].concat(),
+            ErrorCode::SniPatternTaken,
+            &["dup"],
+        );
+        check_err(
+            &[ok.clone(), sni("again", "sni_fallback = true")].concat(),
+            ErrorCode::SniFallbackTaken,
+            &["again"],
+        );
+        check_err(
+            &sni("bad", "sni_pattern = \"*\""),
+            ErrorCode::InvalidSniPattern,
+            &["\"bad\"", "sni_pattern"],
+        );
     }
 
     #[test]

@@ -147,6 +147,8 @@ pub fn tcp_rule(port: i64) -> RuleDef {
         targets: vec![],
         prefer_ipv6: false,
         health_check_interval_secs: None,
+        sni_pattern: None,
+        sni_fallback: false,
     }
     .validate(RuleLimits::default())
     .expect("valid literal rule")
@@ -190,6 +192,81 @@ pub fn store_contract(make: &dyn Fn() -> Box<dyn Store>) {
     accounts_round_trip_and_delete(&*make());
     audit_appends_in_order_and_pages(&*make());
     settings_and_throttles_round_trip(&*make());
+    quotas_round_trip_and_list_by_user_then_client(&*make());
+    traffic_samples_range_replace_and_prune_per_bucket(&*make());
+}
+
+fn traffic_samples_range_replace_and_prune_per_bucket(store: &dyn Store) {
+    use crate::history::{Bucket, TrafficKey, TrafficSample};
+    let sample = |bucket, secs: u64, user: &str, rule: u64, bytes| TrafficSample {
+        bucket,
+        start: Timestamp::from_millis(secs * 1_000),
+        key: TrafficKey {
+            user: UserId::new(user),
+            client: sample_client(1, "edge-01").id,
+            rule: RuleId::new(rule),
+        },
+        bytes_in: bytes,
+        bytes_out: 1,
+    };
+    let at = |secs: u64| Timestamp::from_millis(secs * 1_000);
+    let writes = vec![
+        sample(Bucket::Minute, 120, "bob", 2, 5),
+        sample(Bucket::Minute, 60, "alice", 1, 3),
+        sample(Bucket::Minute, 60, "alice", 2, 4),
+        sample(Bucket::Minute, 180, "alice", 1, 6),
+        sample(Bucket::Hour, 0, "alice", 1, 7),
+    ];
+    store.commit(writes.into_iter().map(Write::PutTrafficSample).collect()).unwrap();
+    let bytes = |bucket, from, to| -> Vec<u64> {
+        store.traffic_samples(bucket, at(from), at(to)).unwrap().iter().map(|s| s.bytes_in).collect()
+    };
+    assert_eq!(bytes(Bucket::Minute, 60, 180), [3, 4, 5], "oldest first, the end excluded");
+    assert_eq!(bytes(Bucket::Hour, 0, 3_600), [7], "the buckets are apart");
+    assert!(bytes(Bucket::Minute, 180, 180).is_empty());
+    store.commit(vec![Write::PutTrafficSample(sample(Bucket::Minute, 60, "alice", 1, 30))]).unwrap();
+    assert_eq!(bytes(Bucket::Minute, 60, 61), [30, 4], "a sample's key replaces it");
+    store.commit(vec![Write::PruneTraffic { bucket: Bucket::Minute, before: at(180) }]).unwrap();
+    assert_eq!(bytes(Bucket::Minute, 0, 3_600), [6]);
+    assert_eq!(bytes(Bucket::Hour, 0, 3_600), [7], "a prune keeps to its bucket");
+}
+
+fn quotas_round_trip_and_list_by_user_then_client(store: &dyn Store) {
+    use crate::quota::{Quota, QuotaSpec, QuotaState};
+    let quota = |user: &str, client: u8, bytes: u64| {
+        let terms =
+            QuotaSpec { monthly_bytes: bytes, billing_anchor: Some(1_800_000_000) }.validate().unwrap();
+        Quota {
+            user: UserId::new(user),
+            client: sample_client(client, &format!("edge-{client:02}")).id,
+            created_at: Timestamp::from_millis(5),
+            state: QuotaState::new(terms, Timestamp::from_millis(1_800_000_000_000)),
+        }
+    };
+    // "alice" sorts before "alice.ops", whose quota is written first.
+    let (a1, a2, b) = (quota("alice", 2, 100), quota("alice", 1, 200), quota("alice.ops", 1, 300));
+    store
+        .commit(vec![Write::PutQuota(b.clone()), Write::PutQuota(a1.clone()), Write::PutQuota(a2.clone())])
+        .unwrap();
+    assert_eq!(store.get_quota(&a1.user, &a1.client).unwrap(), Some(a1.clone()));
+    assert_eq!(store.get_quota(&b.user, &a1.client).unwrap(), None);
+    let listed: Vec<(String, String)> = store
+        .list_quotas()
+        .unwrap()
+        .into_iter()
+        .map(|q| (q.user.as_str().to_owned(), q.client.as_str().to_owned()))
+        .collect();
+    let mut expected: Vec<(String, String)> =
+        [&a1, &a2, &b].iter().map(|q| (q.user.as_str().to_owned(), q.client.as_str().to_owned())).collect();
+    expected.sort();
+    assert_eq!(listed, expected);
+    let replaced = Quota { created_at: Timestamp::from_millis(6), ..a1.clone() };
+    store.commit(vec![Write::PutQuota(replaced.clone())]).unwrap();
+    assert_eq!(store.get_quota(&a1.user, &a1.client).unwrap(), Some(replaced));
+    store.commit(vec![Write::DeleteQuota(a1.user.clone(), a1.client.clone())]).unwrap();
+    store.commit(vec![Write::DeleteQuota(a1.user.clone(), a1.client.clone())]).unwrap();
+    assert_eq!(store.get_quota(&a1.user, &a1.client).unwrap(), None);
+    assert_eq!(store.list_quotas().unwrap().len(), 2);
 }
 
 fn delete_client_frees_its_name(store: &dyn Store) {

@@ -287,6 +287,8 @@ async fn session(
                         stats_every = tokio::time::interval(every);
                         stats_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     }
+                    // The simulated clients run no user's rules: no quota reaches them.
+                    Some(pb::server_message::Msg::QuotaUpdate(_)) => {}
                     Some(pb::server_message::Msg::RuleUpdate(update)) => {
                         let acks = apply_update(client, &update);
                         for rule_id in acks {
@@ -329,7 +331,7 @@ async fn session(
                 let changed = gate.changed(current);
                 if !changed.is_empty() {
                     let rules = changed.iter().map(|(id, r)| portunus_control::convert::report_to_wire(*id, r)).collect();
-                    let report = pb::StatsReport { rules };
+                    let report = pb::StatsReport { rules, sni_listeners: Vec::new() };
                     if tx.send(client_msg(pb::client_message::Msg::Stats(report))).await.is_err() {
                         return Ok("outbound stream closed".into());
                     }

@@ -176,6 +176,7 @@ pub async fn run(
     let mut agent = Agent::default();
     let mut backoff = Backoff::new(policy.reconnect_backoff.0, policy.reconnect_backoff.1);
     let mut gate = ReportGate::default();
+    let mut quota = crate::quota::Enforcer::default();
     // This process on every stream it opens (never 0, which means "not announced").
     let instance = rand::random::<u64>() | 1;
     let mut shutdown = std::pin::pin!(shutdown);
@@ -186,7 +187,13 @@ pub async fn run(
         };
         let result = match connected {
             Ok(channel) => {
-                let mut link = Link { agent: &mut agent, backoff: &mut backoff, gate: &mut gate, instance };
+                let mut link = Link {
+                    agent: &mut agent,
+                    backoff: &mut backoff,
+                    gate: &mut gate,
+                    quota: &mut quota,
+                    instance,
+                };
                 session(channel, bundle, info, &*runtime, policy, &mut link, shutdown.as_mut()).await
             }
             Err(err) => Err(err),
@@ -249,6 +256,8 @@ struct Link<'a> {
     agent: &'a mut Agent,
     backoff: &'a mut Backoff,
     gate: &'a mut ReportGate,
+    /// Traffic quotas of the users whose rules this client runs.
+    quota: &'a mut crate::quota::Enforcer,
     /// This process's instance, announced in Hello.
     instance: u64,
 }
@@ -263,7 +272,7 @@ async fn session(
     link: &mut Link<'_>,
     mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) -> Result<Ended, ConnectError> {
-    let Link { agent, backoff, gate, instance } = link;
+    let Link { agent, backoff, gate, quota, instance } = link;
     gate.reset();
     let (tx, rx) = mpsc::channel::<pb::ClientMessage>(256);
     // The channel is fresh, so the first message always fits.
@@ -288,6 +297,11 @@ async fn session(
     let min = policy.min_stats_interval;
     let mut stats_every = tokio::time::interval(stats_interval(None, min));
     stats_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The SNI listener counters this stream last carried (none yet: a new stream sends them).
+    let mut sent_sni: Option<Vec<portunus_core::sni::SniListenerReport>> = None;
+    // Quota debits: a few times a second while some pair has a quota.
+    let mut quota_every = tokio::time::interval(QUOTA_DEBIT_INTERVAL);
+    quota_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = &mut shutdown => {
@@ -313,8 +327,12 @@ async fn session(
                     },
                 };
                 match convert::server_event(msg) {
-                    ServerEvent::Welcome { client_name, server_version, settings } => {
+                    ServerEvent::Welcome { client_name, server_version, settings, quotas } => {
                         backoff.reset();
+                        // Quotas first: a pair out of budget never binds its rules.
+                        for change in quota.sync(quotas) {
+                            quota.enforce(change, agent, runtime).await;
+                        }
                         runtime.apply_settings(settings);
                         stats_every = tokio::time::interval(stats_interval(Some(settings.stats_interval), min));
                         stats_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -329,24 +347,68 @@ async fn session(
                         for msg in msgs {
                             agent.handle(msg);
                         }
-                        drive(agent, runtime, &tx).await;
+                        drive(agent, runtime, &tx, quota).await;
+                    }
+                    ServerEvent::Quota(pair) => {
+                        if let Some(change) = quota.apply(pair) {
+                            if matches!(change, portunus_core::quota::GateChange::Suspend(_)) {
+                                let _ = report_now(gate, runtime, &tx, &mut sent_sni).await;
+                            }
+                            quota.enforce(change, agent, runtime).await;
+                        }
                     }
                     ServerEvent::Ignored => {}
                 }
             }
-            _ = stats_every.tick() => {
-                // Only what changed: an idle client sends nothing and costs the server nothing.
-                let changed = gate.changed(runtime.report());
-                if changed.is_empty() {
-                    continue;
+            _ = quota_every.tick(), if quota.is_active() => {
+                let changes = quota.debit(&runtime.report());
+                // A pause drops the paused rules' counters: report what they forwarded first.
+                if !changes.is_empty() && !report_now(gate, runtime, &tx, &mut sent_sni).await {
+                    return Ok(Ended::Dropped("outbound stream closed".into()));
                 }
-                if tx.send(convert::stats_message(&changed)).await.is_err() {
+                for change in changes {
+                    quota.enforce(change, agent, runtime).await;
+                }
+            }
+            _ = stats_every.tick() => {
+                if !report_now(gate, runtime, &tx, &mut sent_sni).await {
                     return Ok(Ended::Dropped("outbound stream closed".into()));
                 }
             }
         }
     }
 }
+
+/// Sends the counters that changed since the last report (and the SNI listeners when they
+/// changed); false when the stream is gone.
+async fn report_now(
+    gate: &mut ReportGate,
+    runtime: &dyn RuleRuntime,
+    tx: &mpsc::Sender<pb::ClientMessage>,
+    sent_sni: &mut Option<Vec<portunus_core::sni::SniListenerReport>>,
+) -> bool {
+    // Only what changed: an idle client sends nothing and costs the server nothing.
+    let changed = gate.changed(runtime.report());
+    // SNI listeners go whole in every report once there are any (the server replaces what
+    // it kept), and whenever they changed, so an empty list after the last one went tells
+    // the server to forget them.
+    let sni = runtime.sni_report();
+    let sni_changed = match sent_sni {
+        Some(sent) => *sent != sni,
+        None => !sni.is_empty(),
+    };
+    if changed.is_empty() && !sni_changed {
+        return true;
+    }
+    if tx.send(convert::stats_message(&changed, &sni)).await.is_err() {
+        return false;
+    }
+    *sent_sni = Some(sni);
+    true
+}
+
+/// How often bytes are debited from the pairs' quotas.
+const QUOTA_DEBIT_INTERVAL: Duration = Duration::from_millis(250);
 
 fn stats_interval(interval: Option<Duration>, min: Duration) -> Duration {
     interval.unwrap_or(Duration::from_secs(2)).max(min)
@@ -376,9 +438,20 @@ fn classify_status(status: &tonic::Status) -> ConnectError {
 }
 
 /// Executes the agent's commands until it has none left.
-async fn drive(agent: &mut Agent, runtime: &dyn RuleRuntime, tx: &mpsc::Sender<pb::ClientMessage>) {
+async fn drive(
+    agent: &mut Agent,
+    runtime: &dyn RuleRuntime,
+    tx: &mpsc::Sender<pb::ClientMessage>,
+    quota: &mut crate::quota::Enforcer,
+) {
     while let Some(command) = agent.poll_command() {
         match command {
+            AgentCommand::Bind(id, def) if quota.holds(id) => {
+                // Its pair is out of budget: it binds when the pair has budget again.
+                quota.note_paused(id);
+                tracing::info!(event = "rule.bound", rule = %id, listen = %def.listen, paused = "traffic_quota");
+                agent.handle_bind_result(id, &def, Ok(()));
+            }
             AgentCommand::Bind(id, def) => {
                 let result = runtime.bind(id, def.clone()).await;
                 match &result {

@@ -4,6 +4,8 @@
 //! Invariant: decoding never panics and never trusts the peer: a rule definition from the wire
 //! goes through the same grammar and checks as an operator's input.
 
+use portunus_core::ids::UserId;
+use portunus_core::quota::{PairUpdate, QuotaUpdate};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -16,9 +18,10 @@ use portunus_core::error::{ErrorCode, Failure};
 use portunus_core::ids::{ClientId, RuleId};
 use portunus_core::ports::ClientCommand;
 use portunus_core::rule::{
-    Host, ListenSpec, Protocol, ProxyVersion, RuleDef, RuleEvent, RuleLimits, RuleSpec,
+    Host, ListenSpec, Protocol, ProxyVersion, RuleDef, RuleEvent, RuleLimits, RuleSpec, SniRoute,
 };
 use portunus_core::service::Redeemed;
+use portunus_core::sni::SniListenerReport;
 use portunus_core::stats::{Counters, RuleReport, TargetCounters, TargetHealth};
 use portunus_proto::v1 as pb;
 use portunus_runtime::{EndReason, Outbound};
@@ -55,6 +58,8 @@ pub fn rule_to_wire(id: RuleId, def: &RuleDef) -> pb::RuleDefinition {
         prefer_ipv6: def.prefer_ipv6,
         health_check_interval_secs: def.health_check_interval_secs.unwrap_or(0),
         name: def.name.clone().unwrap_or_default(),
+        sni_pattern: def.sni.as_ref().and_then(SniRoute::pattern).map(|p| p.to_string()).unwrap_or_default(),
+        sni_fallback: def.sni == Some(SniRoute::Fallback),
     }
 }
 
@@ -104,6 +109,8 @@ pub fn rule_from_wire(wire: &pb::RuleDefinition) -> Result<(RuleId, RuleDef), Fa
         prefer_ipv6: wire.prefer_ipv6,
         health_check_interval_secs: (wire.health_check_interval_secs != 0)
             .then_some(wire.health_check_interval_secs),
+        sni_pattern: (!wire.sni_pattern.is_empty()).then(|| wire.sni_pattern.clone()),
+        sni_fallback: wire.sni_fallback,
     };
     let def = spec.validate(RuleLimits { max_range_ports: 65_535 })?;
     Ok((RuleId::new(wire.rule_id), def))
@@ -198,6 +205,53 @@ pub fn report_to_wire(id: RuleId, r: &RuleReport) -> pb::RuleCounters {
     }
 }
 
+/// Core SNI listener counters → wire.
+pub fn sni_report_to_wire(r: &SniListenerReport) -> pb::SniListenerCounters {
+    pb::SniListenerCounters {
+        listen_addr: r.listen_addr.map(|a| a.to_string()).unwrap_or_default(),
+        port: u32::from(r.port),
+        instance: r.instance,
+        routed_exact: r.routed_exact,
+        routed_wildcard: r.routed_wildcard,
+        routed_fallback: r.routed_fallback,
+        miss: r.miss,
+        parse_failures: r.parse_failures,
+        peek_timeouts: r.peek_timeouts,
+        peeks_shed: r.peeks_shed,
+        peek_buckets: r.peek_buckets.clone(),
+        peek_sum_us: r.peek_sum_us,
+    }
+}
+
+/// Wire SNI listener counters → core; `None` for a port outside 1..=65535 or an address
+/// that does not parse. The histogram is brought to the shared bucket layout.
+pub fn sni_report_from_wire(w: &pb::SniListenerCounters) -> Option<SniListenerReport> {
+    let port = u16::try_from(w.port).ok().filter(|&p| p != 0)?;
+    let listen_addr = match w.listen_addr.as_str() {
+        "" => None,
+        text => Some(text.parse::<IpAddr>().ok()?),
+    };
+    // A hostile report cannot make the server hold an unbounded histogram.
+    let buckets = w.peek_buckets.iter().take(64).copied().collect();
+    Some(
+        SniListenerReport {
+            listen_addr,
+            port,
+            instance: w.instance,
+            routed_exact: w.routed_exact,
+            routed_wildcard: w.routed_wildcard,
+            routed_fallback: w.routed_fallback,
+            miss: w.miss,
+            parse_failures: w.parse_failures,
+            peek_timeouts: w.peek_timeouts,
+            peeks_shed: w.peeks_shed,
+            peek_buckets: buckets,
+            peek_sum_us: w.peek_sum_us,
+        }
+        .normalised(),
+    )
+}
+
 /// Wire report → core. Ports outside 1..=65535 are dropped.
 pub fn report_from_wire(w: &pb::RuleCounters) -> (RuleId, RuleReport) {
     let per_port: BTreeMap<u16, Counters> = w
@@ -242,6 +296,8 @@ mod tests {
             targets: text_targets.iter().map(|t| t.to_string()).collect(),
             prefer_ipv6: true,
             health_check_interval_secs: Some(5),
+            sni_pattern: None,
+            sni_fallback: false,
         }
         .validate(RuleLimits::default())
         .unwrap()
@@ -257,6 +313,11 @@ mod tests {
                 Protocol::Tcp,
             ),
             def(&["10.0.0.1:53"], "5353", Protocol::Udp),
+            RuleDef {
+                sni: Some(SniRoute::Pattern(portunus_core::sni::SniPattern::parse("*.example.com").unwrap())),
+                ..def(&["127.0.0.1:8443"], "443", Protocol::Tcp)
+            },
+            RuleDef { sni: Some(SniRoute::Fallback), ..def(&["127.0.0.1:8443"], "443", Protocol::Tcp) },
         ] {
             let wire = rule_to_wire(RuleId::new(42), &d);
             let bytes = wire.encode_to_vec();
@@ -299,6 +360,34 @@ mod tests {
     }
 
     #[test]
+    fn sni_listener_counters_round_trip_and_hostile_ones_are_bounded() {
+        let report = SniListenerReport {
+            listen_addr: Some("::1".parse().unwrap()),
+            port: 443,
+            instance: 9,
+            routed_exact: 1,
+            routed_wildcard: 2,
+            routed_fallback: 3,
+            miss: 4,
+            parse_failures: 5,
+            peek_timeouts: 6,
+            peeks_shed: 7,
+            peek_sum_us: 8,
+            ..SniListenerReport::default()
+        };
+        let wire = sni_report_to_wire(&report);
+        let decoded = pb::SniListenerCounters::decode(wire.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(sni_report_from_wire(&decoded), Some(report));
+        let mut hostile = wire.clone();
+        hostile.peek_buckets = vec![1; 10_000];
+        let bounded = sni_report_from_wire(&hostile).unwrap();
+        assert_eq!(bounded.peek_buckets.len(), portunus_core::sni::PEEK_BUCKETS_SECONDS.len() + 1);
+        assert_eq!(bounded.peek_count(), 64);
+        hostile.port = 70_000;
+        assert_eq!(sni_report_from_wire(&hostile), None);
+    }
+
+    #[test]
     fn settings_round_trip_and_zero_means_default() {
         let s = DataPlaneSettings { udp_flow_idle: Duration::from_secs(31), ..Default::default() };
         assert_eq!(settings_from_wire(&settings_to_wire(&s)), s);
@@ -322,8 +411,9 @@ pub enum ClientEvent {
     },
     /// A rule's activation outcome.
     Outcome(RuleId, RuleEvent),
-    /// Cumulative traffic of some rules.
-    Stats(Vec<(RuleId, RuleReport)>),
+    /// Cumulative traffic of some rules, and the counters of the client's SNI listeners
+    /// (all of them, when it has any).
+    Stats(Vec<(RuleId, RuleReport)>, Vec<SniListenerReport>),
     /// Nothing the server acts on.
     Ignored,
 }
@@ -351,9 +441,11 @@ pub fn client_event(msg: pb::ClientMessage) -> ClientEvent {
                 _ => ClientEvent::Ignored,
             }
         }
-        Some(pb::client_message::Msg::Stats(report)) => {
-            ClientEvent::Stats(report.rules.iter().map(report_from_wire).collect())
-        }
+        Some(pb::client_message::Msg::Stats(report)) => ClientEvent::Stats(
+            report.rules.iter().map(report_from_wire).collect(),
+            // Bounded: a client has at most one listener per SNI port.
+            report.sni_listeners.iter().take(1024).filter_map(sni_report_from_wire).collect(),
+        ),
         None => ClientEvent::Ignored,
     }
 }
@@ -375,6 +467,7 @@ pub fn outbound_to_wire(
                 settings: Some(settings_to_wire(&plan.settings)),
                 server_version: server_version.to_owned(),
                 protocol_version: portunus_core::PROTOCOL_VERSION,
+                quotas: plan.quotas.iter().map(quota_to_wire).collect(),
             };
             let replay = pb::RuleUpdate {
                 full_sync: true,
@@ -396,6 +489,11 @@ pub fn outbound_to_wire(
         Outbound::Command(ClientCommand::Remove { rule }) => {
             vec![update(pb::RuleUpdate { full_sync: false, upsert: vec![], remove: vec![rule.get()] })]
         }
+        Outbound::Command(ClientCommand::Quota(pair)) => {
+            vec![Ok(pb::ServerMessage {
+                msg: Some(pb::server_message::Msg::QuotaUpdate(quota_to_wire(&pair))),
+            })]
+        }
         Outbound::End(EndReason::Disconnected(reason)) => {
             vec![Err(tonic::Status::unauthenticated(reason.as_str()))]
         }
@@ -406,6 +504,45 @@ pub fn outbound_to_wire(
             vec![Err(tonic::Status::unavailable("server shutting down"))]
         }
     }
+}
+
+/// A pair's quota on the wire.
+pub fn quota_to_wire(pair: &PairUpdate) -> pb::TrafficQuotaUpdate {
+    let rules = pair.rules.iter().map(|r| r.get()).collect();
+    match &pair.update {
+        QuotaUpdate::Set { user, remaining_bytes, exhausted } => pb::TrafficQuotaUpdate {
+            action: pb::traffic_quota_update::Action::Set as i32,
+            user: user.to_string(),
+            remaining_bytes: *remaining_bytes,
+            exhausted: *exhausted,
+            rules,
+        },
+        QuotaUpdate::Remove { user } => pb::TrafficQuotaUpdate {
+            action: pb::traffic_quota_update::Action::Remove as i32,
+            user: user.to_string(),
+            remaining_bytes: 0,
+            exhausted: false,
+            rules,
+        },
+    }
+}
+
+/// A pair's quota from the wire; `None` for an action this client does not know (logged).
+pub fn quota_from_wire(wire: &pb::TrafficQuotaUpdate) -> Option<PairUpdate> {
+    let user = UserId::new(wire.user.chars().take(64).collect::<String>());
+    // Bounded: a pair's rules on one client.
+    let rules = wire.rules.iter().take(65_536).map(|r| RuleId::new(*r)).collect();
+    let update = match pb::traffic_quota_update::Action::try_from(wire.action) {
+        Ok(pb::traffic_quota_update::Action::Set) => {
+            QuotaUpdate::Set { user, remaining_bytes: wire.remaining_bytes, exhausted: wire.exhausted }
+        }
+        Ok(pb::traffic_quota_update::Action::Remove) => QuotaUpdate::Remove { user },
+        _ => {
+            tracing::warn!(event = "control.bad_quota_update", action = wire.action, user = %wire.user);
+            return None;
+        }
+    };
+    Some(PairUpdate { update, rules })
 }
 
 /// The answer to a successful redeem.
@@ -472,9 +609,12 @@ pub fn outcome_message(id: RuleId, outcome: Outcome) -> pb::ClientMessage {
     pb::ClientMessage { msg: Some(pb::client_message::Msg::RuleStatus(status)) }
 }
 
-/// A traffic report of some rules.
-pub fn stats_message(reports: &[(RuleId, RuleReport)]) -> pb::ClientMessage {
-    let report = pb::StatsReport { rules: reports.iter().map(|(id, r)| report_to_wire(*id, r)).collect() };
+/// A traffic report of some rules, and of the client's SNI listeners.
+pub fn stats_message(reports: &[(RuleId, RuleReport)], sni: &[SniListenerReport]) -> pb::ClientMessage {
+    let report = pb::StatsReport {
+        rules: reports.iter().map(|(id, r)| report_to_wire(*id, r)).collect(),
+        sni_listeners: sni.iter().map(sni_report_to_wire).collect(),
+    };
     pb::ClientMessage { msg: Some(pb::client_message::Msg::Stats(report)) }
 }
 
@@ -483,6 +623,8 @@ pub fn stats_message(reports: &[(RuleId, RuleReport)]) -> pb::ClientMessage {
 pub enum ServerEvent {
     /// The stream is up: who we are and the data-plane settings.
     Welcome {
+        /// Every quota of a user on this client (applied before the rules).
+        quotas: Vec<PairUpdate>,
         /// The client's name.
         client_name: String,
         /// The server's version.
@@ -492,6 +634,8 @@ pub enum ServerEvent {
     },
     /// Rule changes for the agent, in order.
     Rules(Vec<ServerMsg>),
+    /// A pair's quota changed.
+    Quota(PairUpdate),
     /// Nothing to act on.
     Ignored,
 }
@@ -501,6 +645,7 @@ pub enum ServerEvent {
 pub fn server_event(msg: pb::ServerMessage) -> ServerEvent {
     match msg.msg {
         Some(pb::server_message::Msg::Welcome(welcome)) => ServerEvent::Welcome {
+            quotas: welcome.quotas.iter().take(65_536).filter_map(quota_from_wire).collect(),
             settings: welcome.settings.as_ref().map(settings_from_wire).unwrap_or_default(),
             client_name: welcome.client_name,
             server_version: welcome.server_version,
@@ -523,6 +668,9 @@ pub fn server_event(msg: pb::ServerMessage) -> ServerEvent {
             }
             msgs.extend(update.remove.into_iter().map(|id| ServerMsg::Remove(RuleId::new(id))));
             ServerEvent::Rules(msgs)
+        }
+        Some(pb::server_message::Msg::QuotaUpdate(update)) => {
+            quota_from_wire(&update).map_or(ServerEvent::Ignored, ServerEvent::Quota)
         }
         None => ServerEvent::Ignored,
     }

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod convert;
+mod quota;
 pub mod server;
 pub mod tls;
 

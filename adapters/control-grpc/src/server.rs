@@ -211,7 +211,8 @@ async fn handle_client_message(
                 tracing::error!(event = "store.error", error = %err, "could not record a rule outcome")
             }
         },
-        ClientEvent::Stats(reports) => {
+        ClientEvent::Stats(reports, sni) => {
+            runtime.record_sni_stats(client, sni);
             if let Err(err) = runtime.record_stats(client, reports).await {
                 tracing::warn!(event = "store.error", error = %err, "could not record stats");
             }

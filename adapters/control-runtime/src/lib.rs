@@ -18,8 +18,10 @@
 
 #![forbid(unsafe_code)]
 
+mod history;
 mod model;
 mod overlay;
+mod quotas;
 mod sessions;
 mod use_cases;
 mod writer;
@@ -88,6 +90,8 @@ pub struct Services {
 struct StatsState {
     book: StatsBook,
     dirty: BTreeSet<RuleId>,
+    /// Traffic of the minutes not yet written to the history.
+    minutes: portunus_core::history::MinuteBook,
 }
 
 /// The runtime's shared state.
@@ -102,6 +106,16 @@ pub struct Inner {
     opening: Mutex<std::collections::HashMap<ClientId, SessionInfo>>,
     writer: Writer,
     stats: Mutex<StatsState>,
+    /// The SNI listeners each connected client last reported (kept in memory only: they are
+    /// the client's live state, restated in full with every report that has any).
+    sni: Mutex<std::collections::BTreeMap<ClientId, Vec<portunus_core::sni::SniListenerReport>>>,
+    /// What each pair's quota did since start, for `/metrics`.
+    quota_events: Mutex<
+        std::collections::BTreeMap<
+            (portunus_core::ids::UserId, ClientId),
+            portunus_core::service::QuotaEventCounts,
+        >,
+    >,
 }
 
 /// The control runtime. Cheap to clone.
@@ -153,7 +167,9 @@ impl Runtime {
                 sessions: SessionRegistry::default(),
                 opening: Mutex::new(std::collections::HashMap::new()),
                 writer,
-                stats: Mutex::new(StatsState { book, dirty: BTreeSet::new() }),
+                stats: Mutex::new(StatsState { book, dirty: BTreeSet::new(), minutes: Default::default() }),
+                sni: Mutex::new(std::collections::BTreeMap::new()),
+                quota_events: Mutex::new(std::collections::BTreeMap::new()),
             }),
         })
     }

@@ -14,12 +14,15 @@ use portunus_core::account::{ApiToken, User, WebSession};
 use portunus_core::audit::{AuditQuery, AuditRecord};
 use portunus_core::client::{Client, Enrollment};
 use portunus_core::grant::Grant;
+use portunus_core::history::{Bucket, TrafficSample};
+use portunus_core::ids::Timestamp;
 use portunus_core::ids::{ClientId, ClientName, GrantId, RuleId, SessionId, TokenId, UserId};
 use portunus_core::memory::MemoryState;
 use portunus_core::ports::{
-    AuditStore, ClientStore, CredentialStore, EnrollmentStore, GrantStore, RuleStore, StateStore, Store,
-    StoreError, UserStore, Write,
+    AuditStore, ClientStore, CredentialStore, EnrollmentStore, GrantStore, HistoryStore, QuotaStore,
+    RuleStore, StateStore, Store, StoreError, UserStore, Write,
 };
+use portunus_core::quota::Quota;
 use portunus_core::rule::Rule;
 use portunus_core::secret::SecretHash;
 use portunus_core::settings::RuntimeSettings;
@@ -91,6 +94,8 @@ fn is_modelled(write: &Write) -> bool {
         write,
         Write::AppendAudit(_)
             | Write::PruneAudit { .. }
+            | Write::PutTrafficSample(_)
+            | Write::PruneTraffic { .. }
             | Write::PutEnrollment(_)
             | Write::PutThrottle(..)
             | Write::DeleteThrottle(_)
@@ -190,6 +195,26 @@ impl AuditStore for ReadModel {
         limit: u64,
     ) -> Result<Option<portunus_core::audit::PrunePlan>, StoreError> {
         self.durable.audit_prune_plan(before, limit)
+    }
+}
+
+impl HistoryStore for ReadModel {
+    fn traffic_samples(
+        &self,
+        bucket: Bucket,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<TrafficSample>, StoreError> {
+        self.durable.traffic_samples(bucket, from, to)
+    }
+}
+
+impl QuotaStore for ReadModel {
+    fn get_quota(&self, user: &UserId, client: &ClientId) -> Result<Option<Quota>, StoreError> {
+        self.state().get_quota(user, client)
+    }
+    fn list_quotas(&self) -> Result<Vec<Quota>, StoreError> {
+        self.state().list_quotas()
     }
 }
 

@@ -18,11 +18,13 @@ use portunus_core::account::{ApiToken, User, WebSession};
 use portunus_core::audit::{AuditQuery, AuditRecord, AuditStats, PrunePlan};
 use portunus_core::client::{Client, Enrollment};
 use portunus_core::grant::Grant;
+use portunus_core::history::{Bucket, TrafficSample};
 use portunus_core::ids::{ClientId, ClientName, GrantId, RuleId, SessionId, Timestamp, TokenId, UserId};
 use portunus_core::ports::{
-    AuditStore, ClientStore, CredentialStore, EnrollmentStore, GrantStore, RuleIds, RuleStore, StateStore,
-    StoreError, StoreTx, UserStore, Write,
+    AuditStore, ClientStore, CredentialStore, EnrollmentStore, GrantStore, HistoryStore, QuotaStore, RuleIds,
+    RuleStore, StateStore, StoreError, StoreTx, UserStore, Write,
 };
+use portunus_core::quota::Quota;
 use portunus_core::rule::Rule;
 use portunus_core::secret::SecretHash;
 use portunus_core::settings::RuntimeSettings;
@@ -47,6 +49,7 @@ struct Touched {
     tokens: bool,
     sessions: bool,
     settings: bool,
+    quotas: bool,
 }
 
 /// A store transaction seen through the read model.
@@ -98,12 +101,15 @@ impl<'a> Overlay<'a> {
             Write::PutApiToken(_) | Write::DeleteApiToken(_) => t.tokens = true,
             Write::PutSession(_) | Write::DeleteSession(_) => t.sessions = true,
             Write::PutSettings(_) => t.settings = true,
+            Write::PutQuota(_) | Write::DeleteQuota(..) => t.quotas = true,
             // Read from the transaction always.
             Write::PutEnrollment(_)
             | Write::PutThrottle(..)
             | Write::DeleteThrottle(_)
             | Write::AppendAudit(_)
-            | Write::PruneAudit { .. } => {}
+            | Write::PruneAudit { .. }
+            | Write::PutTrafficSample(_)
+            | Write::PruneTraffic { .. } => {}
         }
         Ok(())
     }
@@ -218,6 +224,30 @@ impl AuditStore for Overlay<'_> {
     }
     fn audit_prune_plan(&self, before: Timestamp, limit: u64) -> Result<Option<PrunePlan>, StoreError> {
         self.tx.audit_prune_plan(before, limit)
+    }
+}
+
+impl HistoryStore for Overlay<'_> {
+    fn traffic_samples(
+        &self,
+        bucket: Bucket,
+        from: Timestamp,
+        to: Timestamp,
+    ) -> Result<Vec<TrafficSample>, StoreError> {
+        self.tx.traffic_samples(bucket, from, to)
+    }
+}
+
+impl QuotaStore for Overlay<'_> {
+    fn get_quota(&self, user: &UserId, client: &ClientId) -> Result<Option<Quota>, StoreError> {
+        if self.touched().quotas {
+            self.tx.get_quota(user, client)
+        } else {
+            self.model.get_quota(user, client)
+        }
+    }
+    fn list_quotas(&self) -> Result<Vec<Quota>, StoreError> {
+        if self.touched().quotas { self.tx.list_quotas() } else { self.model.list_quotas() }
     }
 }
 

@@ -394,7 +394,12 @@ impl Runtime {
     pub fn metrics_for(&self, actor: &Actor) -> Result<MetricsSnapshot, Failure> {
         let totals = |rule: RuleId| self.stats().book.get(&rule).map(|t| t.totals());
         let snapshot = self.read(|s, cx| s.admin.metrics_for(cx, actor, &totals))??;
-        Ok(MetricsSnapshot { audit_rows_dropped: self.audit_rows_dropped(), ..snapshot })
+        Ok(MetricsSnapshot {
+            audit_rows_dropped: self.audit_rows_dropped(),
+            sni_listeners: self.sni_listener_rows(),
+            quotas: self.with_quota_events(snapshot.quotas.clone()),
+            ..snapshot
+        })
     }
 
     /// The data behind `/metrics` (blocking).
@@ -402,7 +407,41 @@ impl Runtime {
         let totals = |rule: RuleId| self.stats().book.get(&rule).map(|t| t.totals());
         let snapshot =
             portunus_core::service::metrics_snapshot(&*self.inner.model, &self.inner.sessions, &totals)?;
-        Ok(MetricsSnapshot { audit_rows_dropped: self.audit_rows_dropped(), ..snapshot })
+        Ok(MetricsSnapshot {
+            audit_rows_dropped: self.audit_rows_dropped(),
+            sni_listeners: self.sni_listener_rows(),
+            quotas: self.with_quota_events(snapshot.quotas.clone()),
+            ..snapshot
+        })
+    }
+
+    /// The SNI listeners clients reported, labelled with their clients' current names.
+    fn sni_listener_rows(&self) -> Vec<portunus_core::service::SniListenerRow> {
+        let reports = self.inner.sni.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        reports
+            .into_iter()
+            .filter_map(|(client, listeners)| {
+                let found = portunus_core::ports::ClientStore::get_client(&*self.inner.model, &client);
+                let name = found.ok().flatten()?.name.to_string();
+                Some(listeners.into_iter().map(move |report| portunus_core::service::SniListenerRow {
+                    client: name.clone(),
+                    report,
+                }))
+            })
+            .flatten()
+            .collect()
+    }
+
+    /// Keeps a client's SNI listener counters for `/metrics`. A client that has SNI
+    /// listeners (or just lost its last one) restates all of them in every stats report, so
+    /// each report replaces what was kept; an empty list forgets the client's listeners.
+    pub fn record_sni_stats(&self, client: &ClientId, listeners: Vec<portunus_core::sni::SniListenerReport>) {
+        let mut kept = self.inner.sni.lock().unwrap_or_else(|p| p.into_inner());
+        if listeners.is_empty() {
+            kept.remove(client);
+        } else {
+            kept.insert(client.clone(), listeners);
+        }
     }
 
     // ----- the server side of control streams ---------------------------------------------
@@ -491,20 +530,54 @@ impl Runtime {
     ) -> Result<(), Failure> {
         let this = self.clone();
         let client = client.clone();
-        blocking(move || {
-            let owned = portunus_core::service::owned_reports(&*this.inner.model, &client, reports)?;
-            let mut stats = this.stats();
-            for (rule, report) in owned {
-                stats.book.entry(rule).or_default().record(report);
-                stats.dirty.insert(rule);
-            }
-            Ok(())
-        })
-        .await
+        let metered = {
+            let (this, client) = (this.clone(), client.clone());
+            blocking(move || {
+                let owned = portunus_core::service::owned_reports(&*this.inner.model, &client, reports)?;
+                let owners: std::collections::BTreeMap<RuleId, portunus_core::ids::UserId> =
+                    portunus_core::ports::RuleStore::rules_for_client(&*this.inner.model, &client)?
+                        .into_iter()
+                        .map(|rule| (rule.id, rule.owner))
+                        .collect();
+                // Bytes each owner forwarded since the last report (the book folds restarts,
+                // so the growth of its totals is what is new).
+                let mut grew: std::collections::BTreeMap<portunus_core::ids::UserId, u64> =
+                    Default::default();
+                let now = this.now();
+                let mut stats = this.stats();
+                for (rule, report) in owned {
+                    let totals = stats.book.entry(rule).or_default();
+                    let before = totals.totals();
+                    totals.record(report);
+                    let after = totals.totals();
+                    let grew_in = after.bytes_in.saturating_sub(before.bytes_in);
+                    let grew_out = after.bytes_out.saturating_sub(before.bytes_out);
+                    let delta = grew_in.saturating_add(grew_out);
+                    if let Some(owner) = owners.get(&rule).filter(|_| delta > 0) {
+                        *grew.entry(owner.clone()).or_default() += delta;
+                        let key = portunus_core::history::TrafficKey {
+                            user: owner.clone(),
+                            client: client.clone(),
+                            rule,
+                        };
+                        stats.minutes.add(now, key, grew_in, grew_out);
+                    }
+                    stats.dirty.insert(rule);
+                }
+                Ok::<_, Failure>(grew)
+            })
+            .await?
+        };
+        for (user, bytes) in metered {
+            self.meter_usage(user, client.clone(), bytes).await?;
+        }
+        Ok(())
     }
 
-    /// Marks a client's stream gone: its active gauges drop to zero.
+    /// Marks a client's stream gone: its active gauges drop to zero, and its SNI listeners
+    /// leave `/metrics` until it reports them again.
     pub async fn session_closed(&self, client: &ClientId) -> Result<(), Failure> {
+        self.inner.sni.lock().unwrap_or_else(|p| p.into_inner()).remove(client);
         let this = self.clone();
         let client = client.clone();
         blocking(move || {

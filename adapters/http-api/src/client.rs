@@ -1,6 +1,8 @@
 //! A typed client of the operator API, used by the CLI (and tests). It speaks the same DTOs as
 //! the handlers, so the two cannot drift.
 
+use portunus_core::quota::{QuotaPatch, QuotaSpec};
+use portunus_core::service::QuotaView;
 use std::time::Duration;
 
 use portunus_core::error::{ErrorCode, Failure};
@@ -192,6 +194,48 @@ impl ApiClient {
         let path = format!("/v1/grants/{}", encode(grant));
         self.call::<serde_json::Value>(reqwest::Method::DELETE, &path, None::<&()>).await?;
         Ok(())
+    }
+
+    /// `GET /v1/quotas[?user=…]`.
+    pub async fn list_quotas(&self, user: Option<&str>) -> Result<Vec<QuotaView>, CallError> {
+        match user {
+            Some(u) => self.get(&format!("/v1/quotas?user={}", encode(u))).await,
+            None => self.get("/v1/quotas").await,
+        }
+    }
+
+    /// `PUT /v1/users/{user}/quotas/{client}`.
+    pub async fn set_quota(
+        &self,
+        user: &str,
+        client: &str,
+        spec: &QuotaSpec,
+    ) -> Result<QuotaView, CallError> {
+        let path = format!("/v1/users/{}/quotas/{}", encode(user), encode(client));
+        self.call(reqwest::Method::PUT, &path, Some(spec)).await?.ok_or_else(empty_body)
+    }
+
+    /// `PATCH /v1/users/{user}/quotas/{client}`.
+    pub async fn patch_quota(
+        &self,
+        user: &str,
+        client: &str,
+        patch: &QuotaPatch,
+    ) -> Result<QuotaView, CallError> {
+        let path = format!("/v1/users/{}/quotas/{}", encode(user), encode(client));
+        self.call(reqwest::Method::PATCH, &path, Some(patch)).await?.ok_or_else(empty_body)
+    }
+
+    /// `DELETE /v1/users/{user}/quotas/{client}`.
+    pub async fn delete_quota(&self, user: &str, client: &str) -> Result<(), CallError> {
+        let path = format!("/v1/users/{}/quotas/{}", encode(user), encode(client));
+        self.call::<serde_json::Value>(reqwest::Method::DELETE, &path, None::<&()>).await?;
+        Ok(())
+    }
+
+    /// `GET /v1/users/{user}/quotas/{client}/status`.
+    pub async fn quota_status(&self, user: &str, client: &str) -> Result<QuotaView, CallError> {
+        self.get(&format!("/v1/users/{}/quotas/{}/status", encode(user), encode(client))).await
     }
 
     /// `PATCH /v1/clients/{client}`: renames a client (by name or id).

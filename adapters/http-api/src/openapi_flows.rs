@@ -65,6 +65,8 @@ pub(crate) fn body_examples() -> Vec<BodyExample> {
             }),
         ),
         ex("PUT", "/v1/settings/advertised-endpoint", json!({"endpoint": null})),
+        ex("PUT", "/v1/users/{user}/quotas/{client}", json!({"monthly_bytes": 1_000_000_000_000_u64})),
+        ex("PATCH", "/v1/users/{user}/quotas/{client}", json!({"clear_period_usage": true})),
     ]
 }
 
@@ -106,6 +108,11 @@ pub(crate) fn links() -> Vec<FlowLink> {
     const FIRST_CLIENT: &[(&str, &str)] = &[("client", "$response.body#/0/id")];
     const RULE_ID: &[(&str, &str)] = &[("id", "$response.body#/id")];
     const FIRST_RULE: &[(&str, &str)] = &[("id", "$response.body#/0/id")];
+    const GRANT_PAIR: &[(&str, &str)] =
+        &[("user", "$response.body#/user"), ("client", "$response.body#/client")];
+    const QUOTA_PAIR: &[(&str, &str)] = GRANT_PAIR;
+    const FIRST_QUOTA_PAIR: &[(&str, &str)] =
+        &[("user", "$response.body#/0/user"), ("client", "$response.body#/0/client")];
     vec![
         link("POST", "/v1/users", "201", "GetUser", "get_user", USER_ID),
         link("POST", "/v1/users", "201", "ListTokens", "list_tokens", USER_ID),
@@ -148,6 +155,15 @@ pub(crate) fn links() -> Vec<FlowLink> {
         link("GET", "/v1/rules", "200", "GetFirstRule", "get_rule", FIRST_RULE),
         link("GET", "/v1/rules", "200", "FirstRuleStats", "rule_stats", FIRST_RULE),
         link("GET", "/v1/rules", "200", "RemoveFirstRule", "remove_rule", FIRST_RULE),
+        // A grant naming a client is what a quota needs; from the quota, its other operations.
+        FlowLink {
+            request_body: Some(json!({"monthly_bytes": 1_000_000_000_000_u64})),
+            ..link("POST", "/v1/grants", "201", "SetQuota", "set_quota", GRANT_PAIR)
+        },
+        link("PUT", "/v1/users/{user}/quotas/{client}", "200", "QuotaStatus", "quota_status", QUOTA_PAIR),
+        link("PUT", "/v1/users/{user}/quotas/{client}", "200", "PatchQuota", "patch_quota", QUOTA_PAIR),
+        link("PUT", "/v1/users/{user}/quotas/{client}", "200", "DeleteQuota", "delete_quota", QUOTA_PAIR),
+        link("GET", "/v1/quotas", "200", "FirstQuotaStatus", "quota_status", FIRST_QUOTA_PAIR),
     ]
 }
 
@@ -246,6 +262,14 @@ mod tests {
                         })
                 }
                 ("PUT", "/v1/settings/advertised-endpoint") => reads::<EndpointUpdate>(&ours.value),
+                ("PUT", "/v1/users/{user}/quotas/{client}") => {
+                    serde_json::from_value::<portunus_core::quota::QuotaSpec>(ours.value.clone())
+                        .is_ok_and(|spec| spec.validate().is_ok())
+                }
+                ("PATCH", "/v1/users/{user}/quotas/{client}") => {
+                    serde_json::from_value::<portunus_core::quota::QuotaPatch>(ours.value.clone())
+                        .is_ok_and(|patch| patch.validate().is_ok())
+                }
                 other => panic!("{other:?}: add its body type to this test"),
             };
             assert!(read, "the server does not read the example of {method} {path}");

@@ -19,8 +19,8 @@ use redb::{
 
 use crate::error::store_err;
 use crate::schema::{
-    API_TOKENS, AUDIT, CLIENT_NAMES, CLIENT_RULES, CLIENTS, ENROLLMENTS, GRANTS, META, RULES, SESSIONS,
-    SETTINGS, THROTTLES, TOTALS, USERS,
+    API_TOKENS, AUDIT, CLIENT_NAMES, CLIENT_RULES, CLIENTS, ENROLLMENTS, GRANTS, META, QUOTAS, RULES,
+    SESSIONS, SETTINGS, THROTTLES, TOTALS, TRAFFIC_1H, TRAFFIC_1M, USERS,
 };
 use crate::store::RedbStore;
 
@@ -81,6 +81,9 @@ fn copy_tables(from: &ReadTransaction, to: &WriteTransaction) -> Result<usize, S
         copy_table(from, to, THROTTLES)?,
         copy_table(from, to, SETTINGS)?,
         copy_table(from, to, AUDIT)?,
+        copy_table(from, to, QUOTAS)?,
+        copy_table(from, to, TRAFFIC_1M)?,
+        copy_table(from, to, TRAFFIC_1H)?,
         copy_multimap(from, to, CLIENT_RULES)?,
     ];
     Ok(copied.into_iter().filter(|present| *present).count())

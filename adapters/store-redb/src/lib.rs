@@ -32,6 +32,8 @@ mod accounts;
 mod backup;
 mod error;
 mod fs;
+mod history;
+mod quotas;
 mod read;
 mod schema;
 mod scratch;

@@ -10,7 +10,7 @@ use redb::{MultimapTableDefinition, ReadableTable, TableDefinition, TableHandle,
 use crate::error::store_err;
 
 /// The schema version this binary writes and reads.
-pub const SCHEMA_VERSION: u64 = 3;
+pub const SCHEMA_VERSION: u64 = 4;
 
 /// Store-wide counters: [`SCHEMA_VERSION_KEY`] and [`NEXT_RULE_ID_KEY`].
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -42,6 +42,12 @@ pub(crate) const THROTTLES: TableDefinition<&str, &[u8]> = TableDefinition::new(
 pub(crate) const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("settings");
 /// Sequence number (from 1, gap-free) → JSON `AuditRecord`. (Version 2.)
 pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
+/// Traffic quotas, keyed `"<user> <client>"` (see `quotas`).
+pub(crate) const QUOTAS: TableDefinition<&str, &[u8]> = TableDefinition::new("quotas");
+/// One-minute traffic samples, keyed by (start in ms, `"<user> <client> <rule>"`).
+pub(crate) const TRAFFIC_1M: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("traffic_1m");
+/// One-hour traffic samples, keyed like `traffic_1m`.
+pub(crate) const TRAFFIC_1H: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("traffic_1h");
 
 /// `settings` key of the one runtime settings record.
 pub(crate) const RUNTIME_SETTINGS_KEY: &str = "runtime";
@@ -56,7 +62,7 @@ type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[i]` moves a file from version `i + 1` to `i + 2`. To change the layout, append a
 /// step here and bump [`SCHEMA_VERSION`]; released steps are never edited.
-const MIGRATIONS: &[Migration] = &[v1_to_v2, v2_to_v3];
+const MIGRATIONS: &[Migration] = &[v1_to_v2, v2_to_v3, v3_to_v4];
 
 /// Version 2 adds users, grants, credentials, throttles, settings and the audit trail. A
 /// version 1 file has none of them; they start empty, so onboarding is open on an upgraded
@@ -82,6 +88,15 @@ fn v2_to_v3(tx: &WriteTransaction) -> Result<(), StoreError> {
             crate::error::decode(RULES.name(), &key.value(), value.value())?;
         index.insert(rule.client.as_str(), rule.id.get()).map_err(store_err)?;
     }
+    Ok(())
+}
+
+/// Version 4 adds traffic quotas and the traffic history; a file without them starts with
+/// none.
+fn v3_to_v4(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.open_table(QUOTAS).map_err(store_err)?;
+    tx.open_table(TRAFFIC_1M).map_err(store_err)?;
+    tx.open_table(TRAFFIC_1H).map_err(store_err)?;
     Ok(())
 }
 
@@ -165,5 +180,6 @@ fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(ENROLLMENTS).map_err(store_err)?;
     tx.open_table(TOTALS).map_err(store_err)?;
     tx.open_multimap_table(CLIENT_RULES).map_err(store_err)?;
-    v1_to_v2(tx)
+    v1_to_v2(tx)?;
+    v3_to_v4(tx)
 }

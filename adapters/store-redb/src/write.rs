@@ -5,6 +5,7 @@
 //! entry per client, naming it, and never lets two clients share a name.
 
 use portunus_core::client::Client;
+use portunus_core::history::Bucket;
 use portunus_core::ids::RuleId;
 use portunus_core::ports::{RuleIds, Store, StoreError, StoreTx, Write};
 use portunus_core::rule::Rule;
@@ -13,7 +14,8 @@ use redb::{MultimapTable, ReadableTable, Table, TableHandle, WriteTransaction};
 use crate::error::{decode, encode, store_err};
 use crate::schema::{
     API_TOKENS, AUDIT, CLIENT_NAMES, CLIENT_RULES, CLIENTS, ENROLLMENTS, GRANTS, META, NEXT_RULE_ID_KEY,
-    RULES, RUNTIME_SETTINGS_KEY, SESSIONS, SETTINGS, THROTTLES, TOTALS, USERS,
+    QUOTAS, RULES, RUNTIME_SETTINGS_KEY, SESSIONS, SETTINGS, THROTTLES, TOTALS, TRAFFIC_1H, TRAFFIC_1M,
+    USERS,
 };
 use crate::source::View;
 use crate::store::RedbStore;
@@ -102,6 +104,9 @@ struct Batch<'txn> {
     throttles: Table<'txn, &'static str, &'static [u8]>,
     settings: Table<'txn, &'static str, &'static [u8]>,
     audit: Table<'txn, u64, &'static [u8]>,
+    quotas: Table<'txn, &'static str, &'static [u8]>,
+    traffic_1m: Table<'txn, (u64, &'static str), &'static [u8]>,
+    traffic_1h: Table<'txn, (u64, &'static str), &'static [u8]>,
 }
 
 impl<'txn> Batch<'txn> {
@@ -120,6 +125,9 @@ impl<'txn> Batch<'txn> {
             throttles: tx.open_table(THROTTLES).map_err(store_err)?,
             settings: tx.open_table(SETTINGS).map_err(store_err)?,
             audit: tx.open_table(AUDIT).map_err(store_err)?,
+            quotas: tx.open_table(QUOTAS).map_err(store_err)?,
+            traffic_1m: tx.open_table(TRAFFIC_1M).map_err(store_err)?,
+            traffic_1h: tx.open_table(TRAFFIC_1H).map_err(store_err)?,
         })
     }
 
@@ -181,6 +189,32 @@ impl<'txn> Batch<'txn> {
             }
             Write::PruneAudit { through_seq } => {
                 self.audit.retain_in(..=through_seq, |_, _| false).map_err(store_err)?;
+                Ok(())
+            }
+            Write::PutQuota(quota) => {
+                let key = crate::quotas::quota_key(&quota.user, &quota.client);
+                put(&mut self.quotas, &key, &quota)
+            }
+            Write::DeleteQuota(user, client) => {
+                delete(&mut self.quotas, &crate::quotas::quota_key(&user, &client))
+            }
+            Write::PutTrafficSample(sample) => {
+                let key = crate::history::sample_key(&sample);
+                let table = match sample.bucket {
+                    Bucket::Minute => &mut self.traffic_1m,
+                    Bucket::Hour => &mut self.traffic_1h,
+                };
+                table
+                    .insert((sample.start.as_millis(), key.as_str()), encode(&sample)?.as_slice())
+                    .map_err(store_err)?;
+                Ok(())
+            }
+            Write::PruneTraffic { bucket, before } => {
+                let table = match bucket {
+                    Bucket::Minute => &mut self.traffic_1m,
+                    Bucket::Hour => &mut self.traffic_1h,
+                };
+                table.retain_in(..(before.as_millis(), ""), |_, _| false).map_err(store_err)?;
                 Ok(())
             }
         }

@@ -14,7 +14,10 @@
 //! `portunus_rule_info{client,owner,protocol,rule,state}`, `portunus_build_info{git_revision,version}`,
 //! `portunus_control_push_duration_seconds`, `portunus_control_ack_duration_seconds`,
 //! `portunus_store_commit_duration_seconds`, `portunus_audit_rows`, `portunus_audit_bytes`,
-//! `portunus_audit_rows_dropped_total`). The exporter is configured so that OpenTelemetry
+//! `portunus_audit_rows_dropped_total`, and the SNI listener families of `sni`:
+//! `portunus_sni_*_total{client,listen}`, `portunus_sni_routed_total{client,listen,match}`,
+//! `portunus_tls_client_hello_peek_duration_seconds{client,listen}`; and the traffic quota
+//! families of `quota`, `portunus_traffic_quota_*{client,user}`). The exporter is configured so that OpenTelemetry
 //! adds nothing to them: no `otel_scope_*` labels, no `target_info` family, no `_total` or unit
 //! suffix, and no `otel_metric_overflow` series (the SDK's per-instrument series limit is kept
 //! above what the snapshot needs; see `SeriesPipeline`).
@@ -117,6 +120,8 @@ impl ServerMetrics {
         series.previous = size;
         drop(series);
         families.extend(self.latency.registry.gather());
+        families.extend(sni::families(&snapshot.sni_listeners));
+        families.extend(quota::families(&snapshot.quotas));
         families.sort_by(|a, b| a.name().cmp(b.name()));
         encode(&families)
     }
@@ -374,6 +379,9 @@ fn shared(text: &str) -> Value {
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+mod quota;
+mod sni;
 
 #[cfg(test)]
 mod tests;

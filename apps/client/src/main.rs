@@ -87,6 +87,7 @@ const CAPABILITIES: &[Capability] = &[
     Capability::MultiTarget,
     Capability::DnsTarget,
     Capability::ProxyProtocol,
+    Capability::Sni,
 ];
 
 fn main() {

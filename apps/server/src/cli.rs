@@ -209,6 +209,11 @@ pub enum Command {
         /// Grant id (gr_…).
         grant: String,
     },
+    /// Monthly traffic quotas per user and client: set, read, credit, remove.
+    Quota {
+        #[command(subcommand)]
+        action: QuotaCommand,
+    },
     /// Query the audit trail, oldest first (superadmins).
     Audit(AuditArgs),
     /// Delete the audit records written before a time (the newest record always stays);
@@ -288,6 +293,71 @@ impl Command {
             _ => None,
         }
     }
+}
+
+/// `quota …`.
+#[derive(Debug, Subcommand)]
+pub enum QuotaCommand {
+    /// Create or replace the quota of a user on a client (superadmins; a grant must give the
+    /// user the client). Replacing with the same anchor keeps the period's usage.
+    Set {
+        /// User id.
+        user: String,
+        /// Client name or id.
+        client: String,
+        /// Bytes (both directions together) per billing period; suffixes K, M, G, T (powers of
+        /// 1024) are accepted, e.g. 500G.
+        #[arg(long)]
+        monthly_bytes: String,
+        /// Unix seconds the monthly periods count from [default: now, or the existing anchor].
+        #[arg(long)]
+        billing_anchor: Option<i64>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Change the cap of an existing quota, keeping its period and usage.
+    Cap {
+        /// User id.
+        user: String,
+        /// Client name or id.
+        client: String,
+        /// The new cap (suffixes K, M, G, T).
+        monthly_bytes: String,
+    },
+    /// Clear the current period's usage once (a credit); the period's boundaries stay.
+    Credit {
+        /// User id.
+        user: String,
+        /// Client name or id.
+        client: String,
+    },
+    /// Remove a quota: the pair is no longer metered or capped.
+    Delete {
+        /// User id.
+        user: String,
+        /// Client name or id.
+        client: String,
+    },
+    /// One quota's cap, period and usage (a user may read their own).
+    Status {
+        /// User id.
+        user: String,
+        /// Client name or id.
+        client: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// List quotas with their usage (all for superadmins, one's own for users).
+    List {
+        /// Only quotas of this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
 }
 
 /// `settings …`.
@@ -467,6 +537,15 @@ pub struct PushRuleArgs {
     /// Active TCP health probe interval (1-3600 s).
     #[arg(long)]
     pub health_check_interval_secs: Option<u32>,
+    /// TLS SNI routing (TCP, one port): take only connections whose ClientHello names this
+    /// host (api.example.com) or a host one label below a suffix (*.example.com). SNI rules
+    /// on one port share its listener.
+    #[arg(long = "sni", value_name = "PATTERN", conflicts_with = "sni_fallback")]
+    pub sni_pattern: Option<String>,
+    /// The SNI port's fallback: takes the TLS connections that name no host or one no
+    /// pattern on the port matches (at most one per port).
+    #[arg(long)]
+    pub sni_fallback: bool,
     /// How long to wait for the client's outcome: 2s, 500ms, or seconds.
     #[arg(long, default_value = "2s", value_parser = parse_duration_ms)]
     pub ack_timeout: u64,

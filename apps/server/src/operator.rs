@@ -8,7 +8,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use portunus_core::error::{ErrorCode, Failure};
+use portunus_core::quota::{QuotaPatch, QuotaSpec};
 use portunus_core::rule::{ListenSpec, Protocol, RuleSpec};
+use portunus_core::service::QuotaView;
 use portunus_http::client::{ApiClient, CallError};
 use portunus_http::dto::{
     AuditParams, AuditRecordDto, ClientDto, CountersDto, EndpointSettingsDto, GrantDto, NewGrantRequest,
@@ -17,7 +19,8 @@ use portunus_http::dto::{
 use serde::Serialize;
 
 use crate::cli::{
-    AuditArgs, Command, Format, OutcomeArg, ProtocolArg, PushRuleArgs, RoleArg, SettingKey, SettingsCommand,
+    AuditArgs, Command, Format, OutcomeArg, ProtocolArg, PushRuleArgs, QuotaCommand, RoleArg, SettingKey,
+    SettingsCommand,
 };
 use crate::datadir;
 
@@ -103,10 +106,26 @@ pub async fn run(dir: &Path, server: Option<&str>, command: Command) -> Result<(
             let rules = api.list_rules(&filters).await.map_err(plain)?;
             match format {
                 Format::Json => print_json(&rules),
-                Format::Table => print_table(
-                    &["ID", "CLIENT", "PROTO", "LISTEN", "TARGETS", "STATE", "OWNER"],
-                    rules.iter().map(rule_row).collect(),
-                ),
+                Format::Table => {
+                    // The SNI column appears only when some rule listed routes by SNI, so
+                    // plain listings keep their shape.
+                    let with_sni = rules.iter().any(|r| r.spec.sni_pattern.is_some() || r.spec.sni_fallback);
+                    let mut headers = vec!["ID", "CLIENT", "PROTO", "LISTEN", "TARGETS", "STATE", "OWNER"];
+                    if with_sni {
+                        headers.push("SNI");
+                    }
+                    let rows = rules
+                        .iter()
+                        .map(|rule| {
+                            let mut row = rule_row(rule);
+                            if with_sni {
+                                row.push(sni_cell(rule));
+                            }
+                            row
+                        })
+                        .collect();
+                    print_table(&headers, rows)
+                }
             }
         }
         Command::RuleStats { rule_id, per_port, per_target, format } => {
@@ -240,6 +259,7 @@ pub async fn run(dir: &Path, server: Option<&str>, command: Command) -> Result<(
             eprintln!("{total} audit records written before {before} deleted");
         }
         Command::Settings { action } => settings(&api, action).await?,
+        Command::Quota { action } => quota(&api, action).await?,
     }
     Ok(())
 }
@@ -298,6 +318,78 @@ fn audit_row(record: &AuditRecordDto) -> Vec<String> {
 }
 
 /// `settings get|set|unset`.
+async fn quota(api: &ApiClient, action: QuotaCommand) -> Result<(), Failure> {
+    let show = |views: Vec<QuotaView>, format: Format| match format {
+        Format::Json => print_json(&views),
+        Format::Table => print_table(
+            &["USER", "CLIENT", "USED", "CAP", "USED%", "PERIOD_END", "EXHAUSTED"],
+            views
+                .iter()
+                .map(|q| {
+                    let percent = q.current_period_bytes_used.saturating_mul(100) / q.monthly_bytes.max(1);
+                    vec![
+                        q.user.clone(),
+                        q.client.clone(),
+                        q.current_period_bytes_used.to_string(),
+                        q.monthly_bytes.to_string(),
+                        format!("{percent}%"),
+                        q.period_end.clone(),
+                        q.exhausted.to_string(),
+                    ]
+                })
+                .collect(),
+        ),
+    };
+    match action {
+        QuotaCommand::Set { user, client, monthly_bytes, billing_anchor, format } => {
+            let spec = QuotaSpec { monthly_bytes: parse_bytes(&monthly_bytes)?, billing_anchor };
+            show(vec![api.set_quota(&user, &client, &spec).await.map_err(plain)?], format);
+        }
+        QuotaCommand::Cap { user, client, monthly_bytes } => {
+            let patch =
+                QuotaPatch { monthly_bytes: Some(parse_bytes(&monthly_bytes)?), clear_period_usage: None };
+            let view = api.patch_quota(&user, &client, &patch).await.map_err(plain)?;
+            eprintln!("quota of {user} on {client}: cap {} bytes", view.monthly_bytes);
+        }
+        QuotaCommand::Credit { user, client } => {
+            let patch = QuotaPatch { monthly_bytes: None, clear_period_usage: Some(true) };
+            api.patch_quota(&user, &client, &patch).await.map_err(plain)?;
+            eprintln!("quota of {user} on {client}: usage of this period cleared");
+        }
+        QuotaCommand::Delete { user, client } => {
+            api.delete_quota(&user, &client).await.map_err(plain)?;
+            eprintln!("quota of {user} on {client} removed");
+        }
+        QuotaCommand::Status { user, client, format } => {
+            show(vec![api.quota_status(&user, &client).await.map_err(plain)?], format);
+        }
+        QuotaCommand::List { user, format } => {
+            show(api.list_quotas(user.as_deref()).await.map_err(plain)?, format)
+        }
+    }
+    Ok(())
+}
+
+/// Bytes with an optional binary suffix: `500G`, `1T`, `1048576`.
+fn parse_bytes(text: &str) -> Result<u64, Failure> {
+    let bad = || {
+        Failure::new(
+            ErrorCode::QuotaBytesInvalid,
+            format!("{text:?} is not a byte count (digits with an optional K, M, G or T suffix)"),
+        )
+    };
+    let trimmed = text.trim();
+    let (digits, shift) = match trimmed.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&trimmed[..i], 10),
+        Some((i, 'M' | 'm')) => (&trimmed[..i], 20),
+        Some((i, 'G' | 'g')) => (&trimmed[..i], 30),
+        Some((i, 'T' | 't')) => (&trimmed[..i], 40),
+        _ => (trimmed, 0),
+    };
+    let number: u64 = digits.parse().map_err(|_| bad())?;
+    number.checked_mul(1u64 << shift).ok_or_else(bad)
+}
+
 async fn settings(api: &ApiClient, action: SettingsCommand) -> Result<(), Failure> {
     match action {
         SettingsCommand::Get { key, format } => {
@@ -450,6 +542,8 @@ async fn push_rule(api: &ApiClient, args: PushRuleArgs) -> Result<(), Failure> {
         targets: args.targets,
         prefer_ipv6: args.prefer_ipv6,
         health_check_interval_secs: args.health_check_interval_secs,
+        sni_pattern: args.sni_pattern,
+        sni_fallback: args.sni_fallback,
     };
     let request = PushRuleRequest { client: args.client, rule: spec, ack_timeout_ms: Some(args.ack_timeout) };
     match api.push_rule(&request).await {
@@ -506,6 +600,15 @@ fn rule_row(rule: &RuleDto) -> Vec<String> {
         state,
         rule.owner.clone(),
     ]
+}
+
+/// A rule's SNI route for the listing: its pattern, `fallback`, or `-` for a plain rule.
+fn sni_cell(rule: &RuleDto) -> String {
+    match (&rule.spec.sni_pattern, rule.spec.sni_fallback) {
+        (Some(pattern), _) => pattern.clone(),
+        (None, true) => "fallback".to_owned(),
+        (None, false) => "-".to_owned(),
+    }
 }
 
 /// Renders one scope's counters as a table row.

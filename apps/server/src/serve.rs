@@ -133,6 +133,8 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
     );
     let flusher = runtime.spawn_flusher(settings.control.stats_flush_interval);
     let retention = runtime.spawn_audit_retention();
+    let quota_periods = runtime.spawn_quota_periods();
+    let history = runtime.spawn_history();
     datadir::write_addrs(dir, &addrs)?;
     created.keep();
     tracing::info!(
@@ -162,7 +164,10 @@ pub async fn run(dir: &Path, args: ServeArgs) -> Result<(), Failure> {
     .await;
     flusher.abort();
     retention.abort();
+    quota_periods.abort();
+    history.abort();
     let flushed = runtime.flush_stats().await?;
+    runtime.flush_history(true).await?;
     runtime.sync().await?;
     datadir::remove_addrs(dir);
     tracing::info!(event = "server.stopped", totals_flushed = flushed);

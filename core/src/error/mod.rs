@@ -116,6 +116,18 @@ error_codes! {
     BurstOutOfRange => "validation.burst_out_of_range", exit 2, http 400;
     /// An owner envelope sets no cap at all.
     EmptyEnvelope => "validation.empty_envelope", exit 2, http 400;
+    /// A quota's `monthly_bytes` is 0 or above the maximum.
+    QuotaBytesInvalid => "validation.quota_bytes_invalid", exit 2, http 400;
+    /// A quota's `billing_anchor` is before 1970 or after the end of year 9999.
+    QuotaAnchorInvalid => "validation.quota_anchor_invalid", exit 2, http 400;
+    /// A quota patch changes nothing.
+    EmptyQuotaPatch => "validation.empty_quota_patch", exit 2, http 400;
+    /// A traffic query's bucket is neither `1m` nor `1h`.
+    InvalidBucket => "validation.invalid_bucket", exit 2, http 400;
+    /// A traffic query starts before the oldest sample its bucket keeps.
+    BucketOutOfRetention => "quota_bucket_out_of_retention", exit 2, http 422;
+    /// A traffic query spans more buckets than one answer holds.
+    TrafficWindowTooLarge => "validation.traffic_window_too_large", exit 2, http 422;
 
     /// The client did not announce UDP support.
     UnsupportedProtocol => "unsupported_protocol", exit 3, http 422;
@@ -127,6 +139,8 @@ error_codes! {
     DnsTargetUnsupportedByClient => "dns_target_unsupported_by_client", exit 3, http 422;
     /// The client did not announce support for PROXY protocol headers.
     ProxyProtocolUnsupportedByClient => "proxy_protocol_unsupported_by_client", exit 3, http 422;
+    /// The client did not announce support for SNI routing.
+    SniUnsupportedByClient => "sni_unsupported_by_client", exit 3, http 422;
 
     /// The client has no live control stream.
     ClientNotConnected => "client_not_connected", exit 4, http 409;
@@ -171,6 +185,8 @@ error_codes! {
     SniPatternTaken => "conflict.sni_pattern_taken", exit 5, http 409;
     /// The listener already has a fallback rule (one without an SNI pattern).
     SniFallbackTaken => "conflict.sni_fallback_taken", exit 5, http 409;
+    /// A plain TCP rule and an SNI rule cannot share a client's listen port.
+    LegacyToSniUnsupported => "conflict.legacy_to_sni_unsupported", exit 5, http 409;
 
     /// The caller does not own the resource.
     NotOwner => "not_owner", exit 6, http 403;
@@ -200,6 +216,8 @@ error_codes! {
     GrantNotFound => "grant_not_found", exit 8, http 404;
     /// No API token with this id for this user.
     TokenNotFound => "token_not_found", exit 8, http 404;
+    /// No quota for this user and client.
+    QuotaNotFound => "quota_not_found", exit 8, http 404;
 
     /// Another process holds the store.
     StoreInUse => "store_in_use", exit 75, http 503;

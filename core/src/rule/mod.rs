@@ -20,6 +20,7 @@ pub use validate::{MAX_TARGETS, RuleLimits};
 
 use crate::capability::Capability;
 use crate::ids::{ClientId, RuleId, Timestamp, UserId};
+use crate::sni::SniPattern;
 
 /// Transport protocol of a rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -269,6 +270,44 @@ pub struct RuleSpec {
     /// Active TCP health probe interval (1..=3600 s); passive health is always on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check_interval_secs: Option<u32>,
+    /// TCP, one listen port: take only TLS connections whose ClientHello names this host
+    /// (`api.example.com`) or a host one label below a suffix (`*.example.com`). SNI rules
+    /// of a client on one port share its listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni_pattern: Option<String>,
+    /// TCP, one listen port: the SNI port's fallback, which takes the TLS connections that
+    /// name no host or one no pattern matches. At most one per port; excludes `sni_pattern`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sni_fallback: bool,
+}
+
+/// A rule's place on a shared SNI listener.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SniRoute {
+    /// The connections whose server name this pattern covers.
+    Pattern(SniPattern),
+    /// The connections no pattern of the listener takes (no name, or no match).
+    Fallback,
+}
+
+impl SniRoute {
+    /// The pattern, or `None` for the fallback (the form [`crate::sni::SniRoutes`] takes).
+    pub fn pattern(&self) -> Option<&SniPattern> {
+        match self {
+            SniRoute::Pattern(pattern) => Some(pattern),
+            SniRoute::Fallback => None,
+        }
+    }
+}
+
+impl fmt::Display for SniRoute {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SniRoute::Pattern(pattern) => write!(f, "{pattern}"),
+            SniRoute::Fallback => f.write_str("fallback"),
+        }
+    }
 }
 
 /// A validated rule definition: what a client binds and forwards.
@@ -288,6 +327,9 @@ pub struct RuleDef {
     pub prefer_ipv6: bool,
     /// Active health probe interval in seconds.
     pub health_check_interval_secs: Option<u32>,
+    /// Set for a rule that shares an SNI listener (TCP, one port): what it routes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<SniRoute>,
 }
 
 impl RuleDef {
@@ -309,6 +351,9 @@ impl RuleDef {
         if self.targets.iter().any(|t| t.proxy.is_some()) {
             caps.push(Capability::ProxyProtocol);
         }
+        if self.sni.is_some() {
+            caps.push(Capability::Sni);
+        }
         caps
     }
 
@@ -329,6 +374,8 @@ impl RuleDef {
             targets,
             prefer_ipv6: self.prefer_ipv6,
             health_check_interval_secs: self.health_check_interval_secs,
+            sni_pattern: self.sni.as_ref().and_then(SniRoute::pattern).map(SniPattern::to_string),
+            sni_fallback: self.sni == Some(SniRoute::Fallback),
         }
     }
 
@@ -347,6 +394,81 @@ impl RuleDef {
             _ => true,
         };
         self.protocol == other.protocol && self.listen.overlaps(other.listen) && addr_clash
+    }
+
+    /// True when both rules are SNI rules on exactly the same listen address and port, so
+    /// they may share one listener (if their routes differ).
+    pub fn shares_sni_listener_with(&self, other: &RuleDef) -> bool {
+        self.sni.is_some()
+            && other.sni.is_some()
+            && self.protocol == other.protocol
+            && self.listen == other.listen
+            && self.listen_addr == other.listen_addr
+    }
+
+    /// Why this rule cannot listen beside `other` (a rule of the same client), or `None`
+    /// when both can: their ports do not overlap, or they are SNI rules on the same address
+    /// and port with different routes, which share one listener.
+    ///
+    /// ```
+    /// use portunus_core::rule::{ListenClash, RuleDef, RuleLimits, RuleSpec, ListenSpec};
+    ///
+    /// let rule = |sni: Option<&str>, fallback: bool| -> RuleDef {
+    ///     let spec = RuleSpec {
+    ///         name: None, protocol: Default::default(), listen_port: ListenSpec::Port(443),
+    ///         listen_addr: None, target: Some("127.0.0.1:8443".into()), targets: vec![],
+    ///         prefer_ipv6: false, health_check_interval_secs: None,
+    ///         sni_pattern: sni.map(Into::into), sni_fallback: fallback,
+    ///     };
+    ///     spec.validate(RuleLimits::default()).unwrap()
+    /// };
+    /// let (api, www, fallback) = (rule(Some("api.example.com"), false), rule(Some("www.example.com"), false), rule(None, true));
+    /// assert_eq!(api.listen_clash(&www), None);
+    /// assert_eq!(api.listen_clash(&fallback), None);
+    /// assert_eq!(api.listen_clash(&api), Some(ListenClash::SamePattern));
+    /// assert_eq!(fallback.listen_clash(&fallback), Some(ListenClash::SecondFallback));
+    /// assert_eq!(rule(None, false).listen_clash(&api), Some(ListenClash::PlainAndSni));
+    /// assert_eq!(rule(None, false).listen_clash(&rule(None, false)), Some(ListenClash::Ports));
+    /// ```
+    pub fn listen_clash(&self, other: &RuleDef) -> Option<ListenClash> {
+        if !self.reserves_same_ports_as(other) {
+            return None;
+        }
+        match (&self.sni, &other.sni) {
+            (None, None) => Some(ListenClash::Ports),
+            (Some(_), None) | (None, Some(_)) => Some(ListenClash::PlainAndSni),
+            (Some(_), Some(_)) if !self.shares_sni_listener_with(other) => Some(ListenClash::Ports),
+            (Some(SniRoute::Fallback), Some(SniRoute::Fallback)) => Some(ListenClash::SecondFallback),
+            (Some(SniRoute::Pattern(a)), Some(SniRoute::Pattern(b))) if a == b => {
+                Some(ListenClash::SamePattern)
+            }
+            (Some(_), Some(_)) => None,
+        }
+    }
+}
+
+/// Why two rules of one client cannot both listen; see [`RuleDef::listen_clash`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenClash {
+    /// Overlapping ports (`port_in_use`).
+    Ports,
+    /// A plain TCP rule and an SNI rule on one port (`conflict.legacy_to_sni_unsupported`).
+    PlainAndSni,
+    /// Two SNI rules of one listener with the same pattern (`conflict.sni_pattern_taken`).
+    SamePattern,
+    /// Two fallbacks on one listener (`conflict.sni_fallback_taken`).
+    SecondFallback,
+}
+
+impl ListenClash {
+    /// The stable code of the refusal.
+    pub const fn code(self) -> crate::ErrorCode {
+        match self {
+            ListenClash::Ports => crate::ErrorCode::PortInUse,
+            ListenClash::PlainAndSni => crate::ErrorCode::LegacyToSniUnsupported,
+            ListenClash::SamePattern => crate::ErrorCode::SniPatternTaken,
+            ListenClash::SecondFallback => crate::ErrorCode::SniFallbackTaken,
+        }
     }
 }
 

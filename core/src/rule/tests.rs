@@ -15,6 +15,8 @@ fn spec(listen: &str, targets: &[&str]) -> RuleSpec {
         targets: targets.iter().map(|t| t.to_string()).collect(),
         prefer_ipv6: false,
         health_check_interval_secs: None,
+        sni_pattern: None,
+        sni_fallback: false,
     }
 }
 
@@ -220,4 +222,33 @@ fn rule_names_refuse_bidi_and_invisible_characters() {
         assert_eq!(refused.code, ErrorCode::InvalidName, "{bad:?}");
         assert!(refused.message.starts_with("rule name \""), "{}", refused.message);
     }
+}
+
+#[test]
+fn sni_routes_survive_the_stored_json_and_old_rows_have_none() {
+    let with = |pattern: Option<&str>, fallback: bool| {
+        RuleSpec {
+            sni_pattern: pattern.map(Into::into),
+            sni_fallback: fallback,
+            ..spec("443", &["127.0.0.1:8443"])
+        }
+        .validate(RuleLimits::default())
+        .unwrap()
+    };
+    for def in [with(Some("*.Example.com"), false), with(None, true), with(None, false)] {
+        let json = serde_json::to_string(&def).unwrap();
+        assert_eq!(serde_json::from_str::<RuleDef>(&json).unwrap(), def, "{json}");
+        assert_eq!(def.to_spec().validate(RuleLimits::default()).unwrap(), def);
+    }
+    assert!(
+        serde_json::to_string(&with(Some("api.example.com"), false))
+            .unwrap()
+            .contains(r#""sni":{"pattern":"api.example.com"}"#)
+    );
+    // A row written before SNI existed has no `sni` key; a stored pattern is checked again.
+    let plain = serde_json::to_value(with(None, false)).unwrap();
+    assert!(plain.get("sni").is_none());
+    let mut bad = serde_json::to_value(with(Some("api.example.com"), false)).unwrap();
+    bad["sni"]["pattern"] = "*".into();
+    assert!(serde_json::from_value::<RuleDef>(bad).is_err());
 }

@@ -3,8 +3,9 @@
 use std::collections::HashSet;
 
 use super::grammar::{parse_listen, parse_target};
-use super::{ListenSpec, PortRange, Protocol, RuleDef, RuleSpec};
+use super::{ListenSpec, PortRange, Protocol, RuleDef, RuleSpec, SniRoute};
 use crate::error::{ErrorCode, Failure};
+use crate::sni::SniPattern;
 
 /// Most targets a rule may name.
 pub const MAX_TARGETS: usize = 8;
@@ -38,6 +39,8 @@ impl RuleSpec {
     ///     targets: vec![],
     ///     prefer_ipv6: false,
     ///     health_check_interval_secs: None,
+    ///     sni_pattern: None,
+    ///     sni_fallback: false,
     /// };
     /// let limits = RuleLimits { max_range_ports: 4 };
     /// let def = spec("8080", "127.0.0.1:80").validate(limits)?;
@@ -122,6 +125,7 @@ impl RuleSpec {
         if let Some(name) = &self.name {
             crate::ids::check_label("rule name", name)?;
         }
+        let sni = self.sni_route(listen)?;
         Ok(RuleDef {
             name: self.name.clone(),
             protocol: self.protocol,
@@ -130,6 +134,33 @@ impl RuleSpec {
             targets,
             prefer_ipv6: self.prefer_ipv6,
             health_check_interval_secs: self.health_check_interval_secs,
+            sni,
         })
+    }
+
+    /// The rule's SNI route, if any: `sni_pattern` parsed, or the fallback. SNI routing
+    /// reads a TLS ClientHello, so it takes TCP and one listen port.
+    fn sni_route(&self, listen: PortRange) -> Result<Option<SniRoute>, Failure> {
+        let route = match (&self.sni_pattern, self.sni_fallback) {
+            (Some(_), true) => {
+                return Err(Failure::new(
+                    ErrorCode::InvalidRequest,
+                    "give either `sni_pattern` or `sni_fallback`, not both",
+                ));
+            }
+            (Some(text), false) => SniRoute::Pattern(SniPattern::parse(text)?),
+            (None, true) => SniRoute::Fallback,
+            (None, false) => return Ok(None),
+        };
+        if self.protocol == Protocol::Udp {
+            return Err(Failure::new(ErrorCode::ProtocolMismatch, "SNI routing is for TCP rules only"));
+        }
+        if !listen.is_single() {
+            return Err(Failure::new(
+                ErrorCode::InvalidRequest,
+                format!("an SNI rule listens on one port, not a range ({listen})"),
+            ));
+        }
+        Ok(Some(route))
     }
 }

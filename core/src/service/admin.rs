@@ -192,7 +192,7 @@ impl AdminService {
     }
 
     /// The metrics on the operator API (superadmins only).
-    pub fn metrics_for<S: ClientStore + RuleStore + AuditStore + ?Sized>(
+    pub fn metrics_for<S: ClientStore + RuleStore + AuditStore + crate::ports::QuotaStore + ?Sized>(
         &self,
         cx: &mut Cx<'_, S>,
         actor: &Actor,

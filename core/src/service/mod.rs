@@ -89,6 +89,8 @@
 //!     targets: vec![],
 //!     prefer_ipv6: false,
 //!     health_check_interval_secs: None,
+//!     sni_pattern: None,
+//!     sni_fallback: false,
 //! };
 //! let mut command = None;
 //! store.transact(&mut |tx| {
@@ -113,7 +115,9 @@ mod admin;
 mod authn;
 mod clients;
 mod grants;
+mod history;
 pub mod offline;
+mod quotas;
 mod rules;
 mod session;
 
@@ -124,11 +128,14 @@ pub use admin::{AdminService, AuditPage, AuditPruned, EndpointView, resolve_endp
 pub use authn::{Authenticated, Credentials};
 pub use clients::{ClientService, ClientView, EnrollTicket, Redeemed};
 pub use grants::NewGrant;
+pub use history::{HistoryService, TrafficScope};
+pub use quotas::{QuotaChanged, QuotaService, QuotaView, quota_not_found};
 pub use rules::{
     Begun, MAX_ACK_TIMEOUT, PushFailure, PushOutcome, RuleFilter, RuleService, RuleStatsView, RuleView,
 };
 pub use session::{
-    AuthFailure, MetricsSnapshot, RuleMetricRow, SessionPlan, flush_writes, metrics_snapshot, owned_reports,
+    AuthFailure, MetricsSnapshot, QuotaEventCounts, QuotaMetricRow, RuleMetricRow, SessionPlan,
+    SniListenerRow, flush_writes, metrics_snapshot, owned_reports,
 };
 
 use crate::audit::{AuditRecord, is_denial};

@@ -16,7 +16,7 @@ use crate::error::{ErrorCode, Failure};
 use crate::ids::{ClientId, RuleId, UserId};
 use crate::policy::{Action, Actor, authorize};
 use crate::ports::{ClientCommand, ClientStore, GrantStore, RuleIds, RuleStore, Write};
-use crate::rule::{Protocol, Rule, RuleEvent, RuleLimits, RuleSpec, RuleState};
+use crate::rule::{ListenClash, Protocol, Rule, RuleDef, RuleEvent, RuleLimits, RuleSpec, RuleState};
 use crate::stats::{Counters, RuleTotals, TargetCounters};
 
 /// A push that did not end Active. `rule` is set when a rule was stored (Failed, or left
@@ -147,7 +147,9 @@ impl RuleService {
     /// [`ClientService::rule_outcome`](super::ClientService::rule_outcome)). The refusal
     /// names the clashing rule only to an actor who may read it, so a user learns that a
     /// port is taken but nothing about another owner's rule.
-    pub fn begin_push<S: ClientStore + GrantStore + RuleStore + RuleIds + ?Sized>(
+    pub fn begin_push<
+        S: ClientStore + GrantStore + RuleStore + RuleIds + crate::ports::QuotaStore + ?Sized,
+    >(
         &self,
         cx: &mut Cx<'_, S>,
         actor: &Actor,
@@ -175,7 +177,7 @@ impl RuleService {
         })
     }
 
-    fn decide_push<S: ClientStore + GrantStore + RuleStore + RuleIds + ?Sized>(
+    fn decide_push<S: ClientStore + GrantStore + RuleStore + RuleIds + crate::ports::QuotaStore + ?Sized>(
         &self,
         cx: &mut Cx<'_, S>,
         actor: &Actor,
@@ -211,10 +213,11 @@ impl RuleService {
         capability::gate(&def, &session.capabilities)?;
 
         let rules = cx.store.rules_for_client(&client.id)?;
-        let clash =
-            rules.iter().find(|other| other.state.reserves_ports() && other.def.reserves_same_ports_as(&def));
-        if let Some(other) = clash {
-            return Err(port_taken(actor, &def, other).into());
+        let reserving = rules
+            .iter()
+            .filter(|other| other.state.reserves_ports() && other.def.reserves_same_ports_as(&def));
+        for other in reserving {
+            listener_clash(actor, &def, other)?;
         }
         let rule = Rule {
             id: cx.store.next_rule_id()?,
@@ -226,6 +229,16 @@ impl RuleService {
             updated_at: cx.now,
         };
         cx.stage([Write::PutRule(rule.clone())]);
+        // The pair's quota learns of its new rule before the rule binds (effects go out
+        // ahead of the command).
+        if let Some(quota) = cx.store.get_quota(&rule.owner, &rule.client)? {
+            let mut update = super::quotas::pair_update(&quota, &rules);
+            update.rules.push(rule.id);
+            cx.effect(super::Effect::Send {
+                client: rule.client.clone(),
+                command: ClientCommand::Quota(update),
+            });
+        }
         let command = ClientCommand::Upsert { rule: rule.id, def: Box::new(rule.def.clone()) };
         Ok(Begun { rule, client_name: client.name.to_string(), command })
     }
@@ -436,6 +449,41 @@ fn hide_foreign(id: RuleId, failure: Failure) -> Failure {
 
 fn first_shared_port(a: &crate::rule::RuleDef, b: &crate::rule::RuleDef) -> u16 {
     a.listen.start().max(b.listen.start())
+}
+
+/// Whether `def` may listen beside `other`, a rule of the same client whose ports overlap
+/// it (see [`RuleDef::listen_clash`]): only SNI rules on the same address and port, with
+/// different routes, share a listener. The refusal names `other` only to an actor who may
+/// read it.
+fn listener_clash(actor: &Actor, def: &RuleDef, other: &Rule) -> Result<(), Failure> {
+    let Some(clash) = def.listen_clash(&other.def) else { return Ok(()) };
+    let port = first_shared_port(def, &other.def);
+    let holder = named_rule(actor, other);
+    let message = match clash {
+        ListenClash::Ports => return Err(port_taken(actor, def, other)),
+        ListenClash::PlainAndSni if def.sni.is_some() => {
+            format!("port {port} is held by a plain TCP rule{holder}; an SNI rule cannot share it")
+        }
+        ListenClash::PlainAndSni => {
+            format!("port {port} is held by an SNI rule{holder}; a plain TCP rule cannot share it")
+        }
+        ListenClash::SecondFallback => format!("port {port} already has a fallback rule{holder}"),
+        ListenClash::SamePattern => {
+            let pattern = def.sni.as_ref().map(ToString::to_string).unwrap_or_default();
+            format!("port {port} already routes SNI pattern {pattern}{holder}")
+        }
+    };
+    Err(Failure::new(clash.code(), message))
+}
+
+/// ` (rule ID)` when `actor` may read `rule`, else nothing: another owner's rule is never
+/// named.
+fn named_rule(actor: &Actor, rule: &Rule) -> String {
+    if authorize(actor, &Action::AccessRule { owner: &rule.owner }).is_ok() {
+        format!(" (rule {})", rule.id)
+    } else {
+        String::new()
+    }
 }
 
 /// The refusal of a push whose ports `other` already reserves. The clashing rule is named

@@ -50,6 +50,9 @@ pub struct SessionPlan {
     pub settings: DataPlaneSettings,
     /// The full rule set; the client drops anything not in it.
     pub rules: Vec<(RuleId, RuleDef)>,
+    /// Every quota of a user on this client, sent before the rules (a pair not listed has
+    /// none).
+    pub quotas: Vec<crate::quota::PairUpdate>,
 }
 
 /// One rule's row of the metrics export.
@@ -81,6 +84,50 @@ pub struct MetricsSnapshot {
     /// Audit records of unauthenticated requests dropped by their source's budget (filled
     /// by the caller that holds the budget).
     pub audit_rows_dropped: u64,
+    /// The SNI listeners of connected clients, as last reported (filled by the caller that
+    /// keeps the reports).
+    pub sni_listeners: Vec<SniListenerRow>,
+    /// One row per traffic quota (event counts filled by the caller that counts them).
+    pub quotas: Vec<QuotaMetricRow>,
+}
+
+/// One quota's row of the metrics export.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuotaMetricRow {
+    /// User label.
+    pub user: String,
+    /// Client name label.
+    pub client: String,
+    /// Bytes used in the current period.
+    pub used: u64,
+    /// The cap.
+    pub limit: u64,
+    /// Out of budget now.
+    pub exhausted: bool,
+    /// Events since the server started.
+    pub events: QuotaEventCounts,
+}
+
+/// How often a pair's quota did something, since the server started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaEventCounts {
+    /// New periods begun.
+    pub period_resets: u64,
+    /// Times the pair ran out of budget.
+    pub exhaustions: u64,
+    /// Crossings of 80 % of the cap.
+    pub crossed_80: u64,
+    /// Crossings of 100 % of the cap.
+    pub crossed_100: u64,
+}
+
+/// One SNI listener's row of the metrics export.
+#[derive(Debug, Clone)]
+pub struct SniListenerRow {
+    /// Client name label.
+    pub client: String,
+    /// The listener's counters and peek histogram.
+    pub report: crate::sni::SniListenerReport,
 }
 
 impl ClientService {
@@ -112,7 +159,7 @@ impl ClientService {
     /// with `client_already_connected`, so two processes never bind the same rules; the same
     /// instance reconnecting replaces its old stream. Instance 0 (a client that predates
     /// instances) always replaces.
-    pub fn session_opened<S: ClientStore + RuleStore + ?Sized>(
+    pub fn session_opened<S: ClientStore + RuleStore + crate::ports::QuotaStore + ?Sized>(
         &self,
         cx: &mut Cx<'_, S>,
         token: &str,
@@ -141,15 +188,17 @@ impl ClientService {
         }
         record.last_seen_at = Some(cx.now);
         record.version = Some(version.chars().take(64).collect());
-        let rules = cx
+        let stored = cx.store.rules_for_client(client)?;
+        let quotas = cx
             .store
-            .rules_for_client(client)?
-            .into_iter()
-            .filter(|r| r.state.is_replayed())
-            .map(|r| (r.id, r.def))
+            .list_quotas()?
+            .iter()
+            .filter(|q| &q.client == client)
+            .map(|q| super::quotas::pair_update(q, &stored))
             .collect();
+        let rules = stored.into_iter().filter(|r| r.state.is_replayed()).map(|r| (r.id, r.def)).collect();
         cx.stage([Write::PutClient(record.clone())]);
-        Ok(SessionPlan { client: record, settings: self.settings().data_plane, rules })
+        Ok(SessionPlan { client: record, settings: self.settings().data_plane, rules, quotas })
     }
 
     /// Applies a client's report on a rule's activation. Reports for rules the client does
@@ -216,7 +265,9 @@ pub fn flush_writes<S: RuleStore + ?Sized>(
 
 /// The data behind `/metrics`: every client that is not revoked with its connection state,
 /// and every rule with its totals (looked up in the in-memory traffic book).
-pub fn metrics_snapshot<S: ClientStore + RuleStore + crate::ports::AuditStore + ?Sized>(
+pub fn metrics_snapshot<
+    S: ClientStore + RuleStore + crate::ports::AuditStore + crate::ports::QuotaStore + ?Sized,
+>(
     store: &S,
     sessions: &dyn Sessions,
     totals: &dyn Fn(RuleId) -> Option<Counters>,
@@ -251,5 +302,18 @@ pub fn metrics_snapshot<S: ClientStore + RuleStore + crate::ports::AuditStore + 
             .collect(),
         audit: store.audit_stats()?,
         audit_rows_dropped: 0,
+        sni_listeners: Vec::new(),
+        quotas: store
+            .list_quotas()?
+            .into_iter()
+            .map(|q| QuotaMetricRow {
+                user: q.user.to_string(),
+                client: names.get(&q.client).map_or_else(|| q.client.to_string(), |(name, _)| name.clone()),
+                used: q.state.used_bytes(),
+                limit: q.state.monthly_bytes().get(),
+                exhausted: q.state.is_exhausted(),
+                events: QuotaEventCounts::default(),
+            })
+            .collect(),
     })
 }

@@ -8,6 +8,8 @@
 //! - [`SniPattern`] is an exact host or `*.suffix`; [`SniRoutes`] maps patterns (and one
 //!   fallback) to routes: exact, then wildcard, then fallback.
 //! - [`HostName`] is the one form names are compared in: valid and lowercase.
+//! - [`SniListenerReport`] is what a listener counts (routes, refusals, the peek histogram
+//!   with [`PEEK_BUCKETS_SECONDS`]), reported by the client and exposed by the server.
 //!
 //! A `host_name` that is not a valid host name (an IDN sent as UTF-8 rather than as its
 //! `xn--` A-label, an IP literal, bad characters) does not refuse the hello: the hello is well
@@ -23,6 +25,7 @@
 
 mod hello;
 mod name;
+mod report;
 mod route;
 
 pub use hello::{
@@ -30,6 +33,9 @@ pub use hello::{
     RECORD_HEADER_LEN, Refusal, SniStatus,
 };
 pub use name::{HostName, MAX_HOST_NAME_LEN, MAX_LABEL_LEN};
+pub use report::{
+    MAX_CONCURRENT_PEEKS, PEEK_BUCKETS_SECONDS, PEEK_DEADLINE, PeekEnd, SniListenerReport, peek_bucket,
+};
 pub use route::{MatchKind, RouteError, SniPattern, SniRoutes};
 
 /// Fuzz entry point: any bytes, fed whole or in chunks, give the same answer without a

@@ -26,7 +26,8 @@ const QUOTE_LIMIT: usize = 80;
 ///     assert!(SniPattern::parse(bad).is_err(), "{bad}");
 /// }
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum SniPattern {
     /// Exactly this host.
     Exact(HostName),
@@ -76,6 +77,20 @@ impl fmt::Display for SniPattern {
             SniPattern::Exact(host) => write!(f, "{host}"),
             SniPattern::Wildcard(suffix) => write!(f, "*.{suffix}"),
         }
+    }
+}
+
+impl TryFrom<String> for SniPattern {
+    type Error = RouteError;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        SniPattern::parse(&text)
+    }
+}
+
+impl From<SniPattern> for String {
+    fn from(pattern: SniPattern) -> Self {
+        pattern.to_string()
     }
 }
 

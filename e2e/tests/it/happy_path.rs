@@ -113,7 +113,15 @@ fn enroll_run_push_forward_list_count_and_remove() {
     assert_eq!(listed["n_rules"].as_u64(), Some(1));
     assert_eq!(
         listed["capabilities"],
-        serde_json::json!(["tcp", "udp", "port_range", "multi_target", "dns_target", "proxy_protocol"]),
+        serde_json::json!([
+            "tcp",
+            "udp",
+            "port_range",
+            "multi_target",
+            "dns_target",
+            "proxy_protocol",
+            "sni"
+        ]),
         "the Hello's capability set"
     );
     assert_eq!(listed["version"].as_str(), Some(env!("CARGO_PKG_VERSION")));

@@ -85,6 +85,18 @@ const TABLE: &[Row] = &[
     ("DELETE", "/v1/audit", [200, 200, 403, 403, 403, 403, 401, 401]),
     ("GET", "/v1/metrics", [200, 200, 403, 403, 403, 403, 401, 401]),
     ("GET", "/v1/admin/backup", [200, 200, 403, 403, 403, 403, 401, 401]),
+    ("GET", "/v1/rules/{id}/stats/stream", [200, 200, 200, 404, 200, 404, 401, 401]),
+    // Quotas: superadmins set them (on alice or bob, whom a grant gives edge-01); a user reads
+    // only their own, another's answers like a missing one.
+    ("GET", "/v1/quotas", [200, 200, 200, 403, 200, 403, 401, 401]),
+    ("PUT", "/v1/users/{user}/quotas/{client}", [200, 200, 403, 403, 403, 403, 401, 401]),
+    ("PATCH", "/v1/users/{user}/quotas/{client}", [200, 200, 403, 403, 403, 403, 401, 401]),
+    ("DELETE", "/v1/users/{user}/quotas/{client}", [204, 204, 403, 403, 403, 403, 401, 401]),
+    ("GET", "/v1/users/{user}/quotas/{client}/status", [200, 200, 200, 404, 200, 404, 401, 401]),
+    // Traffic: everyone's for superadmins, a user's own otherwise; a client names no owner.
+    ("GET", "/v1/traffic", [200, 200, 200, 403, 200, 403, 401, 401]),
+    ("GET", "/v1/users/{user}/traffic", [200, 200, 200, 403, 200, 403, 401, 401]),
+    ("GET", "/v1/clients/{client}/traffic", [200, 200, 200, 200, 200, 200, 401, 401]),
 ];
 
 /// The fixtures: the server, its API, the operator token, and each user's token and ports.
@@ -146,6 +158,11 @@ impl World {
         resp.body["id"].as_str().expect("token id").to_owned()
     }
 
+    /// A quota for `user` (whom the setup granted edge-01) on edge-01, created or replaced.
+    fn quota(&self, user: &str) {
+        self.ok("PUT", &format!("/v1/users/{user}/quotas/edge-01"), json!({"monthly_bytes": 1_000_000}), 200);
+    }
+
     /// A client that exists but carries nothing, optionally revoked.
     fn spare_client(&self, revoked: bool) -> String {
         let name = self.fresh("spare");
@@ -169,6 +186,9 @@ fn setup(scn: &std::sync::Arc<Scenario>) -> World {
     let world = World { server, _client: client, api, operator, tokens, n_fresh: std::cell::Cell::new(0) };
     let enrolled = world.api.call("POST", "/v1/clients", &world.op(), Some(&json!({"name": "edge-02"})));
     assert_eq!(enrolled.status, 201, "{}", enrolled.text);
+    // Quotas need a grant for their pair.
+    world.grant("alice", free_port());
+    world.grant("bob", free_port());
     world
 }
 
@@ -210,7 +230,22 @@ fn request(w: &World, method: &str, template: &str, who: Who, own: bool) -> (Str
             };
             template.replace("{client}", &client)
         }
-        "/v1/rules/{id}" | "/v1/rules/{id}/stats" => {
+        "/v1/users/{user}/quotas/{client}" | "/v1/users/{user}/quotas/{client}/status" => {
+            // A superadmin has no grant of its own: it works on alice's and bob's quotas.
+            let target = if superadmin { if own { "alice" } else { "bob" } } else { user };
+            if method != "PUT" {
+                w.quota(target);
+            }
+            template.replace("{user}", target).replace("{client}", "edge-01")
+        }
+        "/v1/quotas" => format!("/v1/quotas?user={user}"),
+        "/v1/traffic" => format!("/v1/traffic?{}&user={user}", traffic_window()),
+        "/v1/users/{user}/traffic" => format!("/v1/users/{user}/traffic?{}", traffic_window()),
+        "/v1/clients/{client}/traffic" => {
+            let client = if own { "edge-01" } else { "edge-02" };
+            format!("/v1/clients/{client}/traffic?{}", traffic_window())
+        }
+        "/v1/rules/{id}" | "/v1/rules/{id}/stats" | "/v1/rules/{id}/stats/stream" => {
             let rule_owner = if owner == Who::Anonymous { Who::Alice } else { owner };
             template.replace("{id}", &w.rule(rule_owner))
         }
@@ -248,10 +283,56 @@ fn request(w: &World, method: &str, template: &str, who: Who, own: bool) -> (Str
             Some(json!({"client": "edge-01", "rule": {"listen_port": port, "target": "127.0.0.1:9"}}))
         }
         ("PUT", "/v1/settings/advertised-endpoint") => Some(json!({"endpoint": null})),
+        ("PUT", "/v1/users/{user}/quotas/{client}") => Some(json!({"monthly_bytes": 1_000_000})),
+        ("PATCH", "/v1/users/{user}/quotas/{client}") => Some(json!({"clear_period_usage": true})),
         ("POST", _) | ("PUT", _) | ("PATCH", _) => Some(json!({})),
         _ => None,
     };
     (path, body)
+}
+
+/// The last ten minutes, as a traffic query's window.
+fn traffic_window() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    format!("from={}&to={}", now - 600, now)
+}
+
+/// A GET whose answer may be an endless event stream: the status line and headers are read,
+/// and the body only when it is an error (which ends).
+fn status_of_stream(w: &World, path: &str, auth: &Auth<'_>) -> crate::harness::Resp {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let addr = w.api.addr();
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).expect("timeout");
+    let bearer = match auth {
+        Auth::Bearer(token) => format!("Authorization: Bearer {token}\r\n"),
+        _ => String::new(),
+    };
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{bearer}\r\n").expect("send");
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("status line");
+    let status: u16 = line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).expect("status");
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).expect("header") == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    let mut text = String::new();
+    if status >= 400 {
+        let _ = reader.read_to_string(&mut text);
+        // Chunked or not, the JSON error is the text between the first `{` and the last `}`.
+        if let (Some(start), Some(end)) = (text.find('{'), text.rfind('}')) {
+            text = text[start..=end].to_owned();
+        }
+    }
+    crate::harness::Resp {
+        status,
+        headers: Vec::new(),
+        body: serde_json::from_str(&text).unwrap_or(Value::Null),
+        text,
+    }
 }
 
 fn routes_of(doc: &Value) -> BTreeSet<(String, String)> {
@@ -284,7 +365,11 @@ fn every_route_answers_each_actor_as_the_rbac_table_says() {
         for (n, who) in WHO.iter().enumerate() {
             for (k, own) in [true, false].into_iter().enumerate() {
                 let (path, body) = request(&w, method, template, *who, own);
-                let resp = w.api.call(method, &path, &w.auth(*who), body.as_ref());
+                let resp = if template.ends_with("/stream") {
+                    status_of_stream(&w, &path, &w.auth(*who))
+                } else {
+                    w.api.call(method, &path, &w.auth(*who), body.as_ref())
+                };
                 let want = expected[n * 2 + k];
                 if resp.status != want {
                     failures.push(format!(
@@ -365,7 +450,7 @@ fn another_tenants_rules_are_no_oracle_on_any_rule_route_in_conflicts_or_in_coun
     let missing = "987654321";
     let rule_routes: Vec<_> =
         TABLE.iter().filter(|(_, path, _)| path.starts_with("/v1/rules/{id}")).collect();
-    assert_eq!(rule_routes.len(), 3, "get, delete, stats");
+    assert_eq!(rule_routes.len(), 4, "get, delete, stats, stats stream");
     for (method, template, _) in rule_routes {
         let foreign = w.api.call(method, &template.replace("{id}", &bobs), &alice, None);
         let absent = w.api.call(method, &template.replace("{id}", missing), &alice, None);

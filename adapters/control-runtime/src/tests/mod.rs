@@ -144,6 +144,8 @@ fn spec(port: i64) -> RuleSpec {
         targets: vec![],
         prefer_ipv6: false,
         health_check_interval_secs: None,
+        sni_pattern: None,
+        sni_fallback: false,
     }
 }
 

@@ -40,6 +40,8 @@ pub enum CapabilityName {
     DnsTarget,
     /// PROXY protocol headers towards targets.
     ProxyProtocol,
+    /// SNI routing: several TLS rules behind one listen port.
+    Sni,
 }
 
 /// Where a client stands in its enrollment.
@@ -212,6 +214,17 @@ pub struct RuleSpecSchema {
     /// Active TCP health probe interval in seconds (1 to 3600); passive health is always on.
     #[schema(minimum = 1, maximum = 3600)]
     health_check_interval_secs: Option<u32>,
+    /// TCP, one listen port: take only TLS connections whose ClientHello names this host
+    /// (`api.example.com`) or a host one label below a suffix (`*.example.com`); compared
+    /// lowercased. SNI rules of a client on one port share its listener; a plain TCP rule
+    /// never shares it (`conflict.legacy_to_sni_unsupported`).
+    #[schema(min_length = 1, max_length = 255)]
+    sni_pattern: Option<String>,
+    /// TCP, one listen port: this rule is the SNI port's fallback, taking TLS connections
+    /// that name no host or one no pattern matches (at most one per port). Excludes
+    /// `sni_pattern`.
+    #[schema(required = false)]
+    sni_fallback: bool,
 }
 
 #[cfg(test)]
@@ -239,6 +252,8 @@ mod tests {
             targets: vec!["127.0.0.1:82".into()],
             prefer_ipv6: true,
             health_check_interval_secs: Some(5),
+            sni_pattern: Some("api.example.com".into()),
+            sni_fallback: true,
         };
         let written = serde_json::to_value(&full).expect("serialises");
         let fields: BTreeSet<String> = written.as_object().expect("object").keys().cloned().collect();

@@ -5,8 +5,11 @@ pub mod admin;
 pub mod auth;
 pub mod clients;
 pub mod grants;
+pub mod quotas;
 pub mod rules;
+pub mod stream;
 pub mod system;
+pub mod traffic;
 pub mod users;
 
 use portunus_core::error::{ErrorCode, Failure};

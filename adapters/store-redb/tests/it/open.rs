@@ -76,11 +76,14 @@ fn a_fresh_file_records_the_schema_version_and_every_table() {
             "enrollments",
             "grants",
             "meta",
+            "quotas",
             "rules",
             "sessions",
             "settings",
             "throttles",
             "totals",
+            "traffic_1h",
+            "traffic_1m",
             "users"
         ]
     );
@@ -136,6 +139,8 @@ fn a_version_1_file_is_migrated_forward_and_keeps_its_data() {
     assert_eq!(store.rules_for_client(&edge.id).unwrap(), vec![kept]);
     assert_eq!(store.rule_counts().unwrap().get(&edge.id), Some(&1));
     assert!(store.list_users().unwrap().is_empty());
+    // Version 4's quotas start empty.
+    assert!(portunus_core::ports::QuotaStore::list_quotas(&store).unwrap().is_empty());
     assert!(
         !store.runtime_settings().unwrap().onboarding.is_complete(),
         "onboarding is open after an upgrade"
@@ -147,6 +152,7 @@ fn a_version_1_file_is_migrated_forward_and_keeps_its_data() {
     let tx = db.begin_read().unwrap();
     assert_eq!(tx.open_table(META).unwrap().get("schema_version").unwrap().unwrap().value(), SCHEMA_VERSION);
     assert!(tx.list_tables().unwrap().any(|t| redb::TableHandle::name(&t) == "audit"));
+    assert!(tx.list_tables().unwrap().any(|t| redb::TableHandle::name(&t) == "quotas"));
 }
 
 #[test]

@@ -45,6 +45,8 @@ fn fixture() -> MetricsSnapshot {
         ],
         audit: portunus_core::audit::AuditStats { rows: 12, bytes: 3456 },
         audit_rows_dropped: 7,
+        sni_listeners: Vec::new(),
+        quotas: Vec::new(),
     }
 }
 
@@ -67,6 +69,8 @@ fn large(count: u64, first_rule: u64) -> MetricsSnapshot {
             .collect(),
         audit: portunus_core::audit::AuditStats::default(),
         audit_rows_dropped: 0,
+        quotas: Vec::new(),
+        sni_listeners: Vec::new(),
     }
 }
 
@@ -533,4 +537,86 @@ fn scrape_cost_with_a_thousand_clients_and_rules() {
         warm.lines().count(),
         warm.len()
     );
+}
+
+#[test]
+fn sni_listeners_render_route_counters_and_the_peek_histogram() {
+    use portunus_core::service::SniListenerRow;
+    use portunus_core::sni::{PEEK_BUCKETS_SECONDS, SniListenerReport, peek_bucket};
+
+    let mut report = SniListenerReport {
+        listen_addr: Some("::1".parse().unwrap()),
+        port: 443,
+        routed_exact: 5,
+        routed_wildcard: 2,
+        routed_fallback: 1,
+        miss: 3,
+        parse_failures: 4,
+        peek_timeouts: 6,
+        peeks_shed: 7,
+        peek_sum_us: 2_500_000,
+        ..SniListenerReport::default()
+    };
+    report.peek_buckets[peek_bucket(std::time::Duration::from_millis(2))] += 2;
+    report.peek_buckets[PEEK_BUCKETS_SECONDS.len()] += 1;
+    let snapshot = MetricsSnapshot {
+        sni_listeners: vec![SniListenerRow { client: "edge-01".into(), report }],
+        ..fixture()
+    };
+    let text = ServerMetrics::new("1.2.3").render(&snapshot);
+    assert_valid_exposition(&text);
+    for line in [
+        r#"portunus_sni_routed_total{client="edge-01",listen="[::1]:443",match="exact"} 5"#,
+        r#"portunus_sni_routed_total{client="edge-01",listen="[::1]:443",match="wildcard"} 2"#,
+        r#"portunus_sni_routed_total{client="edge-01",listen="[::1]:443",match="fallback"} 1"#,
+        r#"portunus_sni_miss_total{client="edge-01",listen="[::1]:443"} 3"#,
+        r#"portunus_sni_parse_failures_total{client="edge-01",listen="[::1]:443"} 4"#,
+        r#"portunus_sni_peek_timeouts_total{client="edge-01",listen="[::1]:443"} 6"#,
+        r#"portunus_sni_peeks_shed_total{client="edge-01",listen="[::1]:443"} 7"#,
+        r#"portunus_tls_client_hello_peek_duration_seconds_bucket{client="edge-01",listen="[::1]:443",le="0.001"} 0"#,
+        r#"portunus_tls_client_hello_peek_duration_seconds_bucket{client="edge-01",listen="[::1]:443",le="0.0025"} 2"#,
+        r#"portunus_tls_client_hello_peek_duration_seconds_bucket{client="edge-01",listen="[::1]:443",le="3"} 2"#,
+        r#"portunus_tls_client_hello_peek_duration_seconds_bucket{client="edge-01",listen="[::1]:443",le="+Inf"} 3"#,
+        r#"portunus_tls_client_hello_peek_duration_seconds_sum{client="edge-01",listen="[::1]:443"} 2.5"#,
+        r#"portunus_tls_client_hello_peek_duration_seconds_count{client="edge-01",listen="[::1]:443"} 3"#,
+        "# TYPE portunus_tls_client_hello_peek_duration_seconds histogram",
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    // Without SNI listeners none of these names appear.
+    let plain = ServerMetrics::new("1.2.3").render(&fixture());
+    assert!(!plain.contains("portunus_sni_") && !plain.contains("client_hello"), "{plain}");
+}
+
+#[test]
+fn quotas_render_their_gauges_and_counters_per_pair_and_vanish_without_quotas() {
+    let metrics = ServerMetrics::new("1.2.3");
+    let without = metrics.render(&fixture());
+    assert!(!without.contains("portunus_traffic_quota"), "no quota, no family");
+    let quota = portunus_core::service::QuotaMetricRow {
+        user: "alice".into(),
+        client: "edge-01".into(),
+        used: 1_500,
+        limit: 1_000,
+        exhausted: true,
+        events: portunus_core::service::QuotaEventCounts {
+            period_resets: 2,
+            exhaustions: 1,
+            crossed_80: 3,
+            crossed_100: 1,
+        },
+    };
+    let text = metrics.render(&MetricsSnapshot { quotas: vec![quota], ..fixture() });
+    for line in [
+        r#"portunus_traffic_quota_bytes_used{client="edge-01",user="alice"} 1500"#,
+        r#"portunus_traffic_quota_bytes_limit{client="edge-01",user="alice"} 1000"#,
+        r#"portunus_traffic_quota_exhausted{client="edge-01",user="alice"} 1"#,
+        r#"portunus_traffic_quota_period_resets_total{client="edge-01",user="alice"} 2"#,
+        r#"portunus_traffic_quota_exhaustions_total{client="edge-01",user="alice"} 1"#,
+        r#"portunus_traffic_quota_threshold_crossings_total{client="edge-01",percent="80",user="alice"} 3"#,
+        r#"portunus_traffic_quota_threshold_crossings_total{client="edge-01",percent="100",user="alice"} 1"#,
+        "# TYPE portunus_traffic_quota_exhausted gauge",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in\n{text}");
+    }
 }

@@ -11,7 +11,9 @@ use crate::secret::Secret;
 use crate::test_support::{FakeSessions, ManualClock, MemoryStore, Plane};
 
 mod accounts;
+mod quotas;
 mod rbac;
+mod sni;
 
 pub(super) struct Harness {
     pub plane: Plane,
@@ -43,6 +45,8 @@ pub(super) fn spec(port: i64) -> RuleSpec {
         targets: vec![],
         prefer_ipv6: false,
         health_check_interval_secs: None,
+        sni_pattern: None,
+        sni_fallback: false,
     }
 }
 

@@ -17,7 +17,7 @@ mod server;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub use api::{Api, Auth};
+pub use api::{Api, Auth, Resp};
 pub use client::{Client, ClientOpts};
 pub use net::{
     Backend, connect, digest, free_port, hold_port, http_get, http_request, port_is_free, roundtrip,

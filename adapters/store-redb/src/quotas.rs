@@ -1,0 +1,47 @@
+//! The quotas table (schema version 4): one row per (user, client) pair.
+//!
+//! Invariant: the key is `"<user> <client>"`. A space sorts below every character a user or
+//! client id may hold, so rows list by user, then client; a row is returned only when its
+//! content names the pair its key does.
+
+use portunus_core::ids::{ClientId, UserId};
+use portunus_core::ports::{QuotaStore, StoreError};
+use portunus_core::quota::Quota;
+use redb::{ReadableTable, TableHandle};
+
+use crate::error::{corrupted, decode, store_err};
+use crate::schema::QUOTAS;
+use crate::source::{Source, View};
+
+/// The row key of a pair's quota.
+pub(crate) fn quota_key(user: &UserId, client: &ClientId) -> String {
+    format!("{} {}", user.as_str(), client.as_str())
+}
+
+fn checked(key: &str, quota: Quota) -> Result<Quota, StoreError> {
+    let own = quota_key(&quota.user, &quota.client);
+    if own != key {
+        return Err(corrupted(QUOTAS.name(), &key, format!("holds {own}")));
+    }
+    Ok(quota)
+}
+
+impl<S: Source> QuotaStore for View<S> {
+    fn get_quota(&self, user: &UserId, client: &ClientId) -> Result<Option<Quota>, StoreError> {
+        let rows = self.0.table(QUOTAS)?;
+        let key = quota_key(user, client);
+        let Some(row) = rows.get(key.as_str()).map_err(store_err)? else { return Ok(None) };
+        checked(&key, decode(QUOTAS.name(), &key, row.value())?).map(Some)
+    }
+
+    fn list_quotas(&self) -> Result<Vec<Quota>, StoreError> {
+        let rows = self.0.table(QUOTAS)?;
+        let mut quotas = Vec::new();
+        for row in rows.iter().map_err(store_err)? {
+            let (key, value) = row.map_err(store_err)?;
+            let key = key.value();
+            quotas.push(checked(key, decode(QUOTAS.name(), &key, value.value())?)?);
+        }
+        Ok(quotas)
+    }
+}

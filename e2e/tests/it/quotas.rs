@@ -1,0 +1,239 @@
+//! Monthly traffic quotas through the operator API on the real binaries: a superadmin sets a
+//! quota for a granted (user, client) pair, the user reads only their own, the bytes the
+//! user's rule forwards are metered from the client's reports, crossing 80 % and 100 % raises
+//! one event each, and a credit or a removal lifts it.
+
+use serde_json::{Value, json};
+
+use crate::harness::{
+    Auth, Backend, ClientOpts, Scenario, connect, free_port, http_get, roundtrip, server_with_edge,
+    wait_until,
+};
+
+#[test]
+fn a_quota_meters_a_users_traffic_and_only_they_and_superadmins_read_it() {
+    let scn = Scenario::new("quotas_api");
+    let (server, _client) = server_with_edge(&scn, &ClientOpts::default());
+    let api = server.api();
+    let operator = server.operator_token();
+    let op = Auth::Bearer(&operator);
+    // A superadmin opens the gate for user tokens.
+    api.create_user(&op, "root", "superadmin", Some("a-long-enough-passphrase-2027"));
+    api.create_user(&op, "alice", "user", None);
+    api.create_user(&op, "bob", "user", None);
+    let alice_token = api.mint_token(&op, "alice");
+    let bob_token = api.mint_token(&op, "bob");
+    let (alice, bob) = (Auth::Bearer(&alice_token), Auth::Bearer(&bob_token));
+    let quota = "/v1/users/alice/quotas/edge-01";
+    let status = "/v1/users/alice/quotas/edge-01/status";
+
+    // No grant yet: refused with a code, nothing stored.
+    let early = api.call("PUT", quota, &op, Some(&json!({"monthly_bytes": 10_000})));
+    assert_eq!((early.status, early.code()), (403, "client_not_granted"), "{}", early.text);
+    let port = free_port();
+    let grant =
+        json!({"user": "alice", "client": "edge-01", "ports": port.to_string(), "protocols": ["tcp"]});
+    assert_eq!(api.call("POST", "/v1/grants", &op, Some(&grant)).status, 201);
+    let zero = api.call("PUT", quota, &op, Some(&json!({"monthly_bytes": 0})));
+    assert_eq!((zero.status, zero.code()), (400, "validation.quota_bytes_invalid"));
+    let by_alice = api.call("PUT", quota, &alice, Some(&json!({"monthly_bytes": 10_000})));
+    assert_eq!(by_alice.status, 403, "a user never sets a quota: {}", by_alice.text);
+
+    let set = api.call("PUT", quota, &op, Some(&json!({"monthly_bytes": 10_000})));
+    assert_eq!(set.status, 200, "{}", set.text);
+    assert_eq!(set.body["monthly_bytes"], 10_000);
+    assert_eq!(set.body["current_period_bytes_used"], 0);
+    assert_eq!(set.body["exhausted"], false);
+    let own = api.call("GET", status, &alice, None);
+    assert_eq!((own.status, own.body["monthly_bytes"].as_u64()), (200, Some(10_000)), "{}", own.text);
+    // Bob hears exactly what a missing quota answers.
+    let theirs = api.call("GET", status, &bob, None);
+    let missing = api.call("GET", "/v1/users/bob/quotas/edge-01/status", &bob, None);
+    assert_eq!((theirs.status, theirs.code()), (404, "quota_not_found"));
+    assert_eq!((missing.status, missing.code()), (404, "quota_not_found"));
+    assert_eq!(api.call("GET", "/v1/quotas", &bob, None).body, json!([]));
+    assert_eq!(api.call("GET", "/v1/quotas", &alice, None).body.as_array().map(Vec::len), Some(1));
+
+    // Alice's rule forwards 9,000 bytes: past 80 % of the cap, not yet out.
+    let backend = Backend::echo();
+    let body = json!({"client": "edge-01", "rule": {"listen_port": port, "target": backend.target()}});
+    let pushed = api.call("POST", "/v1/rules", &alice, Some(&body));
+    assert_eq!(pushed.status, 201, "{}", pushed.text);
+    let mut conn = connect(port);
+    roundtrip(&mut conn, &[7u8; 4_500]);
+    let used = |resp: &Value| resp["current_period_bytes_used"].as_u64().unwrap_or(0);
+    wait_until("the client's report to be metered", || {
+        (used(&api.call("GET", status, &alice, None).body) >= 9_000).then_some(())
+    });
+    let events = server.proc();
+    events.wait_event("traffic_quota.threshold_crossed", &[("user", "alice"), ("percent", "80")]);
+    assert!(events.events_matching("traffic_quota.exhausted", &[]).is_empty());
+
+    roundtrip(&mut conn, &[7u8; 1_000]);
+    events.wait_event("traffic_quota.exhausted", &[("user", "alice")]);
+    events.wait_event("traffic_quota.threshold_crossed", &[("user", "alice"), ("percent", "100")]);
+    let out = api.call("GET", status, &alice, None).body;
+    assert_eq!(out["exhausted"], true, "{out}");
+    assert!(out["exhausted_at"].is_string() && out["last_report_at"].is_string(), "{out}");
+    assert_eq!(events.events_matching("traffic_quota.threshold_crossed", &[("percent", "80")]).len(), 1);
+    let scraped = http_get(server.addrs().metrics, "/metrics").1;
+    let series = |name: &str| {
+        crate::metrics::sample(&scraped, &format!("{name}{{client=\"edge-01\",user=\"alice\"}}"))
+    };
+    assert_eq!(series("portunus_traffic_quota_exhausted"), Some(1.0), "{scraped}");
+    assert_eq!(series("portunus_traffic_quota_bytes_limit"), Some(10_000.0));
+    assert_eq!(series("portunus_traffic_quota_exhaustions_total"), Some(1.0));
+    assert!(series("portunus_traffic_quota_bytes_used").is_some_and(|used| used >= 10_000.0));
+    // The CLI reads the same: the operator sees every quota, alice her own.
+    let listed: Value =
+        serde_json::from_str(&server.cli_ok(&["quota", "list", "--format", "json"])).expect("JSON");
+    assert_eq!(listed[0]["exhausted"], true, "{listed}");
+    let as_alice = [("PORTUNUS_OPERATOR_TOKEN", alice_token.as_str())];
+    let mine = server.cli_with_env(&["quota", "status", "alice", "edge-01", "--format", "json"], &as_alice);
+    assert_eq!(mine.code, 0, "{mine:?}");
+    let denied = server.cli_with_env(&["quota", "credit", "alice", "edge-01"], &as_alice);
+    assert_ne!(denied.code, 0, "a user never credits: {denied:?}");
+
+    // A one-shot credit clears the period's usage and keeps its boundaries.
+    let credited = api.call("PATCH", quota, &op, Some(&json!({"clear_period_usage": true})));
+    assert_eq!(credited.status, 200, "{}", credited.text);
+    assert_eq!((credited.body["exhausted"].clone(), used(&credited.body)), (json!(false), 0));
+    assert_eq!(credited.body["period_end"], out["period_end"]);
+    events.wait_event("traffic_quota.resumed", &[("user", "alice")]);
+    let empty = api.call("PATCH", quota, &op, Some(&json!({})));
+    assert_eq!((empty.status, empty.code()), (400, "validation.empty_quota_patch"));
+
+    // The CLI raises the cap with a unit and removes the quota.
+    server.cli_ok(&["quota", "cap", "alice", "edge-01", "1G"]);
+    let raised = api.call("GET", status, &op, None).body;
+    assert_eq!(raised["monthly_bytes"], 1u64 << 30, "{raised}");
+    server.cli_ok(&["quota", "delete", "alice", "edge-01"]);
+    let gone = api.call("DELETE", quota, &op, None);
+    assert_eq!((gone.status, gone.code()), (404, "quota_not_found"));
+    let gone = api.call("GET", status, &op, None);
+    assert_eq!((gone.status, gone.code()), (404, "quota_not_found"));
+    let audit = api.call("GET", "/v1/audit?limit=500", &op, None).body;
+    let actions: Vec<&str> =
+        audit["records"].as_array().expect("records").iter().filter_map(|r| r["action"].as_str()).collect();
+    for action in ["quota.set", "quota.patch", "quota.delete"] {
+        assert!(actions.contains(&action), "{action} is audited: {actions:?}");
+    }
+}
+
+#[test]
+fn forwarded_bytes_reach_the_traffic_history_and_survive_a_restart_mid_minute() {
+    let scn = Scenario::new("traffic_history");
+    let (mut server, _client) = server_with_edge(&scn, &ClientOpts::default());
+    let api = server.api();
+    let operator = server.operator_token();
+    let op = Auth::Bearer(&operator);
+    let backend = Backend::echo();
+    let port = free_port();
+    let rule = server.push_rule("edge-01", port, &backend.target());
+    let mut conn = connect(port);
+    roundtrip(&mut conn, &[1u8; 3_000]);
+    // Wait until the report carrying the bytes arrived (the rule's totals show them).
+    wait_until("the bytes to be reported", || {
+        let stats = api.call("GET", &format!("/v1/rules/{rule}/stats"), &op, None).body;
+        (stats["totals"]["bytes_in"].as_u64() == Some(3_000)).then_some(())
+    });
+
+    // A stop in the middle of the minute writes the open minute.
+    server.restart();
+    let api = server.api();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let window = format!("from={}&to={}", now - 600, now + 60);
+    let answer = api.call("GET", &format!("/v1/traffic?{window}"), &op, None);
+    assert_eq!(answer.status, 200, "{}", answer.text);
+    assert_eq!(answer.body["bucket"], "1m");
+    assert_eq!(answer.body["total_bytes_in"], 3_000, "{}", answer.text);
+    assert_eq!(answer.body["total_bytes_out"], 3_000, "{}", answer.text);
+    let points = answer.body["samples"].as_array().expect("samples");
+    assert!(
+        points.iter().all(|p| p["rule"].as_u64() == Some(rule) && p["user"] == "_operator"),
+        "{points:?}"
+    );
+    let per_client = api.call("GET", &format!("/v1/clients/edge-01/traffic?{window}&bucket=1h"), &op, None);
+    assert_eq!(
+        (per_client.status, per_client.body["bucket"].as_str()),
+        (200, Some("1h")),
+        "{}",
+        per_client.text
+    );
+
+    // Bad windows have codes.
+    let code = |query: &str| api.call("GET", &format!("/v1/traffic?{query}"), &op, None);
+    let inverted = code(&format!("from={}&to={}", now, now - 10));
+    assert_eq!((inverted.status, inverted.code()), (422, "validation.invalid_time_range"));
+    let old = code(&format!("from={}&to={}&bucket=1m", now - 8 * 86_400, now - 7 * 86_400 - 3_600));
+    assert_eq!((old.status, old.code()), (422, "quota_bucket_out_of_retention"));
+    let bucket = code(&format!("from={}&to={}&bucket=5m", now - 60, now));
+    assert_eq!((bucket.status, bucket.code()), (400, "validation.invalid_bucket"));
+    let wide = code(&format!("from={}&to={}&bucket=1m", now - 86_400, now + 7 * 86_400));
+    assert_eq!((wide.status, wide.code()), (422, "validation.traffic_window_too_large"));
+}
+
+/// True while nothing listens on `port` (a connection is refused).
+fn refused(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+}
+
+#[test]
+fn an_exhausted_pair_is_cut_on_the_edge_and_a_credit_resumes_it_without_a_reconnect() {
+    let scn = Scenario::new("quotas_enforced");
+    let (server, client) = server_with_edge(&scn, &ClientOpts::default());
+    let api = server.api();
+    let operator = server.operator_token();
+    let op = Auth::Bearer(&operator);
+    api.create_user(&op, "root", "superadmin", Some("a-long-enough-passphrase-2027"));
+    api.create_user(&op, "alice", "user", None);
+    let alice_token = api.mint_token(&op, "alice");
+    let alice = Auth::Bearer(&alice_token);
+    let (port, other) = (free_port(), free_port());
+    let grant = json!({"user": "alice", "client": "edge-01", "ports": format!("{port}-{port}"), "protocols": ["tcp"]});
+    assert_eq!(api.call("POST", "/v1/grants", &op, Some(&grant)).status, 201);
+    let quota = "/v1/users/alice/quotas/edge-01";
+    assert_eq!(api.call("PUT", quota, &op, Some(&json!({"monthly_bytes": 20_000}))).status, 200);
+    let edge = client.proc();
+    edge.wait_event("traffic_quota.applied_set", &[("user", "alice")]);
+
+    let backend = Backend::echo();
+    let body = json!({"client": "edge-01", "rule": {"listen_port": port, "target": backend.target()}});
+    assert_eq!(api.call("POST", "/v1/rules", &alice, Some(&body)).status, 201);
+    // The operator's own rule on the same client is not alice's: it keeps forwarding.
+    server.push_rule("edge-01", other, &backend.target());
+
+    // 12,000 bytes (6,000 each way) fit; the next 12,000 spend the budget.
+    let mut conn = connect(port);
+    roundtrip(&mut conn, &[3u8; 6_000]);
+    let mut cut = false;
+    let chunk = [4u8; 6_000];
+    use std::io::{Read, Write};
+    for _ in 0..20 {
+        let mut back = vec![0u8; chunk.len()];
+        if conn.write_all(&chunk).is_err() || conn.read_exact(&mut back).is_err() {
+            cut = true;
+            break;
+        }
+        if edge.events_matching("traffic_quota.suspended", &[("user", "alice")]).len() == 1 {
+            continue;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    edge.wait_event("traffic_quota.suspended", &[("user", "alice")]);
+    assert!(cut || conn.read(&mut [0u8; 1]).map_or(true, |n| n == 0), "the live connection is cut");
+    wait_until("alice's port to refuse connections", || refused(port).then_some(()));
+    roundtrip(&mut connect(other), b"another owner's rule forwards on");
+    let status = "/v1/users/alice/quotas/edge-01/status";
+    wait_until("the server to count the pair exhausted", || {
+        (api.call("GET", status, &alice, None).body["exhausted"] == true).then_some(())
+    });
+
+    // A credit resumes it on the same stream: no reconnect.
+    let connected = edge.events_matching("control.connected", &[]).len();
+    assert_eq!(api.call("PATCH", quota, &op, Some(&json!({"clear_period_usage": true}))).status, 200);
+    edge.wait_event("traffic_quota.resumed", &[("user", "alice")]);
+    wait_until("alice's port to accept again", || (!refused(port)).then_some(()));
+    roundtrip(&mut connect(port), b"forwarding again");
+    assert_eq!(edge.events_matching("control.connected", &[]).len(), connected, "no reconnect");
+}
