@@ -10,6 +10,7 @@ mod loadtest;
 mod openapi;
 mod pytools;
 mod tidy;
+mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,9 +20,12 @@ use anyhow::{Context, Result, bail};
 const HELP: &str = "\
 cargo xtask <command>
 
-  ci                 fmt check, clippy -D warnings, build, every test, tidy, openapi --check
+  ci                 fmt check, clippy -D warnings, build, web --check, every test, tidy,
+                     openapi --check
   tidy               repository invariants (also run as a test)
   openapi [--check]  regenerate openapi/portunus.openapi.json, or fail if it is stale
+  web [--check]      build the Web UI (npm ci, component tests, vite) into adapters/http-api/web-dist,
+                     or fail if the committed build is stale or the main bundle is over budget
   pytools            install the pinned Python test tools (schemathesis, openapi-python-client)
                      into target/pytools
   demo [--keep]      a server, a client and one forwarded port on loopback, real bytes shown
@@ -56,6 +60,7 @@ fn run() -> Result<()> {
             Ok(())
         }
         Some("openapi") => openapi::run(&root, args.iter().any(|a| a == "--check")),
+        Some("web") => web::run(&root, args.iter().any(|a| a == "--check")),
         Some("pytools") => pytools::ensure(&root).map(|_| ()),
         Some("demo") => demo::run(&root, args.iter().any(|a| a == "--keep")),
         Some("dist") => {
@@ -118,6 +123,8 @@ fn ci(root: &Path) -> Result<()> {
     // End-to-end tests drive the debug binaries and the pinned Python tools, so both are
     // ready before the tests run; the tests fail (never skip) without them.
     run_cmd(root, &cargo, &["build", "--workspace", "--bins", "--locked"])?;
+    // The Web UI's check also installs the pinned Node tools the browser tests use.
+    web::run(root, true)?;
     let pytools = pytools::ensure(root)?;
     let test_env = [("PORTUNUS_PYTOOLS", pytools.as_os_str())];
     run_cmd_env(root, &cargo, &["test", "--workspace", "--locked", "--", "--test-threads", "2"], &test_env)?;

@@ -15,6 +15,7 @@ pub mod listing;
 mod openapi_errors;
 mod openapi_flows;
 pub mod routes;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -78,6 +79,7 @@ impl AppState {
     tags((name = "auth", description = "Onboarding, login, sessions, passwords"),
         (name = "users", description = "Accounts and API tokens"),
         (name = "grants", description = "Edge capacity handed to users"),
+        (name = "quotas", description = "Monthly traffic quotas per user and client"),
         (name = "clients", description = "Edge clients and enrollment"), (name = "rules", description = "Forwarding rules"),
         (name = "settings", description = "Runtime settings"), (name = "audit", description = "The audit trail"),
         (name = "admin", description = "Backups of the store"),
@@ -118,6 +120,12 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::users::revoke_token))
         .routes(routes!(routes::grants::list_grants, routes::grants::create_grant))
         .routes(routes!(routes::grants::get_grant, routes::grants::delete_grant))
+        .routes(routes!(routes::quotas::list_quotas))
+        .routes(routes!(routes::quotas::set_quota, routes::quotas::patch_quota, routes::quotas::delete_quota))
+        .routes(routes!(routes::quotas::quota_status))
+        .routes(routes!(routes::traffic::traffic))
+        .routes(routes!(routes::traffic::user_traffic))
+        .routes(routes!(routes::traffic::client_traffic))
         .routes(routes!(routes::clients::list_clients, routes::clients::enroll_client))
         .routes(routes!(
             routes::clients::get_client,
@@ -129,6 +137,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::rules::push_rule, routes::rules::list_rules))
         .routes(routes!(routes::rules::get_rule, routes::rules::remove_rule))
         .routes(routes!(routes::rules::rule_stats))
+        .routes(routes!(routes::stream::rule_stats_stream))
         .routes(routes!(routes::admin::get_advertised_endpoint, routes::admin::set_advertised_endpoint))
         .routes(routes!(routes::admin::list_audit, routes::admin::prune_audit))
         .routes(routes!(routes::admin::backup))
@@ -161,9 +170,10 @@ fn docs_router() -> Router<AppState> {
     Router::from(utoipa_swagger_ui::SwaggerUi::new(DOCS_PATH).config(config))
 }
 
-/// The operator API router: `/v1/*` behind the auth layer, plus the public `/openapi.json`
-/// and the API page under `/docs/`. A known path asked with a method it does not serve
-/// answers 405 `method_not_allowed` with `Allow`; an unknown path 404 `route_not_found`.
+/// The operator API router: `/v1/*` behind the auth layer, plus the public `/openapi.json`,
+/// the API page under `/docs/` and the Web UI on every other `GET` path ([`ui`]). A known
+/// path asked with a method it does not serve answers 405 `method_not_allowed` with `Allow`;
+/// an unknown API path 404 `route_not_found`.
 pub fn api_router(state: AppState) -> Router {
     let (v1, _) = OpenApiRouter::with_openapi(ApiDoc::openapi()).merge(v1_routes()).split_for_parts();
     let v1 = v1.route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_actor));
@@ -172,7 +182,7 @@ pub fn api_router(state: AppState) -> Router {
         .merge(v1)
         .route(OPENAPI_PATH, get(move || std::future::ready(axum::Json(doc.clone()))))
         .merge(docs_router())
-        .fallback(error::not_found)
+        .fallback(ui::fallback)
         .layer(axum::middleware::map_response(error::method_not_allowed))
         .layer(DefaultBodyLimit::max(state.runtime.settings().control.max_body_bytes))
         .with_state(state)

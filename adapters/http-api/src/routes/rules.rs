@@ -73,12 +73,13 @@ pub async fn list_rules(
 }
 
 /// The 404 of the routes on one rule: another user's rule answers as a missing one.
-const NOT_FOUND: &str = "rule_not_found: no such rule, or it belongs to another user (the two answer alike)";
+pub(super) const NOT_FOUND: &str =
+    "rule_not_found: no such rule, or it belongs to another user (the two answer alike)";
 
 /// About what one rule takes in a listing (a starting size for the buffer).
 const RULE_JSON_BYTES: usize = 320;
 
-fn rule_id(raw: &str) -> Result<RuleId, ApiError> {
+pub(super) fn rule_id(raw: &str) -> Result<RuleId, ApiError> {
     raw.parse::<u64>()
         .map(RuleId::new)
         .map_err(|_| ApiError::new(ErrorCode::InvalidRequest, format!("{raw:?} is not a rule id")))
