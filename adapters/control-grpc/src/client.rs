@@ -308,6 +308,9 @@ async fn session(
                 // Release the listen ports first, so that a successor that connects as soon
                 // as this stream ends can bind them while accepted connections drain here.
                 runtime.stop_accepting();
+                // What was forwarded since the last report reaches the server (and the
+                // quotas) before this process goes.
+                let _ = report_now(gate, runtime, &tx, &mut sent_sni).await;
                 // Close this side (END_STREAM), so the server logs a normal disconnect, and
                 // give it the drain time to end its side; the connection goes either way.
                 drop(tx);

@@ -237,3 +237,47 @@ fn an_exhausted_pair_is_cut_on_the_edge_and_a_credit_resumes_it_without_a_reconn
     roundtrip(&mut connect(port), b"forwarding again");
     assert_eq!(edge.events_matching("control.connected", &[]).len(), connected, "no reconnect");
 }
+
+#[test]
+fn a_client_offline_while_its_pair_runs_out_gets_the_quota_before_its_rules_on_reconnect() {
+    let scn = Scenario::new("quotas_offline");
+    let (server, client) = server_with_edge(&scn, &ClientOpts::default());
+    let api = server.api();
+    let operator = server.operator_token();
+    let op = Auth::Bearer(&operator);
+    api.create_user(&op, "root", "superadmin", Some("a-long-enough-passphrase-2027"));
+    api.create_user(&op, "alice", "user", None);
+    let alice_token = api.mint_token(&op, "alice");
+    let port = free_port();
+    let grant = json!({"user": "alice", "client": "edge-01", "ports": format!("{port}-{port}"), "protocols": ["tcp"]});
+    assert_eq!(api.call("POST", "/v1/grants", &op, Some(&grant)).status, 201);
+    let quota = "/v1/users/alice/quotas/edge-01";
+    assert_eq!(api.call("PUT", quota, &op, Some(&json!({"monthly_bytes": 1_000_000}))).status, 200);
+    let backend = Backend::echo();
+    let body = json!({"client": "edge-01", "rule": {"listen_port": port, "target": backend.target()}});
+    let pushed = api.call("POST", "/v1/rules", &Auth::Bearer(&alice_token), Some(&body));
+    assert_eq!(pushed.status, 201, "{}", pushed.text);
+    let rule = pushed.body["id"].as_u64().expect("rule id").to_string();
+    roundtrip(&mut connect(port), &[5u8; 2_000]);
+    // A clean stop reports what was forwarded since the last report.
+    assert_eq!(client.proc().terminate(), 0);
+    let used = api.call("GET", "/v1/users/alice/quotas/edge-01/status", &op, None).body;
+    assert_eq!(used["current_period_bytes_used"], 4_000, "{used}");
+
+    // While the client is away, the cap drops below what the pair used: it is exhausted.
+    let lowered = api.call("PATCH", quota, &op, Some(&json!({"monthly_bytes": 1_000})));
+    assert_eq!((lowered.status, lowered.body["exhausted"].clone()), (200, json!(true)), "{}", lowered.text);
+
+    let again = crate::harness::Client::start_connected(&scn, client.bundle(), &ClientOpts::default());
+    let edge = again.proc();
+    edge.wait_event("rule.bound", &[("rule", &rule), ("paused", "traffic_quota")]);
+    let events = edge.events();
+    let at = |name: &str| events.iter().position(|e| e["event"] == name).unwrap_or(usize::MAX);
+    assert!(at("traffic_quota.applied_set") < at("rule.bound"), "the quota comes before the rules");
+    assert!(refused(port), "an exhausted pair's rule does not listen");
+
+    assert_eq!(api.call("PATCH", quota, &op, Some(&json!({"monthly_bytes": 1_000_000}))).status, 200);
+    edge.wait_event("traffic_quota.resumed", &[("user", "alice")]);
+    wait_until("the rule to listen again", || (!refused(port)).then_some(()));
+    roundtrip(&mut connect(port), b"back");
+}
