@@ -161,9 +161,13 @@ pub(crate) fn links() -> Vec<FlowLink> {
             ..link("POST", "/v1/grants", "201", "SetQuota", "set_quota", GRANT_PAIR)
         },
         link("PUT", "/v1/users/{user}/quotas/{client}", "200", "QuotaStatus", "quota_status", QUOTA_PAIR),
-        link("PUT", "/v1/users/{user}/quotas/{client}", "200", "PatchQuota", "patch_quota", QUOTA_PAIR),
+        FlowLink {
+            request_body: Some(json!({"clear_period_usage": true})),
+            ..link("PUT", "/v1/users/{user}/quotas/{client}", "200", "PatchQuota", "patch_quota", QUOTA_PAIR)
+        },
         link("PUT", "/v1/users/{user}/quotas/{client}", "200", "DeleteQuota", "delete_quota", QUOTA_PAIR),
         link("GET", "/v1/quotas", "200", "FirstQuotaStatus", "quota_status", FIRST_QUOTA_PAIR),
+        link("GET", "/v1/quotas", "200", "DeleteFirstQuota", "delete_quota", FIRST_QUOTA_PAIR),
     ]
 }
 

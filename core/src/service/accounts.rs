@@ -506,7 +506,9 @@ impl AccountService {
 
     /// Deletes an account with its grants, API tokens, sessions and rules (the clients stop
     /// the rules). The last superadmin cannot be deleted.
-    pub fn delete_user<S: UserStore + RuleStore + GrantStore + CredentialStore + ?Sized>(
+    pub fn delete_user<
+        S: UserStore + RuleStore + GrantStore + CredentialStore + crate::ports::QuotaStore + ?Sized,
+    >(
         &self,
         cx: &mut Cx<'_, S>,
         actor: &Actor,
@@ -532,6 +534,14 @@ impl AccountService {
                     .into_iter()
                     .filter(|g| g.user == user.id)
                     .map(|g| Write::DeleteGrant(g.id)),
+            );
+            // The user's quotas go with them.
+            let quotas = crate::ports::QuotaStore::list_quotas(cx.store)?;
+            writes.extend(
+                quotas
+                    .into_iter()
+                    .filter(|q| q.user == user.id)
+                    .map(|q| Write::DeleteQuota(q.user, q.client)),
             );
             writes.push(Write::DeleteUser(user.id.clone()));
             cx.stage(writes);

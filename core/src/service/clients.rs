@@ -257,7 +257,7 @@ impl ClientService {
 
     /// Deletes a revoked client with its rules and the grants that name it. A client that is
     /// not revoked is refused with `conflict.client_not_revoked`.
-    pub fn delete_client<S: ClientStore + RuleStore + GrantStore + ?Sized>(
+    pub fn delete_client<S: ClientStore + RuleStore + GrantStore + crate::ports::QuotaStore + ?Sized>(
         &self,
         cx: &mut Cx<'_, S>,
         actor: &Actor,
@@ -280,6 +280,14 @@ impl ClientService {
                     .into_iter()
                     .filter(|g| g.client == crate::grant::GrantClient::Client(client.id.clone()))
                     .map(|g| Write::DeleteGrant(g.id)),
+            );
+            // Quotas on the client go with it.
+            let quotas = crate::ports::QuotaStore::list_quotas(cx.store)?;
+            writes.extend(
+                quotas
+                    .into_iter()
+                    .filter(|q| q.client == client.id)
+                    .map(|q| Write::DeleteQuota(q.user, q.client)),
             );
             writes.push(Write::DeleteClient(client.id.clone()));
             cx.stage(writes);

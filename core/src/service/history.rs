@@ -8,7 +8,7 @@
 use super::{Cx, find_client};
 use crate::error::Failure;
 use crate::history::{Bucket, TrafficAnswer, TrafficQuery, TrafficSample, rollup};
-use crate::ids::{ClientId, Timestamp, UserId};
+use crate::ids::{Timestamp, UserId};
 use crate::policy::{Action, Actor, authorize};
 use crate::ports::{ClientStore, HistoryStore, Write};
 
@@ -66,7 +66,9 @@ impl HistoryService {
     }
 
     /// Samples and totals in `query`'s window, as `actor` may see them.
-    pub fn traffic<S: HistoryStore + ClientStore + ?Sized>(
+    pub fn traffic<
+        S: HistoryStore + ClientStore + crate::ports::GrantStore + crate::ports::UserStore + ?Sized,
+    >(
         &self,
         cx: &mut Cx<'_, S>,
         actor: &Actor,
@@ -77,19 +79,29 @@ impl HistoryService {
         let result = (|| {
             authorize(actor, &Action::List)?;
             query.user = match &scope.user {
-                Some(user) => {
-                    let user = UserId::new(user.as_str());
+                Some(name) => {
+                    let user = UserId::new(name.as_str());
                     authorize(actor, &Action::AccessAccount(&user))?;
+                    if store.get_user(&user)?.is_none() {
+                        return Err(Failure::new(
+                            crate::error::ErrorCode::UserNotFound,
+                            format!("no user {}", crate::ids::quoted(name)),
+                        ));
+                    }
                     Some(user)
                 }
                 None if actor.sees_everything() => None,
                 None => Some(actor.principal.clone()),
             };
-            if let Some(client) = &scope.client {
-                // A client the caller cannot name has no traffic of theirs: an empty answer,
-                // exactly as for a client where they forwarded nothing.
-                query.client =
-                    Some(find_client(store, client).map_or(ClientId::from_random([0; 10]), |c| c.id));
+            if let Some(reference) = &scope.client {
+                // A client no grant of a user names answers them exactly like a missing one.
+                let client = find_client(store, reference)?;
+                let grants = store.list_grants()?;
+                let visible = authorize(actor, &Action::ReadClient { client: &client.id, grants: &grants });
+                if visible.is_err() {
+                    return Err(super::client_not_found(reference));
+                }
+                query.client = Some(client.id);
             }
             let samples = store.traffic_samples(query.bucket, query.bucket.start_of(query.from), query.to)?;
             Ok(TrafficAnswer::of(query.bucket, samples.into_iter().filter(|s| query.selects(s)).collect()))

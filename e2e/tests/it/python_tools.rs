@@ -218,6 +218,15 @@ fn schemathesis_walks_every_operation_to_a_success_without_a_server_error_or_sch
     api.create_user(&op, "alice", "user", Some(EXAMPLE_PASSWORD));
     api.create_user(&op, "carol", "user", Some(EXAMPLE_PASSWORD));
     let carol = api.mint_token(&op, "carol");
+    // The quota operations' examples name alice and carol on edge-01: a grant each, and a
+    // quota each, so the change and the removal find one whichever runs first.
+    for user in ["alice", "carol"] {
+        let grant = serde_json::json!({"user": user, "client": "edge-01", "ports": "41000-41009", "protocols": ["tcp"]});
+        assert_eq!(api.call("POST", "/v1/grants", &op, Some(&grant)).status, 201);
+        let quota = serde_json::json!({"monthly_bytes": 1_000_000_000});
+        let set = api.call("PUT", &format!("/v1/users/{user}/quotas/edge-01"), &op, Some(&quota));
+        assert_eq!(set.status, 200, "{}", set.text);
+    }
     // Then a plain user (her own account), then the operator token statefully: it cannot be
     // deleted or revoked through the API, so whatever the fuzzer removes along the links, it
     // keeps its credential.

@@ -93,10 +93,11 @@ const TABLE: &[Row] = &[
     ("PATCH", "/v1/users/{user}/quotas/{client}", [200, 200, 403, 403, 403, 403, 401, 401]),
     ("DELETE", "/v1/users/{user}/quotas/{client}", [204, 204, 403, 403, 403, 403, 401, 401]),
     ("GET", "/v1/users/{user}/quotas/{client}/status", [200, 200, 200, 404, 200, 404, 401, 401]),
-    // Traffic: everyone's for superadmins, a user's own otherwise; a client names no owner.
+    // Traffic: everyone's for superadmins, a user's own otherwise; an ungranted client is
+    // not found.
     ("GET", "/v1/traffic", [200, 200, 200, 403, 200, 403, 401, 401]),
     ("GET", "/v1/users/{user}/traffic", [200, 200, 200, 403, 200, 403, 401, 401]),
-    ("GET", "/v1/clients/{client}/traffic", [200, 200, 200, 200, 200, 200, 401, 401]),
+    ("GET", "/v1/clients/{client}/traffic", [200, 200, 200, 404, 200, 404, 401, 401]),
 ];
 
 /// The fixtures: the server, its API, the operator token, and each user's token and ports.

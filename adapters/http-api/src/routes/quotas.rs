@@ -38,7 +38,7 @@ pub async fn list_quotas(
 /// Creates or replaces the quota of a user on a client (superadmins). A grant must give the
 /// user the client. Replacing with the same anchor (or none) keeps the period's usage.
 #[utoipa::path(put, path = "/v1/users/{user}/quotas/{client}", tag = "quotas", request_body = QuotaSpec,
-    params(("user" = String, Path, description = "user id"), ("client" = String, Path, description = "client id or name")),
+    params(("user" = String, Path, description = "user id", example = "alice"), ("client" = String, Path, description = "client id or name", example = "edge-01")),
     responses((status = 200, body = QuotaView)))]
 pub async fn set_quota(
     State(state): State<AppState>,
@@ -52,7 +52,7 @@ pub async fn set_quota(
 /// Changes the cap, or clears the current period's usage (a one-shot credit), without moving
 /// the period's boundaries (superadmins).
 #[utoipa::path(patch, path = "/v1/users/{user}/quotas/{client}", tag = "quotas", request_body = QuotaPatch,
-    params(("user" = String, Path, description = "user id"), ("client" = String, Path, description = "client id or name")),
+    params(("user" = String, Path, description = "user id", example = "alice"), ("client" = String, Path, description = "client id or name", example = "edge-01")),
     responses((status = 200, body = QuotaView)))]
 pub async fn patch_quota(
     State(state): State<AppState>,
@@ -65,7 +65,7 @@ pub async fn patch_quota(
 
 /// Removes a quota: the pair is no longer metered or capped (superadmins).
 #[utoipa::path(delete, path = "/v1/users/{user}/quotas/{client}", tag = "quotas",
-    params(("user" = String, Path, description = "user id"), ("client" = String, Path, description = "client id or name")),
+    params(("user" = String, Path, description = "user id", example = "carol"), ("client" = String, Path, description = "client id or name", example = "edge-01")),
     responses((status = 204, description = "removed")))]
 pub async fn delete_quota(
     State(state): State<AppState>,
@@ -78,7 +78,7 @@ pub async fn delete_quota(
 
 /// A quota's cap, period and usage now (superadmins, or the user it is for).
 #[utoipa::path(get, path = "/v1/users/{user}/quotas/{client}/status", tag = "quotas",
-    params(("user" = String, Path, description = "user id"), ("client" = String, Path, description = "client id or name")),
+    params(("user" = String, Path, description = "user id", example = "alice"), ("client" = String, Path, description = "client id or name", example = "edge-01")),
     responses((status = 200, body = QuotaView)))]
 pub async fn quota_status(
     State(state): State<AppState>,

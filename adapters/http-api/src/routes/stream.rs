@@ -37,6 +37,19 @@ pub const MAX_EVENTS: u64 = 300;
 /// What an `EventSource` waits before it reconnects after a stream closes.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
+/// One server-sent event of the stream, as an event-stream parser presents it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+pub struct StreamEvent {
+    /// `stats`, or `end` for the last one.
+    pub event: Option<String>,
+    /// A RuleStatsDto as JSON (for `end`: the error body or the final stats).
+    pub data: String,
+    /// Sequence number of the event in this stream.
+    pub id: Option<String>,
+    /// Milliseconds an EventSource waits before reconnecting.
+    pub retry: Option<u64>,
+}
+
 /// A rule's counters as server-sent events, one a second.
 ///
 /// `stats` events carry the same JSON as `GET /v1/rules/{id}/stats` (`id`: a sequence
@@ -46,7 +59,7 @@ const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 #[utoipa::path(get, path = "/v1/rules/{id}/stats/stream", tag = "rules",
     params(("id" = u64, Path, description = "rule id"), StatsQuery),
     responses(
-        (status = 200, content_type = "text/event-stream", body = String,
+        (status = 200, content_type = "text/event-stream", body = StreamEvent,
             description = "Server-sent events. `event: stats` carries a RuleStatsDto as JSON in `data`, once a second; \
                 `event: end` (the rule was removed or is gone) is the last. The stream closes after 300 events; \
                 an EventSource reconnects by itself."),

@@ -193,3 +193,31 @@ fn a_minute_written_twice_adds_up_and_an_hour_rolls_up_once_however_often_it_run
     let denied = h.plane.run(|cx| HistoryService.traffic(cx, &alice, query(), &bobs)).unwrap_err();
     assert_eq!(denied.code, ErrorCode::NotOwner);
 }
+
+#[test]
+fn a_deleted_user_or_client_takes_its_quotas_along() {
+    let h = harness();
+    enrolled(&h, "edge-01");
+    enrolled(&h, "edge-02");
+    user(&h, "alice");
+    user(&h, "bob");
+    let op = Actor::operator();
+    for (who, client) in [("alice", "edge-01"), ("bob", "edge-01"), ("bob", "edge-02")] {
+        grant(&h, who, client);
+        h.plane.run(|cx| QuotaService.set_quota(cx, &op, who, client, &spec(1_000))).unwrap();
+    }
+    h.plane.run(|cx| h.plane.accounts.delete_user(cx, &op, "alice")).unwrap();
+    let left = |h: &super::Harness| -> Vec<(String, String)> {
+        h.store
+            .list_quotas()
+            .unwrap()
+            .into_iter()
+            .map(|q| (q.user.to_string(), q.client.to_string()))
+            .collect()
+    };
+    assert_eq!(left(&h).len(), 2);
+    assert!(left(&h).iter().all(|(u, _)| u == "bob"));
+    h.plane.run(|cx| h.plane.clients.revoke(cx, &op, "edge-02")).unwrap();
+    h.plane.run(|cx| h.plane.clients.delete_client(cx, &op, "edge-02")).unwrap();
+    assert_eq!(left(&h).len(), 1, "only bob's on edge-01 is left");
+}
