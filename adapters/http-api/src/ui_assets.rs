@@ -5,7 +5,7 @@
 /// Every file of the build: URL path and contents.
 #[rustfmt::skip]
 pub(crate) static ASSETS: &[(&str, &[u8])] = &[
-    ("/assets/index-C8b8eIiB.js", include_bytes!("../web-dist/assets/index-C8b8eIiB.js")),
+    ("/assets/index-C-3geL5i.js", include_bytes!("../web-dist/assets/index-C-3geL5i.js")),
     ("/assets/style-BXVcmbp1.css", include_bytes!("../web-dist/assets/style-BXVcmbp1.css")),
     ("/favicon.svg", include_bytes!("../web-dist/favicon.svg")),
     ("/index.html", include_bytes!("../web-dist/index.html")),

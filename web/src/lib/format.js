@@ -89,6 +89,10 @@ export function ruleSpecFromForm(form) {
   if (String(form.name || '').trim()) spec.name = form.name.trim();
   const interval = String(form.health_check_interval_secs || '').trim();
   if (interval) spec.health_check_interval_secs = Number(interval);
+  if ((form.protocol || 'tcp') === 'tcp') {
+    if (form.sni_fallback) spec.sni_fallback = true;
+    else if (String(form.sni_pattern || '').trim()) spec.sni_pattern = form.sni_pattern.trim();
+  }
   return spec;
 }
 

@@ -10,7 +10,7 @@ import { openStatsStream } from '../lib/live.js';
 import { fieldForError } from '../lib/fields.js';
 import { formatBytes, formatRate, formatTime, rateBetween, ruleSpecFromForm } from '../lib/format.js';
 
-const PUSH_FIELDS = ['client', 'listen_port', 'protocol', 'targets', 'name', 'health_check_interval_secs'];
+const PUSH_FIELDS = ['client', 'listen_port', 'protocol', 'targets', 'name', 'health_check_interval_secs', 'sni_pattern'];
 
 const emptyRow = () => ({ address: '', priority: '', proxy: '' });
 
@@ -21,7 +21,7 @@ function targetsOf(spec) {
 
 function PushDialog({ open, clients, onClose, onPushed }) {
   const first = clients && clients.find((c) => c.status !== 'revoked');
-  const blank = () => ({ client: first ? first.name : '', listen_port: '', protocol: 'tcp', targets: [emptyRow()], name: '', health_check_interval_secs: '' });
+  const blank = () => ({ client: first ? first.name : '', listen_port: '', protocol: 'tcp', targets: [emptyRow()], name: '', health_check_interval_secs: '', sni_pattern: '', sni_fallback: false });
   const [form, setForm] = useState(blank);
   const { error, busy, run } = useSubmit();
   useEffect(() => {
@@ -102,6 +102,15 @@ function PushDialog({ open, clients, onClose, onPushed }) {
           <Field label="Name (optional)" name="name" formError={error} fields={PUSH_FIELDS} value={form.name} onInput={set('name')} />
           <Field label="Health check every (s, optional)" name="health_check_interval_secs" type="number" min="1" max="3600" formError={error} fields={PUSH_FIELDS} value={form.health_check_interval_secs} onInput={set('health_check_interval_secs')} />
         </div>
+        {form.protocol === 'tcp' && (
+          <div class="row">
+            <Field label="TLS server name (SNI, optional)" name="sni_pattern" formError={error} fields={PUSH_FIELDS} value={form.sni_pattern} onInput={set('sni_pattern')} placeholder="api.example.com or *.example.com" disabled={form.sni_fallback} />
+            <label class="checks">
+              <input type="checkbox" name="sni_fallback" checked={form.sni_fallback} onChange={(e) => setForm({ ...form, sni_fallback: e.currentTarget.checked, sni_pattern: '' })} />
+              {' '}Fallback for TLS names no other rule on the port takes
+            </label>
+          </div>
+        )}
         <button type="submit" class="primary" disabled={busy}>{busy ? 'Pushing…' : 'Push rule'}</button>
       </form>
     </Dialog>
@@ -254,6 +263,9 @@ export function RuleDetail({ id }) {
           <dt>Client</dt><dd>{r.client_name}</dd>
           <dt>Listen</dt><dd>{r.spec.listen_port}/{r.spec.protocol || 'tcp'}{r.spec.listen_addr ? ` on ${r.spec.listen_addr}` : ''}</dd>
           <dt>Targets</dt><dd>{targetsOf(r.spec).join(', ')}</dd>
+          {(r.spec.sni_pattern || r.spec.sni_fallback) && (
+            <><dt>TLS name</dt><dd>{r.spec.sni_fallback ? 'fallback (any other name)' : <code>{r.spec.sni_pattern}</code>}</dd></>
+          )}
           <dt>Owner</dt><dd>{r.owner}</dd>
           <dt>Updated</dt><dd>{formatTime(r.updated_at)}</dd>
         </dl>

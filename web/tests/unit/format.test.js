@@ -38,6 +38,13 @@ describe('format', () => {
     expect(ruleSpecFromForm(many)).toEqual({ listen_port: '20000-20009', protocol: 'udp', targets: ['a:1@1', 'b:1@2'], name: 'dns', health_check_interval_secs: 5 });
   });
 
+  it('adds an SNI pattern or the fallback flag to TCP rules only', () => {
+    const base = { listen_port: '443', protocol: 'tcp', targets: [{ address: 'a:8443', priority: '', proxy: '' }], name: '', health_check_interval_secs: '' };
+    expect(ruleSpecFromForm({ ...base, sni_pattern: ' api.example.com ' })).toEqual({ listen_port: 443, protocol: 'tcp', target: 'a:8443', sni_pattern: 'api.example.com' });
+    expect(ruleSpecFromForm({ ...base, sni_pattern: 'x.example.com', sni_fallback: true })).toEqual({ listen_port: 443, protocol: 'tcp', target: 'a:8443', sni_fallback: true });
+    expect(ruleSpecFromForm({ ...base, protocol: 'udp', sni_pattern: 'api.example.com' })).toEqual({ listen_port: 443, protocol: 'udp', target: 'a:8443' });
+  });
+
   it('turns a local datetime into RFC 3339 UTC to the second', () => {
     expect(localToRfc3339('')).toBe('');
     expect(localToRfc3339('nonsense')).toBe('');
