@@ -336,6 +336,7 @@ async fn session(
                         for change in quota.sync(quotas) {
                             quota.enforce(change, agent, runtime).await;
                         }
+                        quota.install(agent, runtime);
                         runtime.apply_settings(settings);
                         stats_every = tokio::time::interval(stats_interval(Some(settings.stats_interval), min));
                         stats_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -351,6 +352,7 @@ async fn session(
                             agent.handle(msg);
                         }
                         drive(agent, runtime, &tx, quota).await;
+                        quota.install(agent, runtime);
                     }
                     ServerEvent::Quota(pair) => {
                         if let Some(change) = quota.apply(pair) {
@@ -359,6 +361,7 @@ async fn session(
                             }
                             quota.enforce(change, agent, runtime).await;
                         }
+                        quota.install(agent, runtime);
                     }
                     ServerEvent::Ignored => {}
                 }
@@ -369,8 +372,12 @@ async fn session(
                 if !changes.is_empty() && !report_now(gate, runtime, &tx, &mut sent_sni).await {
                     return Ok(Ended::Dropped("outbound stream closed".into()));
                 }
+                let resumed = !changes.is_empty();
                 for change in changes {
                     quota.enforce(change, agent, runtime).await;
+                }
+                if resumed {
+                    quota.install(agent, runtime);
                 }
             }
             _ = stats_every.tick() => {

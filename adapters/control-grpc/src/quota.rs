@@ -9,11 +9,13 @@
 //! reports, stays the reference).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use portunus_core::agent::Agent;
 use portunus_core::ids::{RuleId, UserId};
 use portunus_core::quota::{GateChange, PairUpdate, QuotaGates, QuotaUpdate};
 use portunus_core::stats::RuleReport;
+use portunus_dataplane::budget::QuotaBudget;
 use portunus_dataplane::ports::RuleRuntime;
 
 /// The quota state of one client process (kept across reconnects).
@@ -25,6 +27,10 @@ pub(crate) struct Enforcer {
     paused: BTreeSet<RuleId>,
     /// Bytes of each rule already debited: (runtime instance, in + out).
     debited: BTreeMap<RuleId, (u64, u64)>,
+    /// Each pair's budget as the relays debit it, byte-exact per delivery.
+    budgets: BTreeMap<UserId, Arc<QuotaBudget>>,
+    /// Rules whose budget was taken away and must be told so.
+    unbudgeted: BTreeSet<RuleId>,
 }
 
 impl Enforcer {
@@ -36,9 +42,17 @@ impl Enforcer {
     /// Applies one update from the server.
     pub(crate) fn apply(&mut self, pair: PairUpdate) -> Option<GateChange> {
         let user = pair.update.user().clone();
+        let before: Vec<RuleId> =
+            self.owner_of.iter().filter(|(_, o)| **o == user).map(|(r, _)| *r).collect();
         self.owner_of.retain(|_, owner| owner != &user);
+        self.unbudgeted.extend(before.into_iter().filter(|rule| !pair.rules.contains(rule)));
         match &pair.update {
             QuotaUpdate::Set { remaining_bytes, exhausted, .. } => {
+                let left = if *exhausted { 0 } else { *remaining_bytes };
+                self.budgets
+                    .entry(user.clone())
+                    .or_insert_with(|| Arc::new(QuotaBudget::new(left)))
+                    .set(left);
                 self.owner_of.extend(pair.rules.iter().map(|rule| (*rule, user.clone())));
                 tracing::info!(event = "traffic_quota.applied_set", user = %user,
                     remaining_bytes = *remaining_bytes, exhausted = *exhausted, rules = pair.rules.len());
@@ -79,6 +93,19 @@ impl Enforcer {
             *grew.entry(owner.clone()).or_default() += total.saturating_sub(before);
         }
         grew.into_iter().filter_map(|(user, bytes)| self.gates.debit(&user, bytes)).collect()
+    }
+
+    /// Hands every bound rule of a pair its budget, and takes it from rules that left a pair
+    /// (cheap: one lock per rule; called after every change to quotas or rules).
+    pub(crate) fn install(&mut self, agent: &Agent, runtime: &dyn RuleRuntime) {
+        for rule in std::mem::take(&mut self.unbudgeted) {
+            runtime.set_budget(rule, None);
+        }
+        for (rule, owner) in &self.owner_of {
+            if agent.bound_def(*rule).is_some() {
+                runtime.set_budget(*rule, self.budgets.get(owner).cloned());
+            }
+        }
     }
 
     /// True when `rule` must not forward now.

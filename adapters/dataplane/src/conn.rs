@@ -38,6 +38,8 @@ pub(crate) struct RuleShared {
     pub(crate) accept_failed: RateLimit,
     /// The keepalive idle time the listeners were bound with (accepted sockets inherit it).
     pub(crate) listener_keepalive: Option<Duration>,
+    /// The traffic quota budget of the rule's (owner, client) pair, when it has one.
+    pub(crate) budget: std::sync::Mutex<Option<Arc<crate::budget::QuotaBudget>>>,
 }
 
 impl RuleShared {
@@ -50,6 +52,7 @@ impl RuleShared {
         listener_keepalive: Option<Duration>,
     ) -> Self {
         RuleShared {
+            budget: std::sync::Mutex::new(None),
             listener_keepalive,
             id,
             plan,
@@ -104,6 +107,13 @@ pub(crate) async fn serve_replaying(
 }
 
 async fn forward(rule: &RuleShared, port: &PortState, peer: TcpStream, tcp: TcpSettings, replay: &[u8]) {
+    // A pair out of budget takes no new connection: closed before any target is tried.
+    let spent =
+        rule.budget.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|b| b.remaining() == 0);
+    if spent {
+        tracing::debug!(event = "rule.connection_refused", rule = %rule.id, port = port.port, reason = "traffic_quota");
+        return;
+    }
     // The peer leg inherited the listener's options; only settings changed since the bind
     // need setting again.
     if tcp.keepalive != rule.listener_keepalive {
@@ -159,7 +169,8 @@ async fn forward(rule: &RuleShared, port: &PortState, peer: TcpStream, tcp: TcpS
         }
         cell.bytes_in.fetch_add(replay.len() as u64, Relaxed);
     }
-    let sinks = Sinks { to_target: &cell.bytes_in, to_peer: &cell.bytes_out };
+    let budget = rule.budget.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let sinks = Sinks { to_target: &cell.bytes_in, to_peer: &cell.bytes_out, budget: budget.as_deref() };
     match relay::run(&peer, &target, sinks, rule.path, tcp.idle_timeout, &rule.notes).await {
         Ok(RelayEnd::Closed) => {}
         Ok(RelayEnd::IdleTimeout) => {

@@ -90,6 +90,7 @@
 //! other OS call goes through nix and socket2).
 #![deny(unsafe_code)]
 
+pub mod budget;
 mod conn;
 pub mod counters;
 mod events;

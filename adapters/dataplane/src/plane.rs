@@ -431,6 +431,12 @@ impl RuleRuntime for DataPlane {
         drop(removed_udp);
     }
 
+    fn set_budget(&self, rule: RuleId, budget: Option<Arc<crate::budget::QuotaBudget>>) {
+        if let Some(bound) = self.lock_rules().get(&rule) {
+            *bound.shared.budget.lock().unwrap_or_else(|p| p.into_inner()) = budget;
+        }
+    }
+
     fn stop_accepting(&self) {
         self.shutting_down.store(true, Relaxed);
         let udp: Vec<UdpRule> = self.lock_udp_rules().drain().map(|(_, rule)| rule).collect();

@@ -64,4 +64,13 @@ pub trait RuleRuntime: Send + Sync {
     fn sni_report(&self) -> Vec<portunus_core::sni::SniListenerReport> {
         Vec::new()
     }
+    /// Gives a bound TCP rule its pair's quota budget (or takes it away): its connections
+    /// debit it as bytes land and stop once it is spent; new ones are refused while it is.
+    /// A no-op by default and for rules not bound.
+    fn set_budget(
+        &self,
+        _rule: portunus_core::ids::RuleId,
+        _budget: Option<std::sync::Arc<crate::budget::QuotaBudget>>,
+    ) {
+    }
 }

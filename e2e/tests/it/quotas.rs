@@ -69,7 +69,13 @@ fn a_quota_meters_a_users_traffic_and_only_they_and_superadmins_read_it() {
     events.wait_event("traffic_quota.threshold_crossed", &[("user", "alice"), ("percent", "80")]);
     assert!(events.events_matching("traffic_quota.exhausted", &[]).is_empty());
 
-    roundtrip(&mut conn, &[7u8; 1_000]);
+    // The next 2,000 bytes spend the budget: the edge cuts the connection on the delivery
+    // that does (so the echo may or may not come back).
+    {
+        use std::io::{Read, Write};
+        let _ = conn.write_all(&[7u8; 1_000]);
+        let _ = conn.read_exact(&mut [0u8; 1_000]);
+    }
     events.wait_event("traffic_quota.exhausted", &[("user", "alice")]);
     events.wait_event("traffic_quota.threshold_crossed", &[("user", "alice"), ("percent", "100")]);
     let out = api.call("GET", status, &alice, None).body;
@@ -228,6 +234,11 @@ fn an_exhausted_pair_is_cut_on_the_edge_and_a_credit_resumes_it_without_a_reconn
     wait_until("the server to count the pair exhausted", || {
         (api.call("GET", status, &alice, None).body["exhausted"] == true).then_some(())
     });
+    // The relay debits every delivery: the pair passed its cap by at most the one delivery
+    // (6,000 bytes here) that spent it on its one live connection.
+    let used =
+        api.call("GET", status, &alice, None).body["current_period_bytes_used"].as_u64().expect("used");
+    assert!((20_000..=26_000).contains(&used), "used {used} bytes of a 20,000-byte cap");
 
     // A credit resumes it on the same stream: no reconnect.
     let connected = edge.events_matching("control.connected", &[]).len();

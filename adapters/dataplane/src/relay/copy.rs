@@ -72,7 +72,7 @@ pub(super) async fn deliver(leg: Leg<'_>, mut data: &[u8], activity: &Activity) 
         match leg.dst.try_write(data) {
             Ok(0) => return Err(leg.dst_failed(io::ErrorKind::WriteZero.into())),
             Ok(n) => {
-                leg.delivered(n, activity);
+                leg.delivered(n, activity)?;
                 data = &data[n..];
             }
             Err(err) if is_would_block(&err) || err.kind() == io::ErrorKind::Interrupted => {

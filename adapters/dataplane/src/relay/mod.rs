@@ -192,7 +192,7 @@ pub async fn relay(
 ) -> Result<RelayEnd, RelayError> {
     static STANDALONE: OnceLock<PathNotes> = OnceLock::new();
     let notes = STANDALONE.get_or_init(|| PathNotes::new(RuleLabel(None), None));
-    let sinks = Sinks { to_target: &counters.bytes_in, to_peer: &counters.bytes_out };
+    let sinks = Sinks { to_target: &counters.bytes_in, to_peer: &counters.bytes_out, budget: None };
     run(&peer, &target, sinks, path, None, notes).await
 }
 
@@ -202,6 +202,8 @@ pub async fn relay(
 pub(crate) struct Sinks<'a> {
     pub(crate) to_target: &'a AtomicU64,
     pub(crate) to_peer: &'a AtomicU64,
+    /// The pair's quota budget, debited by both directions; a spent budget ends the relay.
+    pub(crate) budget: Option<&'a crate::budget::QuotaBudget>,
 }
 
 /// The relay of one connection: both directions plus the idle watch.
@@ -220,6 +222,7 @@ pub(crate) async fn run(
         dst: target,
         dir: Direction::Inbound,
         delivered: sinks.to_target,
+        budget: sinks.budget,
         one_ended: &one_ended,
     };
     let outbound = Leg {
@@ -227,6 +230,7 @@ pub(crate) async fn run(
         dst: peer,
         dir: Direction::Outbound,
         delivered: sinks.to_peer,
+        budget: sinks.budget,
         one_ended: &one_ended,
     };
     let both = async {
@@ -387,6 +391,7 @@ struct Leg<'a> {
     dst: &'a TcpStream,
     dir: Direction,
     delivered: &'a AtomicU64,
+    budget: Option<&'a crate::budget::QuotaBudget>,
     /// Set by the first leg to reach end of stream.
     one_ended: &'a AtomicBool,
 }
@@ -409,14 +414,23 @@ impl Leg<'_> {
     }
 
     /// Counts `n` delivered bytes with one relaxed add per step of at most [`BATCH`], so a
-    /// counter never jumps by more than 64 KiB at once, whatever one system call moved.
-    fn delivered(&self, mut n: usize, activity: &Activity) {
-        while n > 0 {
-            let step = n.min(BATCH);
+    /// counter never jumps by more than 64 KiB at once, whatever one system call moved; and
+    /// debits the pair's quota budget, failing the relay once it is spent (the overrun is at
+    /// most this one delivery per live connection).
+    fn delivered(&self, n: usize, activity: &Activity) -> Result<(), RelayError> {
+        let mut left = n;
+        while left > 0 {
+            let step = left.min(BATCH);
             self.delivered.fetch_add(step as u64, Relaxed);
-            n -= step;
+            left -= step;
         }
         activity.touch();
+        match self.budget {
+            Some(budget) if !budget.debit(n as u64) => {
+                Err(RelayError { side: Side::Peer, source: io::Error::other("traffic quota exhausted") })
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Forwards end of stream: no more bytes will reach `dst` from this leg. A failure here

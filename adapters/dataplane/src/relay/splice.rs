@@ -163,7 +163,7 @@ async fn drain(
             Ok(0) => return Err(leg.dst_failed(io::ErrorKind::WriteZero.into())),
             Ok(n) => {
                 in_pipe -= n;
-                leg.delivered(n, activity);
+                leg.delivered(n, activity)?;
                 may_refuse = false;
             }
             Err(err) if may_refuse && sys::is_splice_refusal(&err) => {
