@@ -34,12 +34,9 @@ impl Runtime {
     /// `rows` with the event counts of their pairs.
     pub(crate) fn with_quota_events(&self, mut rows: Vec<QuotaMetricRow>) -> Vec<QuotaMetricRow> {
         let events = self.inner.quota_events.lock().unwrap_or_else(|p| p.into_inner());
-        let quotas = portunus_core::ports::QuotaStore::list_quotas(&*self.inner.model).unwrap_or_default();
-        // The rows are in the store's order, as are the quotas.
-        for (row, quota) in rows.iter_mut().zip(quotas.iter()) {
-            if let Some(counts) = events.get(&(quota.user.clone(), quota.client.clone())) {
-                row.events = *counts;
-            }
+        for row in &mut rows {
+            let key = (portunus_core::ids::UserId::new(row.user.as_str()), row.client_id.clone());
+            row.events = events.get(&key).copied().unwrap_or_default();
         }
         rows
     }

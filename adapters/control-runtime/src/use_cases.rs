@@ -528,17 +528,10 @@ impl Runtime {
         client: &ClientId,
         reports: Vec<(RuleId, RuleReport)>,
     ) -> Result<(), Failure> {
-        let this = self.clone();
-        let client = client.clone();
         let metered = {
-            let (this, client) = (this.clone(), client.clone());
+            let (this, client) = (self.clone(), client.clone());
             blocking(move || {
                 let owned = portunus_core::service::owned_reports(&*this.inner.model, &client, reports)?;
-                let owners: std::collections::BTreeMap<RuleId, portunus_core::ids::UserId> =
-                    portunus_core::ports::RuleStore::rules_for_client(&*this.inner.model, &client)?
-                        .into_iter()
-                        .map(|rule| (rule.id, rule.owner))
-                        .collect();
                 // Bytes each owner forwarded since the last report (the book folds restarts,
                 // so the growth of its totals is what is new).
                 let mut grew: std::collections::BTreeMap<portunus_core::ids::UserId, u64> =
@@ -553,13 +546,16 @@ impl Runtime {
                     let grew_in = after.bytes_in.saturating_sub(before.bytes_in);
                     let grew_out = after.bytes_out.saturating_sub(before.bytes_out);
                     let delta = grew_in.saturating_add(grew_out);
-                    if let Some(owner) = owners.get(&rule).filter(|_| delta > 0) {
+                    // The owner is looked up only for rules that moved bytes.
+                    let owner = match delta {
+                        0 => None,
+                        _ => portunus_core::ports::RuleStore::get_rule(&*this.inner.model, rule)?
+                            .map(|r| r.owner),
+                    };
+                    if let Some(owner) = owner {
                         *grew.entry(owner.clone()).or_default() += delta;
-                        let key = portunus_core::history::TrafficKey {
-                            user: owner.clone(),
-                            client: client.clone(),
-                            rule,
-                        };
+                        let key =
+                            portunus_core::history::TrafficKey { user: owner, client: client.clone(), rule };
                         stats.minutes.add(now, key, grew_in, grew_out);
                     }
                     stats.dirty.insert(rule);

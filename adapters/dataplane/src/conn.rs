@@ -107,10 +107,10 @@ pub(crate) async fn serve_replaying(
 }
 
 async fn forward(rule: &RuleShared, port: &PortState, peer: TcpStream, tcp: TcpSettings, replay: &[u8]) {
-    // A pair out of budget takes no new connection: closed before any target is tried.
-    let spent =
-        rule.budget.lock().unwrap_or_else(|p| p.into_inner()).as_ref().is_some_and(|b| b.remaining() == 0);
-    if spent {
+    // The pair's quota budget, read once per connection. A spent one takes no new
+    // connection: closed before any target is tried.
+    let budget = rule.budget.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    if budget.as_ref().is_some_and(|b| b.remaining() == 0) {
         tracing::debug!(event = "rule.connection_refused", rule = %rule.id, port = port.port, reason = "traffic_quota");
         return;
     }
@@ -169,7 +169,6 @@ async fn forward(rule: &RuleShared, port: &PortState, peer: TcpStream, tcp: TcpS
         }
         cell.bytes_in.fetch_add(replay.len() as u64, Relaxed);
     }
-    let budget = rule.budget.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let sinks = Sinks { to_target: &cell.bytes_in, to_peer: &cell.bytes_out, budget: budget.as_deref() };
     match relay::run(&peer, &target, sinks, rule.path, tcp.idle_timeout, &rule.notes).await {
         Ok(RelayEnd::Closed) => {}

@@ -42,6 +42,16 @@ const RULE_VALIDATION: &[ErrorCode] = &[
     OutOfRange,
 ];
 
+/// What a traffic query answers: its window and bucket checks, and the user or client it names.
+const TRAFFIC_CODES: &[ErrorCode] = &[
+    InvalidTimeRange,
+    InvalidBucket,
+    BucketOutOfRetention,
+    TrafficWindowTooLarge,
+    UserNotFound,
+    ClientNotFound,
+];
+
 /// The codes each operation's use case can answer, beyond the shared ones above.
 pub(crate) const OPERATION_CODES: &[(&str, &str, &[&[ErrorCode]])] = &[
     (
@@ -67,42 +77,9 @@ pub(crate) const OPERATION_CODES: &[(&str, &str, &[&[ErrorCode]])] = &[
     ("PATCH", "/v1/users/{user}/quotas/{client}", &[&[EmptyQuotaPatch, QuotaBytesInvalid, QuotaNotFound]]),
     ("DELETE", "/v1/users/{user}/quotas/{client}", &[&[QuotaNotFound]]),
     ("GET", "/v1/users/{user}/quotas/{client}/status", &[&[QuotaNotFound]]),
-    (
-        "GET",
-        "/v1/traffic",
-        &[&[
-            InvalidTimeRange,
-            InvalidBucket,
-            BucketOutOfRetention,
-            TrafficWindowTooLarge,
-            UserNotFound,
-            ClientNotFound,
-        ]],
-    ),
-    (
-        "GET",
-        "/v1/users/{user}/traffic",
-        &[&[
-            InvalidTimeRange,
-            InvalidBucket,
-            BucketOutOfRetention,
-            TrafficWindowTooLarge,
-            UserNotFound,
-            ClientNotFound,
-        ]],
-    ),
-    (
-        "GET",
-        "/v1/clients/{client}/traffic",
-        &[&[
-            InvalidTimeRange,
-            InvalidBucket,
-            BucketOutOfRetention,
-            TrafficWindowTooLarge,
-            UserNotFound,
-            ClientNotFound,
-        ]],
-    ),
+    ("GET", "/v1/traffic", &[TRAFFIC_CODES]),
+    ("GET", "/v1/users/{user}/traffic", &[TRAFFIC_CODES]),
+    ("GET", "/v1/clients/{client}/traffic", &[TRAFFIC_CODES]),
     ("POST", "/v1/grants", &[&[InvalidPort, InvertedRange, OutOfRange, UserNotFound, ClientNotFound]]),
     ("GET", "/v1/grants/{grant}", &[&[GrantNotFound]]),
     ("DELETE", "/v1/grants/{grant}", &[&[GrantNotFound]]),

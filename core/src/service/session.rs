@@ -92,12 +92,14 @@ pub struct MetricsSnapshot {
 }
 
 /// One quota's row of the metrics export.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaMetricRow {
     /// User label.
     pub user: String,
     /// Client name label.
     pub client: String,
+    /// The client's id (not a label: the key the caller's event counts are kept under).
+    pub client_id: ClientId,
     /// Bytes used in the current period.
     pub used: u64,
     /// The cap.
@@ -309,6 +311,7 @@ pub fn metrics_snapshot<
             .map(|q| QuotaMetricRow {
                 user: q.user.to_string(),
                 client: names.get(&q.client).map_or_else(|| q.client.to_string(), |(name, _)| name.clone()),
+                client_id: q.client.clone(),
                 used: q.state.used_bytes(),
                 limit: q.state.monthly_bytes().get(),
                 exhausted: q.state.is_exhausted(),

@@ -6,9 +6,29 @@
 use serde_json::{Value, json};
 
 use crate::harness::{
-    Auth, Backend, ClientOpts, Scenario, connect, free_port, http_get, roundtrip, server_with_edge,
+    Api, Auth, Backend, ClientOpts, Scenario, connect, free_port, http_get, roundtrip, server_with_edge,
     wait_until,
 };
+
+/// A superadmin (which opens the gate for user tokens) and plain `users`; returns their API
+/// tokens, in order.
+fn users_with_tokens(api: &Api, op: &Auth<'_>, users: &[&str]) -> Vec<String> {
+    api.create_user(op, "root", "superadmin", Some("a-long-enough-passphrase-2027"));
+    users
+        .iter()
+        .map(|user| {
+            api.create_user(op, user, "user", None);
+            api.mint_token(op, user)
+        })
+        .collect()
+}
+
+/// Grants `user` the TCP port `port` on edge-01.
+fn grant_port(api: &Api, op: &Auth<'_>, user: &str, port: u16) {
+    let grant = json!({"user": user, "client": "edge-01", "ports": port.to_string(), "protocols": ["tcp"]});
+    let granted = api.call("POST", "/v1/grants", op, Some(&grant));
+    assert_eq!(granted.status, 201, "{}", granted.text);
+}
 
 #[test]
 fn a_quota_meters_a_users_traffic_and_only_they_and_superadmins_read_it() {
@@ -17,13 +37,9 @@ fn a_quota_meters_a_users_traffic_and_only_they_and_superadmins_read_it() {
     let api = server.api();
     let operator = server.operator_token();
     let op = Auth::Bearer(&operator);
-    // A superadmin opens the gate for user tokens.
-    api.create_user(&op, "root", "superadmin", Some("a-long-enough-passphrase-2027"));
-    api.create_user(&op, "alice", "user", None);
-    api.create_user(&op, "bob", "user", None);
-    let alice_token = api.mint_token(&op, "alice");
-    let bob_token = api.mint_token(&op, "bob");
-    let (alice, bob) = (Auth::Bearer(&alice_token), Auth::Bearer(&bob_token));
+    let tokens = users_with_tokens(&api, &op, &["alice", "bob"]);
+    let (alice_token, bob_token) = (&tokens[0], &tokens[1]);
+    let (alice, bob) = (Auth::Bearer(alice_token), Auth::Bearer(bob_token));
     let quota = "/v1/users/alice/quotas/edge-01";
     let status = "/v1/users/alice/quotas/edge-01/status";
 
@@ -31,9 +47,7 @@ fn a_quota_meters_a_users_traffic_and_only_they_and_superadmins_read_it() {
     let early = api.call("PUT", quota, &op, Some(&json!({"monthly_bytes": 10_000})));
     assert_eq!((early.status, early.code()), (403, "client_not_granted"), "{}", early.text);
     let port = free_port();
-    let grant =
-        json!({"user": "alice", "client": "edge-01", "ports": port.to_string(), "protocols": ["tcp"]});
-    assert_eq!(api.call("POST", "/v1/grants", &op, Some(&grant)).status, 201);
+    grant_port(&api, &op, "alice", port);
     let zero = api.call("PUT", quota, &op, Some(&json!({"monthly_bytes": 0})));
     assert_eq!((zero.status, zero.code()), (400, "validation.quota_bytes_invalid"));
     let by_alice = api.call("PUT", quota, &alice, Some(&json!({"monthly_bytes": 10_000})));
@@ -191,13 +205,10 @@ fn an_exhausted_pair_is_cut_on_the_edge_and_a_credit_resumes_it_without_a_reconn
     let api = server.api();
     let operator = server.operator_token();
     let op = Auth::Bearer(&operator);
-    api.create_user(&op, "root", "superadmin", Some("a-long-enough-passphrase-2027"));
-    api.create_user(&op, "alice", "user", None);
-    let alice_token = api.mint_token(&op, "alice");
+    let alice_token = users_with_tokens(&api, &op, &["alice"]).remove(0);
     let alice = Auth::Bearer(&alice_token);
     let (port, other) = (free_port(), free_port());
-    let grant = json!({"user": "alice", "client": "edge-01", "ports": format!("{port}-{port}"), "protocols": ["tcp"]});
-    assert_eq!(api.call("POST", "/v1/grants", &op, Some(&grant)).status, 201);
+    grant_port(&api, &op, "alice", port);
     let quota = "/v1/users/alice/quotas/edge-01";
     assert_eq!(api.call("PUT", quota, &op, Some(&json!({"monthly_bytes": 20_000}))).status, 200);
     let edge = client.proc();
@@ -256,12 +267,9 @@ fn a_client_offline_while_its_pair_runs_out_gets_the_quota_before_its_rules_on_r
     let api = server.api();
     let operator = server.operator_token();
     let op = Auth::Bearer(&operator);
-    api.create_user(&op, "root", "superadmin", Some("a-long-enough-passphrase-2027"));
-    api.create_user(&op, "alice", "user", None);
-    let alice_token = api.mint_token(&op, "alice");
+    let alice_token = users_with_tokens(&api, &op, &["alice"]).remove(0);
     let port = free_port();
-    let grant = json!({"user": "alice", "client": "edge-01", "ports": format!("{port}-{port}"), "protocols": ["tcp"]});
-    assert_eq!(api.call("POST", "/v1/grants", &op, Some(&grant)).status, 201);
+    grant_port(&api, &op, "alice", port);
     let quota = "/v1/users/alice/quotas/edge-01";
     assert_eq!(api.call("PUT", quota, &op, Some(&json!({"monthly_bytes": 1_000_000}))).status, 200);
     let backend = Backend::echo();

@@ -596,6 +596,7 @@ fn quotas_render_their_gauges_and_counters_per_pair_and_vanish_without_quotas() 
     let quota = portunus_core::service::QuotaMetricRow {
         user: "alice".into(),
         client: "edge-01".into(),
+        client_id: portunus_core::ids::ClientId::from_random([1; 10]),
         used: 1_500,
         limit: 1_000,
         exhausted: true,
