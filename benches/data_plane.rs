@@ -83,6 +83,7 @@ fn connection(c: &mut Criterion) {
                 health_check_interval_secs: None,
                 sni_pattern: None,
                 sni_fallback: false,
+                rate_limit: None,
             };
             let def = spec.validate(RuleLimits::default()).expect("valid rule");
             plane.bind(RuleId::new(idx as u64 + 1), def).await.expect("bind bench rule");

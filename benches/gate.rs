@@ -45,6 +45,7 @@ fn spec(listen: i64, target: String) -> RuleSpec {
         health_check_interval_secs: None,
         sni_pattern: None,
         sni_fallback: false,
+        rate_limit: None,
     }
 }
 

@@ -53,6 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         health_check_interval_secs: None,
         sni_pattern: None,
         sni_fallback: false,
+        rate_limit: None,
     };
     let ack_timeout = Duration::from_secs(2);
 

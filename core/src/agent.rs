@@ -39,6 +39,9 @@ pub enum AgentCommand {
     Bind(RuleId, RuleDef),
     /// Stop the rule's listeners and close its connections.
     Unbind(RuleId),
+    /// Apply new caps to a bound rule in place (a hot update: listeners, connections and
+    /// bucket levels stay); nothing else of the definition changed.
+    Retune(RuleId, RuleDef),
     /// Tell the server the rule's outcome.
     Report(RuleId, Outcome),
 }
@@ -127,6 +130,11 @@ impl Agent {
                     Local::Binding => {}
                 }
             }
+            Some((current, Local::Bound)) if current.differs_only_in_caps(&def) => {
+                self.rules.insert(id, (def.clone(), Local::Bound));
+                self.commands.push_back(AgentCommand::Retune(id, def));
+                self.commands.push_back(AgentCommand::Report(id, Outcome::Active));
+            }
             Some(_) => {
                 self.commands.push_back(AgentCommand::Unbind(id));
                 self.rules.insert(id, (def.clone(), Local::Binding));
@@ -164,6 +172,7 @@ mod tests {
             health_check_interval_secs: None,
             sni_pattern: None,
             sni_fallback: false,
+            rate_limit: None,
         }
         .validate(RuleLimits::default())
         .unwrap()
@@ -239,5 +248,39 @@ mod tests {
         assert_eq!(drain(&mut agent), vec![AgentCommand::Unbind(r)]);
         agent.handle_bind_result(r, &def(1), Ok(()));
         assert_eq!(drain(&mut agent), vec![]);
+    }
+
+    #[test]
+    fn new_caps_alone_retune_a_bound_rule_in_place_and_anything_else_rebinds() {
+        let r = RuleId::new(5);
+        let capped = |port: i64, bps: u64| RuleDef {
+            rate_limit: crate::ratelimit::RateLimits { bandwidth_in_bps: Some(bps), ..Default::default() }
+                .validate()
+                .unwrap(),
+            ..def(port)
+        };
+        let mut agent = Agent::default();
+        agent.handle(ServerMsg::Upsert(r, def(1)));
+        run(&mut agent);
+        agent.handle(ServerMsg::Upsert(r, capped(1, 100_000)));
+        assert_eq!(
+            drain(&mut agent),
+            vec![AgentCommand::Retune(r, capped(1, 100_000)), AgentCommand::Report(r, Outcome::Active)]
+        );
+        assert_eq!(agent.bound_def(r), Some(&capped(1, 100_000)), "the rule stays bound with its new caps");
+        // Lifting the caps is a hot update too; a new port is not.
+        agent.handle(ServerMsg::Upsert(r, def(1)));
+        assert!(matches!(drain(&mut agent)[0], AgentCommand::Retune(..)));
+        agent.handle(ServerMsg::Upsert(r, capped(2, 100_000)));
+        assert_eq!(
+            drain(&mut agent),
+            vec![AgentCommand::Unbind(r), AgentCommand::Bind(r, capped(2, 100_000))]
+        );
+        // While a bind is in flight, a caps change binds again rather than racing it.
+        agent.handle(ServerMsg::Upsert(r, capped(2, 200_000)));
+        assert_eq!(
+            drain(&mut agent),
+            vec![AgentCommand::Unbind(r), AgentCommand::Bind(r, capped(2, 200_000))]
+        );
     }
 }

@@ -54,6 +54,8 @@ capabilities! {
     ProxyProtocol => "proxy_protocol", ProxyProtocolUnsupportedByClient;
     /// SNI routing: several TLS rules behind one listen port, chosen by server name.
     Sni => "sni", SniUnsupportedByClient;
+    /// Rate limits per rule and per owner envelope.
+    RateLimit => "rate_limit", RateLimitUnsupportedByClient;
 }
 
 /// The set a client announced.
@@ -92,6 +94,7 @@ mod tests {
             health_check_interval_secs: None,
             sni_pattern: None,
             sni_fallback: false,
+            rate_limit: None,
         }
         .validate(RuleLimits::default())
         .unwrap()

@@ -45,6 +45,7 @@ pub struct MemoryState {
     settings: Option<RuntimeSettings>,
     audit: BTreeMap<u64, AuditRecord>,
     quotas: BTreeMap<(UserId, ClientId), Quota>,
+    owner_caps: BTreeMap<(UserId, ClientId), crate::ratelimit::OwnerCaps>,
     traffic: BTreeMap<(Bucket, Timestamp, TrafficKey), TrafficSample>,
 }
 
@@ -204,6 +205,19 @@ impl QuotaStore for MemoryState {
     }
 }
 
+impl crate::ports::OwnerCapsStore for MemoryState {
+    fn get_owner_caps(
+        &self,
+        user: &UserId,
+        client: &ClientId,
+    ) -> Result<Option<crate::ratelimit::OwnerCaps>, StoreError> {
+        Ok(self.owner_caps.get(&(user.clone(), client.clone())).cloned())
+    }
+    fn list_owner_caps(&self) -> Result<Vec<crate::ratelimit::OwnerCaps>, StoreError> {
+        Ok(self.owner_caps.values().cloned().collect())
+    }
+}
+
 impl HistoryStore for MemoryState {
     fn traffic_samples(
         &self,
@@ -340,6 +354,12 @@ impl MemoryState {
                 }
                 Write::DeleteQuota(user, client) => {
                     state.quotas.remove(&(user, client));
+                }
+                Write::PutOwnerCaps(e) => {
+                    state.owner_caps.insert((e.user.clone(), e.client.clone()), e);
+                }
+                Write::DeleteOwnerCaps(user, client) => {
+                    state.owner_caps.remove(&(user, client));
                 }
                 Write::PutTrafficSample(sample) => {
                     state.traffic.insert((sample.bucket, sample.start, sample.key.clone()), sample);

@@ -194,6 +194,18 @@ pub trait QuotaStore {
     fn list_quotas(&self) -> Result<Vec<Quota>, StoreError>;
 }
 
+/// Reads of owner envelopes (rate limits of one user's rules on one client).
+pub trait OwnerCapsStore {
+    /// The envelope of one (user, client) pair.
+    fn get_owner_caps(
+        &self,
+        user: &UserId,
+        client: &ClientId,
+    ) -> Result<Option<crate::ratelimit::OwnerCaps>, StoreError>;
+    /// Every envelope, by user then client.
+    fn list_owner_caps(&self) -> Result<Vec<crate::ratelimit::OwnerCaps>, StoreError>;
+}
+
 /// Reads of the traffic history.
 pub trait HistoryStore {
     /// The samples of `bucket` starting in `from..to`, oldest first.
@@ -254,6 +266,10 @@ pub enum Write {
     PutQuota(Quota),
     /// Delete the quota of a (user, client) pair; missing is not an error.
     DeleteQuota(UserId, ClientId),
+    /// Insert or replace the owner envelope of its (user, client) pair.
+    PutOwnerCaps(crate::ratelimit::OwnerCaps),
+    /// Delete the owner envelope of a (user, client) pair; missing is not an error.
+    DeleteOwnerCaps(UserId, ClientId),
     /// Insert or replace a traffic sample (keyed by bucket, start and key).
     PutTrafficSample(crate::history::TrafficSample),
     /// Delete the samples of a bucket that start before `before`.
@@ -283,6 +299,7 @@ pub trait Reads:
     + AuditStore
     + StateStore
     + QuotaStore
+    + OwnerCapsStore
     + HistoryStore
 {
 }
@@ -297,6 +314,7 @@ impl<T> Reads for T where
         + AuditStore
         + StateStore
         + QuotaStore
+        + OwnerCapsStore
         + HistoryStore
         + ?Sized
 {
@@ -370,6 +388,8 @@ pub enum ClientCommand {
     },
     /// A pair's quota changed (`TrafficQuotaUpdate`).
     Quota(crate::quota::PairUpdate),
+    /// An owner's envelope on the client changed (`OwnerLimitsUpdate`).
+    OwnerCaps(crate::ratelimit::OwnerCapsUpdate),
 }
 
 /// Why the server ends a client's stream.
@@ -480,6 +500,10 @@ macro_rules! delegate_read_ports {
                 fn get_quota(&self, user: &$crate::ids::UserId, client: &$crate::ids::ClientId) -> Option<$crate::quota::Quota>;
                 fn list_quotas(&self) -> Vec<$crate::quota::Quota>;
             }
+            OwnerCapsStore {
+                fn get_owner_caps(&self, user: &$crate::ids::UserId, client: &$crate::ids::ClientId) -> Option<$crate::ratelimit::OwnerCaps>;
+                fn list_owner_caps(&self) -> Vec<$crate::ratelimit::OwnerCaps>;
+            }
             HistoryStore {
                 fn traffic_samples(&self, bucket: $crate::history::Bucket, from: $crate::ids::Timestamp, to: $crate::ids::Timestamp) -> Vec<$crate::history::TrafficSample>;
             }
@@ -491,7 +515,7 @@ macro_rules! delegate_read_ports {
                 #[allow(unused_imports)]
                 use $crate::ports::{
                     AuditStore as _, ClientStore as _, CredentialStore as _, EnrollmentStore as _, GrantStore as _,
-                    HistoryStore as _, QuotaStore as _, RuleStore as _, StateStore as _, UserStore as _,
+                    HistoryStore as _, OwnerCapsStore as _, QuotaStore as _, RuleStore as _, StateStore as _, UserStore as _,
                 };
                 #[allow(clippy::redundant_closure_call)]
                 ($view)(self)?.$name($($arg),*)

@@ -41,8 +41,11 @@ pub struct StandaloneConfig {
 }
 
 /// The field a validation code is about, for messages.
-fn field_of(code: ErrorCode) -> &'static str {
-    match code {
+fn field_of(failure: &Failure) -> &'static str {
+    match failure.code {
+        // A rate or burst names its own key in the message.
+        ErrorCode::ZeroCap | ErrorCode::BurstWithoutRate | ErrorCode::BurstOutOfRange => "rate_limit",
+        ErrorCode::OutOfRange if !failure.message.starts_with("health_check") => "rate_limit",
         ErrorCode::InvalidPort | ErrorCode::InvertedRange | ErrorCode::ExceedsCap => "listen_port",
         ErrorCode::InvalidTarget | ErrorCode::RangeMismatch | ErrorCode::DuplicateTarget => "target",
         ErrorCode::TargetCount | ErrorCode::InvalidRequest => "target/targets",
@@ -121,10 +124,7 @@ impl StandaloneConfig {
                 Failure::new(ErrorCode::InvalidName, format!("rule #{position}: field `name` is required"))
             })?;
             let def = spec.validate(limits).map_err(|f| {
-                Failure::new(
-                    f.code,
-                    format!("rule {name:?} (#{position}): {}: {}", field_of(f.code), f.message),
-                )
+                Failure::new(f.code, format!("rule {name:?} (#{position}): {}: {}", field_of(&f), f.message))
             })?;
             if let Some((_, other, _)) = rules.iter().find(|(_, n, _)| *n == name) {
                 return Err(Failure::new(
@@ -179,6 +179,41 @@ mod tests {
         assert_eq!(cfg.rules.len(), 2);
         assert_eq!(cfg.rules[1].0, RuleId::new(2));
         assert_eq!(cfg.settings.tcp_idle_timeout.as_secs(), 60);
+    }
+
+    #[test]
+    fn a_rule_rate_limit_table_takes_the_apis_fields_and_names_the_field_at_fault() {
+        let rule = |limits: &str| {
+            format!(
+                "[[rule]]\nname = \"capped\"\nlisten_port = 5201\ntarget = \"127.0.0.1:5202\"\n\n\
+                 [rule.rate_limit]\n{limits}\n"
+            )
+        };
+        let cfg = StandaloneConfig::parse(&rule(
+            "bandwidth_in_bps = 10000000\nbandwidth_out_bps = 5000000\nnew_connections_per_sec = 100\n\
+             concurrent_connections = 50",
+        ))
+        .unwrap();
+        let caps = cfg.rules[0].2.rate_limit;
+        assert_eq!(caps.bandwidth(crate::ratelimit::Direction::In).map(|r| r.per_sec()), Some(10_000_000));
+        assert_eq!(caps.concurrent_connections(), Some(50));
+        check_err(
+            &rule("bandwidth_in_bps = 0"),
+            ErrorCode::ZeroCap,
+            &["\"capped\"", "rate_limit", "bandwidth_in_bps"],
+        );
+        check_err(
+            &rule("new_connections_burst = 5"),
+            ErrorCode::BurstWithoutRate,
+            &["rate_limit", "new_connections_burst"],
+        );
+        check_err(
+            &rule("new_connections_per_sec = 2000000"),
+            ErrorCode::OutOfRange,
+            &["rate_limit", "new_connections_per_sec"],
+        );
+        let unknown = StandaloneConfig::parse(&rule("bandwidth_bps = 1")).unwrap_err();
+        assert!(unknown.message.contains("bandwidth_bps"), "{unknown}");
     }
 
     #[test]

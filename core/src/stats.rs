@@ -38,6 +38,16 @@ pub struct Counters {
     /// host) was out of file descriptors (`EMFILE`/`ENFILE`). Never held against a target.
     #[serde(default)]
     pub fd_exhausted: u64,
+    /// New TCP connections closed at accept (or first datagrams of new UDP flows dropped)
+    /// because a connection cap of the rule or its owner's envelope was reached.
+    #[serde(default)]
+    pub rate_limit_rejected: u64,
+    /// Times a TCP direction waited for its bandwidth cap to refill.
+    #[serde(default)]
+    pub rate_limit_throttled: u64,
+    /// UDP datagrams dropped because a bandwidth cap had no room for them.
+    #[serde(default)]
+    pub rate_limit_dropped: u64,
 }
 
 impl Counters {
@@ -55,6 +65,9 @@ impl Counters {
             connect_failures: self.connect_failures.saturating_add(later.connect_failures),
             target_failovers: self.target_failovers.saturating_add(later.target_failovers),
             fd_exhausted: self.fd_exhausted.saturating_add(later.fd_exhausted),
+            rate_limit_rejected: self.rate_limit_rejected.saturating_add(later.rate_limit_rejected),
+            rate_limit_throttled: self.rate_limit_throttled.saturating_add(later.rate_limit_throttled),
+            rate_limit_dropped: self.rate_limit_dropped.saturating_add(later.rate_limit_dropped),
         }
     }
 }

@@ -149,6 +149,7 @@ pub fn tcp_rule(port: i64) -> RuleDef {
         health_check_interval_secs: None,
         sni_pattern: None,
         sni_fallback: false,
+        rate_limit: None,
     }
     .validate(RuleLimits::default())
     .expect("valid literal rule")

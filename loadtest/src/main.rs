@@ -362,6 +362,7 @@ async fn redeem(uri: &str) -> Result<Bundle, CallError> {
         return Err(CallError::Failed(format!("endpoint {} is not loopback", uri.endpoint)));
     }
     let info = ClientInfo {
+        counters_journal: None,
         version: sim::VERSION.to_owned(),
         git_revision: "loadtest".to_owned(),
         capabilities: Capability::ALL.to_vec(),

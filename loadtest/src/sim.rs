@@ -287,8 +287,8 @@ async fn session(
                         stats_every = tokio::time::interval(every);
                         stats_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     }
-                    // The simulated clients run no user's rules: no quota reaches them.
-                    Some(pb::server_message::Msg::QuotaUpdate(_)) => {}
+                    // The simulated clients run no user's rules: no quota or envelope reaches them.
+                    Some(pb::server_message::Msg::QuotaUpdate(_) | pb::server_message::Msg::OwnerLimits(_)) => {}
                     Some(pb::server_message::Msg::RuleUpdate(update)) => {
                         let acks = apply_update(client, &update);
                         for rule_id in acks {

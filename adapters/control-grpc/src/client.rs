@@ -38,6 +38,9 @@ pub struct ClientInfo {
     pub git_revision: String,
     /// What this build's data plane can run.
     pub capabilities: Vec<Capability>,
+    /// Where to journal forwarded-but-unreported traffic, so a crash or `kill -9` loses at
+    /// most a quarter second of it (`None`: no journal).
+    pub counters_journal: Option<std::path::PathBuf>,
 }
 
 /// A connection attempt's failure, classified.
@@ -177,6 +180,27 @@ pub async fn run(
     let mut backoff = Backoff::new(policy.reconnect_backoff.0, policy.reconnect_backoff.1);
     let mut gate = ReportGate::default();
     let mut quota = crate::quota::Enforcer::default();
+    let mut limiter = crate::limits::Limiter::default();
+    // What a previous process counted but never reported goes out first; from now on this
+    // process's counters are journaled in the background, connected or not.
+    let (mut handover, saver) = match &info.counters_journal {
+        Some(path) => {
+            let mut journal = crate::journal::Journal::new(path.clone());
+            let handover = journal.take();
+            let runtime = Arc::clone(&runtime);
+            let saver = tokio::spawn(async move {
+                let mut every = tokio::time::interval(crate::journal::JOURNAL_INTERVAL);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    every.tick().await;
+                    journal.save(runtime.report());
+                }
+            });
+            (handover, Some(AbortOnDrop(saver)))
+        }
+        None => (Vec::new(), None),
+    };
+    let _saver = saver;
     // This process on every stream it opens (never 0, which means "not announced").
     let instance = rand::random::<u64>() | 1;
     let mut shutdown = std::pin::pin!(shutdown);
@@ -192,6 +216,8 @@ pub async fn run(
                     backoff: &mut backoff,
                     gate: &mut gate,
                     quota: &mut quota,
+                    limiter: &mut limiter,
+                    handover: &mut handover,
                     instance,
                 };
                 session(channel, bundle, info, &*runtime, policy, &mut link, shutdown.as_mut()).await
@@ -243,6 +269,15 @@ fn release_all(agent: &mut Agent, runtime: &dyn RuleRuntime) {
     }
 }
 
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How a stream ended without a fatal error.
 enum Ended {
     /// The client is stopping: it closed its side and the server saw a normal end.
@@ -258,6 +293,11 @@ struct Link<'a> {
     gate: &'a mut ReportGate,
     /// Traffic quotas of the users whose rules this client runs.
     quota: &'a mut crate::quota::Enforcer,
+    /// Rate-limit scopes of the rules and owner envelopes.
+    limiter: &'a mut crate::limits::Limiter,
+    /// A previous process's unreported counters, sent ahead of everything on the first
+    /// stream and then dropped.
+    handover: &'a mut Vec<(portunus_core::ids::RuleId, portunus_core::stats::RuleReport)>,
     /// This process's instance, announced in Hello.
     instance: u64,
 }
@@ -272,11 +312,18 @@ async fn session(
     link: &mut Link<'_>,
     mut shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
 ) -> Result<Ended, ConnectError> {
-    let Link { agent, backoff, gate, quota, instance } = link;
+    let Link { agent, backoff, gate, quota, limiter, handover, instance } = link;
     gate.reset();
     let (tx, rx) = mpsc::channel::<pb::ClientMessage>(256);
     // The channel is fresh, so the first message always fits.
     let _ = tx.try_send(convert::hello(&info.version, &info.git_revision, &info.capabilities, *instance));
+    if !handover.is_empty() {
+        // Right behind Hello, before any report of this process's own rule instances (which
+        // would retire the old ones first): the old instances' last counters. Once only.
+        let _ = tx.try_send(convert::stats_message(handover, &[]));
+        tracing::info!(event = "client.counters_journal_replayed", rules = handover.len());
+        handover.clear();
+    }
     let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
     let bearer = format!("Bearer {}", bundle.token);
     let value = bearer.parse().map_err(|_| {
@@ -330,8 +377,11 @@ async fn session(
                     },
                 };
                 match convert::server_event(msg) {
-                    ServerEvent::Welcome { client_name, server_version, settings, quotas } => {
+                    ServerEvent::Welcome { client_name, server_version, settings, quotas, owner_caps } => {
                         backoff.reset();
+                        // Envelopes before the replay, like quotas: no rule binds without them.
+                        limiter.sync(owner_caps);
+                        limiter.install(agent, runtime);
                         // Quotas first: a pair out of budget never binds its rules.
                         for change in quota.sync(quotas) {
                             quota.enforce(change, agent, runtime).await;
@@ -351,7 +401,7 @@ async fn session(
                         for msg in msgs {
                             agent.handle(msg);
                         }
-                        drive(agent, runtime, &tx, quota).await;
+                        drive(agent, runtime, &tx, quota, limiter).await;
                         quota.install(agent, runtime);
                     }
                     ServerEvent::Quota(pair) => {
@@ -362,6 +412,10 @@ async fn session(
                             quota.enforce(change, agent, runtime).await;
                         }
                         quota.install(agent, runtime);
+                    }
+                    ServerEvent::OwnerCaps(update) => {
+                        limiter.apply(update);
+                        limiter.install(agent, runtime);
                     }
                     ServerEvent::Ignored => {}
                 }
@@ -453,16 +507,19 @@ async fn drive(
     runtime: &dyn RuleRuntime,
     tx: &mpsc::Sender<pb::ClientMessage>,
     quota: &mut crate::quota::Enforcer,
+    limiter: &mut crate::limits::Limiter,
 ) {
     while let Some(command) = agent.poll_command() {
         match command {
             AgentCommand::Bind(id, def) if quota.holds(id) => {
+                limiter.before_bind(id, &def, runtime);
                 // Its pair is out of budget: it binds when the pair has budget again.
                 quota.note_paused(id);
                 tracing::info!(event = "rule.bound", rule = %id, listen = %def.listen, paused = "traffic_quota");
                 agent.handle_bind_result(id, &def, Ok(()));
             }
             AgentCommand::Bind(id, def) => {
+                limiter.before_bind(id, &def, runtime);
                 let result = runtime.bind(id, def.clone()).await;
                 match &result {
                     Ok(()) => tracing::info!(event = "rule.bound", rule = %id, listen = %def.listen),
@@ -474,8 +531,10 @@ async fn drive(
             }
             AgentCommand::Unbind(id) => {
                 runtime.unbind(id);
+                limiter.forget(id, runtime);
                 tracing::info!(event = "rule.unbound", rule = %id);
             }
+            AgentCommand::Retune(id, def) => limiter.retune(id, def.rate_limit, runtime),
             AgentCommand::Report(id, outcome) => {
                 // A closed stream loses the report; the next full sync restates it.
                 let _ = tx.send(convert::outcome_message(id, outcome)).await;

@@ -6,6 +6,7 @@
 
 use portunus_core::ids::UserId;
 use portunus_core::quota::{PairUpdate, QuotaUpdate};
+use portunus_core::ratelimit::{OwnerCapsUpdate, OwnerEnvelope, RateLimits};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -60,6 +61,33 @@ pub fn rule_to_wire(id: RuleId, def: &RuleDef) -> pb::RuleDefinition {
         name: def.name.clone().unwrap_or_default(),
         sni_pattern: def.sni.as_ref().and_then(SniRoute::pattern).map(|p| p.to_string()).unwrap_or_default(),
         sni_fallback: def.sni == Some(SniRoute::Fallback),
+        rate_limit: (!def.rate_limit.is_unlimited()).then(|| limits_to_wire(&def.rate_limit.to_limits())),
+    }
+}
+
+/// Rate limits → wire.
+pub fn limits_to_wire(l: &RateLimits) -> pb::RateLimit {
+    pb::RateLimit {
+        bandwidth_in_bps: l.bandwidth_in_bps,
+        bandwidth_in_burst_bytes: l.bandwidth_in_burst_bytes,
+        bandwidth_out_bps: l.bandwidth_out_bps,
+        bandwidth_out_burst_bytes: l.bandwidth_out_burst_bytes,
+        new_connections_per_sec: l.new_connections_per_sec,
+        new_connections_burst: l.new_connections_burst,
+        concurrent_connections: l.concurrent_connections,
+    }
+}
+
+/// Wire → rate limits (validated by whoever takes them).
+pub fn limits_from_wire(w: &pb::RateLimit) -> RateLimits {
+    RateLimits {
+        bandwidth_in_bps: w.bandwidth_in_bps,
+        bandwidth_in_burst_bytes: w.bandwidth_in_burst_bytes,
+        bandwidth_out_bps: w.bandwidth_out_bps,
+        bandwidth_out_burst_bytes: w.bandwidth_out_burst_bytes,
+        new_connections_per_sec: w.new_connections_per_sec,
+        new_connections_burst: w.new_connections_burst,
+        concurrent_connections: w.concurrent_connections,
     }
 }
 
@@ -111,6 +139,7 @@ pub fn rule_from_wire(wire: &pb::RuleDefinition) -> Result<(RuleId, RuleDef), Fa
             .then_some(wire.health_check_interval_secs),
         sni_pattern: (!wire.sni_pattern.is_empty()).then(|| wire.sni_pattern.clone()),
         sni_fallback: wire.sni_fallback,
+        rate_limit: wire.rate_limit.as_ref().map(limits_from_wire),
     };
     let def = spec.validate(RuleLimits { max_range_ports: 65_535 })?;
     Ok((RuleId::new(wire.rule_id), def))
@@ -162,6 +191,9 @@ fn counters_to_wire(c: &Counters) -> pb::Counters {
         connect_failures: c.connect_failures,
         target_failovers: c.target_failovers,
         fd_exhausted: c.fd_exhausted,
+        rate_limit_rejected: c.rate_limit_rejected,
+        rate_limit_throttled: c.rate_limit_throttled,
+        rate_limit_dropped: c.rate_limit_dropped,
     }
 }
 
@@ -179,6 +211,9 @@ fn counters_from_wire(c: Option<&pb::Counters>) -> Counters {
         connect_failures: c.connect_failures,
         target_failovers: c.target_failovers,
         fd_exhausted: c.fd_exhausted,
+        rate_limit_rejected: c.rate_limit_rejected,
+        rate_limit_throttled: c.rate_limit_throttled,
+        rate_limit_dropped: c.rate_limit_dropped,
     }
 }
 
@@ -298,6 +333,7 @@ mod tests {
             health_check_interval_secs: Some(5),
             sni_pattern: None,
             sni_fallback: false,
+            rate_limit: None,
         }
         .validate(RuleLimits::default())
         .unwrap()
@@ -468,6 +504,7 @@ pub fn outbound_to_wire(
                 server_version: server_version.to_owned(),
                 protocol_version: portunus_core::PROTOCOL_VERSION,
                 quotas: plan.quotas.iter().map(quota_to_wire).collect(),
+                owner_limits: plan.owner_caps.iter().map(owner_caps_to_wire).collect(),
             };
             let replay = pb::RuleUpdate {
                 full_sync: true,
@@ -492,6 +529,11 @@ pub fn outbound_to_wire(
         Outbound::Command(ClientCommand::Quota(pair)) => {
             vec![Ok(pb::ServerMessage {
                 msg: Some(pb::server_message::Msg::QuotaUpdate(quota_to_wire(&pair))),
+            })]
+        }
+        Outbound::Command(ClientCommand::OwnerCaps(update)) => {
+            vec![Ok(pb::ServerMessage {
+                msg: Some(pb::server_message::Msg::OwnerLimits(owner_caps_to_wire(&update))),
             })]
         }
         Outbound::End(EndReason::Disconnected(reason)) => {
@@ -543,6 +585,33 @@ pub fn quota_from_wire(wire: &pb::TrafficQuotaUpdate) -> Option<PairUpdate> {
         }
     };
     Some(PairUpdate { update, rules })
+}
+
+/// An owner envelope on the wire.
+pub fn owner_caps_to_wire(update: &OwnerCapsUpdate) -> pb::OwnerLimitsUpdate {
+    pb::OwnerLimitsUpdate {
+        user: update.user.to_string(),
+        limits: update.caps.as_ref().map(|caps| limits_to_wire(&caps.to_limits())),
+        rules: update.rules.iter().map(|r| r.get()).collect(),
+    }
+}
+
+/// An owner envelope from the wire; `None` (logged as `control.bad_owner_limits`) when its
+/// caps do not validate.
+pub fn owner_caps_from_wire(wire: &pb::OwnerLimitsUpdate) -> Option<OwnerCapsUpdate> {
+    let user = UserId::new(wire.user.chars().take(64).collect::<String>());
+    // Bounded: an owner's rules on one client.
+    let rules = wire.rules.iter().take(65_536).map(|r| RuleId::new(*r)).collect();
+    let caps = match wire.limits.as_ref().map(|l| OwnerEnvelope(limits_from_wire(l)).validate()) {
+        None => None,
+        Some(Ok(caps)) => Some(caps),
+        Some(Err(failure)) => {
+            tracing::warn!(event = "control.bad_owner_limits", user = %wire.user, code = %failure.code,
+                message = %failure.message);
+            return None;
+        }
+    };
+    Some(OwnerCapsUpdate { user, caps, rules })
 }
 
 /// The answer to a successful redeem.
@@ -625,6 +694,8 @@ pub enum ServerEvent {
     Welcome {
         /// Every quota of a user on this client (applied before the rules).
         quotas: Vec<PairUpdate>,
+        /// Every owner envelope on this client (applied before the rules).
+        owner_caps: Vec<OwnerCapsUpdate>,
         /// The client's name.
         client_name: String,
         /// The server's version.
@@ -636,6 +707,8 @@ pub enum ServerEvent {
     Rules(Vec<ServerMsg>),
     /// A pair's quota changed.
     Quota(PairUpdate),
+    /// An owner's envelope changed.
+    OwnerCaps(OwnerCapsUpdate),
     /// Nothing to act on.
     Ignored,
 }
@@ -646,6 +719,7 @@ pub fn server_event(msg: pb::ServerMessage) -> ServerEvent {
     match msg.msg {
         Some(pb::server_message::Msg::Welcome(welcome)) => ServerEvent::Welcome {
             quotas: welcome.quotas.iter().take(65_536).filter_map(quota_from_wire).collect(),
+            owner_caps: welcome.owner_limits.iter().take(65_536).filter_map(owner_caps_from_wire).collect(),
             settings: welcome.settings.as_ref().map(settings_from_wire).unwrap_or_default(),
             client_name: welcome.client_name,
             server_version: welcome.server_version,
@@ -671,6 +745,9 @@ pub fn server_event(msg: pb::ServerMessage) -> ServerEvent {
         }
         Some(pb::server_message::Msg::QuotaUpdate(update)) => {
             quota_from_wire(&update).map_or(ServerEvent::Ignored, ServerEvent::Quota)
+        }
+        Some(pb::server_message::Msg::OwnerLimits(update)) => {
+            owner_caps_from_wire(&update).map_or(ServerEvent::Ignored, ServerEvent::OwnerCaps)
         }
         None => ServerEvent::Ignored,
     }

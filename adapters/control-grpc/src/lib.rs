@@ -8,6 +8,8 @@
 
 pub mod client;
 pub mod convert;
+mod journal;
+mod limits;
 mod quota;
 pub mod server;
 pub mod tls;

@@ -218,6 +218,19 @@ impl QuotaStore for ReadModel {
     }
 }
 
+impl portunus_core::ports::OwnerCapsStore for ReadModel {
+    fn get_owner_caps(
+        &self,
+        user: &UserId,
+        client: &ClientId,
+    ) -> Result<Option<portunus_core::ratelimit::OwnerCaps>, StoreError> {
+        self.state().get_owner_caps(user, client)
+    }
+    fn list_owner_caps(&self) -> Result<Vec<portunus_core::ratelimit::OwnerCaps>, StoreError> {
+        self.state().list_owner_caps()
+    }
+}
+
 impl StateStore for ReadModel {
     fn runtime_settings(&self) -> Result<RuntimeSettings, StoreError> {
         self.state().runtime_settings()

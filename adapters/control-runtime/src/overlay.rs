@@ -50,6 +50,7 @@ struct Touched {
     sessions: bool,
     settings: bool,
     quotas: bool,
+    owner_caps: bool,
 }
 
 /// A store transaction seen through the read model.
@@ -102,6 +103,7 @@ impl<'a> Overlay<'a> {
             Write::PutSession(_) | Write::DeleteSession(_) => t.sessions = true,
             Write::PutSettings(_) => t.settings = true,
             Write::PutQuota(_) | Write::DeleteQuota(..) => t.quotas = true,
+            Write::PutOwnerCaps(_) | Write::DeleteOwnerCaps(..) => t.owner_caps = true,
             // Read from the transaction always.
             Write::PutEnrollment(_)
             | Write::PutThrottle(..)
@@ -248,6 +250,23 @@ impl QuotaStore for Overlay<'_> {
     }
     fn list_quotas(&self) -> Result<Vec<Quota>, StoreError> {
         if self.touched().quotas { self.tx.list_quotas() } else { self.model.list_quotas() }
+    }
+}
+
+impl portunus_core::ports::OwnerCapsStore for Overlay<'_> {
+    fn get_owner_caps(
+        &self,
+        user: &UserId,
+        client: &ClientId,
+    ) -> Result<Option<portunus_core::ratelimit::OwnerCaps>, StoreError> {
+        if self.touched().owner_caps {
+            self.tx.get_owner_caps(user, client)
+        } else {
+            self.model.get_owner_caps(user, client)
+        }
+    }
+    fn list_owner_caps(&self) -> Result<Vec<portunus_core::ratelimit::OwnerCaps>, StoreError> {
+        if self.touched().owner_caps { self.tx.list_owner_caps() } else { self.model.list_owner_caps() }
     }
 }
 

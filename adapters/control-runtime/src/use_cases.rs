@@ -177,6 +177,69 @@ impl Runtime {
         self.mutate(move |s, cx| s.rules.remove_rule(cx, &actor, id))?
     }
 
+    /// Replaces a rule's own caps; the client applies them in place (blocking).
+    pub fn set_rule_caps(
+        &self,
+        actor: &Actor,
+        id: RuleId,
+        limits: &portunus_core::ratelimit::RateLimits,
+    ) -> Result<RuleView, Failure> {
+        let (actor, limits) = (actor.clone(), *limits);
+        self.mutate(move |s, cx| s.rules.set_rule_caps(cx, &actor, id, &limits))?
+    }
+
+    // ----- owner envelopes ----------------------------------------------------------------
+
+    /// Creates or replaces an owner envelope (blocking).
+    pub fn set_owner_caps(
+        &self,
+        actor: &Actor,
+        user: &str,
+        client: &str,
+        envelope: &portunus_core::ratelimit::OwnerEnvelope,
+    ) -> Result<portunus_core::service::OwnerCapsView, Failure> {
+        let (actor, user, client, envelope) = (actor.clone(), user.to_owned(), client.to_owned(), *envelope);
+        let view = self.mutate(move |_, cx| {
+            portunus_core::service::OwnerCapsService.set_owner_caps(cx, &actor, &user, &client, &envelope)
+        })??;
+        tracing::info!(event = "rate_limit.owner_set", user = %view.user, client = %view.client);
+        Ok(view)
+    }
+
+    /// Removes an owner envelope (blocking).
+    pub fn delete_owner_caps(
+        &self,
+        actor: &Actor,
+        user: &str,
+        client: &str,
+    ) -> Result<portunus_core::service::OwnerCapsView, Failure> {
+        let (actor, user, client) = (actor.clone(), user.to_owned(), client.to_owned());
+        let view = self.mutate(move |_, cx| {
+            portunus_core::service::OwnerCapsService.delete_owner_caps(cx, &actor, &user, &client)
+        })??;
+        tracing::info!(event = "rate_limit.owner_removed", user = %view.user, client = %view.client);
+        Ok(view)
+    }
+
+    /// One owner envelope (blocking).
+    pub fn get_owner_caps(
+        &self,
+        actor: &Actor,
+        user: &str,
+        client: &str,
+    ) -> Result<portunus_core::service::OwnerCapsView, Failure> {
+        self.read(|_, cx| portunus_core::service::OwnerCapsService.get_owner_caps(cx, actor, user, client))?
+    }
+
+    /// Owner envelopes the actor may read, optionally one user's (blocking).
+    pub fn list_owner_caps(
+        &self,
+        actor: &Actor,
+        user: Option<&str>,
+    ) -> Result<Vec<portunus_core::service::OwnerCapsView>, Failure> {
+        self.read(|_, cx| portunus_core::service::OwnerCapsService.list_owner_caps(cx, actor, user))?
+    }
+
     /// The rules `actor` may see (blocking).
     pub fn list_rules(&self, actor: &Actor, filter: &RuleFilter) -> Result<Vec<RuleView>, Failure> {
         self.read(|s, cx| s.rules.list_rules(cx, actor, filter))?

@@ -61,6 +61,7 @@ pub async fn forward(
         health_check_interval_secs: None,
         sni_pattern: None,
         sni_fallback: false,
+        rate_limit: None,
     };
     let def = spec.validate(RuleLimits::default())?;
 

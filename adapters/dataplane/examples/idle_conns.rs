@@ -298,6 +298,7 @@ fn forwarder(args: &[String]) -> Res<()> {
         health_check_interval_secs: None,
         sni_pattern: None,
         sni_fallback: false,
+        rate_limit: None,
     };
     let def = spec.validate(RuleLimits::default())?;
     let _entered = runtime.enter();

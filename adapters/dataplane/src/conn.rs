@@ -1,6 +1,11 @@
-//! One accepted connection: connect a target, tune both legs, relay, close.
+//! One accepted connection: pass its rate limits, connect a target, tune both legs, relay,
+//! close.
 //!
-//! Invariant: the connection holds one `connections_active` unit of its port from accept,
+//! Invariants: a connection reads its rule's limit path once, first thing: refused, it is
+//! closed before anything else happens (counted in `rate_limit_rejected`, not in the
+//! connection counts); admitted, it holds its permit until its task ends, whichever way. A
+//! connection with a bandwidth cap at that moment uses the userspace copy for its life.
+//! The connection holds one `connections_active` unit of its port from accept,
 //! and one of its (port, target) cell from the target's connect, until its task ends by any
 //! route: finished, failed, idle, or aborted by unbind/shutdown (its port's accept task owns
 //! it in a `JoinSet`, so it is cut when that task goes). It shares nothing mutable with
@@ -13,18 +18,23 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use portunus_core::ids::RuleId;
 use portunus_core::proxy_protocol::{self, Addresses};
+use portunus_core::ratelimit::{LimitPath, Permit, Refusal};
 use portunus_core::rule::ProxyVersion;
 use socket2::{SockRef, TcpKeepalive};
 use tokio::net::TcpStream;
 
 use crate::counters::{TargetTraffic, TrafficCounters};
 use crate::events::RateLimit;
+use crate::limits::{self, Throttle};
 use crate::relay::{self, CopyPath, PathNotes, RelayEnd, Sinks};
 use crate::settings::{SharedSettings, TcpSettings};
 use crate::target::{self, NotConnected, TargetPlan};
 
 /// How often at most `rule.connect_failed` and `rule.accept_failed` are logged per rule.
 const EVENT_PERIOD: Duration = Duration::from_secs(10);
+
+/// How often at most `rule.rate_limited` is logged per rule.
+pub(crate) const RATE_LIMITED_PERIOD: Duration = Duration::from_secs(1);
 
 /// What every connection of one bound rule shares.
 #[derive(Debug)]
@@ -40,6 +50,10 @@ pub(crate) struct RuleShared {
     pub(crate) listener_keepalive: Option<Duration>,
     /// The traffic quota budget of the rule's (owner, client) pair, when it has one.
     pub(crate) budget: std::sync::Mutex<Option<Arc<crate::budget::QuotaBudget>>>,
+    /// The scopes new connections pass (owner, then rule); the default limits nothing.
+    pub(crate) limits: std::sync::Mutex<LimitPath>,
+    /// Bounds `rule.rate_limited` to one event per second.
+    pub(crate) rate_limited: RateLimit,
 }
 
 impl RuleShared {
@@ -50,9 +64,12 @@ impl RuleShared {
         notes: PathNotes,
         settings: Arc<SharedSettings>,
         listener_keepalive: Option<Duration>,
+        limits: LimitPath,
     ) -> Self {
         RuleShared {
             budget: std::sync::Mutex::new(None),
+            limits: std::sync::Mutex::new(limits),
+            rate_limited: RateLimit::new(RATE_LIMITED_PERIOD),
             listener_keepalive,
             id,
             plan,
@@ -62,6 +79,28 @@ impl RuleShared {
             connect_failed: RateLimit::new(EVENT_PERIOD),
             accept_failed: RateLimit::new(EVENT_PERIOD),
         }
+    }
+
+    /// The limit path new connections pass now.
+    pub(crate) fn limits(&self) -> LimitPath {
+        self.limits.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the limit path of connections accepted from now on.
+    pub(crate) fn set_limits(&self, path: LimitPath) {
+        *self.limits.lock().unwrap_or_else(|p| p.into_inner()) = path;
+    }
+}
+
+/// Logs a refused connection or flow, at most once per [`RATE_LIMITED_PERIOD`] per rule.
+pub(crate) fn note_rate_limited(gate: &RateLimit, rule: RuleId, refusal: Refusal) {
+    if gate.allow() {
+        tracing::info!(
+            event = "rule.rate_limited",
+            rule = %rule,
+            scope = refusal.scope.as_str(),
+            cap = refusal.cap.as_str(),
+        );
     }
 }
 
@@ -100,13 +139,48 @@ pub(crate) async fn serve_replaying(
     peer: TcpStream,
     replay: Vec<u8>,
 ) {
+    let Some(admitted) = admit(&rule, &port) else {
+        // Accept-then-close: dropping `peer` closes the socket before anything is read.
+        return;
+    };
     let _active = port.counters.open_connection();
     let _census = relay::Census::enter();
     let tcp = rule.settings.tcp();
-    forward(&rule, &port, peer, tcp, &replay).await;
+    forward(&rule, &port, peer, tcp, &replay, &admitted).await;
 }
 
-async fn forward(rule: &RuleShared, port: &PortState, peer: TcpStream, tcp: TcpSettings, replay: &[u8]) {
+/// A connection that passed its rule's limit path: the permit holds its slots until the
+/// connection ends; `bandwidth` is set when a scope capped bandwidth at accept.
+struct Admitted {
+    _permit: Permit,
+    bandwidth: Option<LimitPath>,
+}
+
+/// Reads the rule's limit path and admits the connection, or counts and logs the refusal.
+/// A rule without caps locks nothing here.
+fn admit(rule: &RuleShared, port: &PortState) -> Option<Admitted> {
+    let path = rule.limits();
+    match path.admit(limits::now()) {
+        Ok(permit) => {
+            let bandwidth = path.has_bandwidth_cap().then_some(path);
+            Some(Admitted { _permit: permit, bandwidth })
+        }
+        Err(refusal) => {
+            port.counters.rate_limit_rejected.fetch_add(1, Relaxed);
+            note_rate_limited(&rule.rate_limited, rule.id, refusal);
+            None
+        }
+    }
+}
+
+async fn forward(
+    rule: &RuleShared,
+    port: &PortState,
+    peer: TcpStream,
+    tcp: TcpSettings,
+    replay: &[u8],
+    admitted: &Admitted,
+) {
     // The pair's quota budget, read once per connection. A spent one takes no new
     // connection: closed before any target is tried.
     let budget = rule.budget.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -163,14 +237,30 @@ async fn forward(rule: &RuleShared, port: &PortState, peer: TcpStream, tcp: TcpS
         return;
     }
     if !replay.is_empty() {
+        if let Some(caps) = &admitted.bandwidth {
+            // The peeked hello is inbound traffic like the rest: paid for before it is sent.
+            let throttle = Throttle { path: caps, waits: &port.counters.rate_limit_throttled };
+            let mut owed = replay.len();
+            while owed > 0 {
+                owed -= throttle.grant(portunus_core::ratelimit::Direction::In, owed).await.clamp(1, owed);
+            }
+        }
         if let Err(why) = crate::sni::replay(&target, replay).await {
             tracing::debug!(event = "rule.sni_replay_failed", rule = %rule.id, port = port.port, reason = why);
             return;
         }
         cell.bytes_in.fetch_add(replay.len() as u64, Relaxed);
     }
-    let sinks = Sinks { to_target: &cell.bytes_in, to_peer: &cell.bytes_out, budget: budget.as_deref() };
-    match relay::run(&peer, &target, sinks, rule.path, tcp.idle_timeout, &rule.notes).await {
+    // A bandwidth cap is counted per chunk in userspace; the fast path never waits on it.
+    let (path, throttle) = match &admitted.bandwidth {
+        Some(caps) => {
+            (CopyPath::Userspace, Some(Throttle { path: caps, waits: &port.counters.rate_limit_throttled }))
+        }
+        None => (rule.path, None),
+    };
+    let sinks =
+        Sinks { to_target: &cell.bytes_in, to_peer: &cell.bytes_out, budget: budget.as_deref(), throttle };
+    match relay::run(&peer, &target, sinks, path, tcp.idle_timeout, &rule.notes).await {
         Ok(RelayEnd::Closed) => {}
         Ok(RelayEnd::IdleTimeout) => {
             tracing::debug!(event = "rule.connection_idle_closed", rule = %rule.id, port = port.port);

@@ -31,6 +31,10 @@ pub struct TrafficCounters {
     pub(crate) dns_failures: AtomicU64,
     /// Accepts and target connects refused for want of a file descriptor.
     pub(crate) fd_exhausted: AtomicU64,
+    /// Connections closed at accept by a connection cap (not in the connection counts).
+    pub(crate) rate_limit_rejected: AtomicU64,
+    /// Waits of a direction for its bandwidth cap to refill.
+    pub(crate) rate_limit_throttled: AtomicU64,
 }
 
 impl TrafficCounters {
@@ -46,6 +50,8 @@ impl TrafficCounters {
             target_failovers: self.target_failovers.load(Relaxed),
             dns_failures: self.dns_failures.load(Relaxed),
             fd_exhausted: self.fd_exhausted.load(Relaxed),
+            rate_limit_rejected: self.rate_limit_rejected.load(Relaxed),
+            rate_limit_throttled: self.rate_limit_throttled.load(Relaxed),
             ..Counters::default()
         }
     }
@@ -207,6 +213,9 @@ fn add(a: Counters, b: Counters) -> Counters {
         connect_failures: a.connect_failures.saturating_add(b.connect_failures),
         target_failovers: a.target_failovers.saturating_add(b.target_failovers),
         fd_exhausted: a.fd_exhausted.saturating_add(b.fd_exhausted),
+        rate_limit_rejected: a.rate_limit_rejected.saturating_add(b.rate_limit_rejected),
+        rate_limit_throttled: a.rate_limit_throttled.saturating_add(b.rate_limit_throttled),
+        rate_limit_dropped: a.rate_limit_dropped.saturating_add(b.rate_limit_dropped),
     }
 }
 

@@ -7,7 +7,8 @@
 //! Layout: [`plane`] owns the rule registry and implements
 //! [`RuleRuntime`]; `listen` binds and accepts; `target` picks and
 //! connects targets; `conn` runs one connection; [`mod@relay`] holds the two copy loops;
-//! [`counters`] holds the live atomics; `udp` runs UDP rules (listeners, flows, reaper);
+//! [`counters`] holds the live atomics; [`limits`] the rate limits' clock and the waiting
+//! side of bandwidth caps; `udp` runs UDP rules (listeners, flows, reaper);
 //! `events` the rate limits and once-flags of log events; `sys` the thin OS wrappers (pipes,
 //! splice, batched datagram calls, rlimits).
 //!
@@ -57,6 +58,7 @@
 //!     health_check_interval_secs: None,
 //!     sni_pattern: None,
 //!     sni_fallback: false,
+//!     rate_limit: None,
 //! }
 //! .validate(RuleLimits::default())?;
 //!
@@ -94,6 +96,7 @@ pub mod budget;
 mod conn;
 pub mod counters;
 mod events;
+pub mod limits;
 mod listen;
 pub mod plane;
 pub mod ports;

@@ -5,8 +5,11 @@
 //! bound replaces it, whatever its protocol was (the old listeners are closed first); a bound
 //! runtime owns its listeners and stops them, and cuts its connections (or flows), when it
 //! leaves the registry, by `unbind`, by `shutdown`, or by the plane being dropped. The
-//! registry locks are held only by control operations (bind, unbind, report, settings), never
-//! by a connection or a flow, and never both at once.
+//! registry locks are held only by control operations (bind, unbind, report, settings,
+//! limits), never by a connection or a flow, and never both at once. Rate limits are kept per
+//! rule id apart from the registry (a path may be set before its rule binds, and stays through
+//! rebinds until replaced); their lock is taken before a registry lock, never after, so a bind
+//! and a `set_limits` of the same rule cannot leave the rule with the older path.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -16,6 +19,7 @@ use std::time::Duration;
 use crate::ports::{BoxFuture, Resolver, RuleRuntime};
 use portunus_core::config::DataPlaneSettings;
 use portunus_core::ids::RuleId;
+use portunus_core::ratelimit::LimitPath;
 use portunus_core::rule::{Protocol, RuleDef};
 use portunus_core::stats::RuleReport;
 use portunus_core::{ErrorCode, Failure};
@@ -119,6 +123,8 @@ pub struct DataPlane {
     family: Family,
     rules: Mutex<HashMap<RuleId, BoundRule>>,
     udp_rules: Mutex<HashMap<RuleId, UdpRule>>,
+    /// Each rule id's limit path as last set, bound or not; no entry limits nothing.
+    limits: Mutex<HashMap<RuleId, LimitPath>>,
     /// The listeners SNI rules share, by address and port (owned by the rules' memberships).
     sni: SniListeners,
     shutting_down: AtomicBool,
@@ -237,6 +243,7 @@ impl DataPlane {
             family: Family::default(),
             rules: Mutex::new(HashMap::new()),
             udp_rules: Mutex::new(HashMap::new()),
+            limits: Mutex::new(HashMap::new()),
             sni: SniListeners::default(),
             shutting_down: AtomicBool::new(false),
             resolver,
@@ -287,6 +294,10 @@ impl DataPlane {
         self.udp_rules.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn lock_limits(&self) -> MutexGuard<'_, HashMap<RuleId, LimitPath>> {
+        self.limits.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Live UDP flows of `rule` (0 when it is not a bound UDP rule). For tests.
     #[doc(hidden)]
     pub fn udp_flows(&self, rule: RuleId) -> usize {
@@ -311,6 +322,9 @@ impl DataPlane {
     }
 
     fn bind_udp(&self, id: RuleId, def: &RuleDef) -> Result<(), Failure> {
+        // Held until the rule is in the registry: a concurrent `set_limits` lands after.
+        let paths = self.lock_limits();
+        let limits = paths.get(&id).cloned().unwrap_or_default();
         let mut rules = self.lock_udp_rules();
         // Close the old runtime's listeners before binding, so its own ports are free.
         drop(rules.remove(&id));
@@ -321,6 +335,7 @@ impl DataPlane {
             def,
             &self.settings.all(),
             self.resolver.0.clone(),
+            limits,
         )?;
         tracing::debug!(event = "rule.bound", rule = %id, listen = %def.listen, protocol = "udp");
         rules.insert(id, bound);
@@ -330,6 +345,9 @@ impl DataPlane {
     fn bind_tcp(&self, id: RuleId, def: &RuleDef) -> Result<(), Failure> {
         // Listeners register with the runtime's reactor, which needs its context.
         let _runtime = self.runtime.enter();
+        // Held until the rule is in the registry: a concurrent `set_limits` lands after.
+        let paths = self.lock_limits();
+        let limits = paths.get(&id).cloned().unwrap_or_default();
         let mut rules = self.lock_rules();
         // Close the old runtime's listeners before binding, so its own ports are free.
         drop(rules.remove(&id));
@@ -342,6 +360,7 @@ impl DataPlane {
                 PathNotes::new(RuleLabel(Some(id)), self.options.splice_fault),
                 Arc::clone(&self.settings),
                 listener_keepalive,
+                limits.clone(),
             ))
         };
         if let Some(route) = &def.sni {
@@ -403,8 +422,9 @@ impl DataPlane {
         }
     }
 
-    /// The fast path needs the option and a rule without a bandwidth cap (per-chunk token
-    /// accounting happens in userspace). Rules carry no caps yet; the check goes here.
+    /// The rule's usual path: the fast path when the option allows it. A connection whose
+    /// limit path caps bandwidth when it is accepted takes the userspace copy instead (its
+    /// chunks are counted against the caps there); `conn` decides that per connection.
     fn copy_path(&self, _def: &RuleDef) -> CopyPath {
         if self.options.splice { CopyPath::Splice } else { CopyPath::Userspace }
     }
@@ -435,6 +455,27 @@ impl RuleRuntime for DataPlane {
         if let Some(bound) = self.lock_rules().get(&rule) {
             *bound.shared.budget.lock().unwrap_or_else(|p| p.into_inner()) = budget;
         }
+    }
+
+    fn set_limits(&self, rule: RuleId, path: LimitPath) {
+        // Held across the registry updates, so a bind of the same rule comes wholly before
+        // or wholly after.
+        let mut paths = self.lock_limits();
+        if path.owner().is_none() && path.rule().is_none() {
+            paths.remove(&rule);
+        } else {
+            paths.insert(rule, path.clone());
+        }
+        let tcp = self.lock_rules().get(&rule).map(|bound| Arc::clone(&bound.shared));
+        match tcp {
+            Some(shared) => shared.set_limits(path),
+            None => {
+                if let Some(bound) = self.lock_udp_rules().get(&rule) {
+                    bound.set_limits(path);
+                }
+            }
+        }
+        drop(paths);
     }
 
     fn stop_accepting(&self) {

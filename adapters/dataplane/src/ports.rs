@@ -31,6 +31,7 @@ pub use portunus_resolver::{BoxFuture, ResolveFailure, Resolver};
 ///     health_check_interval_secs: None,
 ///     sni_pattern: None,
 ///     sni_fallback: false,
+///     rate_limit: None,
 /// }
 /// .validate(RuleLimits::default())?;
 /// let plane = DataPlane::new(DataPlaneOptions::default());
@@ -73,4 +74,19 @@ pub trait RuleRuntime: Send + Sync {
         _budget: Option<std::sync::Arc<crate::budget::QuotaBudget>>,
     ) {
     }
+    /// Gives a bound rule (TCP or UDP) the rate limits its new connections and new UDP flows
+    /// pass: its owner's scope, then its own ([`LimitPath`]; the default limits nothing). A
+    /// refused connection is closed at accept, a refused flow's datagram dropped; a
+    /// connection over a bandwidth cap waits, a datagram over one is dropped.
+    ///
+    /// The path belongs to the rule id, bound or not: give it before the bind and the rule's
+    /// first connection passes it; it stays through rebinds and unbinds until replaced, and
+    /// [`LimitPath::default()`] clears it. Connections and flows opened before the call keep
+    /// the path they were admitted with; cap changes reach them through
+    /// [`SharedScope::update`] on the scopes themselves, at once. Every scope must be created
+    /// and updated with [`crate::limits::now`]. A no-op by default.
+    ///
+    /// [`LimitPath`]: portunus_core::ratelimit::LimitPath
+    /// [`SharedScope::update`]: portunus_core::ratelimit::SharedScope::update
+    fn set_limits(&self, _rule: portunus_core::ids::RuleId, _path: portunus_core::ratelimit::LimitPath) {}
 }

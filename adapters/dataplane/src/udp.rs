@@ -9,6 +9,11 @@
 //! module only does the I/O and counts.
 //!
 //! Invariants:
+//! - a new flow passes the rule's limit path once, when it opens (a refusal drops the datagram
+//!   that would have opened it), and holds its permit until it ends; a flow whose path capped
+//!   bandwidth when it opened asks the caps for every datagram either way, and a datagram
+//!   they have no room for is dropped, never delayed. Flows of a rule without caps lock no
+//!   scope;
 //! - no task ever waits on a send: every send is non-blocking, and a datagram that meets a
 //!   full buffer is dropped (and counted), so a slow or blackholed upstream cannot delay
 //!   another flow's datagrams, and a burst can drop datagrams but never ends a flow or a
@@ -35,6 +40,7 @@ use crate::ports::Resolver;
 use portunus_core::Failure;
 use portunus_core::config::DataPlaneSettings;
 use portunus_core::ids::RuleId;
+use portunus_core::ratelimit::LimitPath;
 use portunus_core::rule::RuleDef;
 use portunus_core::stats::{Counters, RuleReport};
 use portunus_core::udp::{FlowKey, FlowLimits, FlowTable};
@@ -69,6 +75,11 @@ pub(crate) struct UdpCounters {
     /// Datagrams received but not delivered (full buffer, send error, truncation). Not
     /// part of the report: it has no field there; it is logged.
     datagrams_dropped: AtomicU64,
+    /// Datagrams from sources without a flow dropped because a connection cap refused
+    /// the flow.
+    rate_limit_rejected: AtomicU64,
+    /// Datagrams of capped flows dropped because a bandwidth cap had no room for them.
+    rate_limit_dropped: AtomicU64,
 }
 
 impl UdpCounters {
@@ -81,6 +92,8 @@ impl UdpCounters {
             connect_failures: self.open_failures.load(Relaxed),
             target_failovers: self.failovers.load(Relaxed),
             fd_exhausted: self.fd_exhausted.load(Relaxed),
+            rate_limit_rejected: self.rate_limit_rejected.load(Relaxed),
+            rate_limit_dropped: self.rate_limit_dropped.load(Relaxed),
             ..Counters::default()
         }
     }
@@ -112,6 +125,7 @@ struct Notes {
     open_failed: RateLimit,
     recv_failed: RateLimit,
     dropped: RateLimit,
+    rate_limited: RateLimit,
 }
 
 impl Notes {
@@ -122,6 +136,7 @@ impl Notes {
             open_failed: RateLimit::new(EVENT_PERIOD),
             recv_failed: RateLimit::new(EVENT_PERIOD),
             dropped: RateLimit::new(EVENT_PERIOD),
+            rate_limited: RateLimit::new(crate::conn::RATE_LIMITED_PERIOD),
         }
     }
 }
@@ -187,6 +202,8 @@ pub(crate) struct RuleIo {
     refreshing: Vec<AtomicBool>,
     /// Sources whose first datagram waits for a resolution; later ones are dropped.
     pending: Mutex<HashSet<FlowKey>>,
+    /// The scopes new flows pass (owner, then rule); the default limits nothing.
+    limits: Mutex<LimitPath>,
 }
 
 impl RuleIo {
@@ -200,6 +217,11 @@ impl RuleIo {
 
     fn lock_pending(&self) -> MutexGuard<'_, HashSet<FlowKey>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The limit path new flows pass now.
+    fn limits(&self) -> LimitPath {
+        self.limits.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Time since the rule's origin, as the flow table takes it.
@@ -240,6 +262,7 @@ impl UdpRule {
         def: &RuleDef,
         settings: &DataPlaneSettings,
         resolver: Option<Arc<dyn Resolver>>,
+        limits: LimitPath,
     ) -> Result<UdpRule, Failure> {
         // Sockets register with the runtime's reactor, which needs its context.
         let _runtime = runtime.enter();
@@ -259,6 +282,7 @@ impl UdpRule {
             resolved: Mutex::new(vec![None; def.targets.len()]),
             refreshing: def.targets.iter().map(|_| AtomicBool::new(false)).collect(),
             pending: Mutex::new(HashSet::new()),
+            limits: Mutex::new(limits),
             plan,
         });
         let mut tasks = Vec::with_capacity(io.ports.len() + 1);
@@ -282,6 +306,11 @@ impl UdpRule {
     pub(crate) fn apply_settings(&self, settings: &DataPlaneSettings) {
         self.io.lock_table().set_limits(FlowLimits::from_settings(settings));
         self.io.reaper.notify_one();
+    }
+
+    /// Replaces the limit path of flows opened from now on.
+    pub(crate) fn set_limits(&self, path: LimitPath) {
+        *self.io.limits.lock().unwrap_or_else(PoisonError::into_inner) = path;
     }
 
     /// Live flows.

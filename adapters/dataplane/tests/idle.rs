@@ -173,6 +173,7 @@ async fn bind(plane: &DataPlane, id: RuleId, backend: SocketAddr) -> SocketAddr 
         health_check_interval_secs: None,
         sni_pattern: None,
         sni_fallback: false,
+        rate_limit: None,
     }
     .validate(RuleLimits::default())
     .expect("valid rule");

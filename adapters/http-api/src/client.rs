@@ -2,7 +2,8 @@
 //! the handlers, so the two cannot drift.
 
 use portunus_core::quota::{QuotaPatch, QuotaSpec};
-use portunus_core::service::QuotaView;
+use portunus_core::ratelimit::RateLimits;
+use portunus_core::service::{OwnerCapsView, QuotaView};
 use std::time::Duration;
 
 use portunus_core::error::{ErrorCode, Failure};
@@ -12,7 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::dto::{
     AuditPageDto, AuditParams, ClientDto, EndpointSettingsDto, EndpointUpdate, EnrollRequest, EnrollResponse,
     GrantDto, MintedTokenDto, NewGrantRequest, NewTokenRequest, NewUserRequest, OutcomeDto, PushRuleRequest,
-    RenameClientRequest, RuleDto, RuleStatsDto, TokenDto, UserDto,
+    RenameClientRequest, RuleCapsRequest, RuleDto, RuleStatsDto, TokenDto, UserDto,
 };
 use crate::error::ErrorBody;
 
@@ -236,6 +237,45 @@ impl ApiClient {
     /// `GET /v1/users/{user}/quotas/{client}/status`.
     pub async fn quota_status(&self, user: &str, client: &str) -> Result<QuotaView, CallError> {
         self.get(&format!("/v1/users/{}/quotas/{}/status", encode(user), encode(client))).await
+    }
+
+    /// `GET /v1/owner-caps[?user=…]`.
+    pub async fn list_owner_caps(&self, user: Option<&str>) -> Result<Vec<OwnerCapsView>, CallError> {
+        match user {
+            Some(u) => self.get(&format!("/v1/owner-caps?user={}", encode(u))).await,
+            None => self.get("/v1/owner-caps").await,
+        }
+    }
+
+    /// `PUT /v1/users/{user}/owner-caps/{client}`.
+    pub async fn set_owner_caps(
+        &self,
+        user: &str,
+        client: &str,
+        limits: &RateLimits,
+    ) -> Result<OwnerCapsView, CallError> {
+        let path = format!("/v1/users/{}/owner-caps/{}", encode(user), encode(client));
+        self.call(reqwest::Method::PUT, &path, Some(limits)).await?.ok_or_else(empty_body)
+    }
+
+    /// `GET /v1/users/{user}/owner-caps/{client}`.
+    pub async fn get_owner_caps(&self, user: &str, client: &str) -> Result<OwnerCapsView, CallError> {
+        self.get(&format!("/v1/users/{}/owner-caps/{}", encode(user), encode(client))).await
+    }
+
+    /// `DELETE /v1/users/{user}/owner-caps/{client}`.
+    pub async fn delete_owner_caps(&self, user: &str, client: &str) -> Result<(), CallError> {
+        let path = format!("/v1/users/{}/owner-caps/{}", encode(user), encode(client));
+        self.call::<serde_json::Value>(reqwest::Method::DELETE, &path, None::<&()>).await?;
+        Ok(())
+    }
+
+    /// `PATCH /v1/rules/{id}`: replaces the rule's own caps (empty `limits` lift them).
+    pub async fn set_rule_caps(&self, id: u64, limits: &RateLimits) -> Result<RuleDto, CallError> {
+        let body = RuleCapsRequest { rate_limit: *limits };
+        self.call(reqwest::Method::PATCH, &format!("/v1/rules/{id}"), Some(&body))
+            .await?
+            .ok_or_else(empty_body)
     }
 
     /// `PATCH /v1/clients/{client}`: renames a client (by name or id).

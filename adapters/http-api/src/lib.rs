@@ -80,6 +80,8 @@ impl AppState {
         (name = "users", description = "Accounts and API tokens"),
         (name = "grants", description = "Edge capacity handed to users"),
         (name = "quotas", description = "Monthly traffic quotas per user and client"),
+        (name = "rate-limits", description = "Owner envelopes: rate limits on all of one user's rules on one client \
+            (bandwidth in bytes per second); a rule's own caps are its `rate_limit` (`PATCH /v1/rules/{id}`)"),
         (name = "clients", description = "Edge clients and enrollment"), (name = "rules", description = "Forwarding rules"),
         (name = "settings", description = "Runtime settings"), (name = "audit", description = "The audit trail"),
         (name = "admin", description = "Backups of the store"),
@@ -123,6 +125,12 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::quotas::list_quotas))
         .routes(routes!(routes::quotas::set_quota, routes::quotas::patch_quota, routes::quotas::delete_quota))
         .routes(routes!(routes::quotas::quota_status))
+        .routes(routes!(routes::owner_caps::list_owner_caps))
+        .routes(routes!(
+            routes::owner_caps::set_owner_caps,
+            routes::owner_caps::get_owner_caps,
+            routes::owner_caps::delete_owner_caps
+        ))
         .routes(routes!(routes::traffic::traffic))
         .routes(routes!(routes::traffic::user_traffic))
         .routes(routes!(routes::traffic::client_traffic))
@@ -135,7 +143,7 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::clients::revoke_client))
         .routes(routes!(routes::clients::reenroll_client))
         .routes(routes!(routes::rules::push_rule, routes::rules::list_rules))
-        .routes(routes!(routes::rules::get_rule, routes::rules::remove_rule))
+        .routes(routes!(routes::rules::get_rule, routes::rules::set_rule_caps, routes::rules::remove_rule))
         .routes(routes!(routes::rules::rule_stats))
         .routes(routes!(routes::stream::rule_stats_stream))
         .routes(routes!(routes::admin::get_advertised_endpoint, routes::admin::set_advertised_endpoint))
@@ -150,6 +158,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc =
         OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi()).merge(v1_routes()).into_openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
+    dto::schema::refine_rate_limits(&mut doc);
     openapi_errors::add_standard_errors(&mut doc);
     openapi_flows::add_flows(&mut doc);
     doc

@@ -40,7 +40,13 @@ const RULE_VALIDATION: &[ErrorCode] = &[
     ProtocolMismatch,
     InvalidName,
     OutOfRange,
+    ZeroCap,
+    BurstWithoutRate,
+    BurstOutOfRange,
 ];
+
+/// Validation codes of rate limits (`RateLimits::validate`): a rule's caps or an envelope.
+const RATE_LIMIT_VALIDATION: &[ErrorCode] = &[ZeroCap, OutOfRange, BurstWithoutRate, BurstOutOfRange];
 
 /// What a traffic query answers: its window and bucket checks, and the user or client it names.
 const TRAFFIC_CODES: &[ErrorCode] = &[
@@ -77,6 +83,17 @@ pub(crate) const OPERATION_CODES: &[(&str, &str, &[&[ErrorCode]])] = &[
     ("PATCH", "/v1/users/{user}/quotas/{client}", &[&[EmptyQuotaPatch, QuotaBytesInvalid, QuotaNotFound]]),
     ("DELETE", "/v1/users/{user}/quotas/{client}", &[&[QuotaNotFound]]),
     ("GET", "/v1/users/{user}/quotas/{client}/status", &[&[QuotaNotFound]]),
+    ("GET", "/v1/owner-caps", &[&[]]),
+    (
+        "PUT",
+        "/v1/users/{user}/owner-caps/{client}",
+        &[
+            RATE_LIMIT_VALIDATION,
+            &[EmptyEnvelope, UserNotFound, ClientNotFound, ClientNotGranted, RateLimitUnsupportedByClient],
+        ],
+    ),
+    ("GET", "/v1/users/{user}/owner-caps/{client}", &[&[OwnerCapsNotFound]]),
+    ("DELETE", "/v1/users/{user}/owner-caps/{client}", &[&[OwnerCapsNotFound]]),
     ("GET", "/v1/traffic", &[TRAFFIC_CODES]),
     ("GET", "/v1/users/{user}/traffic", &[TRAFFIC_CODES]),
     ("GET", "/v1/clients/{client}/traffic", &[TRAFFIC_CODES]),
@@ -106,11 +123,20 @@ pub(crate) const OPERATION_CODES: &[(&str, &str, &[&[ErrorCode]])] = &[
                 PortRangeUnsupportedByClient,
                 DnsTargetUnsupportedByClient,
                 ProxyProtocolUnsupportedByClient,
+                RateLimitUnsupportedByClient,
             ],
         ],
     ),
     ("GET", "/v1/rules", &[&[ClientNotFound]]),
     ("GET", "/v1/rules/{id}", &[&[RuleNotFound]]),
+    (
+        "PATCH",
+        "/v1/rules/{id}",
+        &[
+            RATE_LIMIT_VALIDATION,
+            &[RuleNotFound, ClientNotFound, ClientNotConnected, ClientRevoked, RateLimitUnsupportedByClient],
+        ],
+    ),
     ("DELETE", "/v1/rules/{id}", &[&[RuleNotFound]]),
     ("GET", "/v1/rules/{id}/stats", &[&[RuleNotFound]]),
     ("GET", "/v1/rules/{id}/stats/stream", &[&[RuleNotFound]]),

@@ -67,6 +67,16 @@ pub(crate) fn body_examples() -> Vec<BodyExample> {
         ex("PUT", "/v1/settings/advertised-endpoint", json!({"endpoint": null})),
         ex("PUT", "/v1/users/{user}/quotas/{client}", json!({"monthly_bytes": 1_000_000_000_000_u64})),
         ex("PATCH", "/v1/users/{user}/quotas/{client}", json!({"clear_period_usage": true})),
+        ex(
+            "PATCH",
+            "/v1/rules/{id}",
+            json!({"rate_limit": {"bandwidth_in_bps": 10_000_000, "bandwidth_out_bps": 10_000_000, "concurrent_connections": 100}}),
+        ),
+        ex(
+            "PUT",
+            "/v1/users/{user}/owner-caps/{client}",
+            json!({"bandwidth_in_bps": 50_000_000, "new_connections_per_sec": 200, "concurrent_connections": 500}),
+        ),
     ]
 }
 
@@ -113,6 +123,8 @@ pub(crate) fn links() -> Vec<FlowLink> {
     const QUOTA_PAIR: &[(&str, &str)] = GRANT_PAIR;
     const FIRST_QUOTA_PAIR: &[(&str, &str)] =
         &[("user", "$response.body#/0/user"), ("client", "$response.body#/0/client")];
+    const ENVELOPE_PAIR: &[(&str, &str)] = GRANT_PAIR;
+    const FIRST_ENVELOPE_PAIR: &[(&str, &str)] = FIRST_QUOTA_PAIR;
     vec![
         link("POST", "/v1/users", "201", "GetUser", "get_user", USER_ID),
         link("POST", "/v1/users", "201", "ListTokens", "list_tokens", USER_ID),
@@ -155,6 +167,14 @@ pub(crate) fn links() -> Vec<FlowLink> {
         link("GET", "/v1/rules", "200", "GetFirstRule", "get_rule", FIRST_RULE),
         link("GET", "/v1/rules", "200", "FirstRuleStats", "rule_stats", FIRST_RULE),
         link("GET", "/v1/rules", "200", "RemoveFirstRule", "remove_rule", FIRST_RULE),
+        FlowLink {
+            request_body: Some(json!({"rate_limit": {"concurrent_connections": 100}})),
+            ..link("POST", "/v1/rules", "201", "SetRuleCaps", "set_rule_caps", RULE_ID)
+        },
+        FlowLink {
+            request_body: Some(json!({"rate_limit": {}})),
+            ..link("GET", "/v1/rules", "200", "LiftFirstRuleCaps", "set_rule_caps", FIRST_RULE)
+        },
         // A grant naming a client is what a quota needs; from the quota, its other operations.
         FlowLink {
             request_body: Some(json!({"monthly_bytes": 1_000_000_000_000_u64})),
@@ -168,6 +188,36 @@ pub(crate) fn links() -> Vec<FlowLink> {
         link("PUT", "/v1/users/{user}/quotas/{client}", "200", "DeleteQuota", "delete_quota", QUOTA_PAIR),
         link("GET", "/v1/quotas", "200", "FirstQuotaStatus", "quota_status", FIRST_QUOTA_PAIR),
         link("GET", "/v1/quotas", "200", "DeleteFirstQuota", "delete_quota", FIRST_QUOTA_PAIR),
+        // The same for owner envelopes.
+        FlowLink {
+            request_body: Some(json!({"concurrent_connections": 200})),
+            ..link("POST", "/v1/grants", "201", "SetOwnerCaps", "set_owner_caps", GRANT_PAIR)
+        },
+        link(
+            "PUT",
+            "/v1/users/{user}/owner-caps/{client}",
+            "200",
+            "GetOwnerCaps",
+            "get_owner_caps",
+            ENVELOPE_PAIR,
+        ),
+        link(
+            "PUT",
+            "/v1/users/{user}/owner-caps/{client}",
+            "200",
+            "DeleteOwnerCaps",
+            "delete_owner_caps",
+            ENVELOPE_PAIR,
+        ),
+        link("GET", "/v1/owner-caps", "200", "FirstOwnerCaps", "get_owner_caps", FIRST_ENVELOPE_PAIR),
+        link(
+            "GET",
+            "/v1/owner-caps",
+            "200",
+            "DeleteFirstOwnerCaps",
+            "delete_owner_caps",
+            FIRST_ENVELOPE_PAIR,
+        ),
     ]
 }
 
@@ -273,6 +323,12 @@ mod tests {
                 ("PATCH", "/v1/users/{user}/quotas/{client}") => {
                     serde_json::from_value::<portunus_core::quota::QuotaPatch>(ours.value.clone())
                         .is_ok_and(|patch| patch.validate().is_ok())
+                }
+                ("PATCH", "/v1/rules/{id}") => serde_json::from_value::<RuleCapsRequest>(ours.value.clone())
+                    .is_ok_and(|body| !body.rate_limit.is_empty() && body.rate_limit.validate().is_ok()),
+                ("PUT", "/v1/users/{user}/owner-caps/{client}") => {
+                    serde_json::from_value::<portunus_core::ratelimit::OwnerEnvelope>(ours.value.clone())
+                        .is_ok_and(|envelope| envelope.validate().is_ok())
                 }
                 other => panic!("{other:?}: add its body type to this test"),
             };

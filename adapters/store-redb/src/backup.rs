@@ -19,8 +19,8 @@ use redb::{
 
 use crate::error::store_err;
 use crate::schema::{
-    API_TOKENS, AUDIT, CLIENT_NAMES, CLIENT_RULES, CLIENTS, ENROLLMENTS, GRANTS, META, QUOTAS, RULES,
-    SESSIONS, SETTINGS, THROTTLES, TOTALS, TRAFFIC_1H, TRAFFIC_1M, USERS,
+    API_TOKENS, AUDIT, CLIENT_NAMES, CLIENT_RULES, CLIENTS, ENROLLMENTS, GRANTS, META, OWNER_CAPS, QUOTAS,
+    RULES, SESSIONS, SETTINGS, THROTTLES, TOTALS, TRAFFIC_1H, TRAFFIC_1M, USERS,
 };
 use crate::store::RedbStore;
 
@@ -82,6 +82,7 @@ fn copy_tables(from: &ReadTransaction, to: &WriteTransaction) -> Result<usize, S
         copy_table(from, to, SETTINGS)?,
         copy_table(from, to, AUDIT)?,
         copy_table(from, to, QUOTAS)?,
+        copy_table(from, to, OWNER_CAPS)?,
         copy_table(from, to, TRAFFIC_1M)?,
         copy_table(from, to, TRAFFIC_1H)?,
         copy_multimap(from, to, CLIENT_RULES)?,

@@ -10,7 +10,7 @@ use redb::{MultimapTableDefinition, ReadableTable, TableDefinition, TableHandle,
 use crate::error::store_err;
 
 /// The schema version this binary writes and reads.
-pub const SCHEMA_VERSION: u64 = 4;
+pub const SCHEMA_VERSION: u64 = 5;
 
 /// Store-wide counters: [`SCHEMA_VERSION_KEY`] and [`NEXT_RULE_ID_KEY`].
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -44,6 +44,9 @@ pub(crate) const SETTINGS: TableDefinition<&str, &[u8]> = TableDefinition::new("
 pub(crate) const AUDIT: TableDefinition<u64, &[u8]> = TableDefinition::new("audit");
 /// Traffic quotas, keyed `"<user> <client>"` (see `quotas`).
 pub(crate) const QUOTAS: TableDefinition<&str, &[u8]> = TableDefinition::new("quotas");
+/// Owner envelopes (rate limits of a user's rules on a client), keyed `"<user> <client>"`
+/// like quotas. (Version 5.)
+pub(crate) const OWNER_CAPS: TableDefinition<&str, &[u8]> = TableDefinition::new("owner_caps");
 /// One-minute traffic samples, keyed by (start in ms, `"<user> <client> <rule>"`).
 pub(crate) const TRAFFIC_1M: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("traffic_1m");
 /// One-hour traffic samples, keyed like `traffic_1m`.
@@ -62,7 +65,7 @@ type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[i]` moves a file from version `i + 1` to `i + 2`. To change the layout, append a
 /// step here and bump [`SCHEMA_VERSION`]; released steps are never edited.
-const MIGRATIONS: &[Migration] = &[v1_to_v2, v2_to_v3, v3_to_v4];
+const MIGRATIONS: &[Migration] = &[v1_to_v2, v2_to_v3, v3_to_v4, v4_to_v5];
 
 /// Version 2 adds users, grants, credentials, throttles, settings and the audit trail. A
 /// version 1 file has none of them; they start empty, so onboarding is open on an upgraded
@@ -97,6 +100,12 @@ fn v3_to_v4(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(QUOTAS).map_err(store_err)?;
     tx.open_table(TRAFFIC_1M).map_err(store_err)?;
     tx.open_table(TRAFFIC_1H).map_err(store_err)?;
+    Ok(())
+}
+
+/// Version 5 adds owner envelopes; a file without them starts with none.
+fn v4_to_v5(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.open_table(OWNER_CAPS).map_err(store_err)?;
     Ok(())
 }
 

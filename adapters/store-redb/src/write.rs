@@ -14,8 +14,8 @@ use redb::{MultimapTable, ReadableTable, Table, TableHandle, WriteTransaction};
 use crate::error::{decode, encode, store_err};
 use crate::schema::{
     API_TOKENS, AUDIT, CLIENT_NAMES, CLIENT_RULES, CLIENTS, ENROLLMENTS, GRANTS, META, NEXT_RULE_ID_KEY,
-    QUOTAS, RULES, RUNTIME_SETTINGS_KEY, SESSIONS, SETTINGS, THROTTLES, TOTALS, TRAFFIC_1H, TRAFFIC_1M,
-    USERS,
+    OWNER_CAPS, QUOTAS, RULES, RUNTIME_SETTINGS_KEY, SESSIONS, SETTINGS, THROTTLES, TOTALS, TRAFFIC_1H,
+    TRAFFIC_1M, USERS,
 };
 use crate::source::View;
 use crate::store::RedbStore;
@@ -105,6 +105,7 @@ struct Batch<'txn> {
     settings: Table<'txn, &'static str, &'static [u8]>,
     audit: Table<'txn, u64, &'static [u8]>,
     quotas: Table<'txn, &'static str, &'static [u8]>,
+    owner_caps: Table<'txn, &'static str, &'static [u8]>,
     traffic_1m: Table<'txn, (u64, &'static str), &'static [u8]>,
     traffic_1h: Table<'txn, (u64, &'static str), &'static [u8]>,
 }
@@ -126,6 +127,7 @@ impl<'txn> Batch<'txn> {
             settings: tx.open_table(SETTINGS).map_err(store_err)?,
             audit: tx.open_table(AUDIT).map_err(store_err)?,
             quotas: tx.open_table(QUOTAS).map_err(store_err)?,
+            owner_caps: tx.open_table(OWNER_CAPS).map_err(store_err)?,
             traffic_1m: tx.open_table(TRAFFIC_1M).map_err(store_err)?,
             traffic_1h: tx.open_table(TRAFFIC_1H).map_err(store_err)?,
         })
@@ -197,6 +199,13 @@ impl<'txn> Batch<'txn> {
             }
             Write::DeleteQuota(user, client) => {
                 delete(&mut self.quotas, &crate::quotas::quota_key(&user, &client))
+            }
+            Write::PutOwnerCaps(envelope) => {
+                let key = crate::quotas::quota_key(&envelope.user, &envelope.client);
+                put(&mut self.owner_caps, &key, &envelope)
+            }
+            Write::DeleteOwnerCaps(user, client) => {
+                delete(&mut self.owner_caps, &crate::quotas::quota_key(&user, &client))
             }
             Write::PutTrafficSample(sample) => {
                 let key = crate::history::sample_key(&sample);

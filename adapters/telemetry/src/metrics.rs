@@ -67,6 +67,21 @@ const RULE_COUNTERS: &[(&str, &str, Field)] = &[
         "Accepts, target connects or UDP flow sockets refused for want of file descriptors.",
         |c| c.fd_exhausted,
     ),
+    (
+        "portunus_rule_rate_limit_rejected_total",
+        "Connections (or new UDP flows) refused by a connection cap of the rule or its owner.",
+        |c| c.rate_limit_rejected,
+    ),
+    (
+        "portunus_rule_rate_limit_throttled_total",
+        "Times a TCP direction waited for a bandwidth cap of the rule or its owner.",
+        |c| c.rate_limit_throttled,
+    ),
+    (
+        "portunus_rule_rate_limit_dropped_total",
+        "UDP datagrams dropped by a bandwidth cap of the rule or its owner.",
+        |c| c.rate_limit_dropped,
+    ),
 ];
 
 /// Bucket upper bounds (seconds) of the latency histograms: 100 µs to 5 s.

@@ -88,6 +88,7 @@ const CAPABILITIES: &[Capability] = &[
     Capability::DnsTarget,
     Capability::ProxyProtocol,
     Capability::Sni,
+    Capability::RateLimit,
 ];
 
 fn main() {
@@ -112,6 +113,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         git_revision: portunus_telemetry::GIT_REVISION.to_owned(),
         capabilities: announced_capabilities(),
+        counters_journal: None,
     };
     if let Some(Command::Enroll { uri }) = cli.command {
         let uri = EnrollUri::parse(&uri)?;
@@ -135,6 +137,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         None => bundle::path_to_read(&bundle::default_paths_here())?,
     };
     let bundle = bundle::read(&bundle_path)?;
+    let info = ClientInfo { counters_journal: Some(journal_path(&bundle_path)), ..info };
     match portunus_dataplane::raise_nofile_limit() {
         Ok((before, after)) => tracing::debug!(event = "startup.nofile_limit", before, after),
         Err(err) => tracing::warn!(event = "startup.nofile_limit_failed", error = %err),
@@ -159,6 +162,13 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 /// The capabilities to announce: all this build has, or — for tests of the server's gates,
 /// marked "testing only" in `--help` — the subset named in `PORTUNUS_CLIENT_CAPABILITIES`.
+/// The journal of unreported traffic lives beside the bundle.
+fn journal_path(bundle: &std::path::Path) -> PathBuf {
+    let mut path = bundle.as_os_str().to_owned();
+    path.push(".unreported");
+    PathBuf::from(path)
+}
+
 fn announced_capabilities() -> Vec<Capability> {
     match std::env::var("PORTUNUS_CLIENT_CAPABILITIES") {
         Ok(list) => {

@@ -110,6 +110,19 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+    /// Replace a rule's own caps on the running client, in place (its listener and live
+    /// connections stay); without any cap flag, lift them. The rule's owner or a superadmin;
+    /// the client must be connected. Bandwidth counts bytes (not bits) per second.
+    SetRuleCaps {
+        /// Rule id.
+        rule_id: u64,
+        /// The new caps (every cap not given is lifted).
+        #[command(flatten)]
+        limits: RateLimitArgs,
+        /// Output format of the rule's caps after the change.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Remove a rule.
     RemoveRule {
         /// Rule id.
@@ -213,6 +226,12 @@ pub enum Command {
     Quota {
         #[command(subcommand)]
         action: QuotaCommand,
+    },
+    /// Owner envelopes: rate limits on all of a user's rules on one client together, binding
+    /// before each rule's own caps: set, read, list, remove.
+    OwnerCap {
+        #[command(subcommand)]
+        action: OwnerCapCommand,
     },
     /// Query the audit trail, oldest first (superadmins).
     Audit(AuditArgs),
@@ -357,6 +376,53 @@ pub enum QuotaCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
+    },
+}
+
+/// `owner-cap …`.
+#[derive(Debug, Subcommand)]
+pub enum OwnerCapCommand {
+    /// Create or replace the envelope of a user on a client (superadmins; a grant must give
+    /// the user the client, and a connected client must support rate limits). At least one
+    /// cap flag; bandwidth counts bytes (not bits) per second. Replacing keeps the live
+    /// buckets' levels.
+    Set {
+        /// User id.
+        user: String,
+        /// Client name or id.
+        client: String,
+        /// The caps (every cap not given is lifted).
+        #[command(flatten)]
+        limits: RateLimitArgs,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// One envelope, every burst written out (a user may read their own).
+    Get {
+        /// User id.
+        user: String,
+        /// Client name or id.
+        client: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// List envelopes (all for superadmins, one's own for users).
+    List {
+        /// Only envelopes of this user.
+        #[arg(long)]
+        user: Option<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+    /// Remove an envelope: the user's rules keep only their own caps.
+    Delete {
+        /// User id.
+        user: String,
+        /// Client name or id.
+        client: String,
     },
 }
 
@@ -546,9 +612,54 @@ pub struct PushRuleArgs {
     /// pattern on the port matches (at most one per port).
     #[arg(long)]
     pub sni_fallback: bool,
+    /// Caps on the rule's traffic.
+    #[command(flatten)]
+    pub limits: RateLimitArgs,
     /// How long to wait for the client's outcome: 2s, 500ms, or seconds.
     #[arg(long, default_value = "2s", value_parser = parse_duration_ms)]
     pub ack_timeout: u64,
+}
+
+/// Rate limits as flags (a rule's caps, or an owner envelope). Bandwidth counts **bytes** per
+/// second: the `bps` of `--bandwidth-in-bps` is bytes, not bits.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RateLimitArgs {
+    /// Bytes (not bits) per second from connecting peers towards the targets.
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    pub bandwidth_in_bps: Option<u64>,
+    /// Bucket size of --bandwidth-in-bps, in bytes [default: one second's worth, at least 64 KiB].
+    #[arg(long, value_name = "BYTES")]
+    pub bandwidth_in_burst: Option<u64>,
+    /// Bytes (not bits) per second from the targets back to the peers.
+    #[arg(long, value_name = "BYTES_PER_SEC")]
+    pub bandwidth_out_bps: Option<u64>,
+    /// Bucket size of --bandwidth-out-bps, in bytes [default: one second's worth, at least 64 KiB].
+    #[arg(long, value_name = "BYTES")]
+    pub bandwidth_out_burst: Option<u64>,
+    /// New TCP connections (or new UDP flows) admitted per second.
+    #[arg(long, value_name = "N")]
+    pub new_connections_per_sec: Option<u32>,
+    /// Bucket size of --new-connections-per-sec [default: one second's worth].
+    #[arg(long, value_name = "N")]
+    pub new_connections_burst: Option<u32>,
+    /// TCP connections (or UDP flows) open at once.
+    #[arg(long, value_name = "N")]
+    pub concurrent_connections: Option<u32>,
+}
+
+impl RateLimitArgs {
+    /// The flags as the API's `rate_limit` object (validated by the server).
+    pub fn to_limits(&self) -> portunus_core::ratelimit::RateLimits {
+        portunus_core::ratelimit::RateLimits {
+            bandwidth_in_bps: self.bandwidth_in_bps,
+            bandwidth_in_burst_bytes: self.bandwidth_in_burst,
+            bandwidth_out_bps: self.bandwidth_out_bps,
+            bandwidth_out_burst_bytes: self.bandwidth_out_burst,
+            new_connections_per_sec: self.new_connections_per_sec,
+            new_connections_burst: self.new_connections_burst,
+            concurrent_connections: self.concurrent_connections,
+        }
+    }
 }
 
 /// Parses `2s`, `500ms`, `1.5` (seconds) into milliseconds.
@@ -597,8 +708,63 @@ mod tests {
             &["portunus-server", "push-rule", "c", "80", "h:1", "--protocol", "sctp"],
             &["portunus-server", "--log-format", "xml", "list-clients"],
             &["portunus-server", "audit", "--outcome", "maybe"],
+            &["portunus-server", "set-rule-caps", "7", "--bandwidth-in-bps", "10M"],
+            &["portunus-server", "owner-cap", "set", "alice", "edge-01", "--concurrent-connections", "-1"],
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?}");
         }
+    }
+
+    #[test]
+    fn the_cap_commands_read_the_rate_limit_flags() {
+        let cli = Cli::try_parse_from([
+            "portunus-server",
+            "owner-cap",
+            "set",
+            "alice",
+            "edge-01",
+            "--bandwidth-in-bps",
+            "1000000",
+            "--bandwidth-in-burst",
+            "2000000",
+            "--concurrent-connections",
+            "50",
+        ])
+        .expect("parses");
+        let Command::OwnerCap { action: OwnerCapCommand::Set { user, client, limits, .. } } = cli.command
+        else {
+            panic!("owner-cap set: {:?}", cli.command);
+        };
+        assert_eq!((user.as_str(), client.as_str()), ("alice", "edge-01"));
+        let limits = limits.to_limits();
+        assert_eq!(
+            (limits.bandwidth_in_bps, limits.bandwidth_in_burst_bytes, limits.concurrent_connections),
+            (Some(1_000_000), Some(2_000_000), Some(50))
+        );
+        assert_eq!(limits.bandwidth_out_bps, None);
+        let cli =
+            Cli::try_parse_from(["portunus-server", "set-rule-caps", "7"]).expect("no flag lifts the caps");
+        let Command::SetRuleCaps { rule_id: 7, limits, .. } = cli.command else {
+            panic!("set-rule-caps: {:?}", cli.command);
+        };
+        assert!(limits.to_limits().is_empty());
+    }
+
+    #[test]
+    fn bandwidth_flags_say_bytes_not_bits() {
+        let mut command = Cli::command();
+        let help = command
+            .find_subcommand_mut("owner-cap")
+            .and_then(|c| c.find_subcommand_mut("set"))
+            .expect("owner-cap set")
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("Bytes (not bits) per second"), "{help}");
+        let help = command
+            .find_subcommand_mut("set-rule-caps")
+            .expect("set-rule-caps")
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("--bandwidth-out-bps <BYTES_PER_SEC>"), "{help}");
     }
 }

@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use portunus_core::error::{ErrorCode, Failure};
 use portunus_core::quota::{QuotaPatch, QuotaSpec};
+use portunus_core::ratelimit::RateLimits;
 use portunus_core::rule::{ListenSpec, Protocol, RuleSpec};
-use portunus_core::service::QuotaView;
+use portunus_core::service::{OwnerCapsView, QuotaView};
 use portunus_http::client::{ApiClient, CallError};
 use portunus_http::dto::{
     AuditParams, AuditRecordDto, ClientDto, CountersDto, EndpointSettingsDto, GrantDto, NewGrantRequest,
@@ -19,8 +20,8 @@ use portunus_http::dto::{
 use serde::Serialize;
 
 use crate::cli::{
-    AuditArgs, Command, Format, OutcomeArg, ProtocolArg, PushRuleArgs, QuotaCommand, RoleArg, SettingKey,
-    SettingsCommand,
+    AuditArgs, Command, Format, OutcomeArg, OwnerCapCommand, ProtocolArg, PushRuleArgs, QuotaCommand,
+    RoleArg, SettingKey, SettingsCommand,
 };
 use crate::datadir;
 
@@ -147,8 +148,48 @@ pub async fn run(dir: &Path, server: Option<&str>, command: Command) -> Result<(
                         Protocol::Tcp => (&TCP_COUNTER_HEADERS, tcp_counters_row),
                         Protocol::Udp => (&UDP_COUNTER_HEADERS, udp_counters_row),
                     };
-                    print_table(headers, scoped.into_iter().map(|(scope, c)| row(scope, c)).collect());
+                    // The rate-limit columns appear only once a cap has acted, so uncapped
+                    // rules keep their shape.
+                    let limited = scoped.iter().any(|(_, c)| {
+                        c.rate_limit_rejected + c.rate_limit_throttled + c.rate_limit_dropped > 0
+                    });
+                    let mut headers = headers.to_vec();
+                    if limited {
+                        headers.extend(RATE_LIMIT_COUNTER_HEADERS);
+                    }
+                    let rows = scoped
+                        .into_iter()
+                        .map(|(scope, c)| {
+                            let mut cells = row(scope, c);
+                            if limited {
+                                cells.extend(
+                                    [c.rate_limit_rejected, c.rate_limit_throttled, c.rate_limit_dropped]
+                                        .map(|n| n.to_string()),
+                                );
+                            }
+                            cells
+                        })
+                        .collect();
+                    print_table(&headers, rows);
                 }
+            }
+        }
+        Command::SetRuleCaps { rule_id, limits, format } => {
+            let rule = api.set_rule_caps(rule_id, &limits.to_limits()).await.map_err(plain)?;
+            match format {
+                Format::Json => print_json(&rule),
+                Format::Table => {
+                    let caps = rule.spec.rate_limit.unwrap_or_default();
+                    let mut headers = vec!["RULE"];
+                    headers.extend(CAPS_HEADERS);
+                    let mut row = vec![rule.id.to_string()];
+                    row.extend(caps_cells(&caps));
+                    print_table(&headers, vec![row]);
+                }
+            }
+            match rule.spec.rate_limit {
+                Some(_) => eprintln!("caps of rule {rule_id} set"),
+                None => eprintln!("caps of rule {rule_id} lifted"),
             }
         }
         Command::RemoveRule { rule_id } => {
@@ -260,6 +301,7 @@ pub async fn run(dir: &Path, server: Option<&str>, command: Command) -> Result<(
         }
         Command::Settings { action } => settings(&api, action).await?,
         Command::Quota { action } => quota(&api, action).await?,
+        Command::OwnerCap { action } => owner_cap(&api, action).await?,
     }
     Ok(())
 }
@@ -317,7 +359,7 @@ fn audit_row(record: &AuditRecordDto) -> Vec<String> {
     ]
 }
 
-/// `settings get|set|unset`.
+/// `quota set|cap|credit|delete|status|list`.
 async fn quota(api: &ApiClient, action: QuotaCommand) -> Result<(), Failure> {
     let show = |views: Vec<QuotaView>, format: Format| match format {
         Format::Json => print_json(&views),
@@ -370,6 +412,63 @@ async fn quota(api: &ApiClient, action: QuotaCommand) -> Result<(), Failure> {
     Ok(())
 }
 
+/// `owner-cap set|get|list|delete`.
+async fn owner_cap(api: &ApiClient, action: OwnerCapCommand) -> Result<(), Failure> {
+    let show = |views: Vec<OwnerCapsView>, format: Format| match format {
+        Format::Json => print_json(&views),
+        Format::Table => {
+            let mut headers = vec!["USER", "CLIENT"];
+            headers.extend(CAPS_HEADERS);
+            headers.push("UPDATED");
+            let rows = views
+                .iter()
+                .map(|view| {
+                    let mut row = vec![view.user.clone(), view.client.clone()];
+                    row.extend(caps_cells(&view.caps));
+                    row.push(view.updated_at.clone());
+                    row
+                })
+                .collect();
+            print_table(&headers, rows);
+        }
+    };
+    match action {
+        OwnerCapCommand::Set { user, client, limits, format } => {
+            show(vec![api.set_owner_caps(&user, &client, &limits.to_limits()).await.map_err(plain)?], format);
+        }
+        OwnerCapCommand::Get { user, client, format } => {
+            show(vec![api.get_owner_caps(&user, &client).await.map_err(plain)?], format);
+        }
+        OwnerCapCommand::List { user, format } => {
+            show(api.list_owner_caps(user.as_deref()).await.map_err(plain)?, format);
+        }
+        OwnerCapCommand::Delete { user, client } => {
+            api.delete_owner_caps(&user, &client).await.map_err(plain)?;
+            eprintln!("owner envelope of {user} on {client} removed");
+        }
+    }
+    Ok(())
+}
+
+/// The columns of a set of caps: bandwidth in bytes per second and its burst in bytes, each
+/// direction; new connections per second and their burst; connections open at once.
+const CAPS_HEADERS: [&str; 7] =
+    ["IN_BYTES/S", "IN_BURST", "OUT_BYTES/S", "OUT_BURST", "CONNS/S", "CONNS_BURST", "MAX_CONNS"];
+
+/// The cells of `caps` under [`CAPS_HEADERS`]; `-` where nothing is capped.
+fn caps_cells(caps: &RateLimits) -> Vec<String> {
+    let cell = |value: Option<u64>| value.map_or_else(|| "-".to_owned(), |v| v.to_string());
+    vec![
+        cell(caps.bandwidth_in_bps),
+        cell(caps.bandwidth_in_burst_bytes),
+        cell(caps.bandwidth_out_bps),
+        cell(caps.bandwidth_out_burst_bytes),
+        cell(caps.new_connections_per_sec.map(u64::from)),
+        cell(caps.new_connections_burst.map(u64::from)),
+        cell(caps.concurrent_connections.map(u64::from)),
+    ]
+}
+
 /// Bytes with an optional binary suffix: `500G`, `1T`, `1048576`.
 fn parse_bytes(text: &str) -> Result<u64, Failure> {
     let bad = || {
@@ -390,6 +489,7 @@ fn parse_bytes(text: &str) -> Result<u64, Failure> {
     number.checked_mul(1u64 << shift).ok_or_else(bad)
 }
 
+/// `settings get|set|unset`.
 async fn settings(api: &ApiClient, action: SettingsCommand) -> Result<(), Failure> {
     match action {
         SettingsCommand::Get { key, format } => {
@@ -544,6 +644,7 @@ async fn push_rule(api: &ApiClient, args: PushRuleArgs) -> Result<(), Failure> {
         health_check_interval_secs: args.health_check_interval_secs,
         sni_pattern: args.sni_pattern,
         sni_fallback: args.sni_fallback,
+        rate_limit: Some(args.limits.to_limits()).filter(|limits| !limits.is_empty()),
     };
     let request = PushRuleRequest { client: args.client, rule: spec, ack_timeout_ms: Some(args.ack_timeout) };
     match api.push_rule(&request).await {
@@ -626,6 +727,9 @@ fn tcp_counters_row(scope: String, c: &CountersDto) -> Vec<String> {
         c.connect_failures.to_string(),
     ]
 }
+
+/// Refusals by a connection cap, waits for a bandwidth cap (TCP), datagrams dropped by one (UDP).
+const RATE_LIMIT_COUNTER_HEADERS: [&str; 3] = ["CAP_REJECTED", "CAP_THROTTLED", "CAP_DROPPED"];
 
 const UDP_COUNTER_HEADERS: [&str; 8] = [
     "SCOPE",

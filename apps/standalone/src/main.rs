@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{CommandFactory, Parser, Subcommand};
 use portunus_cli_support::{finish, print_completions, write_man_pages};
 use portunus_core::error::{ErrorCode, Failure};
+use portunus_core::ratelimit::{LimitPath, SharedScope};
 use portunus_core::standalone::StandaloneConfig;
 use portunus_dataplane::RuleRuntime;
 use portunus_dataplane::{DataPlane, DataPlaneOptions};
@@ -119,6 +120,12 @@ async fn run(config: StandaloneConfig, drain: Duration) -> Result<(), Failure> {
     plane.apply_settings(config.settings);
     for (id, name, def) in config.rules {
         let listen = def.listen;
+        // A capped rule's scope is in place before its first connection: the same
+        // enforcement path as a client's (`[rule.rate_limit]` takes the API's fields).
+        if !def.rate_limit.is_unlimited() {
+            let scope = SharedScope::new(def.rate_limit, portunus_dataplane::limits::now());
+            plane.set_limits(id, LimitPath::new(None, Some(std::sync::Arc::new(scope))));
+        }
         if let Err(failure) = plane.bind(id, def).await {
             tracing::error!(event = "rule.bind_failed", rule = %id, name = %name, code = %failure.code,
                 message = %failure.message);

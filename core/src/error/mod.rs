@@ -141,6 +141,9 @@ error_codes! {
     ProxyProtocolUnsupportedByClient => "proxy_protocol_unsupported_by_client", exit 3, http 422;
     /// The client did not announce support for SNI routing.
     SniUnsupportedByClient => "sni_unsupported_by_client", exit 3, http 422;
+    /// A rule with rate limits (or an owner envelope) for a client that did not announce
+    /// rate-limit support.
+    RateLimitUnsupportedByClient => "rate_limit_unsupported_by_client", exit 3, http 422;
 
     /// The client has no live control stream.
     ClientNotConnected => "client_not_connected", exit 4, http 409;
@@ -218,6 +221,8 @@ error_codes! {
     TokenNotFound => "token_not_found", exit 8, http 404;
     /// No quota for this user and client.
     QuotaNotFound => "quota_not_found", exit 8, http 404;
+    /// No owner envelope for that (user, client) pair.
+    OwnerCapsNotFound => "owner_caps_not_found", exit 8, http 404;
 
     /// Another process holds the store.
     StoreInUse => "store_in_use", exit 75, http 503;

@@ -23,6 +23,7 @@
 
 mod bucket;
 mod gauge;
+mod owner;
 mod scope;
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,7 @@ use crate::error::{ErrorCode, Failure};
 
 pub use bucket::{Take, TokenBucket, take_all, try_take_all};
 pub use gauge::ConcurrencyGauge;
+pub use owner::{OwnerCaps, OwnerCapsUpdate};
 pub use scope::{LimitPath, Permit, Refusal, RefusedCap, Scope, ScopeLimiter, SharedScope};
 
 /// Highest bandwidth cap, in bytes per second (1 TB/s). The arithmetic stays exact well past
@@ -127,24 +129,31 @@ impl Rate {
 pub struct RateLimits {
     /// Bytes (not bits) per second from the peer towards the target, over all connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub bandwidth_in_bps: Option<u64>,
     /// Bucket size of `bandwidth_in_bps`, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub bandwidth_in_burst_bytes: Option<u64>,
     /// Bytes (not bits) per second from the target back to the peer, over all connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub bandwidth_out_bps: Option<u64>,
     /// Bucket size of `bandwidth_out_bps`, in bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub bandwidth_out_burst_bytes: Option<u64>,
     /// New TCP connections (or new UDP flows) admitted per second.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub new_connections_per_sec: Option<u32>,
     /// Bucket size of `new_connections_per_sec`, in connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub new_connections_burst: Option<u32>,
     /// TCP connections (or UDP flows) open at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub concurrent_connections: Option<u32>,
 }
 

@@ -279,6 +279,11 @@ pub struct RuleSpec {
     /// name no host or one no pattern matches. At most one per port; excludes `sni_pattern`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sni_fallback: bool,
+    /// Caps on bandwidth (bytes per second, each direction), new connections (or UDP flows)
+    /// per second and open connections; an owner's envelope on the client binds first.
+    /// Absent or empty: no caps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::ratelimit::RateLimits>,
 }
 
 /// A rule's place on a shared SNI listener.
@@ -330,6 +335,10 @@ pub struct RuleDef {
     /// Set for a rule that shares an SNI listener (TCP, one port): what it routes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sni: Option<SniRoute>,
+    /// The rule's own caps (unlimited by default). Changing only these is a hot update on
+    /// the client: listeners and connections stay.
+    #[serde(default, skip_serializing_if = "crate::ratelimit::Caps::is_unlimited")]
+    pub rate_limit: crate::ratelimit::Caps,
 }
 
 impl RuleDef {
@@ -354,6 +363,9 @@ impl RuleDef {
         if self.sni.is_some() {
             caps.push(Capability::Sni);
         }
+        if !self.rate_limit.is_unlimited() {
+            caps.push(Capability::RateLimit);
+        }
         caps
     }
 
@@ -376,7 +388,15 @@ impl RuleDef {
             health_check_interval_secs: self.health_check_interval_secs,
             sni_pattern: self.sni.as_ref().and_then(SniRoute::pattern).map(SniPattern::to_string),
             sni_fallback: self.sni == Some(SniRoute::Fallback),
+            rate_limit: (!self.rate_limit.is_unlimited()).then(|| self.rate_limit.to_limits()),
         }
+    }
+
+    /// True when `other` differs from this definition in its caps alone: the client applies
+    /// it in place (a hot update) instead of binding again.
+    pub fn differs_only_in_caps(&self, other: &RuleDef) -> bool {
+        self.rate_limit != other.rate_limit
+            && RuleDef { rate_limit: other.rate_limit, ..self.clone() } == *other
     }
 
     /// Targets in preference order: by priority, then by the order given.
@@ -418,7 +438,7 @@ impl RuleDef {
     ///         name: None, protocol: Default::default(), listen_port: ListenSpec::Port(443),
     ///         listen_addr: None, target: Some("127.0.0.1:8443".into()), targets: vec![],
     ///         prefer_ipv6: false, health_check_interval_secs: None,
-    ///         sni_pattern: sni.map(Into::into), sni_fallback: fallback,
+    ///         sni_pattern: sni.map(Into::into), sni_fallback: fallback, rate_limit: None,
     ///     };
     ///     spec.validate(RuleLimits::default()).unwrap()
     /// };

@@ -17,6 +17,7 @@ fn spec(listen: &str, targets: &[&str]) -> RuleSpec {
         health_check_interval_secs: None,
         sni_pattern: None,
         sni_fallback: false,
+        rate_limit: None,
     }
 }
 

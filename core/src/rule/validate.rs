@@ -41,6 +41,7 @@ impl RuleSpec {
     ///     health_check_interval_secs: None,
     ///     sni_pattern: None,
     ///     sni_fallback: false,
+    ///     rate_limit: None,
     /// };
     /// let limits = RuleLimits { max_range_ports: 4 };
     /// let def = spec("8080", "127.0.0.1:80").validate(limits)?;
@@ -126,6 +127,10 @@ impl RuleSpec {
             crate::ids::check_label("rule name", name)?;
         }
         let sni = self.sni_route(listen)?;
+        let rate_limit = match &self.rate_limit {
+            Some(limits) => limits.validate()?,
+            None => crate::ratelimit::Caps::default(),
+        };
         Ok(RuleDef {
             name: self.name.clone(),
             protocol: self.protocol,
@@ -135,6 +140,7 @@ impl RuleSpec {
             prefer_ipv6: self.prefer_ipv6,
             health_check_interval_secs: self.health_check_interval_secs,
             sni,
+            rate_limit,
         })
     }
 

@@ -507,7 +507,13 @@ impl AccountService {
     /// Deletes an account with its grants, API tokens, sessions and rules (the clients stop
     /// the rules). The last superadmin cannot be deleted.
     pub fn delete_user<
-        S: UserStore + RuleStore + GrantStore + CredentialStore + crate::ports::QuotaStore + ?Sized,
+        S: UserStore
+            + RuleStore
+            + GrantStore
+            + CredentialStore
+            + crate::ports::QuotaStore
+            + crate::ports::OwnerCapsStore
+            + ?Sized,
     >(
         &self,
         cx: &mut Cx<'_, S>,
@@ -542,6 +548,14 @@ impl AccountService {
                     .into_iter()
                     .filter(|q| q.user == user.id)
                     .map(|q| Write::DeleteQuota(q.user, q.client)),
+            );
+            // And their envelopes.
+            let envelopes = crate::ports::OwnerCapsStore::list_owner_caps(cx.store)?;
+            writes.extend(
+                envelopes
+                    .into_iter()
+                    .filter(|e| e.user == user.id)
+                    .map(|e| Write::DeleteOwnerCaps(e.user, e.client)),
             );
             writes.push(Write::DeleteUser(user.id.clone()));
             cx.stage(writes);

@@ -257,7 +257,14 @@ impl ClientService {
 
     /// Deletes a revoked client with its rules and the grants that name it. A client that is
     /// not revoked is refused with `conflict.client_not_revoked`.
-    pub fn delete_client<S: ClientStore + RuleStore + GrantStore + crate::ports::QuotaStore + ?Sized>(
+    pub fn delete_client<
+        S: ClientStore
+            + RuleStore
+            + GrantStore
+            + crate::ports::QuotaStore
+            + crate::ports::OwnerCapsStore
+            + ?Sized,
+    >(
         &self,
         cx: &mut Cx<'_, S>,
         actor: &Actor,
@@ -288,6 +295,14 @@ impl ClientService {
                     .into_iter()
                     .filter(|q| q.client == client.id)
                     .map(|q| Write::DeleteQuota(q.user, q.client)),
+            );
+            // So do the owner envelopes there.
+            let envelopes = crate::ports::OwnerCapsStore::list_owner_caps(cx.store)?;
+            writes.extend(
+                envelopes
+                    .into_iter()
+                    .filter(|e| e.client == client.id)
+                    .map(|e| Write::DeleteOwnerCaps(e.user, e.client)),
             );
             writes.push(Write::DeleteClient(client.id.clone()));
             cx.stage(writes);

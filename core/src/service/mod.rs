@@ -91,6 +91,7 @@
 //!     health_check_interval_secs: None,
 //!     sni_pattern: None,
 //!     sni_fallback: false,
+//!     rate_limit: None,
 //! };
 //! let mut command = None;
 //! store.transact(&mut |tx| {
@@ -117,6 +118,7 @@ mod clients;
 mod grants;
 mod history;
 pub mod offline;
+mod owner_caps;
 mod quotas;
 mod rules;
 mod session;
@@ -129,6 +131,7 @@ pub use authn::{Authenticated, Credentials};
 pub use clients::{ClientService, ClientView, EnrollTicket, Redeemed};
 pub use grants::NewGrant;
 pub use history::{HistoryService, TrafficScope};
+pub use owner_caps::{OwnerCapsService, OwnerCapsView, owner_caps_not_found};
 pub use quotas::{QuotaChanged, QuotaService, QuotaView, quota_not_found};
 pub use rules::{
     Begun, MAX_ACK_TIMEOUT, PushFailure, PushOutcome, RuleFilter, RuleService, RuleStatsView, RuleView,

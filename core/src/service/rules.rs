@@ -148,7 +148,13 @@ impl RuleService {
     /// names the clashing rule only to an actor who may read it, so a user learns that a
     /// port is taken but nothing about another owner's rule.
     pub fn begin_push<
-        S: ClientStore + GrantStore + RuleStore + RuleIds + crate::ports::QuotaStore + ?Sized,
+        S: ClientStore
+            + GrantStore
+            + RuleStore
+            + RuleIds
+            + crate::ports::QuotaStore
+            + crate::ports::OwnerCapsStore
+            + ?Sized,
     >(
         &self,
         cx: &mut Cx<'_, S>,
@@ -177,7 +183,15 @@ impl RuleService {
         })
     }
 
-    fn decide_push<S: ClientStore + GrantStore + RuleStore + RuleIds + crate::ports::QuotaStore + ?Sized>(
+    fn decide_push<
+        S: ClientStore
+            + GrantStore
+            + RuleStore
+            + RuleIds
+            + crate::ports::QuotaStore
+            + crate::ports::OwnerCapsStore
+            + ?Sized,
+    >(
         &self,
         cx: &mut Cx<'_, S>,
         actor: &Actor,
@@ -237,6 +251,15 @@ impl RuleService {
             cx.effect(super::Effect::Send {
                 client: rule.client.clone(),
                 command: ClientCommand::Quota(update),
+            });
+        }
+        // So does the owner's envelope on the client, which binds before the rule's caps.
+        if let Some(envelope) = cx.store.get_owner_caps(&rule.owner, &rule.client)? {
+            let mut update = crate::ratelimit::OwnerCapsUpdate::of(&envelope, &rules);
+            update.rules.push(rule.id);
+            cx.effect(super::Effect::Send {
+                client: rule.client.clone(),
+                command: ClientCommand::OwnerCaps(update),
             });
         }
         let command = ClientCommand::Upsert { rule: rule.id, def: Box::new(rule.def.clone()) };
@@ -318,6 +341,50 @@ impl RuleService {
         }
         let result = result.map(|rule| Rule { state: RuleState::Removed, ..rule });
         cx.audited(actor, "rule.remove", Some(&id.to_string()), result).map_err(|f| hide_foreign(id, f))
+    }
+
+    /// Replaces a rule's own caps (`PATCH /v1/rules/{id}`; its owner or a superadmin); empty
+    /// `limits` lift them. The client must be connected and, for caps that limit anything,
+    /// have announced rate-limit support: it applies the change in place (listeners and
+    /// connections stay, each bucket keeps its level). Not acknowledged: the rule's state is
+    /// unchanged and a client that fails to apply it reports so as for any rule.
+    pub fn set_rule_caps<S: ClientStore + RuleStore + ?Sized>(
+        &self,
+        cx: &mut Cx<'_, S>,
+        actor: &Actor,
+        id: RuleId,
+        limits: &crate::ratelimit::RateLimits,
+    ) -> Result<RuleView, Failure> {
+        let now = cx.now;
+        let result = (|| {
+            let rule = reachable_rule(cx.store, actor, id)?;
+            let caps = limits.validate()?;
+            let client = cx
+                .store
+                .get_client(&rule.client)?
+                .ok_or_else(|| Failure::new(ErrorCode::ClientNotFound, format!("rule {id} has no client")))?;
+            if client.revoked_at.is_some() {
+                return Err(Failure::new(
+                    ErrorCode::ClientRevoked,
+                    format!("client {} was revoked; re-enroll it first", client.name),
+                ));
+            }
+            let session =
+                cx.sessions.session(&client.id).ok_or_else(|| not_connected(client.name.as_str()))?;
+            let def = crate::rule::RuleDef { rate_limit: caps, ..rule.def.clone() };
+            capability::gate(&def, &session.capabilities)?;
+            let changed = def != rule.def;
+            let rule = Rule { def, updated_at: if changed { now } else { rule.updated_at }, ..rule };
+            if changed {
+                cx.stage([Write::PutRule(rule.clone())]);
+                cx.effect(super::Effect::Send {
+                    client: rule.client.clone(),
+                    command: ClientCommand::Upsert { rule: rule.id, def: Box::new(rule.def.clone()) },
+                });
+            }
+            Ok(RuleView { rule, client_name: client.name.to_string(), client_revoked: false })
+        })();
+        cx.audited(actor, "rule.set_caps", Some(&id.to_string()), result).map_err(|f| hide_foreign(id, f))
     }
 
     /// The rules `actor` may see (every rule for superadmins, their own for users) that

@@ -53,6 +53,9 @@ pub struct SessionPlan {
     /// Every quota of a user on this client, sent before the rules (a pair not listed has
     /// none).
     pub quotas: Vec<crate::quota::PairUpdate>,
+    /// Every owner envelope on this client, sent before the rules (an owner not listed has
+    /// none).
+    pub owner_caps: Vec<crate::ratelimit::OwnerCapsUpdate>,
 }
 
 /// One rule's row of the metrics export.
@@ -161,7 +164,9 @@ impl ClientService {
     /// with `client_already_connected`, so two processes never bind the same rules; the same
     /// instance reconnecting replaces its old stream. Instance 0 (a client that predates
     /// instances) always replaces.
-    pub fn session_opened<S: ClientStore + RuleStore + crate::ports::QuotaStore + ?Sized>(
+    pub fn session_opened<
+        S: ClientStore + RuleStore + crate::ports::QuotaStore + crate::ports::OwnerCapsStore + ?Sized,
+    >(
         &self,
         cx: &mut Cx<'_, S>,
         token: &str,
@@ -198,9 +203,16 @@ impl ClientService {
             .filter(|q| &q.client == client)
             .map(|q| super::quotas::pair_update(q, &stored))
             .collect();
+        let owner_caps = cx
+            .store
+            .list_owner_caps()?
+            .iter()
+            .filter(|e| &e.client == client)
+            .map(|e| crate::ratelimit::OwnerCapsUpdate::of(e, &stored))
+            .collect();
         let rules = stored.into_iter().filter(|r| r.state.is_replayed()).map(|r| (r.id, r.def)).collect();
         cx.stage([Write::PutClient(record.clone())]);
-        Ok(SessionPlan { client: record, settings: self.settings().data_plane, rules, quotas })
+        Ok(SessionPlan { client: record, settings: self.settings().data_plane, rules, quotas, owner_caps })
     }
 
     /// Applies a client's report on a rule's activation. Reports for rules the client does

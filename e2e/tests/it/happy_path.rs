@@ -120,7 +120,8 @@ fn enroll_run_push_forward_list_count_and_remove() {
             "multi_target",
             "dns_target",
             "proxy_protocol",
-            "sni"
+            "sni",
+            "rate_limit"
         ]),
         "the Hello's capability set"
     );

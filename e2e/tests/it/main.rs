@@ -29,6 +29,8 @@ mod operator_api;
 mod pinning;
 mod python_tools;
 mod quotas;
+mod rate_limit_api;
+mod rate_limits;
 mod rbac_matrix;
 mod readme;
 mod replay;

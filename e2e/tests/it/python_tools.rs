@@ -184,9 +184,10 @@ fn schemathesis_walks_every_operation_to_a_success_without_a_server_error_or_sch
         "port {EXAMPLE_LISTEN_PORT} (the document's push example) is taken on this host"
     );
     // The edge announces neither DNS targets nor health checks, so no rule the fuzzer pushes
-    // makes the client send a packet anywhere; DNS would go to loopback anyway.
+    // makes the client send a packet anywhere; DNS would go to loopback anyway. It takes rate
+    // limits, which only ever hold traffic back.
     let edge = ClientOpts::default()
-        .env("PORTUNUS_CLIENT_CAPABILITIES", "tcp,udp,port_range")
+        .env("PORTUNUS_CLIENT_CAPABILITIES", "tcp,udp,port_range,rate_limit")
         .env("PORTUNUS_DNS_SERVER", "127.0.0.1:9");
     let (server, _client) = server_with_edge(&scn, &edge);
     let api = server.api();
@@ -218,13 +219,17 @@ fn schemathesis_walks_every_operation_to_a_success_without_a_server_error_or_sch
     api.create_user(&op, "alice", "user", Some(EXAMPLE_PASSWORD));
     api.create_user(&op, "carol", "user", Some(EXAMPLE_PASSWORD));
     let carol = api.mint_token(&op, "carol");
-    // The quota operations' examples name alice and carol on edge-01: a grant each, and a
-    // quota each, so the change and the removal find one whichever runs first.
+    // The quota and owner-envelope operations' examples name alice and carol on edge-01: a
+    // grant each, and a quota and an envelope each, so the change, the read and the removal
+    // find one whichever runs first.
     for user in ["alice", "carol"] {
         let grant = serde_json::json!({"user": user, "client": "edge-01", "ports": "41000-41009", "protocols": ["tcp"]});
         assert_eq!(api.call("POST", "/v1/grants", &op, Some(&grant)).status, 201);
         let quota = serde_json::json!({"monthly_bytes": 1_000_000_000});
         let set = api.call("PUT", &format!("/v1/users/{user}/quotas/edge-01"), &op, Some(&quota));
+        assert_eq!(set.status, 200, "{}", set.text);
+        let caps = serde_json::json!({"concurrent_connections": 1_000});
+        let set = api.call("PUT", &format!("/v1/users/{user}/owner-caps/edge-01"), &op, Some(&caps));
         assert_eq!(set.status, 200, "{}", set.text);
     }
     // Then a plain user (her own account), then the operator token statefully: it cannot be

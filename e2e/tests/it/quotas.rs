@@ -300,3 +300,40 @@ fn a_client_offline_while_its_pair_runs_out_gets_the_quota_before_its_rules_on_r
     wait_until("the rule to listen again", || (!refused(port)).then_some(()));
     roundtrip(&mut connect(port), b"back");
 }
+
+#[test]
+fn bytes_a_killed_client_forwarded_but_never_reported_reach_the_quota_after_its_restart() {
+    let scn = Scenario::new("quotas_kill9");
+    // Reports every 60 s: the transfer below is never in a regular report before the kill.
+    let opts = crate::harness::ServerOpts {
+        args: vec!["--stats-interval-secs".into(), "60".into()],
+        ..crate::harness::ServerOpts::default()
+    };
+    let server = crate::harness::Server::start(&scn, opts);
+    let bundle = scn.path("edge-01.bundle.json");
+    crate::harness::Client::enroll_ok(&scn, &server.enroll("edge-01"), &bundle);
+    let client = crate::harness::Client::start_connected(&scn, &bundle, &ClientOpts::default());
+    let api = server.api();
+    let operator = server.operator_token();
+    let op = Auth::Bearer(&operator);
+    let alice_token = users_with_tokens(&api, &op, &["alice"]).remove(0);
+    let port = free_port();
+    grant_port(&api, &op, "alice", port);
+    let quota = "/v1/users/alice/quotas/edge-01";
+    assert_eq!(api.call("PUT", quota, &op, Some(&json!({"monthly_bytes": 1_000_000}))).status, 200);
+    let backend = Backend::echo();
+    let body = json!({"client": "edge-01", "rule": {"listen_port": port, "target": backend.target()}});
+    let pushed = api.call("POST", "/v1/rules", &Auth::Bearer(&alice_token), Some(&body));
+    assert_eq!(pushed.status, 201, "{}", pushed.text);
+    roundtrip(&mut connect(port), &[5u8; 3_000]);
+    let status = "/v1/users/alice/quotas/edge-01/status";
+    let used = |api: &Api| api.call("GET", status, &op, None).body["current_period_bytes_used"].as_u64();
+    assert_eq!(used(&api), Some(0), "nothing reported yet");
+    // The journal is brought up to date four times a second; then the process dies hard.
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    client.proc().signal(nix::sys::signal::Signal::SIGKILL);
+    client.proc().wait_exit();
+    let again = crate::harness::Client::start_connected(&scn, &bundle, &ClientOpts::default());
+    again.proc().wait_event("client.counters_journal_replayed", &[]);
+    wait_until("the journaled bytes to be metered", || (used(&api) == Some(6_000)).then_some(()));
+}

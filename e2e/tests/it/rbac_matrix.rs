@@ -77,6 +77,7 @@ const TABLE: &[Row] = &[
     ("GET", "/v1/rules", [200, 200, 200, 403, 200, 403, 401, 401]),
     ("POST", "/v1/rules", [201, 201, 201, 403, 201, 403, 401, 401]),
     ("GET", "/v1/rules/{id}", [200, 200, 200, 404, 200, 404, 401, 401]),
+    ("PATCH", "/v1/rules/{id}", [200, 200, 200, 404, 200, 404, 401, 401]),
     ("DELETE", "/v1/rules/{id}", [204, 204, 204, 404, 204, 404, 401, 401]),
     ("GET", "/v1/rules/{id}/stats", [200, 200, 200, 404, 200, 404, 401, 401]),
     ("GET", "/v1/settings/advertised-endpoint", [200, 200, 403, 403, 403, 403, 401, 401]),
@@ -93,6 +94,12 @@ const TABLE: &[Row] = &[
     ("PATCH", "/v1/users/{user}/quotas/{client}", [200, 200, 403, 403, 403, 403, 401, 401]),
     ("DELETE", "/v1/users/{user}/quotas/{client}", [204, 204, 403, 403, 403, 403, 401, 401]),
     ("GET", "/v1/users/{user}/quotas/{client}/status", [200, 200, 200, 404, 200, 404, 401, 401]),
+    // Owner envelopes: as quotas. Superadmins set them on alice or bob; a user reads only
+    // their own, another's answers like a missing one.
+    ("GET", "/v1/owner-caps", [200, 200, 200, 403, 200, 403, 401, 401]),
+    ("PUT", "/v1/users/{user}/owner-caps/{client}", [200, 200, 403, 403, 403, 403, 401, 401]),
+    ("GET", "/v1/users/{user}/owner-caps/{client}", [200, 200, 200, 404, 200, 404, 401, 401]),
+    ("DELETE", "/v1/users/{user}/owner-caps/{client}", [204, 204, 403, 403, 403, 403, 401, 401]),
     // Traffic: everyone's for superadmins, a user's own otherwise; an ungranted client is
     // not found.
     ("GET", "/v1/traffic", [200, 200, 200, 403, 200, 403, 401, 401]),
@@ -162,6 +169,13 @@ impl World {
     /// A quota for `user` (whom the setup granted edge-01) on edge-01, created or replaced.
     fn quota(&self, user: &str) {
         self.ok("PUT", &format!("/v1/users/{user}/quotas/edge-01"), json!({"monthly_bytes": 1_000_000}), 200);
+    }
+
+    /// An owner envelope for `user` (whom the setup granted edge-01) on edge-01, created or
+    /// replaced.
+    fn owner_caps(&self, user: &str) {
+        let caps = json!({"concurrent_connections": 100});
+        self.ok("PUT", &format!("/v1/users/{user}/owner-caps/edge-01"), caps, 200);
     }
 
     /// A client that exists but carries nothing, optionally revoked.
@@ -239,7 +253,15 @@ fn request(w: &World, method: &str, template: &str, who: Who, own: bool) -> (Str
             }
             template.replace("{user}", target).replace("{client}", "edge-01")
         }
+        "/v1/users/{user}/owner-caps/{client}" => {
+            let target = if superadmin { if own { "alice" } else { "bob" } } else { user };
+            if method != "PUT" {
+                w.owner_caps(target);
+            }
+            template.replace("{user}", target).replace("{client}", "edge-01")
+        }
         "/v1/quotas" => format!("/v1/quotas?user={user}"),
+        "/v1/owner-caps" => format!("/v1/owner-caps?user={user}"),
         "/v1/traffic" => format!("/v1/traffic?{}&user={user}", traffic_window()),
         "/v1/users/{user}/traffic" => format!("/v1/users/{user}/traffic?{}", traffic_window()),
         "/v1/clients/{client}/traffic" => {
@@ -286,10 +308,19 @@ fn request(w: &World, method: &str, template: &str, who: Who, own: bool) -> (Str
         ("PUT", "/v1/settings/advertised-endpoint") => Some(json!({"endpoint": null})),
         ("PUT", "/v1/users/{user}/quotas/{client}") => Some(json!({"monthly_bytes": 1_000_000})),
         ("PATCH", "/v1/users/{user}/quotas/{client}") => Some(json!({"clear_period_usage": true})),
+        ("PUT", "/v1/users/{user}/owner-caps/{client}") => {
+            Some(json!({"bandwidth_in_bps": 1_000_000, "concurrent_connections": 50}))
+        }
+        ("PATCH", "/v1/rules/{id}") => Some(rule_caps_body()),
         ("POST", _) | ("PUT", _) | ("PATCH", _) => Some(json!({})),
         _ => None,
     };
     (path, body)
+}
+
+/// A `PATCH /v1/rules/{id}` body that caps something.
+fn rule_caps_body() -> Value {
+    json!({"rate_limit": {"new_connections_per_sec": 20, "concurrent_connections": 10}})
 }
 
 /// The last ten minutes, as a traffic query's window.
@@ -451,10 +482,11 @@ fn another_tenants_rules_are_no_oracle_on_any_rule_route_in_conflicts_or_in_coun
     let missing = "987654321";
     let rule_routes: Vec<_> =
         TABLE.iter().filter(|(_, path, _)| path.starts_with("/v1/rules/{id}")).collect();
-    assert_eq!(rule_routes.len(), 4, "get, delete, stats, stats stream");
+    assert_eq!(rule_routes.len(), 5, "get, change caps, delete, stats, stats stream");
     for (method, template, _) in rule_routes {
-        let foreign = w.api.call(method, &template.replace("{id}", &bobs), &alice, None);
-        let absent = w.api.call(method, &template.replace("{id}", missing), &alice, None);
+        let body = (*method == "PATCH").then(rule_caps_body);
+        let foreign = w.api.call(method, &template.replace("{id}", &bobs), &alice, body.as_ref());
+        let absent = w.api.call(method, &template.replace("{id}", missing), &alice, body.as_ref());
         assert_eq!(
             (foreign.status, foreign.code()),
             (404, "rule_not_found"),
@@ -472,6 +504,7 @@ fn another_tenants_rules_are_no_oracle_on_any_rule_route_in_conflicts_or_in_coun
     }
     let kept = w.api.call("GET", &format!("/v1/rules/{bobs}"), &bob, None);
     assert_eq!(kept.status, 200, "alice's delete did not touch bob's rule: {}", kept.text);
+    assert!(kept.body["spec"].get("rate_limit").is_none(), "nor did her change of caps: {}", kept.text);
 
     // (d) A client no grant of alice's names (edge-02 exists) answers her exactly like a
     // name that does not exist, on every route that takes a client: read, push, filter.

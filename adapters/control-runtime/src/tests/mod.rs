@@ -146,6 +146,7 @@ fn spec(port: i64) -> RuleSpec {
         health_check_interval_secs: None,
         sni_pattern: None,
         sni_fallback: false,
+        rate_limit: None,
     }
 }
 

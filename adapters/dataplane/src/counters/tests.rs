@@ -72,3 +72,20 @@ fn nothing_delivered_touches_no_cell_counter() {
     cell.delivered_out(0, 0);
     assert_eq!(cell.snapshot(), Counters::default());
 }
+
+#[test]
+fn rate_limit_counters_sum_over_ports() {
+    let (a, b) = (TrafficCounters::default(), TrafficCounters::default());
+    a.rate_limit_rejected.fetch_add(2, Relaxed);
+    a.rate_limit_throttled.fetch_add(5, Relaxed);
+    b.rate_limit_rejected.fetch_add(1, Relaxed);
+    let (report, _) = rule_report(1, [view(80, &a, &[]), view(81, &b, &[])], 0);
+    let t = report.totals;
+    assert_eq!((t.rate_limit_rejected, t.rate_limit_throttled, t.rate_limit_dropped), (3, 5, 0));
+    assert_eq!(report.per_port[&81].rate_limit_rejected, 1);
+    let dropped = add(
+        Counters { rate_limit_dropped: 4, ..Counters::default() },
+        Counters { rate_limit_dropped: 3, ..Counters::default() },
+    );
+    assert_eq!(dropped.rate_limit_dropped, 7);
+}

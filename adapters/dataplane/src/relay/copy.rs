@@ -66,8 +66,26 @@ pub(super) async fn step(leg: Leg<'_>, activity: &Activity) -> Result<Flow, Rela
     }
 }
 
+/// Writes all of `data` to `leg.dst`, counting each write as it lands. With a bandwidth cap,
+/// each part is granted by the caps before it is written: the leg waits for a refill (which
+/// counts as activity, so a throttled connection is never idle), and is never refused.
+pub(super) async fn deliver(leg: Leg<'_>, data: &[u8], activity: &Activity) -> Result<(), RelayError> {
+    let Some(throttle) = leg.throttle else {
+        return write_all(leg, data, activity).await;
+    };
+    let mut rest = data;
+    while !rest.is_empty() {
+        let granted = throttle.grant(leg.dir.capped(), rest.len()).await;
+        activity.touch();
+        let (now, later) = rest.split_at(granted.clamp(1, rest.len()));
+        write_all(leg, now, activity).await?;
+        rest = later;
+    }
+    Ok(())
+}
+
 /// Writes all of `data` to `leg.dst`, counting each write as it lands.
-pub(super) async fn deliver(leg: Leg<'_>, mut data: &[u8], activity: &Activity) -> Result<(), RelayError> {
+async fn write_all(leg: Leg<'_>, mut data: &[u8], activity: &Activity) -> Result<(), RelayError> {
     while !data.is_empty() {
         match leg.dst.try_write(data) {
             Ok(0) => return Err(leg.dst_failed(io::ErrorKind::WriteZero.into())),

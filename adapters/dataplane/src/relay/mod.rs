@@ -21,6 +21,11 @@
 //!   were counted when written, so an aborted connection's counts can exceed what its
 //!   destination read by at most one socket send buffer. An idle timeout and a clean end stay
 //!   orderly closes.
+//!
+//! A connection whose rule caps bandwidth runs on the userspace path whatever the rule's
+//! path, and asks its caps before each write ([`crate::limits`]): it writes what they grant
+//! and sleeps on the tokio timer for the rest, so it is slowed, never refused. Connections
+//! without a cap carry no throttle and pay nothing for it.
 
 mod copy;
 mod pool;
@@ -40,6 +45,7 @@ use tokio::time::Instant;
 
 use crate::counters::TrafficCounters;
 use crate::events::{Once, RateLimit, RuleLabel};
+use crate::limits::Throttle;
 
 /// Largest batch counted with one add, and the userspace buffer size per direction.
 pub const BATCH: usize = 64 * 1024;
@@ -192,7 +198,8 @@ pub async fn relay(
 ) -> Result<RelayEnd, RelayError> {
     static STANDALONE: OnceLock<PathNotes> = OnceLock::new();
     let notes = STANDALONE.get_or_init(|| PathNotes::new(RuleLabel(None), None));
-    let sinks = Sinks { to_target: &counters.bytes_in, to_peer: &counters.bytes_out, budget: None };
+    let sinks =
+        Sinks { to_target: &counters.bytes_in, to_peer: &counters.bytes_out, budget: None, throttle: None };
     run(&peer, &target, sinks, path, None, notes).await
 }
 
@@ -204,6 +211,9 @@ pub(crate) struct Sinks<'a> {
     pub(crate) to_peer: &'a AtomicU64,
     /// The pair's quota budget, debited by both directions; a spent budget ends the relay.
     pub(crate) budget: Option<&'a crate::budget::QuotaBudget>,
+    /// The connection's bandwidth caps, asked before each write; only with the userspace
+    /// path (the fast path never waits on a bucket).
+    pub(crate) throttle: Option<Throttle<'a>>,
 }
 
 /// The relay of one connection: both directions plus the idle watch.
@@ -223,6 +233,7 @@ pub(crate) async fn run(
         dir: Direction::Inbound,
         delivered: sinks.to_target,
         budget: sinks.budget,
+        throttle: sinks.throttle,
         one_ended: &one_ended,
     };
     let outbound = Leg {
@@ -231,6 +242,7 @@ pub(crate) async fn run(
         dir: Direction::Outbound,
         delivered: sinks.to_peer,
         budget: sinks.budget,
+        throttle: sinks.throttle,
         one_ended: &one_ended,
     };
     let both = async {
@@ -384,6 +396,16 @@ enum Direction {
     Outbound,
 }
 
+impl Direction {
+    /// The direction as rate limits name it (`in` is peer to target).
+    fn capped(self) -> portunus_core::ratelimit::Direction {
+        match self {
+            Direction::Inbound => portunus_core::ratelimit::Direction::In,
+            Direction::Outbound => portunus_core::ratelimit::Direction::Out,
+        }
+    }
+}
+
 /// One direction: read from `src`, deliver to `dst`, count into `delivered`.
 #[derive(Clone, Copy)]
 struct Leg<'a> {
@@ -392,6 +414,7 @@ struct Leg<'a> {
     dir: Direction,
     delivered: &'a AtomicU64,
     budget: Option<&'a crate::budget::QuotaBudget>,
+    throttle: Option<Throttle<'a>>,
     /// Set by the first leg to reach end of stream.
     one_ended: &'a AtomicBool,
 }

@@ -23,6 +23,7 @@ fn plan(listen: PortRange, targets: Vec<Target>) -> TargetPlan {
         prefer_ipv6: false,
         health_check_interval_secs: None,
         sni: None,
+        rate_limit: Default::default(),
     })
 }
 

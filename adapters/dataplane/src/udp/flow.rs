@@ -7,7 +7,9 @@
 //! (port, target) cell, from the moment its slot exists until the slot is dropped, which also
 //! aborts its reply task; removing a flow from the table is therefore all it takes to end it.
 //! Slots are dropped outside the table lock. What a flow delivers is counted in its cell, once
-//! per batch (or per run of one target's flows within a batch), never per datagram.
+//! per batch (or per run of one target's flows within a batch), never per datagram. A flow is
+//! admitted by its rule's limit path before its socket is made, and its slot holds the permit,
+//! so a flow's concurrency slot is given back exactly when the flow ends.
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,6 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
+use portunus_core::ratelimit::{Direction, LimitPath, Permit};
 use portunus_core::rule::Host;
 
 use portunus_core::udp::{FlowId, FlowKey, FlowTable, Inbound, UpstreamError};
@@ -24,6 +27,7 @@ use tokio::io::Interest;
 use tokio::task::AbortHandle;
 
 use super::{MAX_PENDING, PortIo, REFRESH_AFTER, Resolved, RuleIo};
+use crate::limits;
 use crate::sys::batch::{BATCH, Batch, DatagramFd, watch_reads, with_batch};
 use crate::sys::upstream_error;
 
@@ -38,6 +42,9 @@ pub(crate) struct FlowIo {
     target: usize,
     /// Set once the target answered; the first answer counts as a health success.
     answered: std::sync::atomic::AtomicBool,
+    /// The flow's limit path when it capped bandwidth as the flow opened: every datagram
+    /// either way is paid for here, or dropped.
+    bandwidth: Option<LimitPath>,
 }
 
 /// What the flow table keeps per flow.
@@ -45,15 +52,17 @@ pub(crate) struct FlowIo {
 pub(crate) struct FlowSlot {
     io: Arc<FlowIo>,
     reply_task: Option<AbortHandle>,
+    /// The flow's slots in its scopes, given back when the flow ends.
+    _permit: Permit,
 }
 
 impl FlowSlot {
-    fn new(io: Arc<FlowIo>) -> Self {
+    fn new(io: Arc<FlowIo>, permit: Permit) -> Self {
         io.port.counters.flows_active.fetch_add(1, Relaxed);
         if let Some(cell) = io.port.target(io.target) {
             cell.connections_active.fetch_add(1, Relaxed);
         }
-        FlowSlot { io, reply_task: None }
+        FlowSlot { io, reply_task: None, _permit: permit }
     }
 }
 
@@ -118,6 +127,8 @@ pub(crate) fn forward_batch(
     let now = io.now();
     let mut overflow = 0u64;
     let mut dropped = 0u64;
+    let mut rejected = 0u64;
+    let mut over_cap = 0u64;
     let mut waiting: Vec<(FlowKey, usize, u16, Vec<u8>)> = Vec::new();
     let max_flows = {
         let mut table = io.lock_table();
@@ -157,6 +168,7 @@ pub(crate) fn forward_batch(
                         }
                     }
                     Opened::Failed => dropped += range.len() as u64,
+                    Opened::Refused => rejected += range.len() as u64,
                 },
                 Inbound::Overflow => overflow += range.len() as u64,
             }
@@ -175,16 +187,23 @@ pub(crate) fn forward_batch(
     let mut tally = Tally::default();
     for Route { flow, id, range } in routes.drain(..) {
         let len = range.len() as u64;
-        let sent = send_all(batch, flow.socket.get_ref(), range, None);
+        let sent = send_paid(batch, &flow, Direction::In, range, None);
         tally.add(port, flow.target, sent.datagrams, sent.bytes);
-        dropped += len - sent.datagrams;
+        over_cap += sent.over_cap;
+        dropped += len - sent.datagrams - sent.over_cap;
         if let Some((class, err)) = sent.evicting {
             evict(io, &flow, id, class, &err);
         }
     }
     tally.flush(port);
-    if dropped + overflow > 0 {
-        port.counters.dropped(dropped + overflow);
+    if rejected > 0 {
+        port.counters.rate_limit_rejected.fetch_add(rejected, Relaxed);
+    }
+    if over_cap > 0 {
+        port.counters.rate_limit_dropped.fetch_add(over_cap, Relaxed);
+    }
+    if dropped + overflow + rejected + over_cap > 0 {
+        port.counters.dropped(dropped + overflow + rejected + over_cap);
         if dropped > 0 {
             io.note_dropped(port, "to_upstream");
         }
@@ -204,6 +223,17 @@ pub(crate) enum Opened {
     },
     /// Could not be opened (counted and logged).
     Failed,
+    /// A connection cap of the rule's limit path refused the flow (logged; the caller counts
+    /// the datagrams it drops).
+    Refused,
+}
+
+/// Why [`open_to`] opened no flow.
+pub(crate) enum NotOpened {
+    /// The socket could not be made (counted and logged).
+    Failed,
+    /// The limit path refused the flow (logged, not counted).
+    Refused,
 }
 
 /// Picks the target for a new flow on `port`: the first candidate in health order whose
@@ -242,14 +272,15 @@ fn open(
         None => Opened::Failed,
         Some((target, target_port, None)) => Opened::Resolve { target, target_port },
         Some((target, _, Some(addr))) => match open_to(io, port, table, key, now, target, addr) {
-            Some((flow, id)) => Opened::Flow(flow, id),
-            None => Opened::Failed,
+            Ok((flow, id)) => Opened::Flow(flow, id),
+            Err(NotOpened::Failed) => Opened::Failed,
+            Err(NotOpened::Refused) => Opened::Refused,
         },
     }
 }
 
-/// Opens the flow for `key` to `addr` (target `target`): a connected socket and the task
-/// that carries its replies. `None` when the socket cannot be made (counted and logged).
+/// Opens the flow for `key` to `addr` (target `target`): admitted by the rule's limit path,
+/// a connected socket and the task that carries its replies.
 fn open_to(
     io: &Arc<RuleIo>,
     port: &Arc<PortIo>,
@@ -258,14 +289,23 @@ fn open_to(
     now: Duration,
     target: usize,
     addr: SocketAddr,
-) -> Option<(Arc<FlowIo>, FlowId)> {
+) -> Result<(Arc<FlowIo>, FlowId), NotOpened> {
+    let path = io.limits();
+    let permit = match path.admit(limits::now()) {
+        Ok(permit) => permit,
+        Err(refusal) => {
+            crate::conn::note_rate_limited(&io.notes.rate_limited, io.id, refusal);
+            return Err(NotOpened::Refused);
+        }
+    };
+    let bandwidth = path.has_bandwidth_cap().then_some(path);
     let socket = match connect_upstream(addr) {
         Ok(socket) => socket,
         Err(err) if crate::sys::is_descriptor_exhaustion(&err) => {
             // This process's shortage, not the target's: counted apart, never against it.
             port.counters.fd_exhausted.fetch_add(1, Relaxed);
             io.plan.fd_exhausted("udp_flow", &err);
-            return None;
+            return Err(NotOpened::Failed);
         }
         Err(err) => {
             port.counters.open_failures.fetch_add(1, Relaxed);
@@ -279,7 +319,7 @@ fn open_to(
                     errno_name = %crate::sys::errno_name(&err),
                 );
             }
-            return None;
+            return Err(NotOpened::Failed);
         }
     };
     let flow = Arc::new(FlowIo {
@@ -288,11 +328,13 @@ fn open_to(
         port: Arc::clone(port),
         target,
         answered: std::sync::atomic::AtomicBool::new(false),
+        bandwidth,
     });
     let was_empty = table.is_empty();
     // `open` only refuses after `Inbound::Open` if the caller broke the protocol; the slot
-    // it hands back is then dropped, which undoes its gauge unit.
-    let (id, slot) = table.open(key, FlowSlot::new(Arc::clone(&flow)), now).ok()?;
+    // it hands back is then dropped, which undoes its gauge unit and releases its permit.
+    let (id, slot) =
+        table.open(key, FlowSlot::new(Arc::clone(&flow), permit), now).map_err(|_| NotOpened::Failed)?;
     let task = tokio::spawn(pump_replies(Arc::clone(io), Arc::clone(&flow), id));
     slot.reply_task = Some(task.abort_handle());
     port.counters.flows_total.fetch_add(1, Relaxed);
@@ -306,7 +348,7 @@ fn open_to(
     if was_empty {
         io.reaper.notify_one();
     }
-    Some((flow, id))
+    Ok((flow, id))
 }
 
 /// Resolves target `target` for the waiting source `key`, then opens its flow and sends the
@@ -344,7 +386,15 @@ async fn resolve_then_open(
         let now = io.now();
         match table.handle_inbound(key, now) {
             Inbound::Forward { id, flow } => Some((Arc::clone(&flow.io), id)),
-            Inbound::Open => open_to(&io, &port, &mut table, key, now, target, addr),
+            Inbound::Open => match open_to(&io, &port, &mut table, key, now, target, addr) {
+                Ok(opened) => Some(opened),
+                Err(NotOpened::Failed) => None,
+                Err(NotOpened::Refused) => {
+                    port.counters.rate_limit_rejected.fetch_add(1, Relaxed);
+                    port.counters.dropped(1);
+                    None
+                }
+            },
             Inbound::Overflow => {
                 port.counters.flows_dropped_overflow.fetch_add(1, Relaxed);
                 None
@@ -353,6 +403,13 @@ async fn resolve_then_open(
     };
     io.lock_pending().remove(&key);
     let Some((flow, id)) = opened else { return };
+    if let Some(caps) = &flow.bandwidth
+        && !caps.try_take(Direction::In, first.len() as u64, limits::now())
+    {
+        port.counters.rate_limit_dropped.fetch_add(1, Relaxed);
+        port.counters.dropped(1);
+        return;
+    }
     match flow.socket.get_ref().send(&first) {
         Ok(n) => {
             if let Some(cell) = port.target(flow.target) {
@@ -397,13 +454,68 @@ fn connect_upstream(target: SocketAddr) -> io::Result<DatagramFd> {
     watch_reads(socket.into())
 }
 
-/// What one `send_all` delivered.
+/// What one `send_all` (or `send_paid`) delivered.
 #[derive(Debug, Default)]
 struct Sent {
     datagrams: u64,
     bytes: u64,
+    /// Datagrams dropped because the flow's bandwidth caps had no room for them.
+    over_cap: u64,
     /// The ICMP-class error that stopped it, if one did.
     evicting: Option<(UpstreamError, io::Error)>,
+}
+
+/// Sends datagrams `range` of `batch` for `flow` in `direction` (towards its target through
+/// its socket, or back to its source through `dest`'s listener socket) like [`send_all`].
+/// A flow with a bandwidth cap pays for each datagram first, all or nothing, and one the
+/// caps have no room for is dropped (`over_cap`); the paid runs between are sent as runs.
+fn send_paid(
+    batch: &mut Batch,
+    flow: &FlowIo,
+    direction: Direction,
+    range: Range<usize>,
+    dest: Option<(&std::net::UdpSocket, SocketAddr)>,
+) -> Sent {
+    let socket = match dest {
+        Some((listener, _)) => listener,
+        None => flow.socket.get_ref(),
+    };
+    let dest = dest.map(|(_, addr)| addr);
+    let Some(caps) = &flow.bandwidth else {
+        return send_all(batch, socket, range, dest);
+    };
+    let now = limits::now();
+    let mut sent = Sent::default();
+    let mut run = range.start;
+    for i in range.clone() {
+        if caps.try_take(direction, batch.bytes(i..i + 1), now) {
+            continue;
+        }
+        sent.over_cap += 1;
+        if run < i {
+            sent.add(send_all(batch, socket, run..i, dest));
+            if sent.evicting.is_some() {
+                return sent;
+            }
+        }
+        run = i + 1;
+    }
+    if run < range.end {
+        sent.add(send_all(batch, socket, run..range.end, dest));
+    }
+    sent
+}
+
+impl Sent {
+    /// Adds what a later send of the same flow delivered.
+    fn add(&mut self, later: Sent) {
+        self.datagrams += later.datagrams;
+        self.bytes += later.bytes;
+        self.over_cap += later.over_cap;
+        if later.evicting.is_some() {
+            self.evicting = later.evicting;
+        }
+    }
 }
 
 /// Sends datagrams `range` of `batch` through `socket` (to `dest`, or its connected peer)
@@ -540,7 +652,7 @@ fn relay_replies(io: &RuleIo, flow: &FlowIo, id: FlowId) -> Next {
             io.plan.record(flow.target, true);
         }
         let port = &flow.port;
-        let (mut delivered, mut bytes) = (0u64, 0u64);
+        let (mut delivered, mut bytes, mut over_cap) = (0u64, 0u64, 0u64);
         let outcome = port.socket.with(|listener| {
             let mut start = 0;
             while start < n {
@@ -550,9 +662,11 @@ fn relay_replies(io: &RuleIo, flow: &FlowIo, id: FlowId) -> Next {
                     end += 1;
                 }
                 if end > start {
-                    let sent = send_all(batch, listener.get_ref(), start..end, Some(flow.key.source));
+                    let to_source = Some((listener.get_ref(), flow.key.source));
+                    let sent = send_paid(batch, flow, Direction::Out, start..end, to_source);
                     delivered += sent.datagrams;
                     bytes += sent.bytes;
+                    over_cap += sent.over_cap;
                 }
                 start = end + 1;
             }
@@ -560,10 +674,15 @@ fn relay_replies(io: &RuleIo, flow: &FlowIo, id: FlowId) -> Next {
         if let Some(cell) = port.target(flow.target) {
             cell.delivered_out(delivered, bytes);
         }
+        if over_cap > 0 {
+            port.counters.rate_limit_dropped.fetch_add(over_cap, Relaxed);
+        }
         let dropped = n as u64 - delivered;
         if dropped > 0 {
             port.counters.dropped(dropped);
-            io.note_dropped(port, "to_peer");
+            if dropped > over_cap {
+                io.note_dropped(port, "to_peer");
+            }
         }
         if outcome.is_none() { Next::Stop } else { Next::Continue }
     })

@@ -46,3 +46,14 @@ async fn a_closed_port_socket_is_gone_for_every_user() {
     assert!(p.socket.with(|_| ()).is_none());
     std::net::UdpSocket::bind(addr).expect("the port is free right after close");
 }
+
+#[tokio::test]
+async fn rate_limit_drops_are_reported_per_port() {
+    let (a, b) = (port(5003), port(5004));
+    a.counters.rate_limit_rejected.fetch_add(2, Relaxed);
+    b.counters.rate_limit_dropped.fetch_add(9, Relaxed);
+    let (report, _) = rule_report(1, [&a, &b], 2);
+    let t = report.totals;
+    assert_eq!((t.rate_limit_rejected, t.rate_limit_dropped, t.rate_limit_throttled), (2, 9, 0));
+    assert_eq!(report.per_port[&5004].rate_limit_dropped, 9);
+}

@@ -27,6 +27,7 @@ mod binding;
 mod example;
 mod lifecycle;
 mod paths;
+mod rate_limit;
 mod resets;
 mod rule_targets;
 mod sni;

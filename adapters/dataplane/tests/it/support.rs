@@ -94,6 +94,7 @@ pub fn tcp_rule(listen: PortRange, targets: Vec<Target>) -> RuleDef {
         prefer_ipv6: false,
         health_check_interval_secs: None,
         sni: None,
+        rate_limit: Default::default(),
     }
 }
 

@@ -230,6 +230,15 @@ pub struct RenameClientRequest {
     pub name: String,
 }
 
+/// `PATCH /v1/rules/{id}`: the rule's own caps, replaced as a whole.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RuleCapsRequest {
+    /// The new caps (bandwidth in bytes, not bits, per second); fields left out are not
+    /// capped, and an empty object `{}` lifts every cap of the rule.
+    pub rate_limit: portunus_core::ratelimit::RateLimits,
+}
+
 /// `POST /v1/clients/{client}/enrollment`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -280,6 +289,15 @@ pub struct CountersDto {
     /// file descriptors; never counted against a target.
     #[serde(default)]
     pub fd_exhausted: u64,
+    /// Connections (or new UDP flows) refused by a connection cap (rule or owner envelope).
+    #[serde(default)]
+    pub rate_limit_rejected: u64,
+    /// Times a TCP direction waited for a bandwidth cap.
+    #[serde(default)]
+    pub rate_limit_throttled: u64,
+    /// UDP datagrams dropped by a bandwidth cap.
+    #[serde(default)]
+    pub rate_limit_dropped: u64,
 }
 
 impl From<Counters> for CountersDto {
@@ -296,6 +314,9 @@ impl From<Counters> for CountersDto {
             connect_failures: c.connect_failures,
             target_failovers: c.target_failovers,
             fd_exhausted: c.fd_exhausted,
+            rate_limit_rejected: c.rate_limit_rejected,
+            rate_limit_throttled: c.rate_limit_throttled,
+            rate_limit_dropped: c.rate_limit_dropped,
         }
     }
 }

@@ -42,6 +42,8 @@ pub enum CapabilityName {
     ProxyProtocol,
     /// SNI routing: several TLS rules behind one listen port.
     Sni,
+    /// Rate limits: a rule's own caps and owner envelopes.
+    RateLimit,
 }
 
 /// Where a client stands in its enrollment.
@@ -225,6 +227,46 @@ pub struct RuleSpecSchema {
     /// `sni_pattern`.
     #[schema(required = false)]
     sni_fallback: bool,
+    /// Caps on the rule's traffic: bandwidth in bytes (not bits) per second in each direction,
+    /// new connections (or UDP flows) per second, connections open at once. An owner envelope
+    /// on the client binds first. Absent or empty: no caps. Shown with every burst written out.
+    rate_limit: Option<portunus_core::ratelimit::RateLimits>,
+}
+
+/// Fits core's `RateLimits` schema to the document: its description speaks to API users
+/// (core's doc comment is written for Rust readers), and each rate gets its maximum.
+pub(crate) fn refine_rate_limits(doc: &mut utoipa::openapi::OpenApi) {
+    use portunus_core::ratelimit::{
+        MAX_BANDWIDTH_BPS, MAX_BURST_SECS, MAX_NEW_CONNECTIONS_PER_SEC, MIN_BANDWIDTH_BURST_BYTES,
+        MIN_BURST_DIVISOR,
+    };
+    let Some(components) = doc.components.as_mut() else { return };
+    let Some(RefOr::T(Schema::Object(limits))) = components.schemas.get_mut("RateLimits") else { return };
+    limits.description = Some(format!(
+        "Rate limits. Bandwidth caps count **bytes** (not bits) per second, `in` from the connecting peer \
+         towards the target and `out` for the replies, over all connections; the connection caps count new TCP \
+         connections (or new UDP flows) per second and connections (flows) open at once. Every field is optional \
+         and unknown fields are refused; 0 is refused (`validation.zero_cap`): leave a field out for no cap. A \
+         burst (bucket size) needs its rate (`validation.burst_without_rate`) and defaults to one second of it, a \
+         bandwidth burst never below {MIN_BANDWIDTH_BURST_BYTES} bytes; an explicit burst must lie in \
+         [max(ceil(rate / {MIN_BURST_DIVISOR}), floor), max({MAX_BURST_SECS} x rate, floor)], floor being \
+         {MIN_BANDWIDTH_BURST_BYTES} for bandwidth and 1 for connections (`validation.burst_out_of_range`). \
+         On a rule an empty object means no caps; an owner envelope sets at least one \
+         (`validation.empty_envelope`)."
+    ));
+    let maxima = [
+        ("bandwidth_in_bps", MAX_BANDWIDTH_BPS),
+        ("bandwidth_out_bps", MAX_BANDWIDTH_BPS),
+        ("bandwidth_in_burst_bytes", MAX_BANDWIDTH_BPS.saturating_mul(MAX_BURST_SECS)),
+        ("bandwidth_out_burst_bytes", MAX_BANDWIDTH_BPS.saturating_mul(MAX_BURST_SECS)),
+        ("new_connections_per_sec", u64::from(MAX_NEW_CONNECTIONS_PER_SEC)),
+        ("new_connections_burst", u64::from(MAX_NEW_CONNECTIONS_PER_SEC).saturating_mul(MAX_BURST_SECS)),
+    ];
+    for (field, maximum) in maxima {
+        if let Some(RefOr::T(Schema::Object(property))) = limits.properties.get_mut(field) {
+            property.maximum = Some(utoipa::Number::UInt(usize::try_from(maximum).unwrap_or(usize::MAX)));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -254,10 +296,44 @@ mod tests {
             health_check_interval_secs: Some(5),
             sni_pattern: Some("api.example.com".into()),
             sni_fallback: true,
+            rate_limit: Some(portunus_core::ratelimit::RateLimits {
+                concurrent_connections: Some(10),
+                ..Default::default()
+            }),
         };
         let written = serde_json::to_value(&full).expect("serialises");
         let fields: BTreeSet<String> = written.as_object().expect("object").keys().cloned().collect();
         assert_eq!(properties::<RuleSpecSchema>(), fields);
+    }
+
+    #[test]
+    fn the_rate_limits_schema_speaks_of_bytes_and_bounds_each_rate() {
+        use portunus_core::ratelimit::{MAX_BANDWIDTH_BPS, MAX_NEW_CONNECTIONS_PER_SEC, RateLimits};
+        let doc = serde_json::to_value(crate::openapi()).expect("serialises");
+        let schema = &doc["components"]["schemas"]["RateLimits"];
+        let description = schema["description"].as_str().expect("a description");
+        assert!(description.contains("**bytes** (not bits) per second"), "{description}");
+        assert!(!description.contains("```"), "no Rust example in the document: {description}");
+        let properties = &schema["properties"];
+        assert_eq!(properties["bandwidth_in_bps"]["maximum"], MAX_BANDWIDTH_BPS);
+        assert_eq!(properties["bandwidth_out_bps"]["maximum"], MAX_BANDWIDTH_BPS);
+        assert_eq!(properties["new_connections_per_sec"]["maximum"], MAX_NEW_CONNECTIONS_PER_SEC);
+        let full = RateLimits {
+            bandwidth_in_bps: Some(1),
+            bandwidth_in_burst_bytes: Some(1),
+            bandwidth_out_bps: Some(1),
+            bandwidth_out_burst_bytes: Some(1),
+            new_connections_per_sec: Some(1),
+            new_connections_burst: Some(1),
+            concurrent_connections: Some(1),
+        };
+        let written = serde_json::to_value(full).expect("serialises");
+        let fields: BTreeSet<&String> = written.as_object().expect("object").keys().collect();
+        let documented: BTreeSet<&String> = properties.as_object().expect("properties").keys().collect();
+        assert_eq!(documented, fields);
+        for (name, property) in properties.as_object().expect("properties") {
+            assert_eq!(property["minimum"], 1, "{name}: 0 is refused");
+        }
     }
 
     #[test]

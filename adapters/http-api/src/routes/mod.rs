@@ -5,6 +5,7 @@ pub mod admin;
 pub mod auth;
 pub mod clients;
 pub mod grants;
+pub mod owner_caps;
 pub mod quotas;
 pub mod rules;
 pub mod stream;

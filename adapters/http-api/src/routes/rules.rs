@@ -1,4 +1,4 @@
-//! `/v1/rules`: push, list, get, remove, stats.
+//! `/v1/rules`: push, list, get, change caps, remove, stats.
 
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use portunus_core::policy::Actor;
 
 use super::blocking;
 use crate::AppState;
-use crate::dto::{PushRuleRequest, RuleDto, RuleFilter, RuleStatsDto, StatsQuery};
+use crate::dto::{PushRuleRequest, RuleCapsRequest, RuleDto, RuleFilter, RuleStatsDto, StatsQuery};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery, ErrorBody};
 use crate::listing::{self, Listing};
 
@@ -95,6 +95,28 @@ pub async fn get_rule(
 ) -> Result<Json<RuleDto>, ApiError> {
     let id = rule_id(&id)?;
     let view = blocking(move || state.runtime.get_rule(&actor, id)).await?;
+    Ok(Json(view.into()))
+}
+
+/// Replaces a rule's own caps (its owner, or a superadmin): bandwidth in bytes (not bits) per
+/// second, new connections per second, open connections; `{"rate_limit": {}}` lifts them.
+/// The connected client applies the change in place: the listener and live connections stay
+/// and each bucket keeps its level. The rule's state does not change.
+#[utoipa::path(patch, path = "/v1/rules/{id}", tag = "rules", request_body = RuleCapsRequest,
+    params(("id" = u64, Path, description = "rule id")),
+    responses((status = 200, description = "the new caps are stored and sent to the client", body = RuleDto),
+        (status = 404, description = NOT_FOUND, body = ErrorBody),
+        (status = 409, description = "the client is not connected, or revoked", body = ErrorBody),
+        (status = 422, description = "capability gate: the client did not announce rate-limit support", body = ErrorBody)))]
+pub async fn set_rule_caps(
+    State(state): State<AppState>,
+    Extension(actor): Extension<Actor>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<RuleCapsRequest>,
+) -> Result<Json<RuleDto>, ApiError> {
+    let id = rule_id(&id)?;
+    let view = blocking(move || state.runtime.set_rule_caps(&actor, id, &body.rate_limit)).await?;
+    tracing::info!(event = "rule.caps_set", rule = %view.rule.id, capped = !view.rule.def.rate_limit.is_unlimited());
     Ok(Json(view.into()))
 }
 

@@ -39,6 +39,9 @@ fn fixture() -> MetricsSnapshot {
                     connect_failures: 8,
                     target_failovers: 9,
                     fd_exhausted: 11,
+                    rate_limit_rejected: 12,
+                    rate_limit_throttled: 13,
+                    rate_limit_dropped: 14,
                 },
             ),
             row(2, "edge-02", "bob", "udp", Counters { bytes_in: 1_234_567_890_123, ..Default::default() }),
@@ -142,6 +145,24 @@ fn expected_fixture_text() -> String {
          portunus_rule_info{client=\"edge-01\",owner=\"alice\",protocol=\"tcp\",rule=\"1\",state=\"active\"} 1\n\
          portunus_rule_info{client=\"edge-02\",owner=\"bob\",protocol=\"udp\",rule=\"2\",state=\"failed\"} 1\n"
             .to_owned(),
+        counter(
+            "portunus_rule_rate_limit_dropped_total",
+            "UDP datagrams dropped by a bandwidth cap of the rule or its owner.",
+            "14",
+            "0",
+        ),
+        counter(
+            "portunus_rule_rate_limit_rejected_total",
+            "Connections (or new UDP flows) refused by a connection cap of the rule or its owner.",
+            "12",
+            "0",
+        ),
+        counter(
+            "portunus_rule_rate_limit_throttled_total",
+            "Times a TCP direction waited for a bandwidth cap of the rule or its owner.",
+            "13",
+            "0",
+        ),
         counter("portunus_rule_target_failovers_total", "Connections sent to a lower-preference target.", "9", "0"),
     ]
     .concat()
@@ -303,6 +324,9 @@ fn nothing_from_opentelemetry_leaks_into_the_exposition() {
             "portunus_rule_fd_exhausted_total",
             "portunus_rule_flows_dropped_overflow_total",
             "portunus_rule_info",
+            "portunus_rule_rate_limit_dropped_total",
+            "portunus_rule_rate_limit_rejected_total",
+            "portunus_rule_rate_limit_throttled_total",
             "portunus_rule_target_failovers_total",
             "portunus_store_commit_duration_seconds",
         ]

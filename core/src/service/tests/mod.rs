@@ -12,6 +12,7 @@ use crate::test_support::{FakeSessions, ManualClock, MemoryStore, Plane};
 
 mod accounts;
 mod quotas;
+mod ratelimits;
 mod rbac;
 mod sni;
 
@@ -47,6 +48,7 @@ pub(super) fn spec(port: i64) -> RuleSpec {
         health_check_interval_secs: None,
         sni_pattern: None,
         sni_fallback: false,
+        rate_limit: None,
     }
 }
 

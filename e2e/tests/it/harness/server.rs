@@ -85,7 +85,11 @@ fn serve_command(data_dir: &Path, opts: &ServerOpts) -> Command {
     if let Some(metrics) = &opts.metrics_listen {
         command.args(["--metrics-listen", metrics]);
     }
-    command.args(["--stats-interval-secs", "1"]).args(&opts.args);
+    // Reports every second, unless the test asks for another interval.
+    if !opts.args.iter().any(|a| a == "--stats-interval-secs") {
+        command.args(["--stats-interval-secs", "1"]);
+    }
+    command.args(&opts.args);
     command.envs(opts.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     command
 }
