@@ -105,6 +105,8 @@ pub struct Inner {
     /// Streams opened by a mutation of the transaction in progress, until it commits.
     opening: Mutex<std::collections::HashMap<ClientId, SessionInfo>>,
     writer: Writer,
+    /// Transactional jobs started in the writer's transaction in progress.
+    jobs_in_tx: writer::JobsInTx,
     stats: Mutex<StatsState>,
     /// The SNI listeners each connected client last reported (kept in memory only: they are
     /// the client's live state, restated in full with every report that has any).
@@ -156,8 +158,14 @@ impl Runtime {
                 .with_audit_policy(&settings.audit),
             admin: AdminService::new(settings, identity),
         };
-        let writer =
-            Writer::start(ports.store.clone(), model.clone(), ports.observer.clone(), deferred_sync)?;
+        let jobs_in_tx = writer::JobsInTx::default();
+        let writer = Writer::start(
+            ports.store.clone(),
+            model.clone(),
+            ports.observer.clone(),
+            deferred_sync,
+            jobs_in_tx.clone(),
+        )?;
         Ok(Runtime {
             inner: Arc::new(Inner {
                 model,
@@ -167,6 +175,7 @@ impl Runtime {
                 sessions: SessionRegistry::default(),
                 opening: Mutex::new(std::collections::HashMap::new()),
                 writer,
+                jobs_in_tx,
                 stats: Mutex::new(StatsState { book, dirty: BTreeSet::new(), minutes: Default::default() }),
                 sni: Mutex::new(std::collections::BTreeMap::new()),
                 quota_events: Mutex::new(std::collections::BTreeMap::new()),
@@ -222,6 +231,7 @@ impl Runtime {
     {
         let inner = self.inner.clone();
         let job = move |tx: &dyn StoreTx| -> Result<Completion, StoreError> {
+            inner.jobs_in_tx.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let view = GroupSessions(&inner);
             let mut cx = Cx::new(tx, &view as &dyn Sessions, inner.clock.now());
             let answer = f(&inner.services, &mut cx);
@@ -246,6 +256,76 @@ impl Runtime {
         if let Err(failure) = self.inner.writer.submit(Work::Tx(Box::new(job))) {
             tracing::error!(event = "store.error", error = %failure.message);
         }
+    }
+
+    /// [`Runtime::mutate_then`] for a push, pipelined: when the job is the first of its
+    /// transaction and its effects are only sends, those effects and `after` run as soon as
+    /// it staged its writes, before the commit — so the client binds while the disk syncs, and
+    /// the caller, who waits for both, waits for the longer rather than the sum. If that
+    /// commit then fails, `undo` runs with what `after` returned (a push sends the client a
+    /// Remove) and the caller gets the failure. Behind other jobs of the same transaction
+    /// (whose effects wait for the commit, and which may open the very stream it needs), it
+    /// runs exactly like `mutate_then`.
+    async fn mutate_pipelined<T, P, F, A, U>(&self, f: F, after: A, undo: U) -> Result<(T, P), Failure>
+    where
+        T: Send + 'static,
+        P: Send + 'static,
+        F: FnOnce(&Services, &mut Cx<'_, dyn StoreTx + '_>) -> T + Send + 'static,
+        A: FnOnce(&Inner, &T) -> P + Send + 'static,
+        U: FnOnce(&Inner, &T, &P) + Send + 'static,
+    {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let inner = self.inner.clone();
+        let job = move |tx: &dyn StoreTx| -> Result<Completion, StoreError> {
+            let first = inner.jobs_in_tx.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
+            let view = GroupSessions(&inner);
+            let mut cx = Cx::new(tx, &view as &dyn Sessions, inner.clock.now());
+            let answer = f(&inner.services, &mut cx);
+            let Staged { writes, effects } = cx.finish();
+            let committed_writes = writes.clone();
+            tx.apply(writes)?;
+            let early = first
+                && effects.iter().all(|effect| matches!(effect, Effect::Send { .. }))
+                && inner.opening.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+            let mut after = Some(after);
+            let (effects, early) = match after.take() {
+                Some(after) if early => {
+                    inner.perform(effects);
+                    let done = after(&inner, &answer);
+                    (Vec::new(), Some(done))
+                }
+                other => {
+                    after = other;
+                    (effects, None)
+                }
+            };
+            Ok(Box::new(move |committed: Result<(), Failure>| {
+                if committed.is_ok() {
+                    inner.model.committed(committed_writes);
+                } else {
+                    inner.opening.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                }
+                let result = match (committed, early, after) {
+                    (Ok(()), Some(done), _) => Ok((answer, done)),
+                    (Ok(()), None, Some(after)) => {
+                        inner.perform(effects);
+                        let done = after(&inner, &answer);
+                        Ok((answer, done))
+                    }
+                    (Ok(()), None, None) => {
+                        Err(Failure::new(ErrorCode::Internal, "a push lost its next step"))
+                    }
+                    (Err(failure), Some(done), _) => {
+                        undo(&inner, &answer, &done);
+                        Err(failure)
+                    }
+                    (Err(failure), None, _) => Err(failure),
+                };
+                let _ = reply.send(result);
+            }) as Completion)
+        };
+        self.inner.writer.submit(Work::Tx(Box::new(job)))?;
+        rx.await.map_err(|_| writer_gone())?
     }
 
     /// Runs `f` on the writer, in queue order. With nothing uncommitted queued before it, it

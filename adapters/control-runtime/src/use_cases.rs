@@ -138,8 +138,20 @@ impl Runtime {
                 (waiter, sent, Instant::now())
             })
         };
-        let (begun, queued) =
-            self.mutate_then(move |s, cx| s.rules.begin_push(cx, &a, &c, &sp, ack_timeout), queue).await?;
+        // A push first in its transaction is sent before the commit (the client binds while
+        // the disk syncs); should that commit fail, the client is told to drop the rule.
+        let undo = |inner: &Inner, begun: &Result<Begun, PushFailure>, queued: &Option<_>| {
+            if let (Ok(begun), Some((_, true, _))) = (begun, queued) {
+                let remove = portunus_core::ports::ClientCommand::Remove { rule: begun.rule.id };
+                let _ = inner.sessions.send(&begun.rule.client, remove);
+            }
+            if let Ok(begun) = begun {
+                inner.sessions.forget_waiters(begun.rule.id);
+            }
+        };
+        let (begun, queued) = self
+            .mutate_pipelined(move |s, cx| s.rules.begin_push(cx, &a, &c, &sp, ack_timeout), queue, undo)
+            .await?;
         let begun = begun?;
         let (waiter, sent, sent_at) =
             queued.ok_or_else(|| Failure::new(ErrorCode::Internal, "a begun push was not queued"))?;

@@ -56,6 +56,12 @@ pub struct Writer {
     jobs: mpsc::Sender<Work>,
 }
 
+/// How many transactional jobs have started in the transaction in progress: zero at the
+/// start of each transaction (the writer resets it), counted up by the jobs themselves. A
+/// job that finds zero is the first of its transaction, with nothing before it whose effects
+/// are still to come.
+pub type JobsInTx = Arc<std::sync::atomic::AtomicUsize>;
+
 impl Writer {
     /// Starts the writer thread over `store`, whose committed state `model` mirrors (jobs read
     /// from it through an [`Overlay`]); kept write-behind writes are committed at most
@@ -65,6 +71,7 @@ impl Writer {
         model: Arc<ReadModel>,
         observer: Option<Arc<dyn LatencyObserver>>,
         deferred_sync: Duration,
+        jobs_in_tx: JobsInTx,
     ) -> Result<Writer, Failure> {
         let (jobs, queue) = mpsc::channel::<Work>();
         std::thread::Builder::new()
@@ -75,6 +82,7 @@ impl Writer {
                     model: &model,
                     observer: observer.as_deref(),
                     behind: Behind::default(),
+                    jobs_in_tx,
                 };
                 state.run(&queue, deferred_sync);
             })
@@ -102,6 +110,7 @@ struct State<'a> {
     model: &'a ReadModel,
     observer: Option<&'a dyn LatencyObserver>,
     behind: Behind,
+    jobs_in_tx: JobsInTx,
 }
 
 impl State<'_> {
@@ -146,11 +155,17 @@ impl State<'_> {
                         }
                         completion(Ok(()));
                     }
-                    Work::Behind(job) => txs.push(Box::new(move |tx: &dyn StoreTx| {
-                        let (writes, completion) = job(Some(tx));
-                        tx.apply(writes)?;
-                        Ok(completion)
-                    })),
+                    Work::Behind(job) => {
+                        // It counts as a job of the transaction: its effects wait for the
+                        // commit, so no job after it may send ahead of them.
+                        let jobs_in_tx = self.jobs_in_tx.clone();
+                        txs.push(Box::new(move |tx: &dyn StoreTx| {
+                            jobs_in_tx.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let (writes, completion) = job(Some(tx));
+                            tx.apply(writes)?;
+                            Ok(completion)
+                        }))
+                    }
                 }
             }
             if !txs.is_empty() {
@@ -170,7 +185,9 @@ impl State<'_> {
         let mut completions: Vec<Completion> = Vec::with_capacity(jobs.len());
         let (mut pending, mut behind) = (Some(jobs), Some(behind));
         let model = self.model;
+        let jobs_in_tx = &self.jobs_in_tx;
         let committed = self.store.transact(&mut |tx| {
+            jobs_in_tx.store(0, std::sync::atomic::Ordering::SeqCst);
             // The kept write-behind writes are in the read model already: applied straight to
             // the transaction, they leave the overlay's reads on the model.
             tx.apply(behind.take().unwrap_or_default())?;

@@ -59,8 +59,12 @@ async fn a_session_unregistered_between_begin_and_send_undoes_the_push() {
 
     // The push's begin, and right behind it in the same transaction the stream task's
     // cleanup: begin finds the session, and it is gone before that commit is answered, so
-    // before the push's command can be queued.
+    // before the push's command can be queued. (A job ahead of the push in the same
+    // transaction keeps it from being sent before the commit, as a push first in its
+    // transaction is.)
     let gate = WriterGate::close(rt);
+    let mut ahead = std::pin::pin!(rt.mutate_async(|_, _| ()));
+    queue("the job ahead", &mut ahead).await;
     let push = spawn_push(rt, &Actor::operator(), 18080, Duration::from_secs(2));
     // The push task runs before this one resumes: it submits begin_push behind the gate.
     tokio::task::yield_now().await;
@@ -122,4 +126,76 @@ async fn a_second_stream_replaces_the_first_and_a_late_cleanup_keeps_it() {
     assert!(rt.sessions().unregister(&client.id, second.reg.generation));
     assert!(rt.sessions().is_empty());
     assert!(!rt.sessions().unregister(&client.id, second.reg.generation), "only once");
+}
+
+// ----- 6. a push sent before its commit ---------------------------------------------------
+
+/// A store port over a `MemoryStore` whose next transaction fails at its commit, after every
+/// job in it ran (as a failed fsync would), once armed.
+struct FailingCommit {
+    inner: Arc<MemoryStore>,
+    armed: std::sync::atomic::AtomicBool,
+}
+
+portunus_core::delegate_read_ports!(FailingCommit, |s: &FailingCommit| Ok::<
+    _,
+    portunus_core::ports::StoreError,
+>(s.inner.clone()));
+
+impl portunus_core::ports::RuleIds for FailingCommit {
+    fn next_rule_id(&self) -> Result<RuleId, portunus_core::ports::StoreError> {
+        self.inner.next_rule_id()
+    }
+}
+
+impl Store for FailingCommit {
+    fn transact(
+        &self,
+        work: &mut dyn FnMut(
+            &dyn portunus_core::ports::StoreTx,
+        ) -> Result<(), portunus_core::ports::StoreError>,
+    ) -> Result<(), portunus_core::ports::StoreError> {
+        let armed = &self.armed;
+        self.inner.transact(&mut |tx| {
+            work(tx)?;
+            if armed.swap(false, Ordering::SeqCst) {
+                return Err(portunus_core::ports::StoreError::Unavailable {
+                    source: "the disk failed".into(),
+                });
+            }
+            Ok(())
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_push_sent_ahead_of_a_commit_that_fails_is_taken_back_from_the_client() {
+    let store = Arc::new(MemoryStore::default());
+    let port = Arc::new(FailingCommit { inner: store.clone(), armed: false.into() });
+    let settings = ServerSettings::resolve(Default::default()).expect("default settings");
+    let f = fixture_over(store, port.clone(), settings, Arc::new(FakeHasher), None);
+    let rt = &f.runtime;
+    let client = enrolled(rt, CLIENT).await;
+    let mut stream = connect(rt, &client).await;
+    stream.plan().await;
+
+    port.armed.store(true, Ordering::SeqCst);
+    let failure =
+        finished("the failed push", spawn_push(rt, &Actor::operator(), 18080, Duration::from_secs(2)))
+            .await
+            .expect_err("its commit failed");
+    assert_eq!(failure.failure.code, ErrorCode::StoreError);
+    // First in its transaction, the Upsert went out before the commit; the failure took it back.
+    let items = stream.drain();
+    assert_eq!(upserts(&items), removes(&items), "{items:?}");
+    assert_eq!(upserts(&items).len(), 1, "{items:?}");
+    assert!(f.committed().list_rules().expect("store read").is_empty(), "nothing of it was stored");
+
+    // The next push goes through, and the client's late answer about the first changes nothing.
+    assert_eq!(report(rt, &client.id, upserts(&items)[0], RuleEvent::Activated).await, None);
+    let push = spawn_push(rt, &Actor::operator(), 18081, Duration::from_secs(2));
+    let rule = stream.upsert().await;
+    report(rt, &client.id, rule, RuleEvent::Activated).await;
+    let pushed = finished("the second push", push).await.expect("activated");
+    assert_eq!(pushed.state, RuleState::Active);
 }
