@@ -10,6 +10,7 @@ import { Clients } from './pages/clients.jsx';
 import { RuleDetail, Rules } from './pages/rules.jsx';
 import { Grants, Tokens, Users } from './pages/accounts.jsx';
 import { Quotas } from './pages/quotas.jsx';
+import { Limits } from './pages/limits.jsx';
 import { Audit, Settings } from './pages/admin.jsx';
 import { Palette } from './palette.jsx';
 import { ErrorBanner } from './components.jsx';
@@ -24,6 +25,7 @@ function pagesFor(user) {
     { href: '/rules', label: 'Rules' },
     { href: '/grants', label: 'Grants' },
     { href: '/quotas', label: 'Quotas' },
+    { href: '/limits', label: 'Rate limits' },
     admin && { href: '/users', label: 'Users' },
     { href: '/tokens', label: 'API tokens' },
     admin && { href: '/audit', label: 'Audit log' },
@@ -40,6 +42,7 @@ function route(path, user) {
   if ((params = match('/rules/:id', path))) return <RuleDetail id={params.id} />;
   if (match('/grants', path)) return <Grants user={user} path={path} />;
   if (match('/quotas', path)) return <Quotas user={user} />;
+  if (match('/limits', path)) return <Limits user={user} />;
   if (match('/tokens', path)) return <Tokens owner={user.id} />;
   if (admin && match('/users', path)) return <Users user={user} />;
   if ((params = match('/users/:id/tokens', path))) return <Tokens owner={params.id} />;

@@ -5,8 +5,8 @@
 /// Every file of the build: URL path and contents.
 #[rustfmt::skip]
 pub(crate) static ASSETS: &[(&str, &[u8])] = &[
-    ("/assets/index-C-3geL5i.js", include_bytes!("../web-dist/assets/index-C-3geL5i.js")),
-    ("/assets/style-BXVcmbp1.css", include_bytes!("../web-dist/assets/style-BXVcmbp1.css")),
+    ("/assets/index-Cfxem64L.js", include_bytes!("../web-dist/assets/index-Cfxem64L.js")),
+    ("/assets/style-9v99a4_F.css", include_bytes!("../web-dist/assets/style-9v99a4_F.css")),
     ("/favicon.svg", include_bytes!("../web-dist/favicon.svg")),
     ("/index.html", include_bytes!("../web-dist/index.html")),
 ];

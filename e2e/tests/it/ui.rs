@@ -7,7 +7,8 @@
 //!
 //! The browser script owns only the browser: every other process (server, client, backend)
 //! is this test's, started when the script asks for it on its stdout and answered on its
-//! stdin, so the harness stops them all by PID.
+//! stdin, so the harness stops them all by PID. That includes `reset-password`, for which the
+//! test stops the server and starts it again on the same store and addresses.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -257,6 +258,20 @@ impl Drop for Script {
 /// How long the whole browser walk-through may take: a hang guard, not a measurement.
 const SCRIPT_DEADLINE: Duration = Duration::from_secs(300);
 
+/// For `CROWD <port>` (a rule capped at one open connection): holds a first connection that
+/// is served, and tells whether a second one was closed at accept without being served.
+fn second_connection_refused(port: u16) -> bool {
+    let mut first = connect(port);
+    roundtrip(&mut first, b"the first connection");
+    let mut second = connect(port);
+    second.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+    let _ = second.write_all(b"a second one");
+    let mut buf = [0u8; 16];
+    let refused = matches!(second.read(&mut buf), Ok(0) | Err(_));
+    roundtrip(&mut first, b"the first is still served");
+    refused
+}
+
 #[test]
 fn console_walkthrough_in_headless_chromium() {
     let web = root().join("web");
@@ -269,7 +284,7 @@ fn console_walkthrough_in_headless_chromium() {
         "/usr/bin/chromium is missing: `apt-get install chromium` (.ci/run installs it)"
     );
     let scn = Scenario::new("ui-browser");
-    let server = Server::start(&scn, ServerOpts::default());
+    let mut server = Server::start(&scn, ServerOpts::default());
     let setup_token = server.setup_token().expect("a fresh server prints a setup token");
     let backend = Backend::echo();
     let shots = root().join("target/ui-screenshots");
@@ -323,6 +338,25 @@ fn console_walkthrough_in_headless_chromium() {
             writeln!(to_script, "OK").expect("answer the script");
         } else if line == "PORT" {
             writeln!(to_script, "OK {}", free_port()).expect("answer the script");
+        } else if let Some(port) = line.strip_prefix("CROWD ") {
+            let refused = second_connection_refused(port.trim().parse().expect("a port"));
+            let answer = if refused { "OK" } else { "NO: the second connection was served past the cap" };
+            writeln!(to_script, "{answer}").expect("answer the script");
+        } else if let Some(user) = line.strip_prefix("RESET ") {
+            // `reset-password` opens the store itself, so the server stops for it; the
+            // browser's sessions live in the store and survive the restart.
+            assert_eq!(server.stop(), 0, "server exit status on SIGTERM");
+            let reset = server.cli(&["reset-password", user.trim(), "--temporary"]);
+            assert_eq!(reset.code, 0, "reset-password: {reset:?}");
+            let temporary = reset
+                .stdout
+                .trim()
+                .strip_prefix("temporary_password=")
+                .expect("temporary_password=…")
+                .to_owned();
+            scn.remember_secret("temporary password", &temporary);
+            server.start_again();
+            writeln!(to_script, "OK {temporary}").expect("answer the script");
         } else if line.starts_with("ui: ") {
             summary = line;
         }
@@ -344,15 +378,36 @@ fn console_walkthrough_in_headless_chromium() {
         audit["records"].as_array().expect("records").iter().filter_map(|r| r["action"].as_str()).collect();
     assert_eq!(actions.iter().filter(|a| **a == "quota.set").count(), 1, "{actions:?}");
     assert_eq!(actions.iter().filter(|a| **a == "quota.patch").count(), 2, "{actions:?}");
+    // So were the caps it edited and the envelope it set, replaced and removed; the reset
+    // password was changed by its owner.
+    assert_eq!(actions.iter().filter(|a| **a == "rule.set_caps").count(), 1, "{actions:?}");
+    assert_eq!(actions.iter().filter(|a| **a == "owner_caps.set").count(), 2, "{actions:?}");
+    assert_eq!(actions.iter().filter(|a| **a == "owner_caps.delete").count(), 1, "{actions:?}");
+    assert_eq!(actions.iter().filter(|a| **a == "auth.password_change").count(), 2, "{actions:?}");
+    let rules = api.call("GET", "/v1/rules", &Auth::Bearer(&token), None).body;
+    let capped = rules.as_array().and_then(|r| r.iter().find(|r| r["spec"]["name"] == "capped")).cloned();
+    let caps = &capped.expect("the capped rule is listed")["spec"]["rate_limit"];
+    assert_eq!(
+        (caps["concurrent_connections"].as_u64(), caps["new_connections_per_sec"].as_u64()),
+        (Some(2), Some(50)),
+        "{caps}"
+    );
+    assert_eq!(caps["bandwidth_in_bps"].as_u64(), Some(1024 * 1024), "bytes, not bits: {caps}");
+    server.assert_no_secret_leaked();
     for page in [
         "01-onboarding",
         "07-rule-detail",
+        "07b-rule-caps",
+        "07d-rule-caps-edited",
+        "12a2-rate-limits",
+        "12b1-rate-limits-user",
         "09-dashboard",
         "12b-quotas-user",
         "12d-quotas",
         "12e-dashboard-quota-warning",
         "12g-dashboard-history",
         "16-dashboard-360-dark",
+        "18a-forced-password-change",
         "21-client-revoked",
     ] {
         assert!(shots.join(format!("{page}.png")).is_file(), "screenshot {page} missing");

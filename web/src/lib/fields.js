@@ -36,17 +36,33 @@ const FIELDS_BY_CODE = {
   'validation.empty_quota_patch': ['monthly_bytes'],
   'validation.quota_anchor_invalid': ['billing_anchor'],
   'validation.invalid_cursor': [],
+  // Rate limits: a cap's own problems (zero, out of range, a burst without its rate or out of
+  // its range) name the field in their message; these two concern the caps as a whole.
+  'validation.empty_envelope': ['rate_limit'],
+  rate_limit_unsupported_by_client: ['rate_limit'],
 };
 
-/** Codes whose message names the field (a range check, a request serde refused). */
-const NAMED_IN_MESSAGE = new Set(['invalid_request', 'validation.out_of_range']);
+/**
+ * Codes whose message names the field (a range check, a request serde refused, a rate-limit
+ * cap: `new_connections_burst must be 1-600 for new_connections_per_sec = 10, got 0`).
+ */
+const NAMED_IN_MESSAGE = new Set([
+  'invalid_request',
+  'validation.out_of_range',
+  'validation.zero_cap',
+  'validation.burst_without_rate',
+  'validation.burst_out_of_range',
+]);
 
 /**
  * The field of `fields` (the names a form shows) that the error `{code, message}` is about,
  * or null when it belongs to the form as a whole. Range errors and malformed requests name
- * the field in their message (`health_check_interval_secs must be …`, "unknown field `x`"),
- * so those are matched by name, longest name first; other messages may mention a field
- * without being about it ("wrong user id or password").
+ * the field in their message (`health_check_interval_secs must be …`, "unknown field `x`",
+ * `rule.rate_limit.bandwidth_in_bps: invalid type …`), so those are matched by name: whole
+ * words only, a name followed by `.` is a parent in a path (not the field), and the name
+ * that comes first wins (`new_connections_burst is set but new_connections_per_sec is
+ * not`). Other messages may mention a field without being about it ("wrong user id or
+ * password").
  */
 export function fieldForError(error, fields) {
   if (!error || !fields || fields.length === 0) return null;
@@ -57,6 +73,12 @@ export function fieldForError(error, fields) {
   }
   if (!NAMED_IN_MESSAGE.has(error.code)) return null;
   const message = String(error.message || '');
-  const byLength = [...fields].sort((a, b) => b.length - a.length);
-  return byLength.find((f) => new RegExp(`(^|[^a-z_])${f}([^a-z_]|$)`).test(message)) ?? null;
+  let best = null;
+  for (const field of fields) {
+    const found = new RegExp(`(^|[^a-z_])${field}(?![a-z_]|\\.[a-z_])`).exec(message);
+    if (!found) continue;
+    const at = found.index + found[1].length;
+    if (!best || at < best.at || (at === best.at && field.length > best.field.length)) best = { field, at };
+  }
+  return best ? best.field : null;
 }

@@ -1,6 +1,7 @@
 // Display helpers and the small arithmetic the pages share: byte counts, rates from two
 // counter readings, relative times, and the target grammar of the API
 // (`host:port[-port][@priority][,proxy=v1|v2]`).
+import { rateLimitFromForm } from './ratelimit.js';
 
 const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
 
@@ -75,7 +76,10 @@ export function parseTarget(text) {
   return { address: rest, priority, proxy };
 }
 
-/** The rule body of a push form: only the fields the operator filled, in the API's shape. */
+/**
+ * The rule body of a push form: only the fields the operator filled, in the API's shape;
+ * `form.caps` (see `lib/ratelimit.js`) becomes `rate_limit` when any cap is filled in.
+ */
 export function ruleSpecFromForm(form) {
   const rows = form.targets.filter((row) => String(row.address || '').trim() !== '');
   const listen = String(form.listen_port).trim();
@@ -93,6 +97,9 @@ export function ruleSpecFromForm(form) {
     if (form.sni_fallback) spec.sni_fallback = true;
     else if (String(form.sni_pattern || '').trim()) spec.sni_pattern = form.sni_pattern.trim();
   }
+  // Caps go only when one is filled in: an empty `rate_limit` would say nothing anyway.
+  const limits = form.caps ? rateLimitFromForm(form.caps) : {};
+  if (Object.keys(limits).length > 0) spec.rate_limit = limits;
   return spec;
 }
 

@@ -1,16 +1,19 @@
-// Rules: the list with state, owner, client and protocol filters; the push dialog, whose API
-// errors land on the field they are about; and a rule's detail with live stats and per-target
-// health, pushed by server-sent events (polled when the stream is not available).
+// Rules: the list with state, owner, client and protocol filters; the push dialog (with
+// optional rate limits), whose API errors land on the field they are about; and a rule's
+// detail with its caps (edited in place), live stats and per-target health, pushed by
+// server-sent events (polled when the stream is not available).
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api } from '../session.js';
 import { ApiError, seg, withQuery } from '../lib/api.js';
-import { Badge, Dialog, ErrorBanner, Field, FormError, Loading, PageHead, Table, stateKind, useLoad, useSubmit } from '../components.jsx';
+import { Badge, Dialog, ErrorBanner, Field, FormError, Loading, Notice, PageHead, Table, stateKind, useLoad, useSubmit } from '../components.jsx';
 import { Link, navigate } from '../lib/router.jsx';
 import { openStatsStream } from '../lib/live.js';
 import { fieldForError } from '../lib/fields.js';
 import { formatBytes, formatRate, formatTime, rateBetween, ruleSpecFromForm } from '../lib/format.js';
+import { CAPS_FORM_FIELDS, capsFormFrom, emptyCapsForm, hasCaps, rateLimitFromForm } from '../lib/ratelimit.js';
+import { CapsList, RateLimitCard, RateLimitFields } from '../caps.jsx';
 
-const PUSH_FIELDS = ['client', 'listen_port', 'protocol', 'targets', 'name', 'health_check_interval_secs', 'sni_pattern'];
+const PUSH_FIELDS = ['client', 'listen_port', 'protocol', 'targets', 'name', 'health_check_interval_secs', 'sni_pattern', ...CAPS_FORM_FIELDS];
 
 const emptyRow = () => ({ address: '', priority: '', proxy: '' });
 
@@ -19,14 +22,21 @@ function targetsOf(spec) {
   return spec.target ? [spec.target] : [];
 }
 
-function PushDialog({ open, clients, onClose, onPushed }) {
+export function PushDialog({ open, clients, onClose, onPushed }) {
   const first = clients && clients.find((c) => c.status !== 'revoked');
-  const blank = () => ({ client: first ? first.name : '', listen_port: '', protocol: 'tcp', targets: [emptyRow()], name: '', health_check_interval_secs: '', sni_pattern: '', sni_fallback: false });
+  const blank = () => ({ client: first ? first.name : '', listen_port: '', protocol: 'tcp', targets: [emptyRow()], name: '', health_check_interval_secs: '', sni_pattern: '', sni_fallback: false, caps: emptyCapsForm() });
+  const [capsOpen, setCapsOpen] = useState(false);
   const [form, setForm] = useState(blank);
   const { error, busy, run } = useSubmit();
   useEffect(() => {
-    if (open) setForm(blank());
+    if (open) {
+      setForm(blank());
+      setCapsOpen(false);
+    }
   }, [open]);
+  const capsSet = Object.keys(rateLimitFromForm(form.caps)).length;
+  // An error about a cap opens the section, so it is never hidden.
+  const showCaps = capsOpen || (error && CAPS_FORM_FIELDS.includes(fieldForError(error, PUSH_FIELDS)));
   const set = (key) => (e) => setForm({ ...form, [key]: e.currentTarget.value });
   const setRow = (idx, key) => (e) => {
     const targets = form.targets.map((row, i) => (i === idx ? { ...row, [key]: e.currentTarget.value } : row));
@@ -111,6 +121,10 @@ function PushDialog({ open, clients, onClose, onPushed }) {
             </label>
           </div>
         )}
+        <button type="button" class="disclosure" aria-expanded={showCaps ? 'true' : 'false'} aria-controls={showCaps ? 'f-rate_limit' : undefined} onClick={() => setCapsOpen(!showCaps)}>
+          <span aria-hidden="true">{showCaps ? '▾' : '▸'}</span> Rate limits (optional){capsSet > 0 ? `: ${capsSet} set` : ''}
+        </button>
+        {showCaps && <RateLimitFields value={form.caps} onChange={(caps) => setForm({ ...form, caps })} formError={error} fields={PUSH_FIELDS} />}
         <button type="submit" class="primary" disabled={busy}>{busy ? 'Pushing…' : 'Push rule'}</button>
       </form>
     </Dialog>
@@ -228,12 +242,43 @@ function useLiveStats(id, onGone) {
   return mode === 'poll' ? { data: polled.data, error: polled.error, mode } : { ...live, mode };
 }
 
+/**
+ * The rule's own caps, replaced as a whole by `PATCH /v1/rules/{id}`: the client applies them
+ * in place (the listener and open connections stay). Every field empty lifts them.
+ */
+export function CapsDialog({ rule, open, onClose, onSaved }) {
+  const [caps, setCaps] = useState(() => capsFormFrom(rule.spec.rate_limit));
+  const submit = useSubmit();
+  const send = (e) => {
+    e.preventDefault();
+    submit.run(async () => {
+      const updated = await api.patch(`/v1/rules/${seg(rule.id)}`, { rate_limit: rateLimitFromForm(caps) });
+      await onSaved(updated);
+    });
+  };
+  return (
+    <Dialog open={open} title="Edit caps" onClose={onClose}>
+      <form onSubmit={send}>
+        <p>
+          The caps of rule {rule.spec.name || `#${rule.id}`} change in place on {rule.client_name}: the listener and open
+          connections stay. Leave every field empty to lift them. An owner envelope on the client, if any, still applies.
+        </p>
+        <FormError error={submit.error} fields={CAPS_FORM_FIELDS} />
+        <RateLimitFields idPrefix="caps" value={caps} onChange={setCaps} formError={submit.error} fields={CAPS_FORM_FIELDS} legend="Caps of this rule" />
+        <button type="submit" class="primary" disabled={submit.busy}>{submit.busy ? 'Saving…' : 'Save caps'}</button>
+      </form>
+    </Dialog>
+  );
+}
+
 /** A rule's detail with its live counters. */
 export function RuleDetail({ id }) {
   const rule = useLoad(() => api.get(`/v1/rules/${seg(id)}`), [id], 5000);
   const stats = useLiveStats(id, () => rule.reload());
   const previous = useRef(null);
   const [rate, setRate] = useState({ in: 0, out: 0 });
+  const [editingCaps, setEditingCaps] = useState(false);
+  const [capsNotice, setCapsNotice] = useState(null);
   const action = useSubmit();
   useEffect(() => {
     if (!stats.data) return;
@@ -252,10 +297,14 @@ export function RuleDetail({ id }) {
     <>
       <PageHead title={r ? `Rule ${r.spec.name || `#${r.id}`}` : `Rule #${id}`}>
         {r && r.state !== 'removed' && (
+          <button type="button" onClick={() => setEditingCaps(true)}>Edit caps</button>
+        )}
+        {r && r.state !== 'removed' && (
           <button type="button" class="danger" onClick={() => window.confirm(`Remove rule #${r.id}?`) && action.run(async () => { await api.del(`/v1/rules/${r.id}`); navigate('/rules'); })}>Remove</button>
         )}
       </PageHead>
       <ErrorBanner error={action.error} />
+      <Notice kind="good">{capsNotice}</Notice>
       <Loading loading={rule.loading && !r} error={rule.error} />
       {r && (
         <dl class="facts">
@@ -266,6 +315,7 @@ export function RuleDetail({ id }) {
           {(r.spec.sni_pattern || r.spec.sni_fallback) && (
             <><dt>TLS name</dt><dd>{r.spec.sni_fallback ? 'fallback (any other name)' : <code>{r.spec.sni_pattern}</code>}</dd></>
           )}
+          <dt>Rate limits</dt><dd><CapsList limits={r.spec.rate_limit} testId="rule-caps" /></dd>
           <dt>Owner</dt><dd>{r.owner}</dd>
           <dt>Updated</dt><dd>{formatTime(r.updated_at)}</dd>
         </dl>
@@ -283,6 +333,7 @@ export function RuleDetail({ id }) {
           <div class="card"><span class="card-title">Bytes out</span><span class="card-value" data-testid="bytes-out">{formatBytes(t.bytes_out)}</span><span class="card-detail">{formatRate(rate.out)}</span></div>
           <div class="card"><span class="card-title">Connections</span><span class="card-value">{t.connections_active}</span><span class="card-detail">{t.connections_total} total</span></div>
           <div class="card"><span class="card-title">Failures</span><span class="card-value">{t.connect_failures + t.dns_failures}</span><span class="card-detail">{t.target_failovers} failovers</span></div>
+          <RateLimitCard totals={t} />
         </section>
       )}
       {stats.data && stats.data.per_target && stats.data.per_target.length > 0 && (
@@ -316,6 +367,19 @@ export function RuleDetail({ id }) {
             </tbody>
           </Table>
         </>
+      )}
+      {r && (
+        <CapsDialog
+          key={editingCaps ? 'editing' : 'closed'}
+          rule={r}
+          open={editingCaps}
+          onClose={() => setEditingCaps(false)}
+          onSaved={async (updated) => {
+            setEditingCaps(false);
+            setCapsNotice(hasCaps(updated.spec.rate_limit) ? 'Caps saved; the client applies them in place.' : 'Caps lifted.');
+            await rule.reload();
+          }}
+        />
       )}
     </>
   );

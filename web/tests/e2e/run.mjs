@@ -1,17 +1,23 @@
 // The browser walk-through of the console, in headless Debian Chromium through playwright-core,
 // against a real server the Rust end-to-end test started (`e2e/tests/it/ui.rs`):
 // onboarding → login → enroll a client → push a rule (an inline field error first) → bytes on
-// the rule's live stats, pushed by server-sent events → the dashboard's throughput chart →
-// a quota set for a metered user (an inline error first), its bar moving after their traffic,
-// its cap changed, the dashboard's warning, a credit → every page checked by axe-core and
-// photographed → a second user sees nothing of the first's and changes their password → the
-// session-expired notice → revoke.
+// the rule's live stats, pushed by server-sent events → a rule pushed with a connection cap
+// (a zero cap refused inline first), its refusal counted live, its caps edited in place (a
+// burst without its rate refused inline first) → the dashboard's throughput chart → a quota
+// set for a metered user (an inline error first) and an owner envelope (an empty one refused
+// inline first, then replaced), the quota bar moving after their traffic, their read-only
+// views, the cap changed, the dashboard's warning, a credit, the envelope removed → every
+// page checked by axe-core and photographed → a second user, whose password was reset,
+// must choose a new one before anything else, sees nothing of the first's and changes their
+// password again in Settings → the session-expired notice → revoke.
 //
 // The Rust test owns every process but the browser. When this script needs one it prints a
 // line and waits for the answer on stdin:
 //   ENROLL <command>  →  OK <target host:port> <free listen port>   (client enrolled, running)
 //   TRAFFIC <port>    →  OK                                         (bytes went through)
 //   PORT              →  OK <free listen port>
+//   CROWD <port>      →  OK        (a first connection served, a second closed at accept)
+//   RESET <user>      →  OK <temporary password>   (server stopped, `reset-password`, restarted)
 // It exits 0 only when every step passed; the last line is `ui: N passed, 0 failed`.
 import { readFileSync, mkdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
@@ -24,7 +30,7 @@ const SETUP_TOKEN = process.env.PORTUNUS_SETUP_TOKEN;
 const SHOTS = process.env.PORTUNUS_SCREENSHOTS;
 const CHROMIUM = process.env.PORTUNUS_CHROMIUM || '/usr/bin/chromium';
 const ADMIN = { id: 'admin', password: 'correct-horse-battery-staple' };
-const TENANT = { id: 'tenant', temp: 'first-password-123456', password: 'tenant-own-password-456' };
+const TENANT = { id: 'tenant', first: 'first-password-123456', password: 'tenant-own-password-456', later: 'tenant-later-password-789' };
 const METERED = { id: 'metered', password: 'metered-password-789012' };
 /** What one TRAFFIC request forwards: 64 KiB each way. */
 const TRAFFIC_BYTES = 2 * 64 * 1024;
@@ -185,6 +191,55 @@ async function main() {
     const liveMode = await page.locator('[data-testid="live-mode"]').getAttribute('data-mode');
     check(liveMode === 'stream', `the live stats come from the event stream, not polling (mode ${liveMode})`);
     await visit(page, '07-rule-detail');
+
+    // A rule with a connection cap from the push dialog: a zero cap is refused under its field
+    // first. With one open connection at most, a second is closed at accept and counted.
+    const [cappedPort] = await ask('PORT');
+    await nav(page, 'Rules');
+    await page.getByRole('button', { name: 'Push a rule' }).click();
+    await page.getByLabel('Listen port or range').fill(cappedPort);
+    await page.getByLabel('Target 1 host:port').fill(target);
+    await page.getByLabel('Name (optional)').fill('capped');
+    await page.getByRole('button', { name: /^Rate limits \(optional\)/ }).click();
+    await page.getByLabel('Open connections at once').fill('0');
+    await page.getByRole('button', { name: 'Push rule' }).click();
+    const zeroCap = page.locator('#f-concurrent_connections-error');
+    await zeroCap.waitFor();
+    check((await zeroCap.textContent()).includes('validation.zero_cap'), 'a zero cap is refused under its field');
+    await visit(page, '07a-push-caps-error');
+    await page.getByLabel('Open connections at once').fill('1');
+    await page.getByRole('button', { name: 'Push rule' }).click();
+    await page.getByRole('heading', { name: 'Rule capped' }).waitFor();
+    await page.locator('.facts .badge', { hasText: 'active' }).waitFor();
+    const ruleCaps = page.locator('[data-testid="rule-caps"]');
+    check((await ruleCaps.textContent()) === '1 open connection at most', `the detail shows the cap: ${await ruleCaps.textContent()}`);
+    await ask(`CROWD ${cappedPort}`);
+    const rejected = await waitForText(page.locator('[data-testid="rate-limit-rejected"]'), (t) => Number(t) >= 1, 'the refused connection on the live stats');
+    check(rejected === '1', `one connection was refused by the cap: ${rejected}`);
+    await visit(page, '07b-rule-caps');
+
+    // Edit the caps in place: a burst without its rate is refused under the burst first.
+    await page.getByRole('button', { name: 'Edit caps' }).click();
+    const capsDialog = page.locator('dialog[open]');
+    check((await capsDialog.getByLabel('Open connections at once').inputValue()) === '1', 'the edit form starts from the rule');
+    await capsDialog.getByLabel('Inbound burst (bytes)', { exact: true }).fill('2');
+    await capsDialog.getByRole('button', { name: 'Save caps' }).click();
+    const burstError = page.locator('#f-caps-bandwidth_in_burst_bytes-error');
+    await burstError.waitFor();
+    check((await burstError.textContent()).includes('validation.burst_without_rate'), 'a burst without its rate is refused under the burst');
+    await visit(page, '07c-edit-caps-error');
+    await capsDialog.getByLabel('Inbound bandwidth (bytes/s)', { exact: true }).fill('1');
+    await capsDialog.getByLabel('New connections per second').fill('50');
+    await capsDialog.getByLabel('Open connections at once').fill('2');
+    await capsDialog.getByRole('button', { name: 'Save caps' }).click();
+    await page.getByText('Caps saved').waitFor();
+    await waitForText(ruleCaps, (t) => t.includes('2 open connections'), 'the edited caps on the detail page');
+    const capLines = await ruleCaps.locator('li').allTextContents();
+    check(
+      JSON.stringify(capLines) === JSON.stringify(['Inbound 1.00 MiB/s (burst 2.00 MiB)', '50 new connections a second (burst 50)', '2 open connections at most']),
+      `the caps were replaced as a whole: ${capLines}`,
+    );
+    await visit(page, '07d-rule-caps-edited');
     await nav(page, 'Rules');
     await page.locator('tr[data-rule]').first().waitFor();
     await visit(page, '08-rules');
@@ -213,7 +268,7 @@ async function main() {
     // Accounts and administration pages.
     await nav(page, 'Users');
     await page.getByLabel('User id').fill(TENANT.id);
-    await page.getByLabel('Password (optional)').fill(TENANT.temp);
+    await page.getByLabel('Password (optional)').fill(TENANT.first);
     await page.getByRole('button', { name: 'Add user' }).click();
     await page.locator(`tr[data-user="${TENANT.id}"]`).waitFor();
     await page.getByLabel('User id').fill(METERED.id);
@@ -249,6 +304,36 @@ async function main() {
     const fresh = await waitForText(quotaCell(page, pair), (t) => t.length > 0, 'the new quota row');
     check(fresh === '0 B of 200.0 KiB (0 %)', `a new quota starts empty: ${fresh}`);
 
+    // An owner envelope for the metered user on the client: an empty one is refused under the
+    // caps first; then it is set and replaced as a whole.
+    await nav(page, 'Rate limits');
+    const envForm = page.locator('form', { has: page.getByRole('button', { name: 'Set envelope' }) });
+    await envForm.getByLabel('User', { exact: true }).selectOption(METERED.id);
+    await envForm.getByLabel('Client', { exact: true }).selectOption('edge-ui');
+    await page.getByRole('button', { name: 'Set envelope' }).click();
+    const emptyEnvelope = page.locator('#f-env-rate_limit-error');
+    await emptyEnvelope.waitFor();
+    check((await emptyEnvelope.textContent()).includes('validation.empty_envelope'), 'an empty envelope is refused under the caps');
+    await visit(page, '12a1-envelope-empty-error');
+    await envForm.getByLabel('Outbound bandwidth (bytes/s)', { exact: true }).fill('10');
+    await envForm.getByLabel('Open connections at once').fill('20');
+    await page.getByRole('button', { name: 'Set envelope' }).click();
+    const envelopeCaps = page.locator(`tr[data-envelope="${pair}"] [data-testid="envelope-caps"]`);
+    await envelopeCaps.waitFor();
+    const envLines = await envelopeCaps.locator('li').allTextContents();
+    check(JSON.stringify(envLines) === JSON.stringify(['Outbound 10.0 MiB/s (burst 10.0 MiB)', '20 open connections at most']), `the envelope is listed: ${envLines}`);
+    await page.locator(`tr[data-envelope="${pair}"]`).getByRole('button', { name: 'Replace' }).click();
+    const replaceDialog = page.locator('dialog[open]');
+    check((await replaceDialog.getByLabel('Open connections at once').inputValue()) === '20', 'the replace form starts from the envelope');
+    await replaceDialog.getByLabel('Outbound bandwidth (bytes/s)', { exact: true }).fill('');
+    await replaceDialog.getByLabel('Open connections at once').fill('30');
+    await replaceDialog.getByRole('button', { name: 'Replace envelope' }).click();
+    const replaced = await waitForText(envelopeCaps, (t) => t.includes('30 open'), 'the replaced envelope');
+    check(replaced === '30 open connections at most', `replacing drops the caps left out: ${replaced}`);
+    await page.locator('tr[data-capped-rule]', { hasText: 'capped' }).waitFor();
+    await visit(page, '12a2-rate-limits');
+    await nav(page, 'Quotas');
+
     // The metered user, in a browser of their own, pushes a rule and reads their quota.
     const tenantContext = await browser.newContext({ viewport: { width: 1280, height: 860 } });
     tenantContext.setDefaultTimeout(WAIT);
@@ -275,6 +360,10 @@ async function main() {
     await waitForText(quotaCell(metered, pair), (t) => t === moved, "the user's own quota to show the same usage");
     check((await metered.getByRole('button', { name: 'Credit' }).count()) === 0 && (await metered.getByRole('heading', { name: 'Set a quota' }).count()) === 0, 'a user reads their quota without controls');
     await visit(metered, '12b-quotas-user');
+    await nav(metered, 'Rate limits');
+    await waitForText(metered.locator(`tr[data-envelope="${pair}"] [data-testid="envelope-caps"]`), (t) => t === replaced, 'the user to read their envelope');
+    check((await metered.getByRole('button', { name: 'Replace' }).count()) === 0 && (await metered.getByRole('heading', { name: 'Set an owner envelope' }).count()) === 0, 'a user reads their envelope without controls');
+    await visit(metered, '12b1-rate-limits-user');
     await tenantContext.close();
 
     // Change the cap: an inline error first, then 150 KiB puts the pair over 80 %.
@@ -303,6 +392,13 @@ async function main() {
     const credited = await waitForText(quotaCell(page, pair), (t) => t.startsWith('0 B'), 'the credit');
     check(credited === '0 B of 150.0 KiB (0 %)', `the credit cleared the usage: ${credited}`);
     await visit(page, '12f-quota-credited');
+
+    // Removing the envelope leaves the user's rules with their own caps only.
+    await nav(page, 'Rate limits');
+    await page.locator(`tr[data-envelope="${pair}"]`).getByRole('button', { name: 'Remove' }).click();
+    await page.getByText('No owner envelopes.').waitFor();
+    await page.getByText(`Removed the envelope of ${METERED.id} on edge-ui.`).waitFor();
+    await visit(page, '12f1-envelope-removed');
 
     // The history has the traffic once its minutes are written.
     await nav(page, 'Dashboard');
@@ -343,9 +439,31 @@ async function main() {
     await visit(page, '17b-quotas-360-dark');
     await page.setViewportSize({ width: 1280, height: 860 });
 
-    // The tenant: an empty console.
+    // The tenant's password is reset offline (`reset-password`, which restarts the server):
+    // they sign in with the temporary one and must choose their own (a weak one refused
+    // inline) before anything else; then they reach the dashboard.
     await signOut(page);
-    await login(page, TENANT.id, TENANT.temp);
+    const [temporary] = await ask(`RESET ${TENANT.id}`);
+    await login(page, TENANT.id, TENANT.first);
+    const stale = await page.locator('.error-banner .error-code').textContent();
+    check(stale === 'unauthenticated', `the password before the reset no longer works: ${stale}`);
+    await login(page, TENANT.id, temporary);
+    await page.getByRole('heading', { name: 'Choose a new password' }).waitFor();
+    check((await page.getByRole('navigation', { name: 'Main' }).count()) === 0, 'nothing but the password change is offered');
+    await visit(page, '18a-forced-password-change');
+    await page.getByLabel('Current password').fill(temporary);
+    await page.getByLabel('New password', { exact: true }).fill('short');
+    await page.getByLabel('New password, again').fill('short');
+    await page.getByRole('button', { name: 'Change password' }).click();
+    const weak = page.locator('#f-new_password-error');
+    await weak.waitFor();
+    check((await weak.textContent()).includes('validation.weak_password'), 'a weak new password is refused under its field');
+    await visit(page, '18b-forced-password-weak');
+    await page.getByLabel('New password', { exact: true }).fill(TENANT.password);
+    await page.getByLabel('New password, again').fill(TENANT.password);
+    await page.getByRole('button', { name: 'Change password' }).click();
+
+    // The tenant: an empty console.
     await page.getByRole('heading', { name: 'Dashboard' }).waitFor();
     await page.locator('.card-value').first().waitFor();
     const cards = await page.locator('.card-value').allTextContents();
@@ -357,9 +475,9 @@ async function main() {
     check(!(await page.content()).includes('edge-ui'), "the tenant sees nothing of the admin's client");
     await visit(page, '18-tenant-clients');
     await nav(page, 'Settings');
-    await page.getByLabel('Current password').fill(TENANT.temp);
-    await page.getByLabel('New password', { exact: true }).fill(TENANT.password);
-    await page.getByLabel('New password, again').fill(TENANT.password);
+    await page.getByLabel('Current password').fill(TENANT.password);
+    await page.getByLabel('New password', { exact: true }).fill(TENANT.later);
+    await page.getByLabel('New password, again').fill(TENANT.later);
     await page.getByRole('button', { name: 'Change password' }).click();
     await page.getByText('Password changed.').waitFor();
     await visit(page, '19-tenant-settings');
