@@ -454,6 +454,10 @@ impl RuleRuntime for DataPlane {
     fn set_budget(&self, rule: RuleId, budget: Option<Arc<crate::budget::QuotaBudget>>) {
         if let Some(bound) = self.lock_rules().get(&rule) {
             *bound.shared.budget.lock().unwrap_or_else(|p| p.into_inner()) = budget;
+            return;
+        }
+        if let Some(bound) = self.lock_udp_rules().get(&rule) {
+            bound.set_budget(budget);
         }
     }
 

@@ -65,8 +65,9 @@ pub trait RuleRuntime: Send + Sync {
     fn sni_report(&self) -> Vec<portunus_core::sni::SniListenerReport> {
         Vec::new()
     }
-    /// Gives a bound TCP rule its pair's quota budget (or takes it away): its connections
-    /// debit it as bytes land and stop once it is spent; new ones are refused while it is.
+    /// Gives a bound rule its pair's quota budget (or takes it away): its TCP connections
+    /// debit it as bytes land and stop once it is spent, its UDP flows debit it per batch and
+    /// drop what comes after; new connections and flows are refused while it is spent.
     /// A no-op by default and for rules not bound.
     fn set_budget(
         &self,

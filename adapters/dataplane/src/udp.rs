@@ -204,6 +204,8 @@ pub(crate) struct RuleIo {
     pending: Mutex<HashSet<FlowKey>>,
     /// The scopes new flows pass (owner, then rule); the default limits nothing.
     limits: Mutex<LimitPath>,
+    /// The traffic quota budget of the rule's (owner, client) pair, when it has one.
+    budget: Mutex<Option<Arc<crate::budget::QuotaBudget>>>,
 }
 
 impl RuleIo {
@@ -217,6 +219,11 @@ impl RuleIo {
 
     fn lock_pending(&self) -> MutexGuard<'_, HashSet<FlowKey>> {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The pair's quota budget now.
+    fn budget(&self) -> Option<Arc<crate::budget::QuotaBudget>> {
+        self.budget.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The limit path new flows pass now.
@@ -283,6 +290,7 @@ impl UdpRule {
             refreshing: def.targets.iter().map(|_| AtomicBool::new(false)).collect(),
             pending: Mutex::new(HashSet::new()),
             limits: Mutex::new(limits),
+            budget: Mutex::new(None),
             plan,
         });
         let mut tasks = Vec::with_capacity(io.ports.len() + 1);
@@ -306,6 +314,13 @@ impl UdpRule {
     pub(crate) fn apply_settings(&self, settings: &DataPlaneSettings) {
         self.io.lock_table().set_limits(FlowLimits::from_settings(settings));
         self.io.reaper.notify_one();
+    }
+
+    /// Gives the rule its pair's quota budget (or takes it away): every flow debits it per
+    /// batch sent either way and drops what comes once it is spent; a spent budget opens no
+    /// new flow.
+    pub(crate) fn set_budget(&self, budget: Option<Arc<crate::budget::QuotaBudget>>) {
+        *self.io.budget.lock().unwrap_or_else(PoisonError::into_inner) = budget;
     }
 
     /// Replaces the limit path of flows opened from now on.

@@ -45,6 +45,10 @@ pub(crate) struct FlowIo {
     /// The flow's limit path when it capped bandwidth as the flow opened: every datagram
     /// either way is paid for here, or dropped.
     bandwidth: Option<LimitPath>,
+    /// The pair's quota budget when the flow opened: each batch sent either way debits it,
+    /// and once it is spent the flow drops what comes (a pair passes its cap by at most one
+    /// batch per flow).
+    budget: Option<Arc<crate::budget::QuotaBudget>>,
 }
 
 /// What the flow table keeps per flow.
@@ -290,6 +294,11 @@ fn open_to(
     target: usize,
     addr: SocketAddr,
 ) -> Result<(Arc<FlowIo>, FlowId), NotOpened> {
+    let budget = io.budget();
+    if budget.as_ref().is_some_and(|b| b.remaining() == 0) {
+        // The pair is out of budget: no new flow (the rule is about to be paused).
+        return Err(NotOpened::Failed);
+    }
     let path = io.limits();
     let permit = match path.admit(limits::now()) {
         Ok(permit) => permit,
@@ -329,6 +338,7 @@ fn open_to(
         target,
         answered: std::sync::atomic::AtomicBool::new(false),
         bandwidth,
+        budget,
     });
     let was_empty = table.is_empty();
     // `open` only refuses after `Inbound::Open` if the caller broke the protocol; the slot
@@ -415,6 +425,9 @@ async fn resolve_then_open(
             if let Some(cell) = port.target(flow.target) {
                 cell.delivered_in(1, n as u64);
             }
+            if let Some(budget) = &flow.budget {
+                let _ = budget.debit(n as u64);
+            }
         }
         Err(err) => {
             port.counters.dropped(1);
@@ -481,6 +494,26 @@ fn send_paid(
         None => flow.socket.get_ref(),
     };
     let dest = dest.map(|(_, addr)| addr);
+    if flow.budget.as_ref().is_some_and(|budget| budget.remaining() == 0) {
+        // Spent: nothing more goes either way (counted as dropped by the caller).
+        return Sent::default();
+    }
+    let sent = send_capped(batch, flow, direction, socket, range, dest);
+    if let Some(budget) = &flow.budget {
+        let _ = budget.debit(sent.bytes);
+    }
+    sent
+}
+
+/// [`send_paid`] past the quota: pays each datagram to the bandwidth caps, if any.
+fn send_capped(
+    batch: &mut Batch,
+    flow: &FlowIo,
+    direction: Direction,
+    socket: &std::net::UdpSocket,
+    range: Range<usize>,
+    dest: Option<SocketAddr>,
+) -> Sent {
     let Some(caps) = &flow.bandwidth else {
         return send_all(batch, socket, range, dest);
     };

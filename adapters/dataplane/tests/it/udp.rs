@@ -713,3 +713,36 @@ async fn per_target_datagrams_and_bytes_add_up_to_the_rule_totals() {
     assert_eq!(t1, Counters::default(), "the backup saw no flow");
     assert_eq!(report.per_port[&(port + 1)].bytes_in, (11..=20).sum::<u64>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flow_stops_forwarding_once_its_pairs_quota_budget_is_spent_and_resumes_on_a_new_one() {
+    let plane = plane(Path::Userspace);
+    let id = rule_id();
+    let port = bind_udp(&plane, id, udp_echo()).await;
+    let budget = Arc::new(portunus_dataplane::budget::QuotaBudget::new(5_000));
+    plane.set_budget(id, Some(Arc::clone(&budget)));
+    let socket = client(port).await;
+    // One at a time, each answered: 1,000 bytes in and 1,000 out per exchange, so the third
+    // one's request spends the budget and nothing comes back for it or after it.
+    for _ in 0..2 {
+        assert_eq!(roundtrip(&socket, &[9u8; 1_000]).await.len(), 1_000);
+    }
+    socket.send(&[9u8; 1_000]).await.expect("send");
+    eventually("the budget to be spent", || budget.remaining() == 0).await;
+    for _ in 0..5 {
+        socket.send(&[9u8; 1_000]).await.expect("send");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut buf = [0u8; 2_048];
+    let mut late = 0;
+    while let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(50), socket.recv(&mut buf)).await {
+        late += 1;
+    }
+    assert!(late <= 1, "at most the reply to the datagram that spent it: {late}");
+    let totals = udp_totals(&plane, id);
+    assert!(totals.bytes_in + totals.bytes_out <= 6_000, "overrun bounded by one batch: {totals:?}");
+    // A new budget (a credit) resumes the same flow.
+    budget.set(100_000);
+    let back = roundtrip_retrying(&socket, b"again", |got| got == b"again").await;
+    assert_eq!(back, b"again");
+}
