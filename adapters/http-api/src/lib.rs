@@ -44,13 +44,22 @@ pub struct AppState {
     pub backup: Option<Arc<dyn routes::admin::StoreBackup>>,
     /// The origins cookie-authenticated writes may come from (normalised).
     pub origins: Arc<Vec<String>>,
+    /// The open rule stats streams.
+    pub streams: Arc<routes::stream::StreamSlots>,
 }
 
 impl AppState {
     /// The handlers' state over `runtime`.
     pub fn new(runtime: Runtime, metrics: Arc<ServerMetrics>) -> AppState {
         let origins = Arc::new(runtime.settings().allowed_origins(runtime.settings().operator_http_listen));
-        AppState { runtime, metrics, listings: Arc::default(), backup: None, origins }
+        AppState {
+            runtime,
+            metrics,
+            listings: Arc::default(),
+            backup: None,
+            origins,
+            streams: Arc::default(),
+        }
     }
 
     /// The same state, for an operator listener bound at `listening` (whose port may have

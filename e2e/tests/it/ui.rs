@@ -232,6 +232,24 @@ fn rule_stats_stream_pushes_counters_each_second_and_hides_other_owners_rules() 
     let anonymous = api.call("GET", &format!("/v1/rules/{rule}/stats/stream"), &Auth::None, None);
     assert_eq!(anonymous.status, 401, "{}", anonymous.text);
 
+    // A caller holds at most 8 streams: the ninth is refused before it starts, and a closed
+    // one gives its slot back.
+    let mut more: Vec<SseStream> =
+        (0..7).map(|_| SseStream::open(addr, &format!("/v1/rules/{rule}/stats/stream"), &operator)).collect();
+    for extra in &mut more {
+        assert_eq!(extra.status, 200);
+        extra.next_event().expect("each stream answers");
+    }
+    let ninth = api.call("GET", &format!("/v1/rules/{rule}/stats/stream"), &op, None);
+    assert_eq!((ninth.status, ninth.code()), (429, "rate_limited"), "{}", ninth.text);
+    let bobs = SseStream::open(addr, &format!("/v1/rules/{rule}/stats/stream"), &bob);
+    assert_eq!(bobs.status, 404, "bob's own bound is untouched; the rule is just not his");
+    drop(more.pop());
+    wait_until("the closed stream's slot to come back", || {
+        let again = SseStream::open(addr, &format!("/v1/rules/{rule}/stats/stream"), &operator);
+        (again.status == 200).then_some(())
+    });
+
     // Removing the rule ends the stream with an `end` event, and the body closes.
     assert_eq!(api.call("DELETE", &format!("/v1/rules/{rule}"), &op, None).status, 204);
     let end = std::iter::from_fn(|| stream.next_event())

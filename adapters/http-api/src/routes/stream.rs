@@ -2,7 +2,10 @@
 //! event a second, read the same way as `GET /v1/rules/{id}/stats` (same auth, same
 //! visibility: another user's rule answers 404 before any stream starts).
 //!
-//! Invariants: a stream is bounded. It ends after [`MAX_EVENTS`] events (an `EventSource`
+//! Invariants: a stream is bounded, and so is their number: each principal holds at most
+//! [`MAX_STREAMS_PER_PRINCIPAL`] open streams and the server [`MAX_STREAMS`] (one more is
+//! refused with `rate_limited`, 429, before it starts; a stream's slot is given back when it
+//! ends or its reader goes away). It ends after [`MAX_EVENTS`] events (an `EventSource`
 //! reconnects on its own, and the reconnect authenticates again, so a revoked session or
 //! token stops getting numbers within that bound), and with an `end` event once the rule is
 //! removed or no longer visible to the caller. Each tick is one read of the in-memory model
@@ -34,6 +37,70 @@ pub const STREAM_PERIOD: Duration = Duration::from_secs(1);
 /// reconnects and is authenticated again.
 pub const MAX_EVENTS: u64 = 300;
 
+/// Most streams one principal (a user, a token's user, the operator) may hold open at once:
+/// a dashboard and a few rule detail tabs, not a scraper.
+pub const MAX_STREAMS_PER_PRINCIPAL: usize = 8;
+
+/// Most streams the server holds open at once, for everyone together.
+pub const MAX_STREAMS: usize = 256;
+
+/// The open streams, per principal and in all.
+#[derive(Debug, Default)]
+pub struct StreamSlots {
+    open: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One open stream's place in [`StreamSlots`], given back on drop.
+#[derive(Debug)]
+pub struct StreamSlot {
+    slots: std::sync::Arc<StreamSlots>,
+    principal: String,
+}
+
+impl StreamSlots {
+    /// A slot for `principal`, or the refusal when it (or the server) holds as many as it may.
+    pub fn acquire(
+        slots: &std::sync::Arc<StreamSlots>,
+        principal: &str,
+    ) -> Result<StreamSlot, portunus_core::Failure> {
+        let mut open = slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        let total: usize = open.values().sum();
+        let mine = open.get(principal).copied().unwrap_or(0);
+        if mine >= MAX_STREAMS_PER_PRINCIPAL || total >= MAX_STREAMS {
+            let why = if mine >= MAX_STREAMS_PER_PRINCIPAL {
+                format!(
+                    "{principal} already holds {mine} open stats streams (at most {MAX_STREAMS_PER_PRINCIPAL})"
+                )
+            } else {
+                format!("the server holds {total} open stats streams (at most {MAX_STREAMS})")
+            };
+            return Err(portunus_core::Failure::new(
+                ErrorCode::RateLimited,
+                format!("{why}; close one, or poll GET /v1/rules/{{id}}/stats"),
+            ));
+        }
+        *open.entry(principal.to_owned()).or_default() += 1;
+        Ok(StreamSlot { slots: std::sync::Arc::clone(slots), principal: principal.to_owned() })
+    }
+
+    /// Streams open now, in all.
+    pub fn open(&self) -> usize {
+        self.open.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.principal) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.principal);
+            }
+        }
+    }
+}
+
 /// What an `EventSource` waits before it reconnects after a stream closes.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
@@ -55,7 +122,8 @@ pub struct StreamEvent {
 /// `stats` events carry the same JSON as `GET /v1/rules/{id}/stats` (`id`: a sequence
 /// number); a last `end` event (data: the error body, `rule_not_found`, or the final stats
 /// of a removed rule) says the rule is gone. The stream closes after 300 events; reconnect
-/// to go on.
+/// to go on. A caller holds at most 8 streams at once (the server 256): one more is refused
+/// with `rate_limited` (429).
 #[utoipa::path(get, path = "/v1/rules/{id}/stats/stream", tag = "rules",
     params(("id" = u64, Path, description = "rule id"), StatsQuery),
     responses(
@@ -63,7 +131,8 @@ pub struct StreamEvent {
             description = "Server-sent events. `event: stats` carries a RuleStatsDto as JSON in `data`, once a second; \
                 `event: end` (the rule was removed or is gone) is the last. The stream closes after 300 events; \
                 an EventSource reconnects by itself."),
-        (status = 404, description = NOT_FOUND, body = ErrorBody)))]
+        (status = 404, description = NOT_FOUND, body = ErrorBody),
+        (status = 429, description = "rate_limited: the caller (or the server) holds as many open streams as it may", body = ErrorBody)))]
 pub async fn rule_stats_stream(
     State(state): State<AppState>,
     Extension(actor): Extension<Actor>,
@@ -74,9 +143,20 @@ pub async fn rule_stats_stream(
     // The first reading is taken before answering, so a missing or foreign rule is a plain
     // 404 with a JSON body, not a stream that ends at once.
     let first = read(&state, &actor, id, &query).await?;
+    let slot = StreamSlots::acquire(&state.streams, actor.principal.as_str())?;
     let mut interval = tokio::time::interval(STREAM_PERIOD);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let ticks = Ticks { state, actor, id, query, interval, sent: 0, pending: Some(Ok(first)), done: false };
+    let ticks = Ticks {
+        state,
+        actor,
+        id,
+        query,
+        interval,
+        sent: 0,
+        pending: Some(Ok(first)),
+        done: false,
+        _slot: slot,
+    };
     Ok(Sse::new(futures::stream::unfold(ticks, Ticks::next)))
 }
 
@@ -105,6 +185,8 @@ struct Ticks {
     pending: Option<Result<RuleStatsDto, ApiError>>,
     /// The `end` event went out; the next poll closes the stream.
     done: bool,
+    /// Held while the stream lives (dropped with it, also when the reader goes away).
+    _slot: StreamSlot,
 }
 
 impl Ticks {
@@ -155,4 +237,41 @@ impl Ticks {
 fn json_event(name: &str, value: &impl serde::Serialize) -> Event {
     let data = serde_json::to_string(value).unwrap_or_default();
     Event::default().event(name).data(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[test]
+    fn each_principal_holds_a_bounded_number_of_streams_and_a_closed_one_frees_its_slot() {
+        let slots = Arc::new(StreamSlots::default());
+        let alices: Vec<StreamSlot> =
+            (0..MAX_STREAMS_PER_PRINCIPAL).map(|_| StreamSlots::acquire(&slots, "alice").unwrap()).collect();
+        let refused = StreamSlots::acquire(&slots, "alice").unwrap_err();
+        assert_eq!(refused.code, ErrorCode::RateLimited);
+        assert!(refused.message.contains("alice already holds 8"), "{}", refused.message);
+        let bob = StreamSlots::acquire(&slots, "bob").expect("another principal has its own slots");
+        assert_eq!(slots.open(), MAX_STREAMS_PER_PRINCIPAL + 1);
+        drop(alices);
+        drop(bob);
+        assert_eq!(slots.open(), 0, "every slot came back");
+        assert!(StreamSlots::acquire(&slots, "alice").is_ok());
+    }
+
+    #[test]
+    fn the_server_wide_bound_holds_across_principals() {
+        let slots = Arc::new(StreamSlots::default());
+        let held: Vec<StreamSlot> = (0..MAX_STREAMS)
+            .map(|i| {
+                StreamSlots::acquire(&slots, &format!("user-{}", i / MAX_STREAMS_PER_PRINCIPAL)).unwrap()
+            })
+            .collect();
+        let refused = StreamSlots::acquire(&slots, "newcomer").unwrap_err();
+        assert!(refused.message.contains("the server holds 256"), "{}", refused.message);
+        drop(held);
+        assert!(StreamSlots::acquire(&slots, "newcomer").is_ok());
+    }
 }
