@@ -358,7 +358,8 @@ pub enum QuotaCommand {
         /// Client name or id.
         client: String,
     },
-    /// One quota's cap, period and usage (a user may read their own).
+    /// One quota's cap, period and usage (a user may read their own; `get` is the same).
+    #[command(visible_alias = "get")]
     Status {
         /// User id.
         user: String,

@@ -111,6 +111,11 @@ fn a_quota_meters_a_users_traffic_and_only_they_and_superadmins_read_it() {
     let as_alice = [("PORTUNUS_OPERATOR_TOKEN", alice_token.as_str())];
     let mine = server.cli_with_env(&["quota", "status", "alice", "edge-01", "--format", "json"], &as_alice);
     assert_eq!(mine.code, 0, "{mine:?}");
+    let same = server.cli_with_env(&["quota", "get", "alice", "edge-01", "--format", "json"], &as_alice);
+    assert_eq!(same.code, 0, "`quota get` reads the same: {same:?}");
+    let (mine_json, same_json): (Value, Value) =
+        (serde_json::from_str(&mine.stdout).expect("JSON"), serde_json::from_str(&same.stdout).expect("JSON"));
+    assert_eq!(mine_json["monthly_bytes"], same_json["monthly_bytes"]);
     let denied = server.cli_with_env(&["quota", "credit", "alice", "edge-01"], &as_alice);
     assert_ne!(denied.code, 0, "a user never credits: {denied:?}");
 
