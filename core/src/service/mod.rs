@@ -321,6 +321,47 @@ pub(crate) fn random_bytes<const N: usize>(entropy: &dyn Entropy) -> [u8; N] {
     buf
 }
 
+/// The user and client of a (user, client) pair a superadmin sets a record on (a quota, an
+/// owner envelope): the user must exist, the client too, and a grant must give them the
+/// client.
+pub(crate) fn granted_pair<S: crate::ports::UserStore + ClientStore + crate::ports::GrantStore + ?Sized>(
+    store: &S,
+    user: &str,
+    client: &str,
+) -> Result<(crate::ids::UserId, crate::client::Client), Failure> {
+    let user_id = crate::ids::UserId::new(user);
+    if store.get_user(&user_id)?.is_none() {
+        return Err(Failure::new(ErrorCode::UserNotFound, format!("no user {}", crate::ids::quoted(user))));
+    }
+    let client = find_client(store, client)?;
+    if !store.list_grants()?.iter().any(|g| g.user == user_id && g.client.includes(&client.id)) {
+        return Err(Failure::new(
+            ErrorCode::ClientNotGranted,
+            format!(
+                "no grant gives user {} the client {}: grant it first",
+                crate::ids::quoted(user),
+                client.name
+            ),
+        ));
+    }
+    Ok((user_id, client))
+}
+
+/// The client id a pair's record is read under: a client that does not exist answers
+/// `missing()` (the record's own not-found), so a lookup tells nothing more than the record's
+/// absence.
+pub(crate) fn pair_client_id<S: ClientStore + ?Sized>(
+    store: &S,
+    client: &str,
+    missing: impl FnOnce() -> Failure,
+) -> Result<ClientId, Failure> {
+    match find_client(store, client) {
+        Ok(found) => Ok(found.id),
+        Err(failure) if failure.code == ErrorCode::ClientNotFound => Err(missing()),
+        Err(failure) => Err(failure),
+    }
+}
+
 /// Finds a client by id (`cl_…`) or by name.
 pub fn find_client<S: ClientStore + ?Sized>(
     store: &S,

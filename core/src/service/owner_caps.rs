@@ -8,7 +8,7 @@
 //! before any rule); a user asking about a pair that is not theirs hears exactly what a
 //! missing envelope answers.
 
-use super::{Cx, Effect, find_client};
+use super::{Cx, Effect};
 use crate::capability::Capability;
 use crate::error::{ErrorCode, Failure};
 use crate::ids::{UserId, quoted};
@@ -81,23 +81,7 @@ impl OwnerCapsService {
         let result = (|| {
             authorize(actor, &Action::Administer)?;
             let caps = envelope.validate()?;
-            let user_id = UserId::new(user);
-            if cx.store.get_user(&user_id)?.is_none() {
-                return Err(Failure::new(ErrorCode::UserNotFound, format!("no user {}", quoted(user))));
-            }
-            let client = find_client(cx.store, client)?;
-            let granted =
-                cx.store.list_grants()?.iter().any(|g| g.user == user_id && g.client.includes(&client.id));
-            if !granted {
-                return Err(Failure::new(
-                    ErrorCode::ClientNotGranted,
-                    format!(
-                        "no grant gives user {} the client {}: grant it first",
-                        quoted(user),
-                        client.name
-                    ),
-                ));
-            }
+            let (user_id, client) = super::granted_pair(cx.store, user, client)?;
             if let Some(session) = cx.sessions.session(&client.id)
                 && !session.capabilities.contains(&Capability::RateLimit)
             {
@@ -193,12 +177,6 @@ fn require<S: ClientStore + OwnerCapsStore + ?Sized>(
     user: &str,
     client: &str,
 ) -> Result<OwnerCaps, Failure> {
-    let client_id = match find_client(store, client) {
-        Ok(found) => found.id,
-        Err(failure) if failure.code == ErrorCode::ClientNotFound => {
-            return Err(owner_caps_not_found(user, client));
-        }
-        Err(failure) => return Err(failure),
-    };
+    let client_id = super::pair_client_id(store, client, || owner_caps_not_found(user, client))?;
     store.get_owner_caps(&UserId::new(user), &client_id)?.ok_or_else(|| owner_caps_not_found(user, client))
 }

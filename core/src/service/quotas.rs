@@ -7,10 +7,9 @@
 //! exhaustion); a user asking about a pair that is not theirs hears exactly what a missing
 //! quota answers.
 
+use super::Cx;
 use super::Effect;
-use super::{Cx, find_client};
 use crate::error::{ErrorCode, Failure};
-use crate::grant::Grant;
 use crate::ids::{ClientId, Timestamp, UserId, quoted};
 use crate::policy::{Action, Actor, authorize};
 use crate::ports::{ClientCommand, ClientStore, GrantStore, QuotaStore, RuleStore, UserStore, Write};
@@ -110,11 +109,6 @@ fn client_must_hear(decisions: &Decisions) -> bool {
     decisions.became_exhausted || decisions.resumed || decisions.rolled_over.is_some()
 }
 
-/// True when one of `grants` gives `user` anything on `client`.
-fn granted(grants: &[Grant], user: &UserId, client: &ClientId) -> bool {
-    grants.iter().any(|g| &g.user == user && g.client.includes(client))
-}
-
 impl QuotaService {
     /// Creates or replaces the quota of a pair (`PUT /v1/users/{user}/quotas/{client}`;
     /// superadmins only). The user must exist and a grant must give them the client.
@@ -130,21 +124,7 @@ impl QuotaService {
         let result = (|| {
             authorize(actor, &Action::Administer)?;
             let terms = spec.validate()?;
-            let user_id = UserId::new(user);
-            if cx.store.get_user(&user_id)?.is_none() {
-                return Err(Failure::new(ErrorCode::UserNotFound, format!("no user {}", quoted(user))));
-            }
-            let client = find_client(cx.store, client)?;
-            if !granted(&cx.store.list_grants()?, &user_id, &client.id) {
-                return Err(Failure::new(
-                    ErrorCode::ClientNotGranted,
-                    format!(
-                        "no grant gives user {} the client {}: grant it first",
-                        quoted(user),
-                        client.name
-                    ),
-                ));
-            }
+            let (user_id, client) = super::granted_pair(cx.store, user, client)?;
             let (quota, decisions) = match cx.store.get_quota(&user_id, &client.id)? {
                 Some(mut existing) => {
                     let decisions = existing.state.handle_replace(terms, now);
@@ -312,12 +292,6 @@ fn require_quota<S: ClientStore + QuotaStore + ?Sized>(
     user: &str,
     client: &str,
 ) -> Result<Quota, Failure> {
-    let client_id = match find_client(store, client) {
-        Ok(found) => found.id,
-        Err(failure) if failure.code == ErrorCode::ClientNotFound => {
-            return Err(quota_not_found(user, client));
-        }
-        Err(failure) => return Err(failure),
-    };
+    let client_id = super::pair_client_id(store, client, || quota_not_found(user, client))?;
     store.get_quota(&UserId::new(user), &client_id)?.ok_or_else(|| quota_not_found(user, client))
 }

@@ -10,26 +10,6 @@ use crate::harness::{
     wait_until,
 };
 
-/// A superadmin (which opens the gate for user tokens) and plain `users`; returns their API
-/// tokens, in order.
-fn users_with_tokens(api: &Api, op: &Auth<'_>, users: &[&str]) -> Vec<String> {
-    api.create_user(op, "root", "superadmin", Some("a-long-enough-passphrase-2027"));
-    users
-        .iter()
-        .map(|user| {
-            api.create_user(op, user, "user", None);
-            api.mint_token(op, user)
-        })
-        .collect()
-}
-
-/// Grants `user` the TCP port `port` on edge-01.
-fn grant_port(api: &Api, op: &Auth<'_>, user: &str, port: u16) {
-    let grant = json!({"user": user, "client": "edge-01", "ports": port.to_string(), "protocols": ["tcp"]});
-    let granted = api.call("POST", "/v1/grants", op, Some(&grant));
-    assert_eq!(granted.status, 201, "{}", granted.text);
-}
-
 #[test]
 fn a_quota_meters_a_users_traffic_and_only_they_and_superadmins_read_it() {
     let scn = Scenario::new("quotas_api");
@@ -37,7 +17,7 @@ fn a_quota_meters_a_users_traffic_and_only_they_and_superadmins_read_it() {
     let api = server.api();
     let operator = server.operator_token();
     let op = Auth::Bearer(&operator);
-    let tokens = users_with_tokens(&api, &op, &["alice", "bob"]);
+    let tokens = api.users_with_tokens(&op, &["alice", "bob"]);
     let (alice_token, bob_token) = (&tokens[0], &tokens[1]);
     let (alice, bob) = (Auth::Bearer(alice_token), Auth::Bearer(bob_token));
     let quota = "/v1/users/alice/quotas/edge-01";
@@ -47,7 +27,7 @@ fn a_quota_meters_a_users_traffic_and_only_they_and_superadmins_read_it() {
     let early = api.call("PUT", quota, &op, Some(&json!({"monthly_bytes": 10_000})));
     assert_eq!((early.status, early.code()), (403, "client_not_granted"), "{}", early.text);
     let port = free_port();
-    grant_port(&api, &op, "alice", port);
+    api.grant_port(&op, "alice", port);
     let zero = api.call("PUT", quota, &op, Some(&json!({"monthly_bytes": 0})));
     assert_eq!((zero.status, zero.code()), (400, "validation.quota_bytes_invalid"));
     let by_alice = api.call("PUT", quota, &alice, Some(&json!({"monthly_bytes": 10_000})));
@@ -113,8 +93,10 @@ fn a_quota_meters_a_users_traffic_and_only_they_and_superadmins_read_it() {
     assert_eq!(mine.code, 0, "{mine:?}");
     let same = server.cli_with_env(&["quota", "get", "alice", "edge-01", "--format", "json"], &as_alice);
     assert_eq!(same.code, 0, "`quota get` reads the same: {same:?}");
-    let (mine_json, same_json): (Value, Value) =
-        (serde_json::from_str(&mine.stdout).expect("JSON"), serde_json::from_str(&same.stdout).expect("JSON"));
+    let (mine_json, same_json): (Value, Value) = (
+        serde_json::from_str(&mine.stdout).expect("JSON"),
+        serde_json::from_str(&same.stdout).expect("JSON"),
+    );
     assert_eq!(mine_json["monthly_bytes"], same_json["monthly_bytes"]);
     let denied = server.cli_with_env(&["quota", "credit", "alice", "edge-01"], &as_alice);
     assert_ne!(denied.code, 0, "a user never credits: {denied:?}");
@@ -210,10 +192,10 @@ fn an_exhausted_pair_is_cut_on_the_edge_and_a_credit_resumes_it_without_a_reconn
     let api = server.api();
     let operator = server.operator_token();
     let op = Auth::Bearer(&operator);
-    let alice_token = users_with_tokens(&api, &op, &["alice"]).remove(0);
+    let alice_token = api.users_with_tokens(&op, &["alice"]).remove(0);
     let alice = Auth::Bearer(&alice_token);
     let (port, other) = (free_port(), free_port());
-    grant_port(&api, &op, "alice", port);
+    api.grant_port(&op, "alice", port);
     let quota = "/v1/users/alice/quotas/edge-01";
     assert_eq!(api.call("PUT", quota, &op, Some(&json!({"monthly_bytes": 20_000}))).status, 200);
     let edge = client.proc();
@@ -272,9 +254,9 @@ fn a_client_offline_while_its_pair_runs_out_gets_the_quota_before_its_rules_on_r
     let api = server.api();
     let operator = server.operator_token();
     let op = Auth::Bearer(&operator);
-    let alice_token = users_with_tokens(&api, &op, &["alice"]).remove(0);
+    let alice_token = api.users_with_tokens(&op, &["alice"]).remove(0);
     let port = free_port();
-    grant_port(&api, &op, "alice", port);
+    api.grant_port(&op, "alice", port);
     let quota = "/v1/users/alice/quotas/edge-01";
     assert_eq!(api.call("PUT", quota, &op, Some(&json!({"monthly_bytes": 1_000_000}))).status, 200);
     let backend = Backend::echo();
@@ -321,9 +303,9 @@ fn bytes_a_killed_client_forwarded_but_never_reported_reach_the_quota_after_its_
     let api = server.api();
     let operator = server.operator_token();
     let op = Auth::Bearer(&operator);
-    let alice_token = users_with_tokens(&api, &op, &["alice"]).remove(0);
+    let alice_token = api.users_with_tokens(&op, &["alice"]).remove(0);
     let port = free_port();
-    grant_port(&api, &op, "alice", port);
+    api.grant_port(&op, "alice", port);
     let quota = "/v1/users/alice/quotas/edge-01";
     assert_eq!(api.call("PUT", quota, &op, Some(&json!({"monthly_bytes": 1_000_000}))).status, 200);
     let backend = Backend::echo();

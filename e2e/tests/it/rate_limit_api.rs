@@ -9,26 +9,6 @@ use serde_json::{Value, json};
 
 use crate::harness::{Api, Auth, ClientOpts, Scenario, Server, free_port, server_with_edge};
 
-/// A superadmin (which opens the gate for user tokens) and plain `users`; returns their API
-/// tokens, in order.
-fn users_with_tokens(api: &Api, op: &Auth<'_>, users: &[&str]) -> Vec<String> {
-    api.create_user(op, "root", "superadmin", Some("a-long-enough-passphrase-2027"));
-    users
-        .iter()
-        .map(|user| {
-            api.create_user(op, user, "user", None);
-            api.mint_token(op, user)
-        })
-        .collect()
-}
-
-/// Grants `user` the TCP port `port` on edge-01.
-fn grant_port(api: &Api, op: &Auth<'_>, user: &str, port: u16) {
-    let grant = json!({"user": user, "client": "edge-01", "ports": port.to_string(), "protocols": ["tcp"]});
-    let granted = api.call("POST", "/v1/grants", op, Some(&grant));
-    assert_eq!(granted.status, 201, "{}", granted.text);
-}
-
 /// Runs an operator command that must fail with `code` (printed on stderr) and exit `status`.
 fn cli_fails(server: &Server, args: &[&str], env: &[(&str, &str)], code: &str, status: i32) {
     let out = server.cli_with_env(args, env);
@@ -59,8 +39,8 @@ fn each_validation_code_answers_alike_through_the_api_and_the_cli_and_stores_not
     let api = server.api();
     let operator = server.operator_token();
     let op = Auth::Bearer(&operator);
-    users_with_tokens(&api, &op, &["alice"]);
-    grant_port(&api, &op, "alice", free_port());
+    api.users_with_tokens(&op, &["alice"]);
+    api.grant_port(&op, "alice", free_port());
     let rule = push(&api, &op, free_port(), None);
     let envelope = "/v1/users/alice/owner-caps/edge-01";
 
@@ -164,12 +144,12 @@ fn owner_envelopes_go_round_the_cli_with_audit_rows_and_a_user_reads_only_their_
     let api = server.api();
     let operator = server.operator_token();
     let op = Auth::Bearer(&operator);
-    let tokens = users_with_tokens(&api, &op, &["alice", "bob", "dave"]);
+    let tokens = api.users_with_tokens(&op, &["alice", "bob", "dave"]);
     let (alice, bob) = (Auth::Bearer(&tokens[0]), Auth::Bearer(&tokens[1]));
     let as_alice = [("PORTUNUS_OPERATOR_TOKEN", tokens[0].as_str())];
     let as_bob = [("PORTUNUS_OPERATOR_TOKEN", tokens[1].as_str())];
-    grant_port(&api, &op, "alice", free_port());
-    grant_port(&api, &op, "bob", free_port());
+    api.grant_port(&op, "alice", free_port());
+    api.grant_port(&op, "bob", free_port());
 
     // The pair must exist and be granted; dave has no grant.
     cli_fails(
@@ -320,8 +300,8 @@ fn a_client_without_rate_limit_support_refuses_caps_with_the_capability_code() {
     let api = server.api();
     let operator = server.operator_token();
     let op = Auth::Bearer(&operator);
-    users_with_tokens(&api, &op, &["alice"]);
-    grant_port(&api, &op, "alice", free_port());
+    api.users_with_tokens(&op, &["alice"]);
+    api.grant_port(&op, "alice", free_port());
     let shown = api.call("GET", "/v1/clients/edge-01", &op, None);
     assert_eq!(shown.body["capabilities"], json!(["tcp", "udp"]), "{}", shown.text);
 
@@ -384,7 +364,7 @@ fn patch_replaces_a_rules_caps_as_get_shows_and_an_empty_object_lifts_them() {
     let api = server.api();
     let operator = server.operator_token();
     let op = Auth::Bearer(&operator);
-    let tokens = users_with_tokens(&api, &op, &["alice"]);
+    let tokens = api.users_with_tokens(&op, &["alice"]);
     let alice = Auth::Bearer(&tokens[0]);
 
     // Pushed with a cap through the CLI: the spec shows it with its burst written out.
@@ -436,7 +416,7 @@ fn patch_replaces_a_rules_caps_as_get_shows_and_an_empty_object_lifts_them() {
 
     // A user caps her own rule, not someone else's (which answers as a missing rule).
     let alice_port = free_port();
-    grant_port(&api, &op, "alice", alice_port);
+    api.grant_port(&op, "alice", alice_port);
     let hers = push(&api, &alice, alice_port, Some(json!({"concurrent_connections": 8})));
     let own = api.call("PATCH", &format!("/v1/rules/{hers}"), &alice, Some(&json!({"rate_limit": {}})));
     assert_eq!(own.status, 200, "{}", own.text);

@@ -153,15 +153,11 @@ fn an_owner_envelope_caps_the_owners_rules_together_and_lifting_it_frees_them() 
     let (server, client) = server_with_edge(&scn, &ClientOpts::default());
     let (api, operator) = (server.api(), server.operator_token());
     let op = Auth::Bearer(&operator);
-    api.create_user(&op, "root", "superadmin", Some("a-long-enough-passphrase-2027"));
-    api.create_user(&op, "alice", "user", None);
-    let alice_token = api.mint_token(&op, "alice");
+    let alice_token = api.users_with_tokens(&op, &["alice"]).remove(0);
     let alice = Auth::Bearer(&alice_token);
     let (a, b) = (free_port(), free_port());
     for port in [a, b] {
-        let grant =
-            json!({"user": "alice", "client": "edge-01", "ports": port.to_string(), "protocols": ["tcp"]});
-        assert_eq!(api.call("POST", "/v1/grants", &op, Some(&grant)).status, 201);
+        api.grant_port(&op, "alice", port);
     }
     // One connection at a time over all of alice's rules on edge-01.
     let envelope = "/v1/users/alice/owner-caps/edge-01";

@@ -53,6 +53,35 @@ pub(super) fn spec(port: i64) -> RuleSpec {
 }
 
 /// Enrolls and redeems `name`; returns the client id and token.
+/// A plain user, created by the operator, acting with an API token.
+pub(super) fn user(h: &Harness, id: &str) -> Actor {
+    let new = NewUser { id: id.into(), role: crate::policy::Role::User, password: None };
+    let created = h.plane.create_user(&Actor::operator(), &new).unwrap();
+    Actor::for_user(&created, crate::policy::Credential::ApiToken, None)
+}
+
+/// A grant of `ports` and `protocols` on `client` to `user`; returns its id.
+pub(super) fn grant_ports(
+    h: &Harness,
+    user: &str,
+    client: &str,
+    ports: &str,
+    protocols: &[crate::rule::Protocol],
+) -> String {
+    let new = NewGrant {
+        user: user.into(),
+        client: client.into(),
+        ports: ports.into(),
+        protocols: protocols.to_vec(),
+    };
+    h.plane.run(|cx| h.plane.accounts.create_grant(cx, &Actor::operator(), &new)).unwrap().id.to_string()
+}
+
+/// A grant of TCP ports 20000-20099 on `client` to `user`.
+pub(super) fn grant(h: &Harness, user: &str, client: &str) {
+    grant_ports(h, user, client, "20000-20099", &[crate::rule::Protocol::Tcp]);
+}
+
 pub(super) fn enrolled(h: &Harness, name: &str) -> (crate::ids::ClientId, Secret) {
     let ticket = h.plane.run(|cx| h.plane.clients.enroll_client(cx, &Actor::operator(), name, None)).unwrap();
     let redeemed = h.plane.run(|cx| h.plane.clients.redeem(cx, &ticket.uri.code)).unwrap();

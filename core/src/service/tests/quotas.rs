@@ -3,30 +3,13 @@
 
 use std::time::Duration;
 
-use super::{enrolled, harness};
+use super::{enrolled, grant, harness, user};
 use crate::ErrorCode;
 use crate::audit::AuditQuery;
-use crate::policy::{Actor, Credential, Role};
+use crate::policy::Actor;
 use crate::ports::{AuditStore, QuotaStore};
 use crate::quota::{QuotaPatch, QuotaSpec, Threshold};
-use crate::rule::Protocol;
-use crate::service::{NewGrant, NewUser, QuotaService};
-
-fn user(h: &super::Harness, id: &str) -> Actor {
-    let new = NewUser { id: id.into(), role: Role::User, password: None };
-    let created = h.plane.create_user(&Actor::operator(), &new).unwrap();
-    Actor::for_user(&created, Credential::ApiToken, None)
-}
-
-fn grant(h: &super::Harness, user: &str, client: &str) {
-    let new = NewGrant {
-        user: user.into(),
-        client: client.into(),
-        ports: "20000-20099".into(),
-        protocols: vec![Protocol::Tcp],
-    };
-    h.plane.run(|cx| h.plane.accounts.create_grant(cx, &Actor::operator(), &new)).unwrap();
-}
+use crate::service::QuotaService;
 
 fn spec(bytes: u64) -> QuotaSpec {
     QuotaSpec { monthly_bytes: bytes, billing_anchor: None }

@@ -4,32 +4,16 @@
 
 use std::time::Duration;
 
-use super::{enrolled, harness, spec};
+use super::{enrolled, grant, harness, spec, user};
 use crate::ErrorCode;
 use crate::capability::Capability;
-use crate::policy::{Actor, Credential, Role};
+use crate::policy::Actor;
 use crate::ports::{ClientCommand, OwnerCapsStore, RuleStore};
 use crate::ratelimit::{OwnerEnvelope, RateLimits};
-use crate::rule::{Protocol, RuleSpec, RuleState};
-use crate::service::{NewGrant, NewUser, OwnerCapsService};
+use crate::rule::{RuleSpec, RuleState};
+use crate::service::OwnerCapsService;
 
 const ALL: &[Capability] = &[Capability::Tcp, Capability::Udp, Capability::RateLimit];
-
-fn user(h: &super::Harness, id: &str) -> Actor {
-    let new = NewUser { id: id.into(), role: Role::User, password: None };
-    let created = h.plane.create_user(&Actor::operator(), &new).unwrap();
-    Actor::for_user(&created, Credential::ApiToken, None)
-}
-
-fn grant(h: &super::Harness, user: &str, client: &str) {
-    let new = NewGrant {
-        user: user.into(),
-        client: client.into(),
-        ports: "20000-20099".into(),
-        protocols: vec![Protocol::Tcp],
-    };
-    h.plane.run(|cx| h.plane.accounts.create_grant(cx, &Actor::operator(), &new)).unwrap();
-}
 
 fn capped(port: i64, limits: RateLimits) -> RuleSpec {
     RuleSpec { rate_limit: Some(limits), ..spec(port) }

@@ -3,29 +3,13 @@
 
 use std::time::Duration;
 
-use super::{enrolled, harness, spec};
+use super::{enrolled, grant_ports, harness, spec, user};
 use crate::ErrorCode;
 use crate::capability::Capability;
-use crate::policy::{Actor, Credential, Role};
+use crate::policy::Actor;
 use crate::ports::{ClientCommand, RuleStore};
 use crate::rule::{Protocol, RuleState};
-use crate::service::{NewGrant, NewUser, PushFailure, RuleFilter};
-
-fn user(h: &super::Harness, id: &str) -> Actor {
-    let new = NewUser { id: id.into(), role: Role::User, password: None };
-    let created = h.plane.create_user(&Actor::operator(), &new).unwrap();
-    Actor::for_user(&created, Credential::ApiToken, None)
-}
-
-fn grant(h: &super::Harness, user: &str, client: &str, ports: &str, protocols: &[Protocol]) -> String {
-    let new = NewGrant {
-        user: user.into(),
-        client: client.into(),
-        ports: ports.into(),
-        protocols: protocols.to_vec(),
-    };
-    h.plane.run(|cx| h.plane.accounts.create_grant(cx, &Actor::operator(), &new)).unwrap().id.to_string()
-}
+use crate::service::{PushFailure, RuleFilter};
 
 #[test]
 fn users_push_only_inside_one_grant_and_see_only_their_rules() {
@@ -36,8 +20,8 @@ fn users_push_only_inside_one_grant_and_see_only_their_rules() {
     *h.sessions.outcome.lock().unwrap() = Some(RuleState::Active);
     let alice = user(&h, "alice");
     let bob = user(&h, "bob");
-    grant(&h, "alice", "edge-01", "20000-20099", &[Protocol::Tcp]);
-    grant(&h, "bob", "*", "30000-30099", &[Protocol::Tcp, Protocol::Udp]);
+    grant_ports(&h, "alice", "edge-01", "20000-20099", &[Protocol::Tcp]);
+    grant_ports(&h, "bob", "*", "30000-30099", &[Protocol::Tcp, Protocol::Udp]);
 
     let push = |actor: &Actor, client: &str, port: &str, protocol: Protocol| {
         let mut s = spec(0);
@@ -112,8 +96,8 @@ fn revoking_a_grant_removes_the_rules_no_remaining_grant_covers_on_the_client_to
     h.sessions.connect(&edge, &[Capability::Tcp]);
     *h.sessions.outcome.lock().unwrap() = Some(RuleState::Active);
     let alice = user(&h, "alice");
-    let narrow = grant(&h, "alice", "edge-01", "20000-20009", &[Protocol::Tcp]);
-    let wide = grant(&h, "alice", "*", "20000-20999", &[Protocol::Tcp]);
+    let narrow = grant_ports(&h, "alice", "edge-01", "20000-20009", &[Protocol::Tcp]);
+    let wide = grant_ports(&h, "alice", "*", "20000-20999", &[Protocol::Tcp]);
     let a = (h.plane.push_rule(&alice, "edge-01", &spec(20005), Duration::from_secs(1))).unwrap();
     let b = (h.plane.push_rule(&alice, "edge-01", &spec(20500), Duration::from_secs(1))).unwrap();
 
@@ -143,7 +127,7 @@ fn deleting_a_user_removes_their_rules_and_grants() {
     h.sessions.connect(&edge, &[Capability::Tcp]);
     *h.sessions.outcome.lock().unwrap() = Some(RuleState::Active);
     let alice = user(&h, "alice");
-    grant(&h, "alice", "edge-01", "20000", &[Protocol::Tcp]);
+    grant_ports(&h, "alice", "edge-01", "20000", &[Protocol::Tcp]);
     let rule = (h.plane.push_rule(&alice, "edge-01", &spec(20000), Duration::from_secs(1))).unwrap();
     let kept = (h.plane.push_rule(&Actor::operator(), "edge-01", &spec(1), Duration::from_secs(1))).unwrap();
     h.plane.run(|cx| h.plane.accounts.delete_user(cx, &Actor::operator(), "alice")).unwrap();
@@ -199,8 +183,8 @@ fn two_tenants() -> (super::Harness, Actor, Actor) {
     h.sessions.connect(&edge, &[Capability::Tcp, Capability::PortRange]);
     *h.sessions.outcome.lock().unwrap() = Some(RuleState::Active);
     let (alice, bob) = (user(&h, "alice"), user(&h, "bob"));
-    grant(&h, "alice", "*", "1-65535", &[Protocol::Tcp]);
-    grant(&h, "bob", "edge-01", "1-65535", &[Protocol::Tcp]);
+    grant_ports(&h, "alice", "*", "1-65535", &[Protocol::Tcp]);
+    grant_ports(&h, "bob", "edge-01", "1-65535", &[Protocol::Tcp]);
     (h, alice, bob)
 }
 

@@ -198,4 +198,25 @@ impl Api {
         self.scenario.remember_secret("API token", secret_part(&token));
         token
     }
+
+    /// A superadmin `root` (which opens the gate for user tokens) and plain `users`, created
+    /// as `admin`; returns the users' API tokens, in order.
+    pub fn users_with_tokens(&self, admin: &Auth<'_>, users: &[&str]) -> Vec<String> {
+        self.create_user(admin, "root", "superadmin", Some("a-long-enough-passphrase-2027"));
+        users
+            .iter()
+            .map(|user| {
+                self.create_user(admin, user, "user", None);
+                self.mint_token(admin, user)
+            })
+            .collect()
+    }
+
+    /// Grants `user` the TCP port `port` on edge-01, as `admin`.
+    pub fn grant_port(&self, admin: &Auth<'_>, user: &str, port: u16) {
+        let grant =
+            json!({"user": user, "client": "edge-01", "ports": port.to_string(), "protocols": ["tcp"]});
+        let granted = self.call("POST", "/v1/grants", admin, Some(&grant));
+        assert_eq!(granted.status, 201, "{}", granted.text);
+    }
 }
