@@ -26,6 +26,7 @@ run reads the first that exists.
 
 Environment:
   PORTUNUS_BUNDLE               --bundle
+  PORTUNUS_STATE_DIR            --state-dir
   XDG_CONFIG_HOME, HOME         where the default bundle path is (see above; not as root)
   PORTUNUS_LOG, else RUST_LOG   log filter, e.g. `debug` or `info,portunus_control=debug` [default: info]
   PORTUNUS_DISABLE_SPLICE=1     triage: copy TCP through userspace instead of splice(2)
@@ -51,6 +52,10 @@ struct Cli {
     /// On SIGTERM/SIGINT, how long open connections may finish before they are cut (seconds).
     #[arg(long, default_value_t = 30.0)]
     drain_timeout: f64,
+    /// Where the client journals traffic it forwarded but has not reported yet, so a crash
+    /// loses at most a quarter second of it [default: the bundle's directory].
+    #[arg(long, env = "PORTUNUS_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -137,7 +142,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         None => bundle::path_to_read(&bundle::default_paths_here())?,
     };
     let bundle = bundle::read(&bundle_path)?;
-    let info = ClientInfo { counters_journal: Some(journal_path(&bundle_path)), ..info };
+    let info =
+        ClientInfo { counters_journal: Some(journal_path(&bundle_path, cli.state_dir.as_deref())), ..info };
     match portunus_dataplane::raise_nofile_limit() {
         Ok((before, after)) => tracing::debug!(event = "startup.nofile_limit", before, after),
         Err(err) => tracing::warn!(event = "startup.nofile_limit_failed", error = %err),
@@ -162,11 +168,15 @@ async fn run(cli: Cli) -> Result<(), Failure> {
 
 /// The capabilities to announce: all this build has, or — for tests of the server's gates,
 /// marked "testing only" in `--help` — the subset named in `PORTUNUS_CLIENT_CAPABILITIES`.
-/// The journal of unreported traffic lives beside the bundle.
-fn journal_path(bundle: &std::path::Path) -> PathBuf {
-    let mut path = bundle.as_os_str().to_owned();
-    path.push(".unreported");
-    PathBuf::from(path)
+/// The journal of unreported traffic: `<bundle file name>.unreported`, in the state directory
+/// when one is given, else beside the bundle.
+fn journal_path(bundle: &std::path::Path, state_dir: Option<&std::path::Path>) -> PathBuf {
+    let mut name = bundle.file_name().map(std::ffi::OsStr::to_os_string).unwrap_or_else(|| "bundle".into());
+    name.push(".unreported");
+    match state_dir {
+        Some(dir) => dir.join(name),
+        None => bundle.with_file_name(name),
+    }
 }
 
 fn announced_capabilities() -> Vec<Capability> {

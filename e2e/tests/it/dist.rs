@@ -125,7 +125,11 @@ fn units_run_as_portunus_and_restart_only_on_fixable_failures() {
     assert!(values(&server, "ExecStart")[0].contains("--data-dir /var/lib/portunus serve"), "{server}");
     assert_eq!(values(&server, "CapabilityBoundingSet"), [""]);
     assert_eq!(values(&server, "RestartPreventExitStatus"), ["2 65 75 78"]);
-    assert_eq!(values(&client, "Environment"), ["PORTUNUS_BUNDLE=/etc/portunus/bundle.json"]);
+    assert_eq!(
+        values(&client, "Environment"),
+        ["PORTUNUS_BUNDLE=/etc/portunus/bundle.json", "PORTUNUS_STATE_DIR=/var/lib/portunus-client"]
+    );
+    assert_eq!(values(&client, "StateDirectory"), ["portunus-client"]);
     assert_eq!(values(&client, "ReadOnlyPaths"), ["/etc/portunus"]);
     assert_eq!(values(&client, "CapabilityBoundingSet"), ["CAP_NET_BIND_SERVICE"]);
     assert_eq!(values(&client, "AmbientCapabilities"), ["CAP_NET_BIND_SERVICE"]);

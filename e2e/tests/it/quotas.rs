@@ -299,7 +299,13 @@ fn bytes_a_killed_client_forwarded_but_never_reported_reach_the_quota_after_its_
     let server = crate::harness::Server::start(&scn, opts);
     let bundle = scn.path("edge-01.bundle.json");
     crate::harness::Client::enroll_ok(&scn, &server.enroll("edge-01"), &bundle);
-    let client = crate::harness::Client::start_connected(&scn, &bundle, &ClientOpts::default());
+    // The journal goes to a state directory of its own (the shipped unit's bundle directory
+    // is read-only).
+    let state = scn.path("client-state");
+    std::fs::create_dir_all(&state).expect("state dir");
+    let state_arg = state.to_str().expect("UTF-8 path").to_owned();
+    let opts = ClientOpts::default().args(&["--state-dir", &state_arg]);
+    let client = crate::harness::Client::start_connected(&scn, &bundle, &opts);
     let api = server.api();
     let operator = server.operator_token();
     let op = Auth::Bearer(&operator);
@@ -318,9 +324,10 @@ fn bytes_a_killed_client_forwarded_but_never_reported_reach_the_quota_after_its_
     assert_eq!(used(&api), Some(0), "nothing reported yet");
     // The journal is brought up to date four times a second; then the process dies hard.
     std::thread::sleep(std::time::Duration::from_millis(800));
+    assert!(state.join("edge-01.bundle.json.unreported").exists(), "the journal is in --state-dir");
     client.proc().signal(nix::sys::signal::Signal::SIGKILL);
     client.proc().wait_exit();
-    let again = crate::harness::Client::start_connected(&scn, &bundle, &ClientOpts::default());
+    let again = crate::harness::Client::start_connected(&scn, &bundle, &opts);
     again.proc().wait_event("client.counters_journal_replayed", &[]);
     wait_until("the journaled bytes to be metered", || (used(&api) == Some(6_000)).then_some(()));
 }
