@@ -180,7 +180,7 @@ mod tests {
         let mut limiter = Limiter::default();
         let (capped, plain) = (RuleId::new(1), RuleId::new(2));
         limiter.apply(envelope("alice", Some(200_000), &[1, 2]));
-        let mut def = plain_rule();
+        let mut def = portunus_core::test_support::tcp_rule(8080);
         def.rate_limit = caps(1_000_000);
         limiter.before_bind(capped, &def, &runtime);
         def.rate_limit = Caps::default();
@@ -208,23 +208,5 @@ mod tests {
         let given = runtime.given.lock().unwrap();
         assert_eq!(given.last().unwrap().0, plain);
         assert!(given.last().unwrap().1.owner().is_none());
-    }
-
-    fn plain_rule() -> RuleDef {
-        portunus_core::rule::RuleSpec {
-            name: None,
-            protocol: Default::default(),
-            listen_port: portunus_core::rule::ListenSpec::Port(8080),
-            listen_addr: None,
-            target: Some("127.0.0.1:9".into()),
-            targets: vec![],
-            prefer_ipv6: false,
-            health_check_interval_secs: None,
-            sni_pattern: None,
-            sni_fallback: false,
-            rate_limit: None,
-        }
-        .validate(portunus_core::rule::RuleLimits::default())
-        .unwrap()
     }
 }

@@ -222,35 +222,71 @@ impl Runtime {
     /// order, its effects are performed on the live streams, then `after` runs (a push
     /// queues its command there, a new stream registers there), and `reply` gets both
     /// answers. A failed commit performs nothing.
-    fn submit<T, P, F, A>(&self, f: F, after: A, reply: impl FnOnce(Result<(T, P), Failure>) + Send + 'static)
-    where
+    ///
+    /// With an `undo`, the job may go ahead of its commit: when it is the first of its
+    /// transaction and its effects are only sends, those effects and `after` run as soon as it
+    /// staged its writes, and if the commit then fails `undo` runs with what `after` returned.
+    /// Behind other jobs of the same transaction (whose effects wait for the commit, and which
+    /// may open the very stream it needs) it waits for the commit like any job.
+    fn submit<T, P, F, A, U>(
+        &self,
+        f: F,
+        after: A,
+        undo: Option<U>,
+        reply: impl FnOnce(Result<(T, P), Failure>) + Send + 'static,
+    ) where
         T: Send + 'static,
         P: Send + 'static,
         F: FnOnce(&Services, &mut Cx<'_, dyn StoreTx + '_>) -> T + Send + 'static,
         A: FnOnce(&Inner, &T) -> P + Send + 'static,
+        U: FnOnce(&Inner, &T, &P) + Send + 'static,
     {
+        /// Where a job's `after` stands when its transaction's jobs have all run.
+        enum Step<A, P> {
+            /// To run once the commit returned.
+            Later(A),
+            /// Ran ahead of the commit (its effects too), with this outcome.
+            Done(P),
+        }
         let inner = self.inner.clone();
         let job = move |tx: &dyn StoreTx| -> Result<Completion, StoreError> {
-            inner.jobs_in_tx.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let first = inner.jobs_in_tx.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
             let view = GroupSessions(&inner);
             let mut cx = Cx::new(tx, &view as &dyn Sessions, inner.clock.now());
             let answer = f(&inner.services, &mut cx);
-            let Staged { writes, effects } = cx.finish();
+            let Staged { writes, mut effects } = cx.finish();
             let committed_writes = writes.clone();
             tx.apply(writes)?;
-            Ok(Box::new(move |committed: Result<(), Failure>| {
-                if committed.is_ok() {
+            let early = undo.is_some()
+                && first
+                && effects.iter().all(|effect| matches!(effect, Effect::Send { .. }))
+                && inner.opening.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+            let step = if early {
+                inner.perform(std::mem::take(&mut effects));
+                Step::Done(after(&inner, &answer))
+            } else {
+                Step::Later(after)
+            };
+            Ok(Box::new(move |committed: Result<(), Failure>| match committed {
+                Ok(()) => {
                     inner.model.committed(committed_writes);
+                    let done = match step {
+                        Step::Done(done) => done,
+                        Step::Later(after) => {
+                            inner.perform(effects);
+                            after(&inner, &answer)
+                        }
+                    };
+                    reply(Ok((answer, done)));
                 }
-                if committed.is_err() {
+                Err(failure) => {
                     // The whole transaction failed: no stream it opened will be registered.
                     inner.opening.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                    if let (Step::Done(done), Some(undo)) = (&step, undo) {
+                        undo(&inner, &answer, done);
+                    }
+                    reply(Err(failure));
                 }
-                reply(committed.map(|()| {
-                    inner.perform(effects);
-                    let extra = after(&inner, &answer);
-                    (answer, extra)
-                }))
             }) as Completion)
         };
         if let Err(failure) = self.inner.writer.submit(Work::Tx(Box::new(job))) {
@@ -258,14 +294,10 @@ impl Runtime {
         }
     }
 
-    /// [`Runtime::mutate_then`] for a push, pipelined: when the job is the first of its
-    /// transaction and its effects are only sends, those effects and `after` run as soon as
-    /// it staged its writes, before the commit — so the client binds while the disk syncs, and
-    /// the caller, who waits for both, waits for the longer rather than the sum. If that
-    /// commit then fails, `undo` runs with what `after` returned (a push sends the client a
-    /// Remove) and the caller gets the failure. Behind other jobs of the same transaction
-    /// (whose effects wait for the commit, and which may open the very stream it needs), it
-    /// runs exactly like `mutate_then`.
+    /// [`Runtime::mutate_then`] for a push, pipelined (see [`Runtime::submit`]'s `undo`): the
+    /// client binds while the disk syncs, and the caller, who waits for both, waits for the
+    /// longer rather than the sum. A commit that fails after the command went out runs `undo`
+    /// (a push sends the client a Remove) and the caller gets the failure.
     async fn mutate_pipelined<T, P, F, A, U>(&self, f: F, after: A, undo: U) -> Result<(T, P), Failure>
     where
         T: Send + 'static,
@@ -274,57 +306,10 @@ impl Runtime {
         A: FnOnce(&Inner, &T) -> P + Send + 'static,
         U: FnOnce(&Inner, &T, &P) + Send + 'static,
     {
-        let (reply, rx) = tokio::sync::oneshot::channel();
-        let inner = self.inner.clone();
-        let job = move |tx: &dyn StoreTx| -> Result<Completion, StoreError> {
-            let first = inner.jobs_in_tx.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0;
-            let view = GroupSessions(&inner);
-            let mut cx = Cx::new(tx, &view as &dyn Sessions, inner.clock.now());
-            let answer = f(&inner.services, &mut cx);
-            let Staged { writes, effects } = cx.finish();
-            let committed_writes = writes.clone();
-            tx.apply(writes)?;
-            let early = first
-                && effects.iter().all(|effect| matches!(effect, Effect::Send { .. }))
-                && inner.opening.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
-            let mut after = Some(after);
-            let (effects, early) = match after.take() {
-                Some(after) if early => {
-                    inner.perform(effects);
-                    let done = after(&inner, &answer);
-                    (Vec::new(), Some(done))
-                }
-                other => {
-                    after = other;
-                    (effects, None)
-                }
-            };
-            Ok(Box::new(move |committed: Result<(), Failure>| {
-                if committed.is_ok() {
-                    inner.model.committed(committed_writes);
-                } else {
-                    inner.opening.lock().unwrap_or_else(|p| p.into_inner()).clear();
-                }
-                let result = match (committed, early, after) {
-                    (Ok(()), Some(done), _) => Ok((answer, done)),
-                    (Ok(()), None, Some(after)) => {
-                        inner.perform(effects);
-                        let done = after(&inner, &answer);
-                        Ok((answer, done))
-                    }
-                    (Ok(()), None, None) => {
-                        Err(Failure::new(ErrorCode::Internal, "a push lost its next step"))
-                    }
-                    (Err(failure), Some(done), _) => {
-                        undo(&inner, &answer, &done);
-                        Err(failure)
-                    }
-                    (Err(failure), None, _) => Err(failure),
-                };
-                let _ = reply.send(result);
-            }) as Completion)
-        };
-        self.inner.writer.submit(Work::Tx(Box::new(job)))?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.submit(f, after, Some(undo), move |result| {
+            let _ = tx.send(result);
+        });
         rx.await.map_err(|_| writer_gone())?
     }
 
@@ -375,6 +360,7 @@ impl Runtime {
         self.submit(
             f,
             |_, _| (),
+            None::<fn(&Inner, &T, &())>,
             move |result| {
                 let _ = tx.send(result);
             },
@@ -392,7 +378,7 @@ impl Runtime {
         A: FnOnce(&Inner, &T) -> P + Send + 'static,
     {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.submit(f, after, move |result| {
+        self.submit(f, after, None::<fn(&Inner, &T, &P)>, move |result| {
             let _ = tx.send(result);
         });
         rx.await.map_err(|_| writer_gone())?

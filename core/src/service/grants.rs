@@ -35,18 +35,7 @@ impl AccountService {
         user: Option<&str>,
     ) -> Result<Vec<Grant>, Failure> {
         let store = cx.store;
-        let result = (|| {
-            authorize(actor, &Action::List)?;
-            if let Some(user) = user {
-                authorize(actor, &Action::AccessAccount(&UserId::new(user)))?;
-            }
-            Ok(store
-                .list_grants()?
-                .into_iter()
-                .filter(|g| authorize(actor, &Action::AccessAccount(&g.user)).is_ok())
-                .filter(|g| user.is_none_or(|u| g.user.as_str() == u))
-                .collect())
-        })();
+        let result = super::per_user(actor, user, || store.list_grants(), |g| &g.user);
         cx.audited_read(actor, "grant.list", user, result)
     }
 

@@ -321,6 +321,27 @@ pub(crate) fn random_bytes<const N: usize>(entropy: &dyn Entropy) -> [u8; N] {
     buf
 }
 
+/// The records `actor` may see among those `list` returns (every one for superadmins, their
+/// own for users), narrowed to `user`'s when given; a user naming another user is refused
+/// (`not_owner`) before anything is read. `owner` names each record's user.
+pub(crate) fn per_user<T>(
+    actor: &Actor,
+    user: Option<&str>,
+    list: impl FnOnce() -> Result<Vec<T>, crate::ports::StoreError>,
+    owner: impl Fn(&T) -> &crate::ids::UserId,
+) -> Result<Vec<T>, Failure> {
+    use crate::policy::{Action, authorize};
+    authorize(actor, &Action::List)?;
+    if let Some(user) = user {
+        authorize(actor, &Action::AccessAccount(&crate::ids::UserId::new(user)))?;
+    }
+    Ok(list()?
+        .into_iter()
+        .filter(|item| authorize(actor, &Action::AccessAccount(owner(item))).is_ok())
+        .filter(|item| user.is_none_or(|u| owner(item).as_str() == u))
+        .collect())
+}
+
 /// The user and client of a (user, client) pair a superadmin sets a record on (a quota, an
 /// owner envelope): the user must exist, the client too, and a grant must give them the
 /// client.

@@ -154,19 +154,8 @@ impl OwnerCapsService {
         user: Option<&str>,
     ) -> Result<Vec<OwnerCapsView>, Failure> {
         let store = cx.store;
-        let result = (|| {
-            authorize(actor, &Action::List)?;
-            if let Some(user) = user {
-                authorize(actor, &Action::AccessAccount(&UserId::new(user)))?;
-            }
-            Ok(store
-                .list_owner_caps()?
-                .iter()
-                .filter(|e| authorize(actor, &Action::AccessAccount(&e.user)).is_ok())
-                .filter(|e| user.is_none_or(|u| e.user.as_str() == u))
-                .map(OwnerCapsView::of)
-                .collect())
-        })();
+        let result = super::per_user(actor, user, || store.list_owner_caps(), |e| &e.user)
+            .map(|envelopes| envelopes.iter().map(OwnerCapsView::of).collect());
         cx.audited_read(actor, "owner_caps.list", user, result)
     }
 }

@@ -222,19 +222,8 @@ impl QuotaService {
         user: Option<&str>,
     ) -> Result<Vec<QuotaView>, Failure> {
         let (store, now) = (cx.store, cx.now);
-        let result = (|| {
-            authorize(actor, &Action::List)?;
-            if let Some(user) = user {
-                authorize(actor, &Action::AccessAccount(&UserId::new(user)))?;
-            }
-            Ok(store
-                .list_quotas()?
-                .iter()
-                .filter(|q| authorize(actor, &Action::AccessAccount(&q.user)).is_ok())
-                .filter(|q| user.is_none_or(|u| q.user.as_str() == u))
-                .map(|q| QuotaView::of(q, now))
-                .collect())
-        })();
+        let result = super::per_user(actor, user, || store.list_quotas(), |q| &q.user)
+            .map(|quotas| quotas.iter().map(|q| QuotaView::of(q, now)).collect());
         cx.audited_read(actor, "quota.list", user, result)
     }
 

@@ -247,6 +247,24 @@ fn an_exhausted_pair_is_cut_on_the_edge_and_a_credit_resumes_it_without_a_reconn
     assert_eq!(edge.events_matching("control.connected", &[]).len(), connected, "no reconnect");
 }
 
+/// Alice (a user with an API token), granted one port on edge-01 with a quota of 1,000,000
+/// bytes there, and her rule from that port to an echo backend: returns the port, the rule's
+/// id and the backend (which lives as long as the caller keeps it).
+fn alices_metered_echo_rule(api: &Api, op: &Auth<'_>) -> (u16, String, Backend) {
+    let alice_token = api.users_with_tokens(op, &["alice"]).remove(0);
+    let port = free_port();
+    api.grant_port(op, "alice", port);
+    let quota = json!({"monthly_bytes": 1_000_000});
+    let set = api.call("PUT", "/v1/users/alice/quotas/edge-01", op, Some(&quota));
+    assert_eq!(set.status, 200, "{}", set.text);
+    let backend = Backend::echo();
+    let body = json!({"client": "edge-01", "rule": {"listen_port": port, "target": backend.target()}});
+    let pushed = api.call("POST", "/v1/rules", &Auth::Bearer(&alice_token), Some(&body));
+    assert_eq!(pushed.status, 201, "{}", pushed.text);
+    let rule = pushed.body["id"].as_u64().expect("rule id").to_string();
+    (port, rule, backend)
+}
+
 #[test]
 fn a_client_offline_while_its_pair_runs_out_gets_the_quota_before_its_rules_on_reconnect() {
     let scn = Scenario::new("quotas_offline");
@@ -254,16 +272,8 @@ fn a_client_offline_while_its_pair_runs_out_gets_the_quota_before_its_rules_on_r
     let api = server.api();
     let operator = server.operator_token();
     let op = Auth::Bearer(&operator);
-    let alice_token = api.users_with_tokens(&op, &["alice"]).remove(0);
-    let port = free_port();
-    api.grant_port(&op, "alice", port);
+    let (port, rule, _backend) = alices_metered_echo_rule(&api, &op);
     let quota = "/v1/users/alice/quotas/edge-01";
-    assert_eq!(api.call("PUT", quota, &op, Some(&json!({"monthly_bytes": 1_000_000}))).status, 200);
-    let backend = Backend::echo();
-    let body = json!({"client": "edge-01", "rule": {"listen_port": port, "target": backend.target()}});
-    let pushed = api.call("POST", "/v1/rules", &Auth::Bearer(&alice_token), Some(&body));
-    assert_eq!(pushed.status, 201, "{}", pushed.text);
-    let rule = pushed.body["id"].as_u64().expect("rule id").to_string();
     roundtrip(&mut connect(port), &[5u8; 2_000]);
     // A clean stop reports what was forwarded since the last report.
     assert_eq!(client.proc().terminate(), 0);
@@ -309,15 +319,7 @@ fn bytes_a_killed_client_forwarded_but_never_reported_reach_the_quota_after_its_
     let api = server.api();
     let operator = server.operator_token();
     let op = Auth::Bearer(&operator);
-    let alice_token = api.users_with_tokens(&op, &["alice"]).remove(0);
-    let port = free_port();
-    api.grant_port(&op, "alice", port);
-    let quota = "/v1/users/alice/quotas/edge-01";
-    assert_eq!(api.call("PUT", quota, &op, Some(&json!({"monthly_bytes": 1_000_000}))).status, 200);
-    let backend = Backend::echo();
-    let body = json!({"client": "edge-01", "rule": {"listen_port": port, "target": backend.target()}});
-    let pushed = api.call("POST", "/v1/rules", &Auth::Bearer(&alice_token), Some(&body));
-    assert_eq!(pushed.status, 201, "{}", pushed.text);
+    let (port, _rule, _backend) = alices_metered_echo_rule(&api, &op);
     roundtrip(&mut connect(port), &[5u8; 3_000]);
     let status = "/v1/users/alice/quotas/edge-01/status";
     let used = |api: &Api| api.call("GET", status, &op, None).body["current_period_bytes_used"].as_u64();
