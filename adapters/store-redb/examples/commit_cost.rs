@@ -12,6 +12,8 @@
 //!
 //! `dir` must be on the disk the server uses (not tmpfs); it defaults to the system temp dir.
 
+#![allow(clippy::print_stdout)]
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
