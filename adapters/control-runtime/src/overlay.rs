@@ -164,17 +164,47 @@ impl RuleStore for Overlay<'_> {
         if self.touched().rules.is_empty() { self.model.list_rules() } else { self.tx.list_rules() }
     }
     fn rules_for_client(&self, client: &ClientId) -> Result<Vec<Rule>, StoreError> {
-        if self.touched().rule_clients.contains(client) {
-            self.tx.rules_for_client(client)
-        } else {
-            self.model.rules_for_client(client)
+        if !self.touched().rule_clients.contains(client) {
+            return self.model.rules_for_client(client);
         }
+        // The client's rules in the transaction are its rules in memory that no job touched,
+        // plus every touched rule that now belongs to it: only those are read from the store,
+        // by id, so the store needs no client→rules index.
+        let touched: Vec<RuleId> = self.touched().rules.iter().copied().collect();
+        let mut by_id: BTreeMap<RuleId, Rule> = self
+            .model
+            .rules_for_client(client)?
+            .into_iter()
+            .filter(|rule| touched.binary_search(&rule.id).is_err())
+            .map(|rule| (rule.id, rule))
+            .collect();
+        for id in touched {
+            if let Some(rule) = self.tx.get_rule(id)?.filter(|rule| &rule.client == client) {
+                by_id.insert(id, rule);
+            }
+        }
+        Ok(by_id.into_values().collect())
     }
     fn list_totals(&self) -> Result<Vec<(RuleId, RuleTotals)>, StoreError> {
         if self.touched().totals { self.tx.list_totals() } else { self.model.list_totals() }
     }
     fn rule_counts(&self) -> Result<BTreeMap<ClientId, usize>, StoreError> {
-        if self.touched().rules.is_empty() { self.model.rule_counts() } else { self.tx.rule_counts() }
+        let mut counts = self.model.rule_counts()?;
+        let touched: Vec<RuleId> = self.touched().rules.iter().copied().collect();
+        // Each touched rule moves one count from its owner in memory to its owner in the
+        // transaction (either may be none: created, deleted).
+        for id in touched {
+            if let Some(before) = self.model.get_rule(id)?
+                && let Some(n) = counts.get_mut(&before.client)
+            {
+                *n = n.saturating_sub(1);
+            }
+            if let Some(after) = self.tx.get_rule(id)? {
+                *counts.entry(after.client).or_insert(0) += 1;
+            }
+        }
+        counts.retain(|_, n| *n > 0);
+        Ok(counts)
     }
 }
 
@@ -352,7 +382,10 @@ mod tests {
                 assert_eq!(view.get_rule(a2.id)?, Some(a2.clone()));
                 // Whole-table reads go to the transaction once any rule was written.
                 assert_eq!(view.list_rules()?.len(), 3);
-                assert_eq!(view.rule_counts()?.get(&b.id), Some(&1));
+                // Counts are memory's, corrected by the touched rules only: a gains a2, and
+                // b's count is memory's (which missed b's rule).
+                let counts = view.rule_counts()?;
+                assert_eq!((counts.get(&a.id), counts.get(&b.id)), (Some(&2), None));
 
                 // Deleting b's rule (which only the transaction knows) moves b's reads there.
                 view.apply(vec![Write::DeleteRule(b1.id)])?;
@@ -361,6 +394,46 @@ mod tests {
                 Err(portunus_core::ports::StoreError::Corrupted { detail: "roll back".into() })
             })
             .expect_err("rolled back");
+    }
+
+    #[test]
+    fn per_client_reads_agree_with_the_transaction_through_moves_creations_and_deletions() {
+        let (a, b, c) = (client(1, "edge-a"), client(2, "edge-b"), client(3, "edge-c"));
+        let start = vec![
+            Write::PutClient(a.clone()),
+            Write::PutClient(b.clone()),
+            Write::PutClient(c.clone()),
+            Write::PutRule(rule(1, &a, 80)),
+            Write::PutRule(rule(2, &a, 81)),
+            Write::PutRule(rule(3, &b, 80)),
+            Write::PutRule(rule(4, &c, 80)),
+        ];
+        let (store, model) = diverged(start, vec![]);
+        // Each step is applied, then every per-client read of the overlay is compared with
+        // the transaction's own (the memory store's index is the oracle).
+        let steps = vec![
+            vec![Write::PutRule(rule(5, &b, 90))],
+            vec![Write::PutRule(rule(1, &b, 82))],
+            vec![Write::DeleteRule(RuleId::new(3))],
+            vec![Write::PutRule(rule(5, &c, 91)), Write::DeleteRule(RuleId::new(4))],
+            vec![Write::PutRule(rule(2, &a, 85))],
+            vec![Write::DeleteRule(RuleId::new(2)), Write::PutRule(rule(6, &a, 86))],
+            vec![Write::DeleteRule(RuleId::new(99))],
+        ];
+        store
+            .transact(&mut |tx| {
+                let view = Overlay::new(tx, &model);
+                for writes in steps.clone() {
+                    view.apply(writes)?;
+                    for who in [&a, &b, &c] {
+                        assert_eq!(view.rules_for_client(&who.id)?, tx.rules_for_client(&who.id)?);
+                    }
+                    assert_eq!(view.rule_counts()?, tx.rule_counts()?);
+                }
+                assert!(view.rules_for_client(&c.id)?.iter().map(|r| r.id.get()).eq([5]));
+                Ok(())
+            })
+            .expect("commit");
     }
 
     #[test]

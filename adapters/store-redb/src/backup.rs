@@ -13,14 +13,13 @@ use std::path::Path;
 use portunus_core::ports::StoreError;
 use redb::backends::FileBackend;
 use redb::{
-    Builder, Key, MultimapTableDefinition, ReadTransaction, ReadableDatabase, ReadableMultimapTable,
-    ReadableTable, TableDefinition, Value, WriteTransaction,
+    Builder, Key, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, Value, WriteTransaction,
 };
 
 use crate::error::store_err;
 use crate::schema::{
-    API_TOKENS, AUDIT, CLIENT_NAMES, CLIENT_RULES, CLIENTS, ENROLLMENTS, GRANTS, META, OWNER_CAPS, QUOTAS,
-    RULES, SESSIONS, SETTINGS, THROTTLES, TOTALS, TRAFFIC_1H, TRAFFIC_1M, USERS,
+    API_TOKENS, AUDIT, CLIENT_NAMES, CLIENTS, ENROLLMENTS, GRANTS, META, OWNER_CAPS, QUOTAS, RULES, SESSIONS,
+    SETTINGS, THROTTLES, TOTALS, TRAFFIC_1H, TRAFFIC_1M, USERS,
 };
 use crate::store::RedbStore;
 
@@ -85,7 +84,6 @@ fn copy_tables(from: &ReadTransaction, to: &WriteTransaction) -> Result<usize, S
         copy_table(from, to, OWNER_CAPS)?,
         copy_table(from, to, TRAFFIC_1M)?,
         copy_table(from, to, TRAFFIC_1H)?,
-        copy_multimap(from, to, CLIENT_RULES)?,
     ];
     Ok(copied.into_iter().filter(|present| *present).count())
 }
@@ -105,28 +103,6 @@ fn copy_table<K: Key + 'static, V: Value + 'static>(
     for row in source.iter().map_err(store_err)? {
         let (key, value) = row.map_err(store_err)?;
         target.insert(key.value(), value.value()).map_err(store_err)?;
-    }
-    Ok(true)
-}
-
-/// Copies one multimap table; false when `from` has no such table.
-fn copy_multimap<K: Key + 'static, V: Key + 'static>(
-    from: &ReadTransaction,
-    to: &WriteTransaction,
-    table: MultimapTableDefinition<K, V>,
-) -> Result<bool, StoreError> {
-    let source = match from.open_multimap_table(table) {
-        Ok(source) => source,
-        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
-        Err(err) => return Err(store_err(err)),
-    };
-    let mut target = to.open_multimap_table(table).map_err(store_err)?;
-    for row in source.iter().map_err(store_err)? {
-        let (key, values) = row.map_err(store_err)?;
-        for value in values {
-            let value = value.map_err(store_err)?;
-            target.insert(key.value(), value.value()).map_err(store_err)?;
-        }
     }
     Ok(true)
 }

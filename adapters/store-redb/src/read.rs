@@ -11,10 +11,10 @@ use portunus_core::ports::{ClientStore, EnrollmentStore, RuleStore, StoreError};
 use portunus_core::rule::Rule;
 use portunus_core::secret::SecretHash;
 use portunus_core::stats::RuleTotals;
-use redb::{MultimapTableHandle, ReadableMultimapTable, ReadableTable, TableHandle};
+use redb::{ReadableTable, TableHandle};
 
 use crate::error::{corrupted, decode, store_err};
-use crate::schema::{CLIENT_NAMES, CLIENT_RULES, CLIENTS, ENROLLMENTS, RULES, TOTALS};
+use crate::schema::{CLIENT_NAMES, CLIENTS, ENROLLMENTS, RULES, TOTALS};
 use crate::source::{Source, View};
 
 /// The client stored under `id` in `tx`, if any.
@@ -97,42 +97,15 @@ impl<T: Source> RuleStore for View<T> {
     }
 
     fn rules_for_client(&self, client: &ClientId) -> Result<Vec<Rule>, StoreError> {
-        let ids: Vec<u64> = {
-            let index = self.0.multimap(CLIENT_RULES)?;
-            let mut ids = Vec::new();
-            for id in index.get(client.as_str()).map_err(store_err)? {
-                ids.push(id.map_err(store_err)?.value());
-            }
-            ids
-        };
-        let rules = self.0.table(RULES)?;
-        let mut res = Vec::with_capacity(ids.len());
-        for id in ids {
-            let Some(row) = rules.get(id).map_err(store_err)? else {
-                return Err(corrupted(CLIENT_RULES.name(), client, format!("names missing rule {id}")));
-            };
-            let rule = rule_from_row(id, row.value())?;
-            if &rule.client != client {
-                return Err(corrupted(
-                    CLIENT_RULES.name(),
-                    client,
-                    format!("names rule {id} of {}", rule.client),
-                ));
-            }
-            res.push(rule);
-        }
-        Ok(res)
+        // No index (schema 6): the server reads this from memory; the store's answer serves
+        // start-up and offline tools, where a scan of the rules is cheap enough.
+        rules_where(&self.0, |rule| &rule.client == client)
     }
 
     fn rule_counts(&self) -> Result<std::collections::BTreeMap<ClientId, usize>, StoreError> {
-        let index = self.0.multimap(CLIENT_RULES)?;
         let mut counts = std::collections::BTreeMap::new();
-        for row in index.iter().map_err(store_err)? {
-            let (client, ids) = row.map_err(store_err)?;
-            let Some(id) = ClientId::parse(client.value()) else {
-                return Err(corrupted(CLIENT_RULES.name(), &client.value(), "is not a client id"));
-            };
-            counts.insert(id, usize::try_from(ids.len()).unwrap_or(usize::MAX));
+        for rule in rules_where(&self.0, |_| true)? {
+            *counts.entry(rule.client).or_insert(0usize) += 1;
         }
         Ok(counts)
     }

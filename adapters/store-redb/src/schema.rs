@@ -10,7 +10,7 @@ use redb::{MultimapTableDefinition, ReadableTable, TableDefinition, TableHandle,
 use crate::error::store_err;
 
 /// The schema version this binary writes and reads.
-pub const SCHEMA_VERSION: u64 = 5;
+pub const SCHEMA_VERSION: u64 = 6;
 
 /// Store-wide counters: [`SCHEMA_VERSION_KEY`] and [`NEXT_RULE_ID_KEY`].
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -20,8 +20,9 @@ pub(crate) const CLIENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("c
 pub(crate) const CLIENT_NAMES: TableDefinition<&str, &str> = TableDefinition::new("client_names");
 /// Rule id → JSON `Rule`.
 pub(crate) const RULES: TableDefinition<u64, &[u8]> = TableDefinition::new("rules");
-/// Client id → ids of its rules: the index behind a client's rules and the per-client
-/// counts, so neither decodes every rule. (Version 3.)
+/// Client id → ids of its rules: an index of versions 3 to 5, dropped by version 6 (the server
+/// answers these reads from memory, and the tree cost every rule write a fourth B-tree in its
+/// commit). Named only by the migrations that built and dropped it.
 pub(crate) const CLIENT_RULES: MultimapTableDefinition<&str, u64> =
     MultimapTableDefinition::new("client_rules");
 /// Enrollment code hash (lowercase hex) → JSON `Enrollment`.
@@ -65,7 +66,7 @@ type Migration = fn(&WriteTransaction) -> Result<(), StoreError>;
 
 /// `MIGRATIONS[i]` moves a file from version `i + 1` to `i + 2`. To change the layout, append a
 /// step here and bump [`SCHEMA_VERSION`]; released steps are never edited.
-const MIGRATIONS: &[Migration] = &[v1_to_v2, v2_to_v3, v3_to_v4, v4_to_v5];
+const MIGRATIONS: &[Migration] = &[v1_to_v2, v2_to_v3, v3_to_v4, v4_to_v5, v5_to_v6];
 
 /// Version 2 adds users, grants, credentials, throttles, settings and the audit trail. A
 /// version 1 file has none of them; they start empty, so onboarding is open on an upgraded
@@ -106,6 +107,14 @@ fn v3_to_v4(tx: &WriteTransaction) -> Result<(), StoreError> {
 /// Version 5 adds owner envelopes; a file without them starts with none.
 fn v4_to_v5(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(OWNER_CAPS).map_err(store_err)?;
+    Ok(())
+}
+
+/// Version 6 drops the client→rules index: a client's rules and the per-client counts are
+/// read from the rules themselves (the server keeps both in memory), so a rule write no longer
+/// touches a second tree. The rules table is unchanged.
+fn v5_to_v6(tx: &WriteTransaction) -> Result<(), StoreError> {
+    tx.delete_multimap_table(CLIENT_RULES).map_err(store_err)?;
     Ok(())
 }
 
@@ -188,7 +197,6 @@ fn create_tables(tx: &WriteTransaction) -> Result<(), StoreError> {
     tx.open_table(RULES).map_err(store_err)?;
     tx.open_table(ENROLLMENTS).map_err(store_err)?;
     tx.open_table(TOTALS).map_err(store_err)?;
-    tx.open_multimap_table(CLIENT_RULES).map_err(store_err)?;
     v1_to_v2(tx)?;
     v3_to_v4(tx)
 }

@@ -3,8 +3,7 @@
 //! transaction has applied so far.
 
 use redb::{
-    Key, MultimapTable, MultimapTableDefinition, ReadOnlyMultimapTable, ReadOnlyTable, ReadTransaction,
-    ReadableMultimapTable, ReadableTable, Table, TableDefinition, Value, WriteTransaction,
+    Key, ReadOnlyTable, ReadTransaction, ReadableTable, Table, TableDefinition, Value, WriteTransaction,
 };
 
 use portunus_core::ports::StoreError;
@@ -24,17 +23,6 @@ pub(crate) trait Source {
         &self,
         def: TableDefinition<'static, K, V>,
     ) -> Result<Self::Table<'_, K, V>, StoreError>;
-
-    /// The multimap table handle it gives out.
-    type Multimap<'s, K: Key + 'static, V: Key + 'static>: ReadableMultimapTable<K, V>
-    where
-        Self: 's;
-
-    /// Opens the multimap `def` for reading (same rule as [`Source::table`]).
-    fn multimap<K: Key + 'static, V: Key + 'static>(
-        &self,
-        def: MultimapTableDefinition<'static, K, V>,
-    ) -> Result<Self::Multimap<'_, K, V>, StoreError>;
 }
 
 impl Source for ReadTransaction {
@@ -46,15 +34,6 @@ impl Source for ReadTransaction {
     ) -> Result<ReadOnlyTable<K, V>, StoreError> {
         self.open_table(def).map_err(store_err)
     }
-
-    type Multimap<'s, K: Key + 'static, V: Key + 'static> = ReadOnlyMultimapTable<K, V>;
-
-    fn multimap<K: Key + 'static, V: Key + 'static>(
-        &self,
-        def: MultimapTableDefinition<'static, K, V>,
-    ) -> Result<ReadOnlyMultimapTable<K, V>, StoreError> {
-        self.open_multimap_table(def).map_err(store_err)
-    }
 }
 
 impl Source for WriteTransaction {
@@ -65,15 +44,6 @@ impl Source for WriteTransaction {
         def: TableDefinition<'static, K, V>,
     ) -> Result<Table<'_, K, V>, StoreError> {
         self.open_table(def).map_err(store_err)
-    }
-
-    type Multimap<'s, K: Key + 'static, V: Key + 'static> = MultimapTable<'s, K, V>;
-
-    fn multimap<K: Key + 'static, V: Key + 'static>(
-        &self,
-        def: MultimapTableDefinition<'static, K, V>,
-    ) -> Result<MultimapTable<'_, K, V>, StoreError> {
-        self.open_multimap_table(def).map_err(store_err)
     }
 }
 

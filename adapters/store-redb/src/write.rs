@@ -8,14 +8,13 @@ use portunus_core::client::Client;
 use portunus_core::history::Bucket;
 use portunus_core::ids::RuleId;
 use portunus_core::ports::{RuleIds, Store, StoreError, StoreTx, Write};
-use portunus_core::rule::Rule;
-use redb::{MultimapTable, ReadableTable, Table, TableHandle, WriteTransaction};
+use redb::{ReadableTable, Table, TableHandle, WriteTransaction};
 
 use crate::error::{decode, encode, store_err};
 use crate::schema::{
-    API_TOKENS, AUDIT, CLIENT_NAMES, CLIENT_RULES, CLIENTS, ENROLLMENTS, GRANTS, META, NEXT_RULE_ID_KEY,
-    OWNER_CAPS, QUOTAS, RULES, RUNTIME_SETTINGS_KEY, SESSIONS, SETTINGS, THROTTLES, TOTALS, TRAFFIC_1H,
-    TRAFFIC_1M, USERS,
+    API_TOKENS, AUDIT, CLIENT_NAMES, CLIENTS, ENROLLMENTS, GRANTS, META, NEXT_RULE_ID_KEY, OWNER_CAPS,
+    QUOTAS, RULES, RUNTIME_SETTINGS_KEY, SESSIONS, SETTINGS, THROTTLES, TOTALS, TRAFFIC_1H, TRAFFIC_1M,
+    USERS,
 };
 use crate::source::View;
 use crate::store::RedbStore;
@@ -94,7 +93,6 @@ struct Batch<'txn> {
     clients: Table<'txn, &'static str, &'static [u8]>,
     names: Table<'txn, &'static str, &'static str>,
     rules: Table<'txn, u64, &'static [u8]>,
-    client_rules: MultimapTable<'txn, &'static str, u64>,
     enrollments: Table<'txn, &'static str, &'static [u8]>,
     totals: Table<'txn, u64, &'static [u8]>,
     users: Table<'txn, &'static str, &'static [u8]>,
@@ -116,7 +114,6 @@ impl<'txn> Batch<'txn> {
             clients: tx.open_table(CLIENTS).map_err(store_err)?,
             names: tx.open_table(CLIENT_NAMES).map_err(store_err)?,
             rules: tx.open_table(RULES).map_err(store_err)?,
-            client_rules: tx.open_multimap_table(CLIENT_RULES).map_err(store_err)?,
             enrollments: tx.open_table(ENROLLMENTS).map_err(store_err)?,
             totals: tx.open_table(TOTALS).map_err(store_err)?,
             users: tx.open_table(USERS).map_err(store_err)?,
@@ -137,27 +134,11 @@ impl<'txn> Batch<'txn> {
         match write {
             Write::PutClient(client) => self.put_client(&client),
             Write::PutRule(rule) => {
-                let previous =
-                    self.rules.insert(rule.id.get(), encode(&rule)?.as_slice()).map_err(store_err)?;
-                let moved = match previous {
-                    Some(row) => Some(decode::<Rule>(RULES.name(), &rule.id.get(), row.value())?.client),
-                    None => None,
-                };
-                if let Some(old) = moved.filter(|old| old != &rule.client) {
-                    self.client_rules.remove(old.as_str(), rule.id.get()).map_err(store_err)?;
-                }
-                self.client_rules.insert(rule.client.as_str(), rule.id.get()).map_err(store_err)?;
+                self.rules.insert(rule.id.get(), encode(&rule)?.as_slice()).map_err(store_err)?;
                 Ok(())
             }
             Write::DeleteRule(id) => {
-                let removed = self.rules.remove(id.get()).map_err(store_err)?;
-                let client = match removed {
-                    Some(row) => Some(decode::<Rule>(RULES.name(), &id.get(), row.value())?.client),
-                    None => None,
-                };
-                if let Some(client) = client {
-                    self.client_rules.remove(client.as_str(), id.get()).map_err(store_err)?;
-                }
+                self.rules.remove(id.get()).map_err(store_err)?;
                 self.totals.remove(id.get()).map_err(store_err)?;
                 Ok(())
             }

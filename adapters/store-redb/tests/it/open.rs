@@ -135,7 +135,8 @@ fn a_version_1_file_is_migrated_forward_and_keeps_its_data() {
     assert_eq!(store.get_client(&edge.id).unwrap(), Some(edge.clone()));
     assert_eq!(store.client_by_name(&edge.name).unwrap(), Some(edge.clone()));
     assert_eq!(store.list_rules().unwrap(), vec![kept.clone()]);
-    // Version 3's index is built from the rules the file already had.
+    // A client's rules are read from the rules themselves (version 3 built an index of them,
+    // version 6 dropped it).
     assert_eq!(store.rules_for_client(&edge.id).unwrap(), vec![kept]);
     assert_eq!(store.rule_counts().unwrap().get(&edge.id), Some(&1));
     assert!(store.list_users().unwrap().is_empty());
@@ -153,6 +154,53 @@ fn a_version_1_file_is_migrated_forward_and_keeps_its_data() {
     assert_eq!(tx.open_table(META).unwrap().get("schema_version").unwrap().unwrap().value(), SCHEMA_VERSION);
     assert!(tx.list_tables().unwrap().any(|t| redb::TableHandle::name(&t) == "audit"));
     assert!(tx.list_tables().unwrap().any(|t| redb::TableHandle::name(&t) == "quotas"));
+    assert_eq!(tx.list_multimap_tables().unwrap().count(), 0, "version 6 dropped the client→rules index");
+}
+
+#[test]
+fn a_version_5_file_drops_its_client_index_and_keeps_its_rules() {
+    let dir = temp_dir();
+    let path = store_path(&dir);
+    let edge = client(1, "edge-01");
+    let (one, two) = (rule(RuleId::new(1), &edge.id, 18080), rule(RuleId::new(2), &edge.id, 18081));
+    {
+        let store = RedbStore::open(&path).unwrap();
+        let _ = (store.next_rule_id().unwrap(), store.next_rule_id().unwrap());
+        store
+            .commit(vec![
+                Write::PutClient(edge.clone()),
+                Write::PutRule(one.clone()),
+                Write::PutRule(two.clone()),
+            ])
+            .unwrap();
+        store.close().unwrap();
+    }
+    // Turn it back into what version 5 wrote: the same tables plus the index.
+    {
+        let db = Database::open(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(META).unwrap().insert("schema_version", 5).unwrap();
+        let index = redb::MultimapTableDefinition::<&str, u64>::new("client_rules");
+        let mut index = tx.open_multimap_table(index).unwrap();
+        index.insert(edge.id.as_str(), 1).unwrap();
+        index.insert(edge.id.as_str(), 2).unwrap();
+        drop(index);
+        tx.commit().unwrap();
+        db.close().unwrap();
+    }
+
+    let store = RedbStore::open(&path).unwrap();
+    assert_eq!(store.rules_for_client(&edge.id).unwrap(), vec![one.clone(), two.clone()]);
+    assert_eq!(store.rule_counts().unwrap().get(&edge.id), Some(&2));
+    assert_eq!(store.next_rule_id().unwrap(), RuleId::new(3));
+    store.commit(vec![Write::DeleteRule(one.id)]).unwrap();
+    assert_eq!(store.rules_for_client(&edge.id).unwrap(), vec![two]);
+    store.close().unwrap();
+
+    let db = Database::open(&path).unwrap();
+    let tx = db.begin_read().unwrap();
+    assert_eq!(tx.open_table(META).unwrap().get("schema_version").unwrap().unwrap().value(), SCHEMA_VERSION);
+    assert_eq!(tx.list_multimap_tables().unwrap().count(), 0, "the index is gone");
 }
 
 #[test]
