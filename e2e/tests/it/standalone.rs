@@ -1,7 +1,7 @@
 //! `portunus-standalone`: the data plane from one TOML file. `--check` validates (exit 2 with
 //! the rule and field named), a taken port refuses to start (exit 5), forwarding takes the
-//! splice fast path unless `PORTUNUS_DISABLE_SPLICE=1`, and `proxy.splice_selected` fires once
-//! per rule.
+//! splice fast path for bulk transfers unless `PORTUNUS_DISABLE_SPLICE=1`, and
+//! `proxy.splice_selected` fires once per rule.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -70,6 +70,23 @@ fn echo_through(port: u16) {
     assert_eq!(&back, b"hello");
 }
 
+/// Echoes 256 KiB through `port` (written from another thread while this one reads back): a
+/// bulk transfer, which the fast path splices.
+fn echo_bulk_through(port: u16) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let data: Vec<u8> = (0..256 * 1024u32).map(|i| (i % 251) as u8).collect();
+    let writer = {
+        let mut stream = stream.try_clone().expect("clone");
+        let data = data.clone();
+        std::thread::spawn(move || stream.write_all(&data).expect("write"))
+    };
+    let mut back = vec![0u8; data.len()];
+    stream.read_exact(&mut back).expect("read");
+    writer.join().expect("writer");
+    assert!(back == data, "the bulk echo differs");
+}
+
 #[test]
 fn the_fast_path_is_selected_once_per_rule_unless_disabled() {
     let scn = Scenario::new("standalone_splice");
@@ -82,6 +99,8 @@ fn the_fast_path_is_selected_once_per_rule_unless_disabled() {
         for _ in 0..3 {
             echo_through(a);
             echo_through(b);
+            echo_bulk_through(a);
+            echo_bulk_through(b);
         }
         assert_eq!(proc.terminate(), 0);
         let selected = proc.events_matching("proxy.splice_selected", &[]);

@@ -4,7 +4,8 @@
 //! Each direction runs its own loop over shared `&TcpStream`s (tokio lets one task wait for
 //! "readable" on a socket while it waits for "writable" on the same socket), so there is no
 //! split, no lock and no per-chunk allocation. The fast path (`splice`, Linux: a pipe per
-//! direction) and the userspace path (a 64 KiB buffer per direction) borrow their pipe or
+//! direction, taken by a direction at its first bulk read; small messages before that are
+//! copied, which costs fewer calls) and the userspace path (a 64 KiB buffer per direction) borrow their pipe or
 //! buffer from a bounded pool only while the direction has bytes in flight, so an idle
 //! connection holds its two sockets and nothing else (see `pool`). Both share the same
 //! contract:

@@ -22,6 +22,7 @@ on_both_paths!(
     connections_in_sequence_each_get_exactly_their_own_bytes,
     idle_connection_is_closed,
     relay_function_moves_bytes_and_counts_them,
+    a_ping_pong_of_small_messages_never_stalls,
 );
 
 async fn sixteen_mib_cross_both_ways_intact(path: Path) {
@@ -232,4 +233,35 @@ async fn relay_function_moves_bytes_and_counts_them(path: Path) {
     let end = within(relay_task).await.expect("relay task").expect("relay result");
     assert_eq!(end, RelayEnd::Closed);
     assert_eq!((counters.bytes_in(), counters.bytes_out()), (4 << 20, 4 << 20));
+}
+
+/// Many request/response rounds of a few bytes each: every read drains its socket, so each
+/// leg goes back to waiting without a read that meets `EAGAIN`. A lost wake-up would hang a
+/// round (and the guard would fail the test); every byte is counted.
+async fn a_ping_pong_of_small_messages_never_stalls(path: Path) {
+    capture::install();
+    let plane = plane(path);
+    let id = rule_id();
+    let port = bind_simple(&plane, id, echo_backend().await).await;
+    let mut client = connect(port).await;
+    let mut sent = 0u64;
+    for round in 0..500u32 {
+        let message = format!("request {round} {}", "x".repeat((round % 97) as usize));
+        within(client.write_all(message.as_bytes())).await.expect("write");
+        let mut back = vec![0u8; message.len()];
+        within(client.read_exact(&mut back)).await.expect("the answer to every round arrives");
+        assert_eq!(back, message.as_bytes(), "round {round}");
+        sent += message.len() as u64;
+    }
+    // Small messages never show a bulk transfer: the fast path copies them.
+    assert!(capture::events("proxy.splice_selected", id).is_empty(), "small messages were spliced");
+    // One bulk write moves the leg to splice (on the splice path).
+    let bulk = pseudo_random(1 << 20, 3);
+    let back = within(exchange(client, &bulk)).await;
+    assert!(back == bulk, "bulk echo after the ping-pong differs");
+    let selected = capture::events("proxy.splice_selected", id).len();
+    assert_eq!(selected, usize::from(path == Path::Splice), "bulk moves a fast-path leg to splice");
+    eventually("the connection ends", || totals(&plane, id).connections_active == 0).await;
+    let t = totals(&plane, id);
+    assert_eq!((t.bytes_in, t.bytes_out), (sent + (1 << 20), sent + (1 << 20)));
 }
