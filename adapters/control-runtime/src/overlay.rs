@@ -40,6 +40,9 @@ struct Touched {
     clients: BTreeSet<ClientId>,
     /// Rules put or deleted.
     rules: BTreeSet<RuleId>,
+    /// Each touched rule as the transaction now holds it (`None`: deleted), kept from the
+    /// writes themselves so per-client reads never decode a stored row.
+    rules_now: BTreeMap<RuleId, Option<Rule>>,
     /// Clients whose rule set may have changed.
     rule_clients: BTreeSet<ClientId>,
     /// Any rule totals put (or dropped with a rule).
@@ -90,10 +93,12 @@ impl<'a> Overlay<'a> {
             }
             Write::PutRule(rule) => {
                 t.rules.insert(rule.id);
+                t.rules_now.insert(rule.id, Some(rule.clone()));
                 t.rule_clients.insert(rule.client.clone());
             }
             Write::DeleteRule(id) => {
                 t.rules.insert(*id);
+                t.rules_now.insert(*id, None);
                 t.totals = true;
             }
             Write::PutTotals(..) => t.totals = true,
@@ -164,24 +169,22 @@ impl RuleStore for Overlay<'_> {
         if self.touched().rules.is_empty() { self.model.list_rules() } else { self.tx.list_rules() }
     }
     fn rules_for_client(&self, client: &ClientId) -> Result<Vec<Rule>, StoreError> {
-        if !self.touched().rule_clients.contains(client) {
+        let touched = self.touched();
+        if !touched.rule_clients.contains(client) {
             return self.model.rules_for_client(client);
         }
         // The client's rules in the transaction are its rules in memory that no job touched,
-        // plus every touched rule that now belongs to it: only those are read from the store,
-        // by id, so the store needs no client→rules index.
-        let touched: Vec<RuleId> = self.touched().rules.iter().copied().collect();
+        // plus every touched rule that now belongs to it, as the jobs wrote it: nothing is
+        // read from the store, so the store needs no client→rules index.
         let mut by_id: BTreeMap<RuleId, Rule> = self
             .model
             .rules_for_client(client)?
             .into_iter()
-            .filter(|rule| touched.binary_search(&rule.id).is_err())
+            .filter(|rule| !touched.rules_now.contains_key(&rule.id))
             .map(|rule| (rule.id, rule))
             .collect();
-        for id in touched {
-            if let Some(rule) = self.tx.get_rule(id)?.filter(|rule| &rule.client == client) {
-                by_id.insert(id, rule);
-            }
+        for rule in touched.rules_now.values().flatten().filter(|rule| &rule.client == client) {
+            by_id.insert(rule.id, rule.clone());
         }
         Ok(by_id.into_values().collect())
     }
@@ -190,17 +193,16 @@ impl RuleStore for Overlay<'_> {
     }
     fn rule_counts(&self) -> Result<BTreeMap<ClientId, usize>, StoreError> {
         let mut counts = self.model.rule_counts()?;
-        let touched: Vec<RuleId> = self.touched().rules.iter().copied().collect();
         // Each touched rule moves one count from its owner in memory to its owner in the
         // transaction (either may be none: created, deleted).
-        for id in touched {
-            if let Some(before) = self.model.get_rule(id)?
+        for (id, now) in &self.touched().rules_now {
+            if let Some(before) = self.model.get_rule(*id)?
                 && let Some(n) = counts.get_mut(&before.client)
             {
                 *n = n.saturating_sub(1);
             }
-            if let Some(after) = self.tx.get_rule(id)? {
-                *counts.entry(after.client).or_insert(0) += 1;
+            if let Some(after) = now {
+                *counts.entry(after.client.clone()).or_insert(0) += 1;
             }
         }
         counts.retain(|_, n| *n > 0);
