@@ -38,11 +38,9 @@ use crate::model::ReadModel;
 struct Touched {
     /// Clients put or deleted, by id.
     clients: BTreeSet<ClientId>,
-    /// Rules put or deleted.
-    rules: BTreeSet<RuleId>,
-    /// Each touched rule as the transaction now holds it (`None`: deleted), kept from the
-    /// writes themselves so per-client reads never decode a stored row.
-    rules_now: BTreeMap<RuleId, Option<Rule>>,
+    /// Rules put or deleted, each as the transaction now holds it (`None`: deleted), kept
+    /// from the writes themselves so reads of them never decode a stored row.
+    rules: BTreeMap<RuleId, Option<Rule>>,
     /// Clients whose rule set may have changed.
     rule_clients: BTreeSet<ClientId>,
     /// Any rule totals put (or dropped with a rule).
@@ -92,13 +90,11 @@ impl<'a> Overlay<'a> {
                 t.clients.insert(id.clone());
             }
             Write::PutRule(rule) => {
-                t.rules.insert(rule.id);
-                t.rules_now.insert(rule.id, Some(rule.clone()));
+                t.rules.insert(rule.id, Some(rule.clone()));
                 t.rule_clients.insert(rule.client.clone());
             }
             Write::DeleteRule(id) => {
-                t.rules.insert(*id);
-                t.rules_now.insert(*id, None);
+                t.rules.insert(*id, None);
                 t.totals = true;
             }
             Write::PutTotals(..) => t.totals = true,
@@ -163,7 +159,10 @@ impl ClientStore for Overlay<'_> {
 
 impl RuleStore for Overlay<'_> {
     fn get_rule(&self, id: RuleId) -> Result<Option<Rule>, StoreError> {
-        if self.touched().rules.contains(&id) { self.tx.get_rule(id) } else { self.model.get_rule(id) }
+        match self.touched().rules.get(&id) {
+            Some(now) => Ok(now.clone()),
+            None => self.model.get_rule(id),
+        }
     }
     fn list_rules(&self) -> Result<Vec<Rule>, StoreError> {
         if self.touched().rules.is_empty() { self.model.list_rules() } else { self.tx.list_rules() }
@@ -180,10 +179,10 @@ impl RuleStore for Overlay<'_> {
             .model
             .rules_for_client(client)?
             .into_iter()
-            .filter(|rule| !touched.rules_now.contains_key(&rule.id))
+            .filter(|rule| !touched.rules.contains_key(&rule.id))
             .map(|rule| (rule.id, rule))
             .collect();
-        for rule in touched.rules_now.values().flatten().filter(|rule| &rule.client == client) {
+        for rule in touched.rules.values().flatten().filter(|rule| &rule.client == client) {
             by_id.insert(rule.id, rule.clone());
         }
         Ok(by_id.into_values().collect())
@@ -195,7 +194,7 @@ impl RuleStore for Overlay<'_> {
         let mut counts = self.model.rule_counts()?;
         // Each touched rule moves one count from its owner in memory to its owner in the
         // transaction (either may be none: created, deleted).
-        for (id, now) in &self.touched().rules_now {
+        for (id, now) in &self.touched().rules {
             if let Some(before) = self.model.get_rule(*id)?
                 && let Some(n) = counts.get_mut(&before.client)
             {
