@@ -64,10 +64,15 @@ impl Store for Recording {
         &self,
         work: &mut dyn FnMut(&dyn StoreTx) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
-        let applied = AtomicUsize::new(0);
-        let result = self.inner.transact(&mut |tx| work(&Counting { tx, applied: &applied }));
-        self.transactions.lock().expect("log").push(applied.load(Ordering::SeqCst));
-        result
+        // Logged as the work ends, before the inner store publishes it, so a reader that saw
+        // the commit in the store also finds it in the log. (A memory transaction whose work
+        // succeeded always commits.)
+        self.inner.transact(&mut |tx| {
+            let applied = AtomicUsize::new(0);
+            work(&Counting { tx, applied: &applied })?;
+            self.transactions.lock().expect("log").push(applied.load(Ordering::SeqCst));
+            Ok(())
+        })
     }
 }
 
@@ -94,12 +99,15 @@ struct Waiting {
     rule: RuleId,
 }
 
-async fn waiting_push(rt: &Runtime) -> Waiting {
+/// Returns once the push's own transaction is in `store` (and in the log): its Upsert is
+/// sent before its commit, so the stream alone does not say the commit happened.
+async fn waiting_push(rt: &Runtime, store: &MemoryStore) -> Waiting {
     let client = enrolled(rt, CLIENT).await;
     let mut stream = connect(rt, &client).await;
     stream.plan().await;
     let push = spawn_push(rt, &Actor::operator(), 18080, Duration::from_secs(2));
     let rule = stream.upsert().await;
+    hold_thread_until("the push's commit", || in_store(store, rule).map(|_| ()));
     Waiting { client, stream, push, rule }
 }
 
@@ -112,7 +120,7 @@ async fn listed_state(rt: &Runtime, rule: RuleId) -> RuleState {
 async fn an_outcome_is_answered_without_a_commit_and_reaches_the_store_within_the_sync_window() {
     let (f, recording) = recording_fixture(Duration::from_millis(20));
     let rt = &f.runtime;
-    let Waiting { client, stream: _stream, push, rule } = waiting_push(rt).await;
+    let Waiting { client, stream: _stream, push, rule } = waiting_push(rt, &f.store).await;
     let before_outcome = recording.transactions().len();
 
     assert_eq!(report(rt, &client.id, rule, RuleEvent::Activated).await, Some(RuleState::Active));
@@ -142,7 +150,7 @@ async fn a_kept_outcome_rides_with_the_next_operator_mutation() {
     // A window far longer than the test: only the next transaction can carry the outcome.
     let (f, recording) = recording_fixture(Duration::from_secs(3600));
     let rt = &f.runtime;
-    let Waiting { client, stream: _stream, push, rule } = waiting_push(rt).await;
+    let Waiting { client, stream: _stream, push, rule } = waiting_push(rt, &f.store).await;
     report(rt, &client.id, rule, RuleEvent::Activated).await;
     finished("the push", push).await.expect("activated");
     let before = recording.transactions().len();
@@ -158,7 +166,7 @@ async fn a_kept_outcome_rides_with_the_next_operator_mutation() {
 async fn an_outcome_queued_behind_a_mutation_sees_that_mutation_committed() {
     let (f, _recording) = recording_fixture(Duration::from_secs(3600));
     let rt = &f.runtime;
-    let Waiting { client, stream: _stream, push, rule } = waiting_push(rt).await;
+    let Waiting { client, stream: _stream, push, rule } = waiting_push(rt, &f.store).await;
 
     // Behind the gate: a removal of the rule, then the client's outcome for it. The outcome
     // must be decided after the removal committed, so it finds no rule and changes nothing.
@@ -179,7 +187,7 @@ async fn an_outcome_queued_behind_a_mutation_sees_that_mutation_committed() {
 async fn an_outcome_queued_behind_a_mutation_joins_its_transaction() {
     let (f, recording) = recording_fixture(Duration::from_secs(3600));
     let rt = &f.runtime;
-    let Waiting { client, stream: _stream, push, rule } = waiting_push(rt).await;
+    let Waiting { client, stream: _stream, push, rule } = waiting_push(rt, &f.store).await;
 
     let gate = WriterGate::close(rt);
     let before = recording.transactions().len();
