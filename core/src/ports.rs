@@ -386,11 +386,16 @@ pub enum ClientCommand {
         /// Rule id.
         rule: RuleId,
     },
-    /// A pair's quota changed (`TrafficQuotaUpdate`).
-    Quota(crate::quota::PairUpdate),
-    /// An owner's envelope on the client changed (`OwnerLimitsUpdate`).
-    OwnerCaps(crate::ratelimit::OwnerCapsUpdate),
+    /// A pair's quota changed (`TrafficQuotaUpdate`; boxed, as `def` is).
+    Quota(Box<crate::quota::PairUpdate>),
+    /// An owner's envelope on the client changed (`OwnerLimitsUpdate`; boxed, as `def` is).
+    OwnerCaps(Box<crate::ratelimit::OwnerCapsUpdate>),
 }
+
+// A command waits in its stream's queue, whose blocks hold 32 slots of the largest variant
+// each: one block per connected client. Every payload is boxed so that a slot stays at
+// three words (at 128 bytes a block cost each client 4 KiB).
+const _: () = assert!(std::mem::size_of::<ClientCommand>() <= 24);
 
 /// Why the server ends a client's stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -38,6 +38,9 @@ pub enum Outbound {
     End(EndReason),
 }
 
+// One queue block (32 slots) per connected client: keep a slot at three words.
+const _: () = assert!(std::mem::size_of::<Outbound>() <= 24);
+
 struct Session {
     generation: u64,
     /// The client's name, for events.

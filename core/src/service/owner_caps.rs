@@ -60,7 +60,10 @@ pub fn owner_caps_not_found(user: &str, client: &str) -> Failure {
 /// Tells the pair's client about `envelope`, with the owner's rules there.
 fn tell<S: RuleStore + ?Sized>(cx: &mut Cx<'_, S>, envelope: &OwnerCaps) -> Result<(), Failure> {
     let update = OwnerCapsUpdate::of(envelope, &cx.store.rules_for_client(&envelope.client)?);
-    cx.effect(Effect::Send { client: envelope.client.clone(), command: ClientCommand::OwnerCaps(update) });
+    cx.effect(Effect::Send {
+        client: envelope.client.clone(),
+        command: ClientCommand::OwnerCaps(Box::new(update)),
+    });
     Ok(())
 }
 
@@ -115,7 +118,7 @@ impl OwnerCapsService {
             let removal = OwnerCapsUpdate { user: envelope.user.clone(), caps: None, rules: Vec::new() };
             cx.effect(Effect::Send {
                 client: envelope.client.clone(),
-                command: ClientCommand::OwnerCaps(removal),
+                command: ClientCommand::OwnerCaps(Box::new(removal)),
             });
             Ok(OwnerCapsView::of(&envelope))
         })();

@@ -100,7 +100,7 @@ pub(crate) fn pair_update(quota: &Quota, client_rules: &[crate::rule::Rule]) -> 
 /// with its next session's plan).
 fn tell<S: RuleStore + ?Sized>(cx: &mut Cx<'_, S>, quota: &Quota) -> Result<(), Failure> {
     let update = pair_update(quota, &cx.store.rules_for_client(&quota.client)?);
-    cx.effect(Effect::Send { client: quota.client.clone(), command: ClientCommand::Quota(update) });
+    cx.effect(Effect::Send { client: quota.client.clone(), command: ClientCommand::Quota(Box::new(update)) });
     Ok(())
 }
 
@@ -183,7 +183,10 @@ impl QuotaService {
             cx.stage([Write::DeleteQuota(quota.user.clone(), quota.client.clone())]);
             let removal =
                 PairUpdate { update: QuotaUpdate::Remove { user: quota.user.clone() }, rules: Vec::new() };
-            cx.effect(Effect::Send { client: quota.client.clone(), command: ClientCommand::Quota(removal) });
+            cx.effect(Effect::Send {
+                client: quota.client.clone(),
+                command: ClientCommand::Quota(Box::new(removal)),
+            });
             Ok(quota)
         })();
         cx.audited(actor, "quota.delete", Some(&format!("{user} {client}")), result)

@@ -250,7 +250,7 @@ impl RuleService {
             update.rules.push(rule.id);
             cx.effect(super::Effect::Send {
                 client: rule.client.clone(),
-                command: ClientCommand::Quota(update),
+                command: ClientCommand::Quota(Box::new(update)),
             });
         }
         // So does the owner's envelope on the client, which binds before the rule's caps.
@@ -259,7 +259,7 @@ impl RuleService {
             update.rules.push(rule.id);
             cx.effect(super::Effect::Send {
                 client: rule.client.clone(),
-                command: ClientCommand::OwnerCaps(update),
+                command: ClientCommand::OwnerCaps(Box::new(update)),
             });
         }
         let command = ClientCommand::Upsert { rule: rule.id, def: Box::new(rule.def.clone()) };
