@@ -7,9 +7,11 @@
 //! ```
 //!
 //! Arguments: the number of connections (default 1000, at most 50,000), the copy path
-//! (`splice`, the default, or `userspace`, as `PORTUNUS_DISABLE_SPLICE=1` selects it) and the
+//! (`splice`, the default, or `userspace`, as `PORTUNUS_DISABLE_SPLICE=1` selects it), the
 //! open-file limit the forwarder runs under (default 65,536, the shipped unit's
-//! `LimitNOFILE=`). Raising a limit above the hard one needs root.
+//! `LimitNOFILE=`; raising a limit above the hard one needs root) and how many bursts of
+//! connections to open and close (default 1, at most 20). The forwarder gets the shipped
+//! unit's `GLIBC_TUNABLES` unless the variable is set (`GLIBC_TUNABLES=` for glibc's defaults).
 //!
 //! The tool runs three processes on loopback so that only the forwarder is measured: itself
 //! (the clients), an echo backend and the forwarder (a [`DataPlane`] with one rule on a
@@ -36,6 +38,10 @@ type Res<T> = Result<T, Box<dyn Error>>;
 
 /// Most connections the tool opens.
 const MAX_CONNS: usize = 50_000;
+/// `GLIBC_TUNABLES` of the shipped `portunus-client.service`.
+const SHIPPED_TUNABLES: &str = "glibc.malloc.tcache_count=0:glibc.malloc.top_pad=0";
+/// Most bursts of connections one run opens and closes.
+const MAX_BURSTS: usize = 20;
 /// Connections set up at once.
 const WAVE: usize = 200;
 /// Bytes each connection echoes once before it goes idle.
@@ -67,14 +73,22 @@ fn drive(args: &[String]) -> Res<()> {
         other => return Err(format!("unknown path {other:?} (splice or userspace)").into()),
     };
     let nofile: u64 = args.get(2).map(|a| a.parse()).transpose()?.unwrap_or(65_536);
+    let bursts: usize = args.get(3).map(|a| a.parse()).transpose()?.unwrap_or(1).clamp(1, MAX_BURSTS);
     set_nofile(conns as u64 + SPARE_FDS, false)?;
 
     let exe = std::env::current_exe()?;
     let peer_fds = (conns as u64 + SPARE_FDS).to_string();
     let (mut backend, backend_addr) = spawn(Command::new(&exe).args(["__backend", &peer_fds]))?;
     let splice_flag = if splice { "1" } else { "0" };
-    let (mut fwd, listen) =
-        spawn(Command::new(&exe).args(["__forwarder", &backend_addr, splice_flag, &nofile.to_string()]))?;
+    let mut forwarder = Command::new(&exe);
+    forwarder.args(["__forwarder", &backend_addr, splice_flag, &nofile.to_string()]);
+    // The allocator as the shipped unit sets it, unless the caller chose (`GLIBC_TUNABLES=`
+    // runs glibc's defaults).
+    if std::env::var_os("GLIBC_TUNABLES").is_none() {
+        forwarder.env("GLIBC_TUNABLES", SHIPPED_TUNABLES);
+    }
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_else(|_| SHIPPED_TUNABLES.to_owned());
+    let (mut fwd, listen) = spawn(&mut forwarder)?;
     let pid = fwd.child.id();
     let listen: SocketAddr = listen.parse()?;
 
@@ -83,31 +97,31 @@ fn drive(args: &[String]) -> Res<()> {
         // One connection first, so one-time set-up (pools, thread state) is in the idle level.
         drop(open(listen).await?);
         let idle = settle(pid, None).await?;
-        let started = Instant::now();
-        let mut open_conns = Vec::with_capacity(conns);
-        while open_conns.len() < conns {
-            let wave = WAVE.min(conns - open_conns.len());
-            let opened = futures_join((0..wave).map(|_| open(listen))).await;
-            for conn in opened {
-                open_conns.push(conn?);
-            }
+        let (loaded, closed, setup) = burst(listen, pid, conns, &idle).await?;
+        // More bursts: RSS after each closes shows whether every burst leaves more behind,
+        // or what the first one left is set-up paid once (a worker's first stack pages and
+        // malloc arena).
+        let mut after = Vec::new();
+        for _ in 1..bursts {
+            after.push(burst(listen, pid, conns, &idle).await?.1);
         }
-        let setup = started.elapsed();
-        let loaded = settle(pid, None).await?;
-        drop(open_conns);
-        let closed = settle(pid, Some(idle.fds - idle.pipes)).await?;
-        Ok::<_, Box<dyn Error>>((idle, loaded, closed, setup))
+        Ok::<_, Box<dyn Error>>((idle, loaded, closed, after, setup))
     });
     fwd.finish();
     backend.finish();
-    let (idle, loaded, closed, setup) = outcome?;
+    let (idle, loaded, closed, after, setup) = outcome?;
 
     let n = conns as f64;
-    println!("path {path}, {conns} idle connections, forwarder LimitNOFILE {nofile}");
+    println!(
+        "path {path}, {conns} idle connections, forwarder LimitNOFILE {nofile}, GLIBC_TUNABLES={tunables:?}"
+    );
     println!("set-up: {:.1} s", setup.as_secs_f64());
     println!("{:<22} {:>8} {:>8} {:>10}", "forwarder", "fds", "pipes", "RSS KiB");
     for (name, s) in [("idle", &idle), ("connections open", &loaded), ("after close", &closed)] {
         println!("{name:<22} {:>8} {:>8} {:>10}", s.fds, s.pipes, s.rss_kib);
+    }
+    for (i, s) in after.iter().enumerate() {
+        println!("{:<22} {:>8} {:>8} {:>10}", format!("after burst {}", i + 2), s.fds, s.pipes, s.rss_kib);
     }
     println!(
         "per idle connection:   {:.2} descriptors, {:.2} KiB",
@@ -118,7 +132,34 @@ fn drive(args: &[String]) -> Res<()> {
         "RSS after close:       {:+.1} % of idle",
         (closed.rss_kib as f64 / idle.rss_kib as f64 - 1.0) * 100.0
     );
+    if let Some(last) = after.last() {
+        println!(
+            "after {bursts} bursts:        {:+.1} % of idle, {:+.1} % of the first close",
+            (last.rss_kib as f64 / idle.rss_kib as f64 - 1.0) * 100.0,
+            (last.rss_kib as f64 / closed.rss_kib as f64 - 1.0) * 100.0,
+        );
+    }
     Ok(())
+}
+
+/// Opens `conns` connections through the forwarder in waves, reads the forwarder once they
+/// are all open and idle, closes them and reads it again once it settled; with the time
+/// the connections took to open.
+async fn burst(listen: SocketAddr, pid: u32, conns: usize, idle: &Sample) -> Res<(Sample, Sample, Duration)> {
+    let started = Instant::now();
+    let mut open_conns = Vec::with_capacity(conns);
+    while open_conns.len() < conns {
+        let wave = WAVE.min(conns - open_conns.len());
+        let opened = futures_join((0..wave).map(|_| open(listen))).await;
+        for conn in opened {
+            open_conns.push(conn?);
+        }
+    }
+    let setup = started.elapsed();
+    let loaded = settle(pid, None).await?;
+    drop(open_conns);
+    let closed = settle(pid, Some(idle.fds - idle.pipes)).await?;
+    Ok((loaded, closed, setup))
 }
 
 /// Runs `futs` concurrently and returns their outputs in order.

@@ -127,7 +127,11 @@ fn units_run_as_portunus_and_restart_only_on_fixable_failures() {
     assert_eq!(values(&server, "RestartPreventExitStatus"), ["2 65 75 78"]);
     assert_eq!(
         values(&client, "Environment"),
-        ["PORTUNUS_BUNDLE=/etc/portunus/bundle.json", "PORTUNUS_STATE_DIR=/var/lib/portunus-client"]
+        [
+            "PORTUNUS_BUNDLE=/etc/portunus/bundle.json",
+            "PORTUNUS_STATE_DIR=/var/lib/portunus-client",
+            "GLIBC_TUNABLES=glibc.malloc.tcache_count=0:glibc.malloc.top_pad=0"
+        ]
     );
     assert_eq!(values(&client, "StateDirectory"), ["portunus-client"]);
     assert_eq!(values(&client, "ReadOnlyPaths"), ["/etc/portunus"]);
