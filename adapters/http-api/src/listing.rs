@@ -80,10 +80,17 @@ pub async fn respond(
     Ok(json(body))
 }
 
-/// Encodes `items` as a JSON array into one buffer sized for them up front.
-pub fn encode<T: Serialize>(items: &[T], bytes_per_item: usize) -> Result<Bytes, Failure> {
+/// Encodes `items` as a JSON array into one buffer sized for them up front, each item as it
+/// comes: a listing never holds all its DTOs at once (for 3,200 rules that was 1.4 MB more
+/// to allocate, fault in and free on every render).
+pub fn encode<T: Serialize>(
+    items: impl ExactSizeIterator<Item = T>,
+    bytes_per_item: usize,
+) -> Result<Bytes, Failure> {
+    use serde::Serializer as _;
     let mut out = Vec::with_capacity(2 + items.len().saturating_mul(bytes_per_item));
-    serde_json::to_writer(&mut out, items)
+    (&mut serde_json::Serializer::new(&mut out))
+        .collect_seq(items)
         .map_err(|err| Failure::new(ErrorCode::Internal, format!("cannot encode the listing: {err}")))?;
     Ok(Bytes::from(out))
 }
@@ -116,8 +123,8 @@ mod tests {
 
     #[test]
     fn an_encoded_listing_is_a_json_array() {
-        let body = encode(&["a", "b"], 4).expect("encodes");
+        let body = encode(["a", "b"].into_iter(), 4).expect("encodes");
         assert_eq!(&body[..], br#"["a","b"]"#);
-        assert_eq!(&encode::<u8>(&[], 4).expect("encodes")[..], b"[]");
+        assert_eq!(&encode(std::iter::empty::<u8>(), 4).expect("encodes")[..], b"[]");
     }
 }

@@ -21,8 +21,7 @@ pub async fn list_clients(
     let shared = actor.sees_everything();
     listing::respond(&state, Listing::Clients, shared, move |runtime| {
         let views = runtime.list_clients(&actor)?;
-        let dtos: Vec<ClientDto> = views.into_iter().map(ClientDto::from).collect();
-        listing::encode(&dtos, CLIENT_JSON_BYTES)
+        listing::encode(views.into_iter().map(ClientDto::from), CLIENT_JSON_BYTES)
     })
     .await
 }

@@ -66,8 +66,7 @@ pub async fn list_rules(
     let shared = unfiltered && actor.sees_everything();
     listing::respond(&state, Listing::Rules, shared, move |runtime| {
         let views = runtime.list_rules(&actor, &filter)?;
-        let dtos: Vec<RuleDto> = views.into_iter().map(RuleDto::from).collect();
-        listing::encode(&dtos, RULE_JSON_BYTES)
+        listing::encode(views.into_iter().map(RuleDto::from), RULE_JSON_BYTES)
     })
     .await
 }
