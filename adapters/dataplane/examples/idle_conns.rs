@@ -9,9 +9,9 @@
 //! Arguments: the number of connections (default 1000, at most 50,000), the copy path
 //! (`splice`, the default, or `userspace`, as `PORTUNUS_DISABLE_SPLICE=1` selects it), the
 //! open-file limit the forwarder runs under (default 65,536, the shipped unit's
-//! `LimitNOFILE=`; raising a limit above the hard one needs root) and how many bursts of
-//! connections to open and close (default 1, at most 20). The forwarder gets the shipped
-//! unit's `GLIBC_TUNABLES` unless the variable is set (`GLIBC_TUNABLES=` for glibc's defaults).
+//! `LimitNOFILE=`; raising a limit above the hard one needs root), how many bursts of
+//! connections to open and close (default 1, at most 20) and the forwarder's `GLIBC_TUNABLES`
+//! (default the shipped unit's; `''` runs glibc's defaults).
 //!
 //! The tool runs three processes on loopback so that only the forwarder is measured: itself
 //! (the clients), an echo backend and the forwarder (a [`DataPlane`] with one rule on a
@@ -74,6 +74,7 @@ fn drive(args: &[String]) -> Res<()> {
     };
     let nofile: u64 = args.get(2).map(|a| a.parse()).transpose()?.unwrap_or(65_536);
     let bursts: usize = args.get(3).map(|a| a.parse()).transpose()?.unwrap_or(1).clamp(1, MAX_BURSTS);
+    let tunables = args.get(4).map_or(SHIPPED_TUNABLES, String::as_str);
     set_nofile(conns as u64 + SPARE_FDS, false)?;
 
     let exe = std::env::current_exe()?;
@@ -82,12 +83,9 @@ fn drive(args: &[String]) -> Res<()> {
     let splice_flag = if splice { "1" } else { "0" };
     let mut forwarder = Command::new(&exe);
     forwarder.args(["__forwarder", &backend_addr, splice_flag, &nofile.to_string()]);
-    // The allocator as the shipped unit sets it, unless the caller chose (`GLIBC_TUNABLES=`
-    // runs glibc's defaults).
-    if std::env::var_os("GLIBC_TUNABLES").is_none() {
-        forwarder.env("GLIBC_TUNABLES", SHIPPED_TUNABLES);
-    }
-    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_else(|_| SHIPPED_TUNABLES.to_owned());
+    // The allocator as the shipped unit sets it, unless the caller chose another (an empty
+    // value runs glibc's defaults).
+    forwarder.env("GLIBC_TUNABLES", tunables);
     let (mut fwd, listen) = spawn(&mut forwarder)?;
     let pid = fwd.child.id();
     let listen: SocketAddr = listen.parse()?;
